@@ -1,0 +1,85 @@
+//! Operator settings from flags and environment variables.
+//! Parsing and checking only; nothing here connects anywhere.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `podkeeper run` flags; each has an environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// ZooKeeper connect string (comma-separated host:port).
+    #[arg(long, env = "PODKEEPER_ZK_CONNECT", default_value = "127.0.0.1:2181")]
+    pub zk_connect: String,
+    /// Chroot applied to every path the operator writes (e.g. /prod).
+    #[arg(long, env = "PODKEEPER_ZK_CHROOT")]
+    pub zk_chroot: Option<String>,
+    /// ZooKeeper session timeout (e.g. 10s, 500ms).
+    #[arg(long, env = "PODKEEPER_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub zk_session_timeout: Duration,
+    /// File with `user:password` for ZooKeeper digest authentication.
+    #[arg(long, env = "PODKEEPER_ZK_AUTH_FILE")]
+    pub zk_auth_file: Option<std::path::PathBuf>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "PODKEEPER_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    pub health_addr: SocketAddr,
+    /// Namespaces to watch, comma-separated; empty means all.
+    #[arg(long, env = "PODKEEPER_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Resources may only write under this znode prefix.
+    #[arg(long, env = "PODKEEPER_ALLOWED_PATH_PREFIX", default_value = "/podkeeper")]
+    pub allowed_path_prefix: String,
+    /// Interval of the full resync that repairs tampering (e.g. 5m).
+    #[arg(long, env = "PODKEEPER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// Identifies this Kubernetes cluster in owner records.
+    #[arg(long, env = "PODKEEPER_CLUSTER_ID", default_value = "default")]
+    pub cluster_id: String,
+    /// Log format: text or json.
+    #[arg(long, env = "PODKEEPER_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are printed.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,263 @@
+//! The `ServiceRegistration` custom resource (podkeeper.io/v1alpha1): spec, status and schema.
+//! Types only: validation the API server can do lives here as schema and CEL; nothing here does I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+pub use crate::model::policy::Policy;
+
+/// Finalizer that makes the operator remove the resource's znodes before it goes.
+pub const FINALIZER: &str = "podkeeper.io/cleanup";
+/// Pod annotation with the pod's relative weight inside its group.
+pub const WEIGHT_ANNOTATION: &str = "podkeeper.io/weight";
+
+/// Publishes the ready pods matched by `selector` into ZooKeeper as endpoints of one service.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "podkeeper.io",
+    version = "v1alpha1",
+    kind = "ServiceRegistration",
+    plural = "serviceregistrations",
+    shortname = "svcreg",
+    category = "podkeeper",
+    namespaced,
+    status = "ServiceRegistrationStatus",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Published", type_ = "integer", json_path = ".status.published"),
+    printcolumn(name = "Path", type_ = "string", json_path = ".status.path"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRegistrationSpec {
+    /// Pods in this resource's namespace to publish. Must not be empty.
+    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("selector must not be empty: set matchLabels or matchExpressions"))]
+    pub selector: LabelSelector,
+
+    /// The container port to publish, by name (e.g. `http`) or number (1-65535).
+    #[x_kube(validation = Rule::new("type(self) == int ? (self >= 1 && self <= 65535) : (size(self) >= 1 && size(self) <= 15 && self.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'))").message("port must be a number from 1 to 65535 or a container port name (lowercase letters, digits and '-', at most 15 characters)"))]
+    pub port: IntOrString,
+
+    /// Further named container ports published with the main one (in each endpoint's `ports`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("size(self) <= 16").message("at most 16 extraPorts"))]
+    #[x_kube(validation = Rule::new("self.all(p, size(p) >= 1 && size(p) <= 15 && p.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'))").message("extraPorts must be container port names (lowercase letters, digits and '-', at most 15 characters)"))]
+    #[schemars(length(max = 16), inner(length(max = 15)))]
+    pub extra_ports: Vec<String>,
+
+    /// Name in the registry; defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 253 && self.matches('^[A-Za-z0-9][A-Za-z0-9._:-]*$') && self != '.' && self != '..'").message("serviceName must be 1-253 characters of letters, digits, '.', '_', ':' and '-', starting with a letter or digit"))]
+    #[schemars(length(max = 253))]
+    pub service_name: Option<String>,
+
+    /// Base znode; defaults to `/podkeeper/<namespace>/<serviceName>`. Must lie under the
+    /// operator's `--allowed-path-prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) <= 512 && self.matches('^(/[A-Za-z0-9._:@-]+)+$') && !self.matches('/[.][.]?(/|$)') && !self.startsWith('/zookeeper')").message("path must be an absolute znode path like /podkeeper/team/service: segments of letters, digits, '.', '_', ':', '@' and '-', no '.' or '..' segment, no trailing '/', not under /zookeeper, at most 512 characters"))]
+    #[schemars(length(max = 512))]
+    pub path: Option<String>,
+
+    /// A ZooKeeper ensemble for this resource only; defaults to the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zookeeper: Option<ZooKeeperTarget>,
+
+    /// How weights are assigned to ready endpoints.
+    #[serde(default)]
+    pub weights: Weights,
+
+    /// The policy clients use to pick an endpoint; published in the service record.
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+
+    /// What goes into each endpoint record's `metadata`.
+    #[serde(default)]
+    pub metadata: MetadataSpec,
+
+    /// Seconds a terminating pod stays published with weight 0 and status DRAINING.
+    #[serde(default = "default_drain_seconds")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("drainSeconds must be between 0 and 3600"))]
+    pub drain_seconds: u32,
+
+    /// Stop writing to ZooKeeper and keep what is there.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_drain_seconds() -> u32 {
+    10
+}
+
+/// A ZooKeeper ensemble.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct ZooKeeperTarget {
+    /// Comma-separated `host:port` list.
+    #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 1024 && self.matches('^[A-Za-z0-9.:\\\\[\\\\]-]+(,[A-Za-z0-9.:\\\\[\\\\]-]+)*$')").message("connect must be a comma-separated list of host:port"))]
+    #[schemars(length(max = 1024))]
+    pub connect: String,
+    /// Optional chroot applied to every path of this resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) <= 512 && self.matches('^(/[A-Za-z0-9._:@-]+)+$')").message("chroot must be an absolute znode path"))]
+    #[schemars(length(max = 512))]
+    pub chroot: Option<String>,
+}
+
+/// Weight assignment. See the README for the semantics and a worked example.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.groups) || self.groups.all(g, self.groups.exists_one(h, h.name == g.name))").message("weight group names must be unique"))]
+pub struct Weights {
+    /// Relative weight of a pod without the `podkeeper.io/weight` annotation.
+    #[serde(default = "default_weight")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("weights.default must be between 1 and 10000"))]
+    pub default: u32,
+    /// Share of the implicit `default` group (pods matching no group) when groups are declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("weights.defaultShare must be between 1 and 10000"))]
+    pub default_share: Option<u32>,
+    /// Groups with a constant share of the total; a pod belongs to the first group that selects it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("size(self) <= 32").message("at most 32 weight groups"))]
+    #[schemars(length(max = 32))]
+    pub groups: Vec<WeightGroup>,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights { default: default_weight(), default_share: None, groups: Vec::new() }
+    }
+}
+
+/// A set of pods with a constant share of the total weight.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightGroup {
+    /// Group name, written into each endpoint's `group`.
+    #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 63 && self.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$') && self != 'default'").message("group name must be 1-63 lowercase letters, digits and '-', and not 'default' (reserved for the implicit group)"))]
+    #[schemars(length(max = 63))]
+    pub name: String,
+    /// Pods of this group (within the resource's selection).
+    pub selector: LabelSelector,
+    /// Relative share of the total weight while the group has a ready endpoint.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("share must be between 1 and 10000"))]
+    pub share: u32,
+}
+
+/// Client-side load balancing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    /// RoundRobin, Random, WeightedRandom, WeightedRoundRobin, LeastRequest or ConsistentHash.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// Pod labels and annotations copied into endpoint metadata, plus static entries.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataSpec {
+    /// Pod label keys to copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("size(self) <= 32 && self.all(k, size(k) >= 1 && size(k) <= 317)").message("at most 32 label keys, each 1-317 characters"))]
+    #[schemars(length(max = 32), inner(length(max = 317)))]
+    pub labels: Vec<String>,
+    /// Pod annotation keys to copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("size(self) <= 32 && self.all(k, size(k) >= 1 && size(k) <= 317)").message("at most 32 annotation keys, each 1-317 characters"))]
+    #[schemars(length(max = 32), inner(length(max = 317)))]
+    pub annotations: Vec<String>,
+    /// Static key/values added to every endpoint.
+    #[serde(default, rename = "static", skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("size(self) <= 32 && self.all(k, size(k) <= 253 && size(self[k]) <= 1024)").message("at most 32 static entries, keys up to 253 and values up to 1024 characters"))]
+    #[schemars(extend("maxProperties" = 32))]
+    pub r#static: BTreeMap<String, String>,
+}
+
+/// What the operator observed and did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRegistrationStatus {
+    /// The generation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Synced, ZooKeeperAvailable and Conflict.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Pods matched by the selector.
+    #[serde(default)]
+    pub matched: u32,
+    /// Matched pods that are ready.
+    #[serde(default)]
+    pub ready: u32,
+    /// Endpoints in ZooKeeper, draining ones included.
+    #[serde(default)]
+    pub published: u32,
+    /// Endpoints published with weight 0 while their pods terminate.
+    #[serde(default)]
+    pub draining: u32,
+    /// Ready count and total weight per group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupStatus>,
+    /// The resolved base znode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// When ZooKeeper last matched the desired state (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+}
+
+/// A condition in the Kubernetes style.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, Synced, ZooKeeperAvailable or Conflict.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// When the status last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// The generation the condition refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Status of one weight group.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    /// Group name (`default` for the implicit one).
+    pub name: String,
+    /// Ready endpoints in the group.
+    pub ready: u32,
+    /// Sum of the group's endpoint weights.
+    pub weight: u64,
+}
+
+impl ServiceRegistration {
+    /// The registry name: `spec.serviceName` or `metadata.name`.
+    pub fn service_name(&self) -> String {
+        self.spec.service_name.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+}
+
+/// The CRD as YAML, exactly as committed in `crds/`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let body = serde_yaml::to_string(&ServiceRegistration::crd()).expect("CRD serializes");
+    format!("# Generated by `podkeeper crd`; do not edit.\n{body}")
+}

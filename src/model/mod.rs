@@ -1,0 +1,5 @@
+//! Pure domain logic: pods to endpoints, weights, and the plan of ZooKeeper changes.
+//! No I/O and no clocks: callers pass time in, so every function here is deterministic.
+
+pub mod policy;
+pub mod record;

@@ -1,0 +1,125 @@
+//! The native ZooKeeper records: the service record at `<path>` and one endpoint record per pod
+//! at `<path>/endpoints/<pod>`. Plain data shared by the writer and the discovery client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::Policy;
+
+/// Child folder of a service path that holds the endpoints.
+pub const ENDPOINTS: &str = "endpoints";
+
+/// Who owns a service path: the operator never touches a path owned by someone else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// The operator's `--cluster-id`.
+    pub cluster_id: String,
+    /// The resource's namespace.
+    pub namespace: String,
+    /// The resource's name.
+    pub name: String,
+    /// The resource's UID.
+    pub uid: String,
+}
+
+impl Owner {
+    /// Same cluster, namespace and name: the same resource, possibly recreated with a new UID.
+    pub fn same_resource(&self, other: &Owner) -> bool {
+        self.cluster_id == other.cluster_id && self.namespace == other.namespace && self.name == other.name
+    }
+}
+
+/// The record at `<path>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRecord {
+    /// The registry name.
+    pub service_name: String,
+    /// The policy clients follow.
+    pub policy: Policy,
+    /// The resource that owns this path.
+    pub owner: Owner,
+    /// The resource generation this record reflects.
+    pub generation: i64,
+}
+
+/// Whether clients may send new requests to an endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EndpointStatus {
+    /// Ready: pick it.
+    #[default]
+    Up,
+    /// The pod is terminating: finish in-flight requests, pick it no more.
+    Draining,
+}
+
+/// The record at `<path>/endpoints/<pod>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointRecord {
+    /// Pod IP.
+    pub host: String,
+    /// The published port.
+    pub port: u16,
+    /// All published ports by name (the main one included when it has a name).
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+    /// Weight; 0 only while draining.
+    pub weight: u32,
+    /// Weight group.
+    pub group: String,
+    /// The node's `topology.kubernetes.io/zone`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Node name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Pod name.
+    pub pod: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Copied labels and annotations plus static entries.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// UP or DRAINING.
+    pub status: EndpointStatus,
+}
+
+impl EndpointRecord {
+    /// May a client send a new request here?
+    pub fn pickable(&self) -> bool {
+        self.status == EndpointStatus::Up && self.weight > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_json_uses_the_documented_field_names() {
+        let rec = EndpointRecord {
+            host: "10.0.0.1".into(),
+            port: 8080,
+            ports: [("http".to_string(), 8080)].into(),
+            weight: 100,
+            group: "default".into(),
+            zone: Some("z1".into()),
+            node: None,
+            pod: "web-1".into(),
+            namespace: "shop".into(),
+            metadata: BTreeMap::new(),
+            status: EndpointStatus::Draining,
+        };
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(json["status"], "DRAINING");
+        assert_eq!(json["ports"]["http"], 8080);
+        assert!(json.get("node").is_none());
+        let back: EndpointRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, rec);
+        assert!(!back.pickable());
+    }
+}
