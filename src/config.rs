@@ -26,7 +26,11 @@ pub struct RunArgs {
     #[arg(long, env = "PODKEEPER_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
     /// Resources may only write under this znode prefix.
-    #[arg(long, env = "PODKEEPER_ALLOWED_PATH_PREFIX", default_value = "/podkeeper")]
+    #[arg(
+        long,
+        env = "PODKEEPER_ALLOWED_PATH_PREFIX",
+        default_value = "/podkeeper"
+    )]
     pub allowed_path_prefix: String,
     /// Interval of the full resync that repairs tampering (e.g. 5m).
     #[arg(long, env = "PODKEEPER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
@@ -55,7 +59,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,

@@ -26,10 +26,18 @@ pub const WEIGHT_ANNOTATION: &str = "podkeeper.io/weight";
     category = "podkeeper",
     namespaced,
     status = "ServiceRegistrationStatus",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Published", type_ = "integer", json_path = ".status.published"),
     printcolumn(name = "Path", type_ = "string", json_path = ".status.path"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceRegistrationSpec {
@@ -92,7 +100,9 @@ fn default_drain_seconds() -> u32 {
 }
 
 /// A ZooKeeper ensemble.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ZooKeeperTarget {
     /// Comma-separated `host:port` list.
@@ -132,7 +142,11 @@ fn default_weight() -> u32 {
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights { default: default_weight(), default_share: None, groups: Vec::new() }
+        Weights {
+            default: default_weight(),
+            default_share: None,
+            groups: Vec::new(),
+        }
     }
 }
 
@@ -251,7 +265,10 @@ pub struct GroupStatus {
 impl ServiceRegistration {
     /// The registry name: `spec.serviceName` or `metadata.name`.
     pub fn service_name(&self) -> String {
-        self.spec.service_name.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+        self.spec
+            .service_name
+            .clone()
+            .unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
     }
 }
 

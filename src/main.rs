@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "podkeeper", version, about = "Mirrors ready Kubernetes pods into ZooKeeper for discovery and load balancing")]
+#[command(
+    name = "podkeeper",
+    version,
+    about = "Mirrors ready Kubernetes pods into ZooKeeper for discovery and load balancing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +31,9 @@ fn main() -> anyhow::Result<()> {
         print!("{}", podkeeper::crd::crd_yaml());
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => podkeeper::run(*args).await,

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// How clients pick one provider per request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Policy {
     /// Each endpoint in turn.
     #[default]

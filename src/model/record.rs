@@ -27,7 +27,9 @@ pub struct Owner {
 impl Owner {
     /// Same cluster, namespace and name: the same resource, possibly recreated with a new UID.
     pub fn same_resource(&self, other: &Owner) -> bool {
-        self.cluster_id == other.cluster_id && self.namespace == other.namespace && self.name == other.name
+        self.cluster_id == other.cluster_id
+            && self.namespace == other.namespace
+            && self.name == other.name
     }
 }
 

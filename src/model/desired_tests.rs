@@ -1,0 +1,198 @@
+//! Tests of the desired-state computation from YAML specs and slim pods.
+
+use std::collections::HashMap;
+
+use super::desired::{Registration, SpecError, desired};
+use super::pod::{Labels, NodeInfo, PodInfo};
+use super::record::EndpointStatus;
+use crate::crd::ServiceRegistrationSpec;
+
+fn spec(y: &str) -> ServiceRegistrationSpec {
+    serde_yaml::from_str(y).unwrap()
+}
+
+fn pod(name: &str, labels: &[(&str, &str)], ready: bool) -> PodInfo {
+    PodInfo {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        annotations: Labels::default(),
+        ip: Some(
+            format!(
+                "10.0.0.{}",
+                name.len() + name.bytes().map(u32::from).sum::<u32>() as usize % 200
+            )
+            .into(),
+        ),
+        ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into_boxed_slice(),
+        node: Some("n1".into()),
+        ready,
+        terminating_since_ms: None,
+        ready_at_termination: false,
+    }
+}
+
+const CANARY: &str = r#"
+selector: {matchLabels: {app: web}}
+port: http
+extraPorts: [metrics]
+weights:
+  groups:
+  - {name: stable, selector: {matchLabels: {track: stable}}, share: 90}
+  - {name: canary, selector: {matchLabels: {track: canary}}, share: 10}
+metadata:
+  labels: [track]
+  static: {env: prod}
+"#;
+
+fn nodes() -> HashMap<String, NodeInfo> {
+    [(
+        "n1".to_string(),
+        NodeInfo {
+            zone: Some("z1".into()),
+            ready: true,
+        },
+    )]
+    .into()
+}
+
+#[test]
+fn ready_pods_become_endpoints_with_ports_metadata_zone_and_group_weights() {
+    let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
+    let pods = vec![
+        pod("web-s1", &[("app", "web"), ("track", "stable")], true),
+        pod("web-s2", &[("app", "web"), ("track", "stable")], true),
+        pod("web-c1", &[("app", "web"), ("track", "canary")], true),
+        pod("web-s3", &[("app", "web"), ("track", "stable")], false),
+        pod("api-1", &[("app", "api")], true),
+    ];
+    let nodes = nodes();
+    let d = desired(&reg, &pods, |n| nodes.get(n), 0);
+    assert_eq!((d.matched, d.ready, d.draining), (4, 3, 0));
+    assert_eq!(d.endpoints.len(), 3);
+    let s1 = &d.endpoints["web-s1"];
+    assert_eq!(s1.port, 8080);
+    assert_eq!(s1.ports.get("metrics"), Some(&9100));
+    assert_eq!(s1.metadata.get("track").map(String::as_str), Some("stable"));
+    assert_eq!(s1.metadata.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(s1.zone.as_deref(), Some("z1"));
+    assert_eq!(s1.group, "stable");
+    assert_eq!(s1.namespace, "shop");
+    assert_eq!(s1.weight + d.endpoints["web-s2"].weight, 900_000);
+    assert_eq!(d.endpoints["web-c1"].weight, 100_000);
+    let groups: Vec<_> = d
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.ready, g.weight))
+        .collect();
+    assert_eq!(groups, vec![("stable", 2, 900_000), ("canary", 1, 100_000)]);
+}
+
+#[test]
+fn pods_on_a_not_ready_node_leave() {
+    let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
+    let pods = vec![pod("web-s1", &[("app", "web"), ("track", "stable")], true)];
+    let mut nodes = nodes();
+    nodes.get_mut("n1").unwrap().ready = false;
+    let d = desired(&reg, &pods, |n| nodes.get(n), 0);
+    assert!(d.endpoints.is_empty());
+    assert_eq!(d.ready, 0);
+}
+
+#[test]
+fn terminating_pods_drain_with_weight_zero_until_the_deadline() {
+    let reg = Registration::compile(
+        "shop",
+        &spec("selector: {matchLabels: {app: web}}\nport: 8080\ndrainSeconds: 10"),
+    )
+    .unwrap();
+    let mut p = pod("web-1", &[("app", "web")], true);
+    p.terminating_since_ms = Some(1_000);
+    p.ready_at_termination = true;
+    let q = pod("web-2", &[("app", "web")], true);
+    let nodes = nodes();
+    let d = desired(&reg, [&p, &q], |n| nodes.get(n), 5_000);
+    assert_eq!(d.endpoints["web-1"].status, EndpointStatus::Draining);
+    assert_eq!(d.endpoints["web-1"].weight, 0);
+    assert_eq!(d.endpoints["web-2"].weight, 100);
+    assert_eq!((d.ready, d.draining), (1, 1));
+    assert_eq!(d.next_deadline_ms, Some(11_000));
+    let d = desired(&reg, [&p, &q], |n| nodes.get(n), 11_000);
+    assert!(!d.endpoints.contains_key("web-1"));
+    p.ready_at_termination = false;
+    let d = desired(&reg, [&p, &q], |n| nodes.get(n), 5_000);
+    assert!(
+        !d.endpoints.contains_key("web-1"),
+        "a pod that was not ready does not drain"
+    );
+}
+
+#[test]
+fn weight_annotation_and_bad_values_are_reported() {
+    let reg = Registration::compile(
+        "shop",
+        &spec("selector: {matchLabels: {app: web}}\nport: 8080"),
+    )
+    .unwrap();
+    let mut a = pod("a", &[("app", "web")], true);
+    a.annotations = [("podkeeper.io/weight".to_string(), "250".to_string())]
+        .into_iter()
+        .collect();
+    let mut b = pod("b", &[("app", "web")], true);
+    b.annotations = [("podkeeper.io/weight".to_string(), "heavy".to_string())]
+        .into_iter()
+        .collect();
+    let d = desired(&reg, [&a, &b], |_| None, 0);
+    assert_eq!(d.endpoints["a"].weight, 250);
+    assert_eq!(d.endpoints["b"].weight, 100);
+    assert_eq!(d.warnings.len(), 1);
+    assert!(
+        d.warnings[0].contains("podkeeper.io/weight"),
+        "{:?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn missing_named_port_is_a_warning_not_an_endpoint() {
+    let reg = Registration::compile(
+        "shop",
+        &spec("selector: {matchLabels: {app: web}}\nport: grpc"),
+    )
+    .unwrap();
+    let d = desired(&reg, [&pod("a", &[("app", "web")], true)], |_| None, 0);
+    assert!(d.endpoints.is_empty());
+    assert!(d.warnings[0].contains("grpc"));
+}
+
+#[test]
+fn invalid_specs_are_errors_with_the_field_name() {
+    assert_eq!(
+        Registration::compile("x", &spec("selector: {}\nport: 80")).unwrap_err(),
+        SpecError::EmptySelector
+    );
+    let e =
+        Registration::compile("x", &spec("selector: {matchLabels: {a: b}}\nport: 0")).unwrap_err();
+    assert!(e.to_string().contains("spec.port"));
+    let e = Registration::compile(
+        "x",
+        &spec("selector: {matchLabels: {a: b}}\nport: 80\nweights: {groups: [{name: g, share: 1, selector: {matchExpressions: [{key: k, operator: Bogus}]}}]}"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("groups[0]"), "{e}");
+}
+
+#[test]
+fn pods_in_no_group_fall_into_the_implicit_default_group() {
+    let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
+    let pods = vec![
+        pod("web-s1", &[("app", "web"), ("track", "stable")], true),
+        pod("web-x", &[("app", "web")], true),
+    ];
+    let d = desired(&reg, &pods, |_| None, 0);
+    assert_eq!(d.endpoints["web-x"].group, "default");
+    assert_eq!(d.endpoints["web-x"].weight, 10_000);
+    assert!(d.groups.iter().any(|g| g.name == "default" && g.ready == 1));
+}

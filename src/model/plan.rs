@@ -1,0 +1,215 @@
+//! The difference between desired endpoints and what ZooKeeper holds, as a list of operations.
+//! Pure; the ZooKeeper writer turns a plan into `multi()` transactions.
+
+use std::collections::BTreeMap;
+
+use super::record::EndpointRecord;
+
+/// One endpoint znode as read from ZooKeeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    /// The parsed record; `None` when the data is not a valid record (it gets rewritten).
+    pub record: Option<EndpointRecord>,
+    /// The znode's data version, checked by updates and deletes.
+    pub version: i32,
+}
+
+/// A change to one endpoint znode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// The znode does not exist yet.
+    Create {
+        /// Pod name (the znode name).
+        name: String,
+        /// New content.
+        record: EndpointRecord,
+    },
+    /// The znode exists with other content.
+    Update {
+        /// Pod name.
+        name: String,
+        /// New content.
+        record: EndpointRecord,
+        /// Version it must still have.
+        version: i32,
+    },
+    /// The znode should not exist.
+    Delete {
+        /// Pod name.
+        name: String,
+        /// Version it must still have.
+        version: i32,
+    },
+}
+
+impl Op {
+    /// The endpoint (pod) name.
+    pub fn name(&self) -> &str {
+        match self {
+            Op::Create { name, .. } | Op::Update { name, .. } | Op::Delete { name, .. } => name,
+        }
+    }
+}
+
+/// Operations that bring ZooKeeper to the desired state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Creates first, then updates, then deletes, each by name.
+    pub ops: Vec<Op>,
+}
+
+impl Plan {
+    /// Nothing to do?
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Counts of (creates, updates, deletes).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        self.ops.iter().fold((0, 0, 0), |(c, u, d), op| match op {
+            Op::Create { .. } => (c + 1, u, d),
+            Op::Update { .. } => (c, u + 1, d),
+            Op::Delete { .. } => (c, u, d + 1),
+        })
+    }
+}
+
+/// Diffs desired against current; unchanged endpoints produce no operation.
+pub fn diff(
+    desired: &BTreeMap<String, EndpointRecord>,
+    current: &BTreeMap<String, Current>,
+) -> Plan {
+    let mut creates = Vec::new();
+    let mut updates = Vec::new();
+    let mut deletes = Vec::new();
+    for (name, record) in desired {
+        match current.get(name) {
+            None => creates.push(Op::Create {
+                name: name.clone(),
+                record: record.clone(),
+            }),
+            Some(cur) if cur.record.as_ref() != Some(record) => updates.push(Op::Update {
+                name: name.clone(),
+                record: record.clone(),
+                version: cur.version,
+            }),
+            Some(_) => {}
+        }
+    }
+    for (name, cur) in current {
+        if !desired.contains_key(name) {
+            deletes.push(Op::Delete {
+                name: name.clone(),
+                version: cur.version,
+            });
+        }
+    }
+    creates.append(&mut updates);
+    creates.append(&mut deletes);
+    Plan { ops: creates }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::record::EndpointStatus;
+    use proptest::prelude::*;
+
+    fn rec(host: &str, weight: u32) -> EndpointRecord {
+        EndpointRecord {
+            host: host.into(),
+            port: 80,
+            ports: BTreeMap::new(),
+            weight,
+            group: "default".into(),
+            zone: None,
+            node: None,
+            pod: host.into(),
+            namespace: "ns".into(),
+            metadata: BTreeMap::new(),
+            status: EndpointStatus::Up,
+        }
+    }
+
+    #[test]
+    fn creates_updates_deletes_and_leaves_equal_records_alone() {
+        let desired: BTreeMap<_, _> = [
+            ("a".to_string(), rec("a", 1)),
+            ("b".to_string(), rec("b", 2)),
+            ("c".to_string(), rec("c", 3)),
+        ]
+        .into();
+        let current: BTreeMap<_, _> = [
+            (
+                "b".to_string(),
+                Current {
+                    record: Some(rec("b", 9)),
+                    version: 4,
+                },
+            ),
+            (
+                "c".to_string(),
+                Current {
+                    record: Some(rec("c", 3)),
+                    version: 1,
+                },
+            ),
+            (
+                "d".to_string(),
+                Current {
+                    record: None,
+                    version: 7,
+                },
+            ),
+        ]
+        .into();
+        let plan = diff(&desired, &current);
+        assert_eq!(
+            plan.ops,
+            vec![
+                Op::Create {
+                    name: "a".into(),
+                    record: rec("a", 1)
+                },
+                Op::Update {
+                    name: "b".into(),
+                    record: rec("b", 2),
+                    version: 4
+                },
+                Op::Delete {
+                    name: "d".into(),
+                    version: 7
+                },
+            ]
+        );
+        assert_eq!(plan.counts(), (1, 1, 1));
+    }
+
+    proptest! {
+        #[test]
+        fn applying_the_plan_yields_the_desired_state(
+            desired in prop::collection::btree_map("[a-e]", 0u32..3, 0..5),
+            current in prop::collection::btree_map("[a-e]", prop::option::of(0u32..3), 0..5),
+        ) {
+            let desired: BTreeMap<String, EndpointRecord> = desired.into_iter().map(|(k, w)| (k.clone(), rec(&k, w))).collect();
+            let current: BTreeMap<String, Current> = current
+                .into_iter()
+                .map(|(k, w)| (k.clone(), Current { record: w.map(|w| rec(&k, w)), version: 0 }))
+                .collect();
+            let plan = diff(&desired, &current);
+            let mut state: BTreeMap<String, Option<EndpointRecord>> = current.iter().map(|(k, c)| (k.clone(), c.record.clone())).collect();
+            for op in &plan.ops {
+                match op {
+                    Op::Create { name, record } => { prop_assert!(!state.contains_key(name)); state.insert(name.clone(), Some(record.clone())); }
+                    Op::Update { name, record, .. } => { prop_assert!(state.contains_key(name)); state.insert(name.clone(), Some(record.clone())); }
+                    Op::Delete { name, .. } => { prop_assert!(state.remove(name).is_some()); }
+                }
+            }
+            let applied: BTreeMap<String, EndpointRecord> = state.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
+            prop_assert_eq!(&applied, &desired);
+            // Minimal: a second diff against the result is empty.
+            let again: BTreeMap<String, Current> = applied.into_iter().map(|(k, r)| (k, Current { record: Some(r), version: 1 })).collect();
+            prop_assert!(diff(&desired, &again).is_empty());
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The slim projection of a Pod (and Node) that the operator keeps in memory instead of the
+//! full object: only what endpoints, selectors and weights need. Pure; no clocks read here.
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+/// A sorted, compact label (or annotation) set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(Box<[(Box<str>, Box<str>)]>);
+
+impl Labels {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No entries?
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Heap bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len() * std::mem::size_of::<(Box<str>, Box<str>)>()
+            + self.0.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+}
+
+impl FromIterator<(String, String)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut v: Vec<(Box<str>, Box<str>)> = iter
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v.dedup_by(|a, b| a.0 == b.0);
+        Labels(v.into_boxed_slice())
+    }
+}
+
+/// Which annotations are worth keeping: the podkeeper ones and those resources copy.
+pub trait AnnotationFilter {
+    /// Keep this key?
+    fn keep(&self, key: &str) -> bool;
+}
+
+impl<F: Fn(&str) -> bool> AnnotationFilter for F {
+    fn keep(&self, key: &str) -> bool {
+        self(key)
+    }
+}
+
+/// What the operator remembers of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Pod name.
+    pub name: Box<str>,
+    /// Labels (all of them: any may be selected).
+    pub labels: Labels,
+    /// Annotations the filter kept.
+    pub annotations: Labels,
+    /// Pod IP, once assigned.
+    pub ip: Option<Box<str>>,
+    /// Named container ports (name, port) and unnamed ones with an empty name.
+    pub ports: Box<[(Box<str>, u16)]>,
+    /// Node name.
+    pub node: Option<Box<str>>,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// When termination began (deletionTimestamp minus grace period), Unix milliseconds.
+    pub terminating_since_ms: Option<i64>,
+    /// The pod was ready when termination began, so it drains instead of vanishing.
+    /// Set from the pod itself; the index carries it over from the pod's earlier state.
+    pub ready_at_termination: bool,
+}
+
+impl PodInfo {
+    /// Projects a Pod, keeping only annotations the filter wants.
+    pub fn from_pod(pod: &Pod, filter: &dyn AnnotationFilter) -> PodInfo {
+        let meta = &pod.metadata;
+        let labels = meta
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let annotations = meta
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| filter.keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let spec = pod.spec.as_ref();
+        let mut ports: Vec<(Box<str>, u16)> = spec
+            .into_iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                let port = u16::try_from(p.container_port).ok()?;
+                Some((p.name.clone().unwrap_or_default().into_boxed_str(), port))
+            })
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let status = pod.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ip = status
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty())
+            .map(String::into_boxed_str);
+        let terminating_since_ms = meta.deletion_timestamp.as_ref().map(|ts| {
+            let grace = meta.deletion_grace_period_seconds.unwrap_or(0).max(0);
+            ts.0.as_millisecond() - grace * 1000
+        });
+        PodInfo {
+            name: meta.name.clone().unwrap_or_default().into_boxed_str(),
+            labels,
+            annotations,
+            ip,
+            ports: ports.into_boxed_slice(),
+            node: spec
+                .and_then(|s| s.node_name.clone())
+                .map(String::into_boxed_str),
+            ready,
+            ready_at_termination: terminating_since_ms.is_some() && ready,
+            terminating_since_ms,
+        }
+    }
+
+    /// The port with this name.
+    pub fn named_port(&self, name: &str) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, p)| *p)
+    }
+
+    /// Approximate bytes this projection holds, heap included.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.name.len()
+            + self.labels.heap_bytes()
+            + self.annotations.heap_bytes()
+            + self.ip.as_ref().map_or(0, |s| s.len())
+            + self
+                .ports
+                .iter()
+                .map(|(n, _)| n.len() + std::mem::size_of::<(Box<str>, u16)>())
+                .sum::<usize>()
+            + self.node.as_ref().map_or(0, |s| s.len())
+    }
+}
+
+/// What the operator remembers of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `topology.kubernetes.io/zone`.
+    pub zone: Option<Box<str>>,
+    /// Ready condition is True (a node without conditions yet counts as ready).
+    pub ready: bool,
+}
+
+impl NodeInfo {
+    /// Projects a Node.
+    pub fn from_node(node: &Node) -> NodeInfo {
+        let zone = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("topology.kubernetes.io/zone"))
+            .map(|z| z.clone().into_boxed_str());
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .is_none_or(|c| c.status == "True");
+        NodeInfo { zone, ready }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_yaml(y: &str) -> Pod {
+        serde_yaml::from_str(y).unwrap()
+    }
+
+    const READY_POD: &str = r#"
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {app: web, track: stable}
+  annotations:
+    podkeeper.io/weight: "50"
+    kubectl.kubernetes.io/last-applied-configuration: "{...a large blob...}"
+spec:
+  nodeName: node-a
+  containers:
+  - name: app
+    image: x
+    ports: [{name: http, containerPort: 8080}, {containerPort: 9000}]
+  - name: sidecar
+    image: y
+    ports: [{name: metrics, containerPort: 9100}]
+status:
+  podIP: 10.1.2.3
+  conditions: [{type: Ready, status: "True"}]
+"#;
+
+    #[test]
+    fn projection_keeps_what_endpoints_need_and_drops_the_rest() {
+        let keep = |k: &str| k.starts_with("podkeeper.io/");
+        let p = PodInfo::from_pod(&pod_yaml(READY_POD), &keep);
+        assert_eq!(&*p.name, "web-1");
+        assert_eq!(p.labels.get("track"), Some("stable"));
+        assert_eq!(p.annotations.get("podkeeper.io/weight"), Some("50"));
+        assert_eq!(p.annotations.len(), 1, "the last-applied blob is dropped");
+        assert_eq!(p.ip.as_deref(), Some("10.1.2.3"));
+        assert_eq!(p.named_port("http"), Some(8080));
+        assert_eq!(p.named_port("metrics"), Some(9100));
+        assert_eq!(p.node.as_deref(), Some("node-a"));
+        assert!(p.ready);
+        assert_eq!(p.terminating_since_ms, None);
+        assert!(
+            p.memory_bytes() < 1024,
+            "slim projection is {} bytes",
+            p.memory_bytes()
+        );
+    }
+
+    #[test]
+    fn not_ready_and_terminating_pods_are_recognised() {
+        let keep = |_: &str| false;
+        let y = READY_POD.replace("status: \"True\"", "status: \"False\"");
+        assert!(!PodInfo::from_pod(&pod_yaml(&y), &keep).ready);
+        let y = READY_POD.replace(
+            "  name: web-1\n",
+            "  name: web-1\n  deletionTimestamp: \"2026-01-01T00:00:30Z\"\n  deletionGracePeriodSeconds: 30\n",
+        );
+        let p = PodInfo::from_pod(&pod_yaml(&y), &keep);
+        assert_eq!(p.terminating_since_ms, Some(1_767_225_600_000));
+        let y = READY_POD.replace("  podIP: 10.1.2.3\n", "");
+        assert_eq!(PodInfo::from_pod(&pod_yaml(&y), &keep).ip, None);
+    }
+
+    #[test]
+    fn node_projection_reads_zone_and_readiness() {
+        let n: Node = serde_yaml::from_str(
+            "metadata: {name: a, labels: {topology.kubernetes.io/zone: z1}}\nstatus: {conditions: [{type: Ready, status: \"False\"}]}",
+        )
+        .unwrap();
+        let info = NodeInfo::from_node(&n);
+        assert_eq!(info.zone.as_deref(), Some("z1"));
+        assert!(!info.ready);
+        assert!(NodeInfo::from_node(&Node::default()).ready);
+    }
+}
