@@ -2,11 +2,107 @@
 //! and lets programs outside Kubernetes discover and load-balance across them.
 
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod metrics;
 pub mod model;
+pub mod server;
+pub mod telemetry;
+pub mod zk;
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context as _;
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::crd::ServiceRegistration;
+use crate::zk::session::{SessionOptions, Sessions, Target};
 
 /// Runs the operator until a signal arrives.
-pub async fn run(_args: config::RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the operator is not wired yet")
+pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let digest = match &args.zk_auth_file {
+        Some(p) => Some(
+            std::fs::read(p)
+                .with_context(|| format!("reading --zk-auth-file {}", p.display()))?
+                .trim_ascii()
+                .to_vec(),
+        ),
+        None => None,
+    };
+    if let Some(chroot) = &args.zk_chroot {
+        zk::layout::validate(chroot).context("--zk-chroot")?;
+    }
+    zk::layout::validate(&args.allowed_path_prefix).context("--allowed-path-prefix")?;
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (kubeconfig or in-cluster config)")?;
+    check_crd(&client).await?;
+
+    let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sessions = Sessions::new(
+        Target {
+            connect: args.zk_connect.clone(),
+            chroot: args.zk_chroot.clone(),
+        },
+        SessionOptions {
+            timeout: args.zk_session_timeout,
+            digest,
+        },
+        changes_tx,
+    );
+    let slot: Arc<OnceLock<Arc<controller::Context>>> = Arc::default();
+    let server_slot = slot.clone();
+    let addr = args.health_addr;
+    let server = tokio::spawn(async move { server::serve(addr, server_slot).await });
+    let wiring = controller::Wiring {
+        settings: controller::Settings {
+            allowed_path_prefix: args.allowed_path_prefix.trim_end_matches('/').to_string(),
+            cluster_id: args.cluster_id.clone(),
+            resync_interval: args.resync_interval,
+        },
+        sessions,
+        session_changes: changes_rx,
+        namespaces: args
+            .namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+    };
+    tracing::info!(zk = %args.zk_connect, prefix = %args.allowed_path_prefix, cluster = %args.cluster_id, "podkeeper starting");
+    let controllers = controller::run(client, wiring, move |ctx| {
+        let _ = slot.set(ctx);
+    });
+    tokio::select! {
+        r = controllers => r,
+        r = server => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("health server on {addr}"))),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// Fails with an instruction when the CRD is missing.
+async fn check_crd(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<ServiceRegistration> = Api::all(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => anyhow::bail!(
+            "the ServiceRegistration CRD (serviceregistrations.podkeeper.io) is not installed; install it with\n  \
+             kubectl apply -f crds/serviceregistration.yaml\nor\n  podkeeper crd | kubectl apply -f -"
+        ),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            // Namespaced RBAC cannot list cluster-wide; the namespaced controllers report problems.
+            Ok(())
+        }
+        Err(e) => {
+            Err(anyhow::Error::new(e)
+                .context("checking that the ServiceRegistration CRD is installed"))
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The desired registry content of one resource: which pods are endpoints, with which record.
 //! Pure: pods, nodes and the current time come in as arguments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -169,7 +169,7 @@ const MAX_WARNINGS: usize = 5;
 pub fn desired<'a>(
     reg: &Registration,
     pods: impl IntoIterator<Item = &'a PodInfo>,
-    node: impl Fn(&str) -> Option<&'a NodeInfo>,
+    nodes: &HashMap<String, NodeInfo>,
     now_ms: i64,
 ) -> Desired {
     struct Candidate<'p> {
@@ -187,7 +187,7 @@ pub fn desired<'a>(
             continue;
         }
         out.matched += 1;
-        let node_info = pod.node.as_deref().and_then(&node);
+        let node_info = pod.node.as_deref().and_then(|n| nodes.get(n));
         let node_ready = node_info.is_none_or(|n| n.ready);
         let draining_until = match pod.terminating_since_ms {
             Some(since) => {
@@ -283,7 +283,7 @@ pub fn desired<'a>(
             weight_of[i],
             reg.group_name(c.group),
             status,
-            &node,
+            nodes,
         );
         out.endpoints.insert(c.pod.name.to_string(), record);
     }
@@ -307,14 +307,14 @@ pub fn desired<'a>(
     out
 }
 
-fn endpoint_record<'a>(
+fn endpoint_record(
     reg: &Registration,
     pod: &PodInfo,
     port: u16,
     weight: u32,
     group: &str,
     status: EndpointStatus,
-    node: &impl Fn(&str) -> Option<&'a NodeInfo>,
+    nodes: &HashMap<String, NodeInfo>,
 ) -> EndpointRecord {
     let mut ports = BTreeMap::new();
     if let PortRef::Name(name) = &reg.port {
@@ -345,7 +345,7 @@ fn endpoint_record<'a>(
         zone: pod
             .node
             .as_deref()
-            .and_then(node)
+            .and_then(|n| nodes.get(n))
             .and_then(|n| n.zone.as_deref())
             .map(str::to_string),
         node: pod.node.as_deref().map(str::to_string),

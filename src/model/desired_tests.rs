@@ -69,7 +69,7 @@ fn ready_pods_become_endpoints_with_ports_metadata_zone_and_group_weights() {
         pod("api-1", &[("app", "api")], true),
     ];
     let nodes = nodes();
-    let d = desired(&reg, &pods, |n| nodes.get(n), 0);
+    let d = desired(&reg, &pods, &nodes, 0);
     assert_eq!((d.matched, d.ready, d.draining), (4, 3, 0));
     assert_eq!(d.endpoints.len(), 3);
     let s1 = &d.endpoints["web-s1"];
@@ -96,7 +96,7 @@ fn pods_on_a_not_ready_node_leave() {
     let pods = vec![pod("web-s1", &[("app", "web"), ("track", "stable")], true)];
     let mut nodes = nodes();
     nodes.get_mut("n1").unwrap().ready = false;
-    let d = desired(&reg, &pods, |n| nodes.get(n), 0);
+    let d = desired(&reg, &pods, &nodes, 0);
     assert!(d.endpoints.is_empty());
     assert_eq!(d.ready, 0);
 }
@@ -113,16 +113,16 @@ fn terminating_pods_drain_with_weight_zero_until_the_deadline() {
     p.ready_at_termination = true;
     let q = pod("web-2", &[("app", "web")], true);
     let nodes = nodes();
-    let d = desired(&reg, [&p, &q], |n| nodes.get(n), 5_000);
+    let d = desired(&reg, [&p, &q], &nodes, 5_000);
     assert_eq!(d.endpoints["web-1"].status, EndpointStatus::Draining);
     assert_eq!(d.endpoints["web-1"].weight, 0);
     assert_eq!(d.endpoints["web-2"].weight, 100);
     assert_eq!((d.ready, d.draining), (1, 1));
     assert_eq!(d.next_deadline_ms, Some(11_000));
-    let d = desired(&reg, [&p, &q], |n| nodes.get(n), 11_000);
+    let d = desired(&reg, [&p, &q], &nodes, 11_000);
     assert!(!d.endpoints.contains_key("web-1"));
     p.ready_at_termination = false;
-    let d = desired(&reg, [&p, &q], |n| nodes.get(n), 5_000);
+    let d = desired(&reg, [&p, &q], &nodes, 5_000);
     assert!(
         !d.endpoints.contains_key("web-1"),
         "a pod that was not ready does not drain"
@@ -144,7 +144,7 @@ fn weight_annotation_and_bad_values_are_reported() {
     b.annotations = [("podkeeper.io/weight".to_string(), "heavy".to_string())]
         .into_iter()
         .collect();
-    let d = desired(&reg, [&a, &b], |_| None, 0);
+    let d = desired(&reg, [&a, &b], &HashMap::new(), 0);
     assert_eq!(d.endpoints["a"].weight, 250);
     assert_eq!(d.endpoints["b"].weight, 100);
     assert_eq!(d.warnings.len(), 1);
@@ -162,7 +162,12 @@ fn missing_named_port_is_a_warning_not_an_endpoint() {
         &spec("selector: {matchLabels: {app: web}}\nport: grpc"),
     )
     .unwrap();
-    let d = desired(&reg, [&pod("a", &[("app", "web")], true)], |_| None, 0);
+    let d = desired(
+        &reg,
+        [&pod("a", &[("app", "web")], true)],
+        &HashMap::new(),
+        0,
+    );
     assert!(d.endpoints.is_empty());
     assert!(d.warnings[0].contains("grpc"));
 }
@@ -191,7 +196,7 @@ fn pods_in_no_group_fall_into_the_implicit_default_group() {
         pod("web-s1", &[("app", "web"), ("track", "stable")], true),
         pod("web-x", &[("app", "web")], true),
     ];
-    let d = desired(&reg, &pods, |_| None, 0);
+    let d = desired(&reg, &pods, &HashMap::new(), 0);
     assert_eq!(d.endpoints["web-x"].group, "default");
     assert_eq!(d.endpoints["web-x"].weight, 10_000);
     assert!(d.groups.iter().any(|g| g.name == "default" && g.ready == 1));

@@ -1,0 +1,249 @@
+//! kube-runtime wiring: the ServiceRegistration controller, pod/node watches and their index.
+//! Decides what to write and hands it to `zk::writer`; never talks to ZooKeeper directly.
+
+pub mod index;
+mod reconcile;
+pub mod status;
+mod watch;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use crate::crd::ServiceRegistration;
+use crate::model::desired::Registration;
+use crate::zk::session::Sessions;
+use index::{Index, PodChange};
+
+pub use reconcile::Error;
+
+/// Operator-wide settings the reconciler needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Resources may only write under this prefix.
+    pub allowed_path_prefix: String,
+    /// Written into owner records.
+    pub cluster_id: String,
+    /// Full resync interval.
+    pub resync_interval: Duration,
+}
+
+type Key = (String, String);
+
+/// Shared state of the controller.
+pub struct Context {
+    client: kube::Client,
+    settings: Settings,
+    sessions: Sessions,
+    /// Slim pods and nodes.
+    pub index: Index,
+    /// Compiled registrations by namespace, to route pod changes.
+    registrations: RwLock<HashMap<String, HashMap<String, Arc<Registration>>>>,
+    annotation_keys: RwLock<Arc<BTreeSet<String>>>,
+    relist: tokio::sync::Notify,
+    entries: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<reconcile::Entry>>>>,
+    recorder: Recorder,
+    triggers: Vec<(
+        Option<String>,
+        UnboundedSender<ObjectRef<ServiceRegistration>>,
+    )>,
+    reconcile_all: Vec<UnboundedSender<()>>,
+    resync_epoch: AtomicU64,
+    watch_errors: Mutex<HashMap<&'static str, String>>,
+}
+
+impl Context {
+    fn annotation_keys(&self) -> Arc<BTreeSet<String>> {
+        self.annotation_keys.read().expect("keys lock").clone()
+    }
+
+    /// Sends a reconcile trigger for every resource whose selector matches the pod before or after.
+    fn trigger_for(&self, change: &PodChange) {
+        let regs = self.registrations.read().expect("registrations lock");
+        let Some(in_ns) = regs.get(&change.namespace) else {
+            return;
+        };
+        for (name, reg) in in_ns {
+            let hit = change.old.as_ref().is_some_and(|p| reg.selects(p))
+                || change.new.as_ref().is_some_and(|p| reg.selects(p));
+            if hit {
+                self.trigger(&change.namespace, name);
+            }
+        }
+    }
+
+    fn trigger(&self, namespace: &str, name: &str) {
+        let obj = ObjectRef::new(name).within(namespace);
+        for (ns, tx) in &self.triggers {
+            if ns.as_deref().is_none_or(|n| n == namespace) {
+                let _ = tx.unbounded_send(obj.clone());
+            }
+        }
+    }
+
+    /// Asks every controller to reconcile every resource.
+    fn reconcile_all(&self) {
+        for tx in &self.reconcile_all {
+            let _ = tx.unbounded_send(());
+        }
+    }
+
+    /// Forces a re-read of ZooKeeper on the next reconcile of every resource.
+    fn full_resync(&self) {
+        self.resync_epoch.fetch_add(1, Ordering::AcqRel);
+        self.reconcile_all();
+    }
+
+    fn set_watch_error(&self, watch: &'static str, err: Option<String>) {
+        let mut errs = self.watch_errors.lock().expect("watch errors lock");
+        match err {
+            Some(e) => {
+                errs.insert(watch, e);
+            }
+            None => {
+                errs.remove(watch);
+            }
+        }
+    }
+
+    /// Why the operator is not ready, if it is not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.sessions.default_session().is_available() {
+            return Some("ZooKeeper session is not connected".into());
+        }
+        if !self.index.synced() {
+            return Some("pod and node lists are not complete yet".into());
+        }
+        let errs = self.watch_errors.lock().expect("watch errors lock");
+        if let Some((w, e)) = errs.iter().next() {
+            return Some(format!("{w} watch failing: {e}"));
+        }
+        None
+    }
+}
+
+/// Everything `run` needs besides the kube client.
+pub struct Wiring {
+    /// Settings.
+    pub settings: Settings,
+    /// ZooKeeper sessions.
+    pub sessions: Sessions,
+    /// Session changes: each one triggers a full resync.
+    pub session_changes: tokio::sync::mpsc::UnboundedReceiver<()>,
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+}
+
+/// Builds the context and runs the controllers until shutdown. `ready` receives the context as
+/// soon as it exists, for the health server.
+pub async fn run(
+    client: kube::Client,
+    wiring: Wiring,
+    ready: impl FnOnce(Arc<Context>),
+) -> anyhow::Result<()> {
+    let Wiring {
+        settings,
+        sessions,
+        mut session_changes,
+        namespaces,
+    } = wiring;
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let mut trigger_rx = Vec::new();
+    let mut triggers = Vec::new();
+    let mut all_rx = Vec::new();
+    let mut all_tx = Vec::new();
+    for scope in &scopes {
+        let (tx, rx) = unbounded();
+        triggers.push((scope.clone(), tx));
+        trigger_rx.push(rx);
+        let (tx, rx) = unbounded();
+        all_tx.push(tx);
+        all_rx.push(rx);
+    }
+    let reporter = Reporter {
+        controller: "podkeeper".into(),
+        instance: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        settings: settings.clone(),
+        sessions,
+        index: Index::default(),
+        registrations: RwLock::default(),
+        annotation_keys: RwLock::default(),
+        relist: tokio::sync::Notify::new(),
+        entries: Mutex::default(),
+        triggers,
+        reconcile_all: all_tx,
+        resync_epoch: AtomicU64::new(0),
+        watch_errors: Mutex::default(),
+    });
+    ready(ctx.clone());
+
+    // A new or re-connected ZooKeeper session may have missed changes: re-read everything.
+    let c = ctx.clone();
+    tokio::spawn(async move {
+        while session_changes.recv().await.is_some() {
+            c.full_resync();
+        }
+    });
+    let c = ctx.clone();
+    let interval = settings.resync_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            tracing::debug!("periodic full resync");
+            c.full_resync();
+        }
+    });
+    tokio::spawn(watch::nodes(ctx.clone(), Api::<Node>::all(client.clone())));
+
+    let mut controllers = Vec::new();
+    for ((scope, triggers), all) in scopes.into_iter().zip(trigger_rx).zip(all_rx) {
+        let (srs, pods) = match &scope {
+            None => (
+                Api::<ServiceRegistration>::all(client.clone()),
+                Api::<Pod>::all(client.clone()),
+            ),
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+        };
+        tokio::spawn(watch::pods(ctx.clone(), pods));
+        let controller = Controller::new(srs, watcher::Config::default().any_semantic())
+            .with_config(ControllerConfig::default().concurrency(32))
+            .reconcile_on(triggers)
+            .reconcile_all_on(all)
+            .shutdown_on_signal()
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .for_each(|res| async move {
+                if let Err(err) = res {
+                    tracing::debug!(%err, "reconcile failed");
+                }
+            });
+        controllers.push(controller);
+    }
+    futures::future::join_all(controllers).await;
+    tracing::info!("controllers stopped");
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Pod and node watches that feed the index and trigger the resources a change concerns.
+//! Event-driven: a readiness change becomes a reconcile trigger within microseconds.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, ResourceExt};
+
+use super::Context;
+use crate::model::pod::{NodeInfo, PodInfo};
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Watches pods (all namespaces, or one) until the process ends; restarts the list when the
+/// set of annotations worth keeping grows.
+pub async fn pods(ctx: Arc<Context>, api: Api<Pod>) {
+    loop {
+        let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+        let relist = ctx.relist.notified();
+        tokio::pin!(relist);
+        loop {
+            tokio::select! {
+                _ = &mut relist => {
+                    tracing::info!("annotation keys changed; re-listing pods");
+                    break;
+                }
+                ev = stream.next() => match ev {
+                    None => break,
+                    Some(Err(err)) => {
+                        ctx.set_watch_error("pods", Some(err.to_string()));
+                        tracing::warn!(%err, "pod watch error; the watcher retries");
+                        // The watcher's own backoff paces retries.
+                    }
+                    Some(Ok(ev)) => {
+                        ctx.set_watch_error("pods", None);
+                        handle_pod_event(&ctx, ev);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn handle_pod_event(ctx: &Context, ev: Event<Pod>) {
+    let now = Instant::now();
+    let keys = ctx.annotation_keys();
+    let filter = |k: &str| k.starts_with("podkeeper.io/") || keys.contains(k);
+    match ev {
+        Event::Init => ctx.index.pods_relist_started(),
+        Event::InitApply(pod) | Event::Apply(pod) => {
+            let ns = pod.namespace().unwrap_or_default();
+            if let Some(change) = ctx
+                .index
+                .apply_pod(&ns, PodInfo::from_pod(&pod, &filter), now)
+            {
+                ctx.trigger_for(&change);
+            }
+        }
+        Event::Delete(pod) => {
+            let ns = pod.namespace().unwrap_or_default();
+            if let Some(change) =
+                ctx.index
+                    .delete_pod(&ns, PodInfo::from_pod(&pod, &filter), now, now_ms())
+            {
+                ctx.trigger_for(&change);
+            }
+        }
+        Event::InitDone => {
+            for change in ctx.index.pods_relist_done(now, now_ms()) {
+                ctx.trigger_for(&change);
+            }
+            tracing::info!(pods = ctx.index.size().0, "pod list complete");
+            ctx.reconcile_all();
+        }
+    }
+    let (n, bytes) = ctx.index.size();
+    let m = crate::metrics::get();
+    m.pods_indexed.set(n as i64);
+    m.pod_index_bytes.set(bytes as i64);
+}
+
+/// Watches nodes for readiness and zone.
+pub async fn nodes(ctx: Arc<Context>, api: Api<Node>) {
+    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Err(err) => {
+                ctx.set_watch_error("nodes", Some(err.to_string()));
+                tracing::warn!(%err, "node watch error; the watcher retries");
+            }
+            Ok(ev) => {
+                ctx.set_watch_error("nodes", None);
+                let changed = match ev {
+                    Event::Init => {
+                        ctx.index.nodes_relist_started();
+                        false
+                    }
+                    Event::InitApply(n) | Event::Apply(n) => {
+                        ctx.index.apply_node(&n.name_any(), NodeInfo::from_node(&n))
+                    }
+                    Event::Delete(n) => ctx.index.delete_node(&n.name_any()),
+                    Event::InitDone => {
+                        ctx.index.nodes_relist_done();
+                        true
+                    }
+                };
+                if changed {
+                    ctx.reconcile_all();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The Prometheus registry and every metric the operator exports.
+//! One process-wide instance; modules record into it, the server encodes it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels naming a resource.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Label of an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// ok, or an error kind.
+    pub result: String,
+}
+
+/// Labels of a ZooKeeper operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZkOpLabels {
+    /// multi, read, claim, remove.
+    pub op: String,
+    /// ok, or an error kind.
+    pub result: String,
+}
+
+/// Label of a ZooKeeper operation kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// multi, read, claim, remove.
+    pub op: String,
+}
+
+/// All metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by result.
+    pub reconciles: Family<ResultLabels, Counter>,
+    /// Reconcile durations.
+    pub reconcile_duration: Histogram,
+    /// ZooKeeper operations by kind and result.
+    pub zk_operations: Family<ZkOpLabels, Counter>,
+    /// ZooKeeper operation latency by kind.
+    pub zk_latency: Family<OpLabels, Histogram>,
+    /// Znodes written (created, updated, deleted).
+    pub znodes_written: Counter,
+    /// Endpoints published per resource.
+    pub endpoints_published: Family<ResourceLabels, Gauge>,
+    /// From a pod event reaching the operator to its ZooKeeper write.
+    pub readiness_to_zk: Histogram,
+    /// Pods held in the in-memory index.
+    pub pods_indexed: Gauge,
+    /// Bytes held by the slim pod projections.
+    pub pod_index_bytes: Gauge,
+    /// ZooKeeper sessions established (a new one forces a full resync).
+    pub zk_sessions: Counter,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("podkeeper");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles by result", reconciles.clone());
+        let reconcile_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            reconcile_duration.clone(),
+        );
+        let zk_operations = Family::<ZkOpLabels, Counter>::default();
+        registry.register(
+            "zookeeper_operations",
+            "ZooKeeper operations by kind and result",
+            zk_operations.clone(),
+        );
+        let zk_latency = Family::<OpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register(
+            "zookeeper_operation_duration_seconds",
+            "ZooKeeper operation latency",
+            zk_latency.clone(),
+        );
+        let znodes_written = Counter::default();
+        registry.register(
+            "znodes_written",
+            "Endpoint znodes created, updated or deleted",
+            znodes_written.clone(),
+        );
+        let endpoints_published = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "endpoints_published",
+            "Endpoints in ZooKeeper per resource",
+            endpoints_published.clone(),
+        );
+        let readiness_to_zk = Histogram::new(latency_buckets());
+        registry.register(
+            "readiness_to_zookeeper_seconds",
+            "Time from a pod change reaching the operator to its ZooKeeper write",
+            readiness_to_zk.clone(),
+        );
+        let pods_indexed = Gauge::default();
+        registry.register(
+            "pods_indexed",
+            "Pods held in the slim in-memory index",
+            pods_indexed.clone(),
+        );
+        let pod_index_bytes = Gauge::default();
+        registry.register(
+            "pod_index_bytes",
+            "Approximate bytes held by the slim pod index",
+            pod_index_bytes.clone(),
+        );
+        let zk_sessions = Counter::default();
+        registry.register(
+            "zookeeper_sessions",
+            "ZooKeeper sessions established",
+            zk_sessions.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            zk_operations,
+            zk_latency,
+            znodes_written,
+            endpoints_published,
+            readiness_to_zk,
+            pods_indexed,
+            pod_index_bytes,
+            zk_sessions,
+        }
+    }
+
+    /// Records one ZooKeeper operation.
+    pub fn zk_op(&self, op: &str, result: &str, elapsed: Duration) {
+        self.zk_operations
+            .get_or_create(&ZkOpLabels {
+                op: op.into(),
+                result: result.into(),
+            })
+            .inc();
+        self.zk_latency
+            .get_or_create(&OpLabels { op: op.into() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String");
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}

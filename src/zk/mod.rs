@@ -1,0 +1,78 @@
+//! Everything that talks to ZooKeeper: sessions, the transactional writer, and the path layout.
+//! The `zookeeper-client` crate is pre-1.0, so it is used only inside this module.
+
+pub mod layout;
+pub mod session;
+pub mod writer;
+
+pub use zookeeper_client::Client;
+
+/// A ZooKeeper failure, by what the caller should do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ZkError {
+    /// No usable session: retry with backoff and show ZooKeeperAvailable=False.
+    #[error("ZooKeeper {target} is unavailable: {reason}")]
+    Unavailable {
+        /// The ensemble.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// What the operator had cached no longer matches ZooKeeper: re-read and plan again.
+    #[error("ZooKeeper state changed under us at {path}: {source}")]
+    Stale {
+        /// Where.
+        path: String,
+        /// The server's answer.
+        source: zookeeper_client::Error,
+    },
+    /// Any other server or connection error.
+    #[error("ZooKeeper {op} {path}: {source}")]
+    Server {
+        /// Operation.
+        op: &'static str,
+        /// Where.
+        path: String,
+        /// The error.
+        source: zookeeper_client::Error,
+    },
+    /// One record is larger than a transaction may carry.
+    #[error("endpoint record {name} is {bytes} bytes, over the {limit}-byte transaction budget")]
+    TooLarge {
+        /// Endpoint name.
+        name: String,
+        /// Its size.
+        bytes: usize,
+        /// The budget.
+        limit: usize,
+    },
+}
+
+impl ZkError {
+    /// A short label for metrics and condition reasons.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ZkError::Unavailable { .. } => "unavailable",
+            ZkError::Stale { .. } => "stale",
+            ZkError::Server { .. } => "server",
+            ZkError::TooLarge { .. } => "too_large",
+        }
+    }
+
+    /// Worth retrying soon (connection trouble or a race), rather than a lasting problem?
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ZkError::Unavailable { .. } | ZkError::Stale { .. } => true,
+            ZkError::Server { source, .. } => matches!(
+                source,
+                zookeeper_client::Error::ConnectionLoss
+                    | zookeeper_client::Error::SessionExpired
+                    | zookeeper_client::Error::Timeout
+                    | zookeeper_client::Error::ClientClosed
+                    | zookeeper_client::Error::Throttled
+                    | zookeeper_client::Error::SessionMoved
+            ),
+            ZkError::TooLarge { .. } => false,
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The registry write path against a real ZooKeeper: desired state from slim pods, diffed and
+//! written by `zk::writer::sync`, observed by an independent ZooKeeper client.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::zk::ZkServer;
+use podkeeper::crd::ServiceRegistrationSpec;
+use podkeeper::model::desired::{Registration, desired};
+use podkeeper::model::pod::{Labels, PodInfo};
+use podkeeper::model::record::{EndpointRecord, Owner, ServiceRecord};
+use podkeeper::zk::layout::{endpoint_path, endpoints_path};
+use podkeeper::zk::session::{Session, SessionOptions, Target};
+use podkeeper::zk::writer::{self, ServiceState, Synced};
+use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, EventType};
+
+const SPEC: &str = r#"
+selector: {matchLabels: {app: web}}
+port: 8080
+weights:
+  groups:
+  - {name: stable, selector: {matchLabels: {track: stable}}, share: 90}
+  - {name: canary, selector: {matchLabels: {track: canary}}, share: 10}
+"#;
+
+fn pod(i: usize, track: &str, ready: bool) -> PodInfo {
+    PodInfo {
+        name: format!("web-{track}-{i}").into(),
+        labels: [
+            ("app".to_string(), "web".to_string()),
+            ("track".to_string(), track.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        annotations: Labels::default(),
+        ip: Some(format!("10.1.{}.{}", i / 250, i % 250).into()),
+        ports: Box::new([]),
+        node: None,
+        ready,
+        terminating_since_ms: None,
+        ready_at_termination: false,
+    }
+}
+
+fn want(pods: &[PodInfo]) -> BTreeMap<String, EndpointRecord> {
+    let spec: ServiceRegistrationSpec = serde_yaml::from_str(SPEC).unwrap();
+    let reg = Registration::compile("shop", &spec).unwrap();
+    desired(&reg, pods, &HashMap::new(), 0).endpoints
+}
+
+fn record(name: &str, uid: &str) -> ServiceRecord {
+    ServiceRecord {
+        service_name: "web".into(),
+        policy: Default::default(),
+        owner: Owner {
+            cluster_id: "test".into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            uid: uid.into(),
+        },
+        generation: 1,
+    }
+}
+
+async fn connect(zk: &ZkServer) -> Client {
+    Client::connector()
+        .with_session_timeout(Duration::from_secs(5))
+        .connect(&zk.connect_string())
+        .await
+        .unwrap()
+}
+
+async fn read_endpoints(c: &Client, path: &str) -> BTreeMap<String, EndpointRecord> {
+    let mut out = BTreeMap::new();
+    for child in c.list_children(&endpoints_path(path)).await.unwrap() {
+        let (data, _) = c.get_data(&endpoint_path(path, &child)).await.unwrap();
+        out.insert(child, serde_json::from_slice(&data).unwrap());
+    }
+    out
+}
+
+fn fleet() -> Vec<PodInfo> {
+    let mut pods: Vec<PodInfo> = (0..6).map(|i| pod(i, "stable", true)).collect();
+    pods.extend((0..2).map(|i| pod(i, "canary", true)));
+    pods
+}
+
+#[tokio::test]
+async fn first_sync_publishes_the_service_record_and_every_ready_endpoint() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/first-sync";
+    let mut pods = fleet();
+    pods.push(pod(9, "stable", false));
+    let mut cache = None;
+    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
+        .await
+        .unwrap();
+    let Synced::Applied { applied, .. } = r else {
+        panic!("expected Applied, got {r:?}")
+    };
+    assert_eq!(applied.znodes, 8);
+    assert_eq!(applied.transactions, 1);
+    let (data, _) = c.get_data(path).await.unwrap();
+    let svc: ServiceRecord = serde_json::from_slice(&data).unwrap();
+    assert_eq!(svc, record("web", "u1"));
+    let eps = read_endpoints(&c, path).await;
+    assert_eq!(eps, want(&pods));
+    assert!(
+        !eps.contains_key("web-stable-9"),
+        "not-ready pod is not published"
+    );
+    let stable: u64 = eps
+        .values()
+        .filter(|e| e.group == "stable")
+        .map(|e| u64::from(e.weight))
+        .sum();
+    assert_eq!(stable, 900_000);
+    // A second sync with nothing changed writes nothing.
+    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Synced::Applied { applied, .. } if applied.znodes == 0),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_failure_removes_and_rebalances_in_one_transaction_seen_whole_by_a_watcher() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/failover";
+    let mut pods = fleet();
+    let mut cache = None;
+    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
+        .await
+        .unwrap();
+
+    let observer = connect(zk).await;
+    let mut watcher = observer
+        .watch(path, AddWatchMode::PersistentRecursive)
+        .await
+        .unwrap();
+
+    pods[0].ready = false; // web-stable-0 fails
+    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
+        .await
+        .unwrap();
+    let Synced::Applied { plan, applied } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(applied.transactions, 1);
+    assert_eq!(
+        plan.counts(),
+        (0, 5, 1),
+        "five stable peers re-weighted, one removed"
+    );
+
+    // The first event the observer sees already shows the whole change.
+    let ev = tokio::time::timeout(Duration::from_secs(5), watcher.changed())
+        .await
+        .expect("watch event");
+    assert!(
+        matches!(
+            ev.event_type,
+            EventType::NodeDeleted | EventType::NodeDataChanged
+        ),
+        "{ev:?}"
+    );
+    let eps = read_endpoints(&observer, path).await;
+    assert!(!eps.contains_key("web-stable-0"));
+    let stable: u64 = eps
+        .values()
+        .filter(|e| e.group == "stable")
+        .map(|e| u64::from(e.weight))
+        .sum();
+    assert_eq!(
+        stable, 900_000,
+        "the group's share is intact at the first event"
+    );
+    // All changed znodes carry the same transaction id: one multi().
+    let mut zxids: Vec<i64> = Vec::new();
+    for name in eps.keys().filter(|n| n.starts_with("web-stable")) {
+        zxids.push(
+            observer
+                .get_data(&endpoint_path(path, name))
+                .await
+                .unwrap()
+                .1
+                .mzxid,
+        );
+    }
+    let (_, folder) = observer.get_data(&endpoints_path(path)).await.unwrap();
+    zxids.push(folder.pzxid);
+    assert!(
+        zxids.windows(2).all(|w| w[0] == w[1]),
+        "one transaction: {zxids:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_resync_repairs_tampering() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/tamper";
+    let pods = fleet();
+    let mut cache = None;
+    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
+        .await
+        .unwrap();
+    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    c.delete(&endpoint_path(path, "web-stable-1"), None)
+        .await
+        .unwrap();
+    c.set_data(&endpoint_path(path, "web-stable-2"), b"garbage", None)
+        .await
+        .unwrap();
+    c.create(&endpoint_path(path, "intruder"), b"{}", &opts)
+        .await
+        .unwrap();
+
+    // Between resyncs the operator trusts its cache and writes nothing for unchanged pods...
+    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Synced::Applied { applied, .. } if applied.znodes == 0),
+        "{r:?}"
+    );
+    // ...and the full resync (an empty cache) reads everything back and repairs it.
+    let mut cache = None;
+    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
+        .await
+        .unwrap();
+    let Synced::Applied { plan, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        plan.counts(),
+        (1, 1, 1),
+        "recreate, rewrite, remove the intruder"
+    );
+    assert_eq!(read_endpoints(&c, path).await, want(&pods));
+    // A pod change planned from a cache that tampering made stale fails its version check,
+    // re-reads and still lands.
+    c.set_data(&endpoint_path(path, "web-stable-3"), b"garbage", None)
+        .await
+        .unwrap();
+    let mut changed = pods.clone();
+    changed[3].ip = Some("10.9.9.9".into());
+    let r = writer::sync(&c, path, &record("web", "u1"), &want(&changed), &mut cache)
+        .await
+        .unwrap();
+    assert!(matches!(r, Synced::Applied { .. }), "{r:?}");
+    assert_eq!(read_endpoints(&c, path).await, want(&changed));
+
+    // Deleting the whole endpoints folder is repaired by a resync (empty cache) too.
+    for child in c.list_children(&endpoints_path(path)).await.unwrap() {
+        c.delete(&endpoint_path(path, &child), None).await.unwrap();
+    }
+    c.delete(&endpoints_path(path), None).await.unwrap();
+    let mut fresh: Option<ServiceState> = None;
+    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut fresh)
+        .await
+        .unwrap();
+    assert_eq!(read_endpoints(&c, path).await, want(&pods));
+}
+
+#[tokio::test]
+async fn a_second_resource_on_the_same_path_gets_a_conflict_and_writes_nothing() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/contested";
+    let pods = fleet();
+    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut None)
+        .await
+        .unwrap();
+    let (before, stat) = c.get_data(path).await.unwrap();
+    let eps_before = read_endpoints(&c, path).await;
+
+    let other = record("web-copy", "u2");
+    let r = writer::sync(&c, path, &other, &want(&pods[..1]), &mut None)
+        .await
+        .unwrap();
+    let Synced::Conflict(msg) = r else {
+        panic!("expected Conflict, got {r:?}")
+    };
+    assert!(msg.contains("shop/web"), "{msg}");
+    let (after, stat_after) = c.get_data(path).await.unwrap();
+    assert_eq!(
+        (before, stat.version, stat.mzxid),
+        (after, stat_after.version, stat_after.mzxid)
+    );
+    assert_eq!(read_endpoints(&c, path).await, eps_before);
+
+    // A znode that is not a podkeeper record is never taken over either.
+    c.create(
+        "/podkeeper/shop/foreign",
+        b"not json",
+        &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    let r = writer::sync(
+        &c,
+        "/podkeeper/shop/foreign",
+        &record("web", "u1"),
+        &want(&pods),
+        &mut None,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(r, Synced::Conflict(_)));
+    assert!(
+        c.list_children("/podkeeper/shop/foreign")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn removing_a_registration_deletes_all_its_znodes_and_nothing_else() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/doomed";
+    let neighbour = "/podkeeper/shop/neighbour";
+    let pods = fleet();
+    writer::sync(&c, neighbour, &record("nb", "u9"), &want(&pods), &mut None)
+        .await
+        .unwrap();
+    let mut cache = None;
+    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
+        .await
+        .unwrap();
+    writer::remove_all(&c, path, cache.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(c.check_stat(path).await.unwrap(), None);
+    assert_eq!(read_endpoints(&c, neighbour).await.len(), 8);
+}
+
+#[tokio::test]
+async fn a_large_plan_is_split_into_transactions_under_the_packet_limit() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/large";
+    let pods: Vec<PodInfo> = (0..3000).map(|i| pod(i, "stable", true)).collect();
+    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut None)
+        .await
+        .unwrap();
+    let Synced::Applied { applied, .. } = r else {
+        panic!()
+    };
+    assert_eq!(applied.znodes, 3000);
+    assert!(applied.transactions > 1, "{applied:?}");
+    assert_eq!(
+        c.list_children(&endpoints_path(path)).await.unwrap().len(),
+        3000
+    );
+}
+
+#[tokio::test]
+async fn after_a_zookeeper_restart_the_session_reconnects_and_sync_converges() {
+    let mut zk = ZkServer::start();
+    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let session = Session::start(
+        Target {
+            connect: zk.connect_string(),
+            chroot: Some("/chrooted".into()),
+        },
+        SessionOptions {
+            timeout: Duration::from_secs(10),
+            digest: None,
+        },
+        tx,
+    );
+    let wait_available = |s: &Session| {
+        let mut rx = s.subscribe();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                rx.wait_for(|st| st.connected && st.client.is_some()),
+            )
+            .await
+            .expect("session available within 30s")
+            .unwrap();
+        }
+    };
+    wait_available(&session).await;
+    let path = "/podkeeper/shop/restart";
+    let mut pods = fleet();
+    let (client, _) = session.client().unwrap();
+    let mut cache = None;
+    writer::sync(
+        &client,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+    )
+    .await
+    .unwrap();
+
+    zk.stop();
+    let mut rx = session.subscribe();
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|st| !st.connected))
+        .await
+        .expect("sees the outage")
+        .unwrap();
+    pods[1].ready = false;
+    assert!(session.client().is_err(), "no client while disconnected");
+    zk.restart();
+    wait_available(&session).await;
+    assert!(
+        changes.try_recv().is_ok(),
+        "session changes are announced for a resync"
+    );
+    let (client, _) = session.client().unwrap();
+    writer::sync(&client, path, &record("web", "u1"), &want(&pods), &mut None)
+        .await
+        .unwrap();
+    let raw = connect(&zk).await;
+    assert_eq!(
+        read_endpoints(&raw, &format!("/chrooted{path}")).await,
+        want(&pods)
+    );
+}
