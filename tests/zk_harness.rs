@@ -2,12 +2,18 @@
 
 mod common;
 
-use common::zk::{four_letter, ZkServer};
+use common::zk::{ZkServer, four_letter};
 
 #[test]
 fn zookeeper_starts_restarts_and_stops() {
     let mut zk = ZkServer::start();
-    let port: u16 = zk.connect_string().rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = zk
+        .connect_string()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(four_letter(port, "ruok").as_deref(), Some("imok"));
     zk.restart();
     assert_eq!(four_letter(port, "ruok").as_deref(), Some("imok"));

@@ -28,20 +28,32 @@ fn classpath() -> &'static str {
             .arg("classpath")
             .output()
             .expect("run scripts/zk classpath");
-        assert!(out.status.success(), "scripts/zk classpath failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "scripts/zk classpath failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     })
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Sends a four-letter command and returns the answer.
 pub fn four_letter(port: u16, cmd: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(500),
+    )
+    .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(cmd.as_bytes()).ok()?;
     let mut out = String::new();
@@ -52,8 +64,15 @@ pub fn four_letter(port: u16, cmd: &str) -> Option<String> {
 impl ZkServer {
     /// Starts a private server and waits until it serves.
     pub fn start() -> ZkServer {
-        let dir = tempfile::Builder::new().prefix("podkeeper-zk-").tempdir().unwrap();
-        let mut server = ZkServer { port: free_port(), dir, child: None };
+        let dir = tempfile::Builder::new()
+            .prefix("podkeeper-zk-")
+            .tempdir()
+            .unwrap();
+        let mut server = ZkServer {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         server.spawn();
         server
     }
@@ -117,18 +136,28 @@ impl ZkServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         let log = std::fs::read_to_string(self.dir.path().join("zk.log")).unwrap_or_default();
-        panic!("ZooKeeper on port {} did not serve within 60s; log:\n{log}", self.port);
+        panic!(
+            "ZooKeeper on port {} did not serve within 60s; log:\n{log}",
+            self.port
+        );
     }
 
     /// Stops the server (data kept) and waits until the port no longer answers.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while four_letter(self.port, "ruok").is_some() {
-            assert!(Instant::now() < deadline, "ZooKeeper on {} did not stop", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "ZooKeeper on {} did not stop",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
