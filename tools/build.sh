@@ -50,20 +50,28 @@ hash_inputs() {
 }
 
 want="$(hash_inputs)"
-up_to_date=1
-[[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] || up_to_date=0
-for b in "${BINARIES[@]}"; do [[ -x "$BIN/$b" ]] || up_to_date=0; done
+up_to_date() {
+  [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] || return 1
+  local b
+  for b in "${BINARIES[@]}"; do [[ -x "$BIN/$b" ]] || return 1; done
+}
 
 if (( check )); then
-  (( up_to_date )) && { echo "tools: up to date ($BIN)"; exit 0; }
+  up_to_date && { echo "tools: up to date ($BIN)"; exit 0; }
   echo "tools: build needed"; exit 1
 fi
-if (( up_to_date && !force )); then
+
+# One build at a time (e.g. scripts/cluster up racing a manual build).
+mkdir -p "$BIN"
+exec 9>"$OUT/.lock"
+if ! flock -n 9; then
+  echo "tools: another tools/build.sh is running; waiting for it ..."
+  flock 9
+fi
+if up_to_date && (( !force )); then
   echo "tools: up to date ($BIN)"
   exit 0
 fi
-
-mkdir -p "$BIN"
 rm -f "$STAMP"
 T0=$SECONDS
 
