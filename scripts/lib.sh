@@ -81,7 +81,8 @@ pk_start() {
   local piddir="$1" logfile="$2" name="$3"; shift 3
   mkdir -p "$piddir" "$(dirname "$logfile")"
   printf '\n==== %s starting %s: %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$logfile"
-  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  # fds 8/9 are lock fds of our scripts: the daemon must not keep them.
+  setsid "$@" </dev/null >>"$logfile" 2>&1 8>&- 9>&- &
   echo $! >"$piddir/$name.pid"
 }
 
