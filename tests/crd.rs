@@ -1,0 +1,26 @@
+//! The committed CRD files are exactly what `podkeeper crd` prints.
+
+#[test]
+fn committed_crds_are_fresh() {
+    let generated = podkeeper::crd::crd_yaml();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["crds/serviceregistration.yaml", "charts/podkeeper/crds/serviceregistration.yaml"] {
+        let path = format!("{root}/{file}");
+        if file.starts_with("charts") && !std::path::Path::new(&path).exists() {
+            continue;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            committed == generated,
+            "{file} is stale; regenerate it with: cargo run -- crd > crds/serviceregistration.yaml && cp crds/serviceregistration.yaml charts/podkeeper/crds/"
+        );
+    }
+}
+
+#[test]
+fn crd_declares_the_documented_names_and_columns() {
+    let y = podkeeper::crd::crd_yaml();
+    for needle in ["name: serviceregistrations.podkeeper.io", "- svcreg", "scope: Namespaced", "name: Ready", "name: Published", "name: Path", "x-kubernetes-validations"] {
+        assert!(y.contains(needle), "CRD lacks {needle:?}");
+    }
+}
