@@ -1,4 +1,54 @@
 //! Client library: discovers the endpoints podkeeper publishes and picks one per request.
-//! Reads ZooKeeper only; never writes.
+//! Reads ZooKeeper only; never writes, and never touches the operator's controller or writer.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), podkeeper::discovery::DiscoveryError> {
+//! use podkeeper::discovery::{Discovery, PickContext};
+//! let discovery = Discovery::builder("127.0.0.1:2181", "/podkeeper/shop/web").start().await?;
+//! if let Some(picked) = discovery.pick(&PickContext::default()) {
+//!     println!("send to {}", picked.address());
+//! }
+//! # Ok(()) }
+//! ```
 
+pub mod balance;
 pub mod cli;
+mod endpoint;
+mod registry;
+mod snapshot;
+mod watch;
+
+pub use self::balance::Balancer;
+pub use self::endpoint::{Endpoint, InFlightGuard, PickContext, Picked};
+pub use self::snapshot::{Registry, Snapshot, Staleness};
+pub use self::watch::{Discovery, DiscoveryBuilder};
+
+/// What can go wrong while discovering.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The service path is not a valid ZooKeeper path.
+    #[error("invalid service path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path given.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// ZooKeeper could not be reached or answered with an error.
+    #[error("ZooKeeper at {connect}: {source}")]
+    ZooKeeper {
+        /// The connect string.
+        connect: String,
+        /// The client's error.
+        #[source]
+        source: zookeeper_client::Error,
+    },
+    /// No answer within the deadline.
+    #[error("ZooKeeper at {connect} did not answer within {after:?}")]
+    Timeout {
+        /// The connect string.
+        connect: String,
+        /// How long we waited.
+        after: std::time::Duration,
+    },
+}

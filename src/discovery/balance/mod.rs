@@ -1,0 +1,385 @@
+//! Load-balancing policies: everything a pick needs is built here once per snapshot, so a pick
+//! is O(1) and allocation-free. Pure: no ZooKeeper, no clocks, no tokio.
+
+pub mod alias;
+pub mod ring;
+pub mod rng;
+pub mod smooth;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use self::alias::AliasTable;
+use self::ring::HashRing;
+use self::rng::{WyRand, below};
+use self::smooth::SmoothWrr;
+use super::endpoint::{Endpoint, PickContext, Picked};
+use crate::model::policy::Policy;
+
+/// Keeps a counter that every pick writes on its own cache line, away from the read-only data
+/// around it, so writes do not evict what the other cores are reading.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+/// One policy's ready-to-pick state over the pickable endpoints of a snapshot.
+#[derive(Debug)]
+pub struct Balancer {
+    policy: Policy,
+    /// Only endpoints that are UP with weight above 0: nothing else can ever be picked.
+    targets: Box<[Arc<Endpoint>]>,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Empty,
+    RoundRobin(CachePadded<AtomicUsize>),
+    Random,
+    WeightedRandom(AliasTable),
+    WeightedRoundRobin(SmoothWrr),
+    LeastRequest,
+    ConsistentHash(HashRing),
+}
+
+impl Balancer {
+    /// Builds `policy`'s state over the pickable ones among `endpoints`, whose order is kept
+    /// (it decides round-robin order and smooth WRR tie-breaks).
+    pub fn new(policy: Policy, endpoints: &[Arc<Endpoint>]) -> Balancer {
+        Balancer::with_vnodes(policy, endpoints, ring::DEFAULT_VNODES)
+    }
+
+    /// Like [`Balancer::new`], with a chosen number of ring points per endpoint for ConsistentHash.
+    pub fn with_vnodes(policy: Policy, endpoints: &[Arc<Endpoint>], vnodes: u32) -> Balancer {
+        let targets: Box<[Arc<Endpoint>]> =
+            endpoints.iter().filter(|e| e.pickable()).cloned().collect();
+        let weights = || {
+            targets
+                .iter()
+                .map(|e| e.record().weight)
+                .collect::<Vec<u32>>()
+        };
+        let state = if targets.is_empty() {
+            State::Empty
+        } else {
+            match policy {
+                Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(0))),
+                Policy::Random => State::Random,
+                Policy::LeastRequest => State::LeastRequest,
+                // Targets all have weight > 0, so these builders always return Some.
+                Policy::WeightedRandom => {
+                    AliasTable::new(&weights()).map_or(State::Empty, State::WeightedRandom)
+                }
+                Policy::WeightedRoundRobin => {
+                    SmoothWrr::new(&weights()).map_or(State::Empty, State::WeightedRoundRobin)
+                }
+                Policy::ConsistentHash => {
+                    let names: Vec<&[u8]> = targets.iter().map(|e| e.name().as_bytes()).collect();
+                    HashRing::new(&names, vnodes).map_or(State::Empty, State::ConsistentHash)
+                }
+            }
+        };
+        Balancer {
+            policy,
+            targets,
+            state,
+        }
+    }
+
+    /// The policy this balancer follows.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The endpoints a pick can return.
+    pub fn targets(&self) -> &[Arc<Endpoint>] {
+        &self.targets
+    }
+
+    /// Picks one endpoint, drawing randomness from this thread's generator.
+    /// `None` only when no endpoint is pickable.
+    #[inline]
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Picked> {
+        self.pick_index(ctx, rng::thread_u64)
+            .map(|i| self.picked(i))
+    }
+
+    /// Picks one endpoint with randomness from `rng`, for reproducible tests.
+    pub fn pick_with(&self, ctx: &PickContext<'_>, rng: &mut WyRand) -> Option<Picked> {
+        self.pick_index(ctx, || rng.next_u64())
+            .map(|i| self.picked(i))
+    }
+
+    #[inline]
+    fn picked(&self, i: usize) -> Picked {
+        let endpoint = Arc::clone(&self.targets[i]);
+        let guard = matches!(self.state, State::LeastRequest).then(|| endpoint.start_request());
+        Picked { endpoint, guard }
+    }
+
+    #[inline]
+    fn pick_index(&self, ctx: &PickContext<'_>, mut random: impl FnMut() -> u64) -> Option<usize> {
+        let n = self.targets.len();
+        Some(match &self.state {
+            State::Empty => return None,
+            State::RoundRobin(next) => next.0.fetch_add(1, Ordering::Relaxed) % n,
+            State::Random => below(random() as u32, n),
+            State::WeightedRandom(table) => table.pick(random()),
+            State::WeightedRoundRobin(wrr) => wrr.pick(),
+            State::LeastRequest => self.least_of_two(random()),
+            State::ConsistentHash(ring) => match ctx.key {
+                Some(key) => ring.lookup(key),
+                None => below(random() as u32, n),
+            },
+        })
+    }
+
+    /// Power of two choices: two distinct endpoints at random, the one with fewer requests in
+    /// flight wins. Almost as good as scanning all of them, at O(1) and without herding onto
+    /// one "least loaded" endpoint.
+    #[inline]
+    fn least_of_two(&self, r: u64) -> usize {
+        let n = self.targets.len();
+        if n == 1 {
+            return 0;
+        }
+        let a = below((r >> 32) as u32, n);
+        let mut b = below(r as u32, n - 1);
+        if b >= a {
+            b += 1;
+        }
+        if self.targets[b].in_flight() < self.targets[a].in_flight() {
+            b
+        } else {
+            a
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::record::{EndpointRecord, EndpointStatus};
+
+    pub(crate) fn record(i: usize, weight: u32, status: EndpointStatus) -> EndpointRecord {
+        EndpointRecord {
+            host: format!("10.0.0.{i}"),
+            port: 8080,
+            ports: BTreeMap::new(),
+            weight,
+            group: "default".into(),
+            zone: None,
+            node: None,
+            pod: format!("web-{i}"),
+            namespace: "shop".into(),
+            metadata: BTreeMap::new(),
+            status,
+        }
+    }
+
+    fn endpoints(spec: &[(u32, EndpointStatus)]) -> Vec<Arc<Endpoint>> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(w, s))| Arc::new(Endpoint::new(format!("web-{i}"), record(i, w, s))))
+            .collect()
+    }
+
+    fn counts(balancer: &Balancer, picks: usize, seed: u64) -> BTreeMap<String, usize> {
+        let mut rng = WyRand::seeded(seed);
+        let mut out = BTreeMap::new();
+        for i in 0..picks {
+            let key = format!("k{i}");
+            let ctx = PickContext::with_key(key.as_bytes());
+            *out.entry(
+                balancer
+                    .pick_with(&ctx, &mut rng)
+                    .unwrap()
+                    .name()
+                    .to_string(),
+            )
+            .or_default() += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn empty_or_unpickable_sets_pick_nothing() {
+        use EndpointStatus::*;
+        for policy in Policy::ALL {
+            assert!(
+                Balancer::new(policy, &[])
+                    .pick(&PickContext::default())
+                    .is_none()
+            );
+            let none_pickable = endpoints(&[(0, Up), (5, Draining), (0, Draining)]);
+            let balancer = Balancer::new(policy, &none_pickable);
+            assert!(
+                balancer.pick(&PickContext::with_key(b"k")).is_none(),
+                "{policy}"
+            );
+            assert!(balancer.targets().is_empty());
+        }
+    }
+
+    #[test]
+    fn round_robin_visits_each_in_turn() {
+        let eps = endpoints(&[
+            (1, EndpointStatus::Up),
+            (9, EndpointStatus::Up),
+            (1, EndpointStatus::Draining),
+            (3, EndpointStatus::Up),
+        ]);
+        let balancer = Balancer::new(Policy::RoundRobin, &eps);
+        let names: Vec<String> = (0..6)
+            .map(|_| {
+                balancer
+                    .pick(&PickContext::default())
+                    .unwrap()
+                    .name()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["web-0", "web-1", "web-3", "web-0", "web-1", "web-3"]
+        );
+    }
+
+    #[test]
+    fn random_is_uniform_and_weighted_random_follows_weights() {
+        let eps = endpoints(&[
+            (10, EndpointStatus::Up),
+            (30, EndpointStatus::Up),
+            (60, EndpointStatus::Up),
+        ]);
+        let picks = 1_000_000;
+        let uniform = counts(&Balancer::new(Policy::Random, &eps), picks, 3);
+        let weighted = counts(&Balancer::new(Policy::WeightedRandom, &eps), picks, 3);
+        for (i, want) in [0.10, 0.30, 0.60].into_iter().enumerate() {
+            let name = format!("web-{i}");
+            let got_uniform = uniform[&name] as f64 / picks as f64;
+            let got_weighted = weighted[&name] as f64 / picks as f64;
+            assert!(
+                (got_uniform - 1.0 / 3.0).abs() <= 0.01,
+                "{name}: uniform share {got_uniform}"
+            );
+            assert!(
+                (got_weighted - want).abs() <= 0.01,
+                "{name}: weighted share {got_weighted}, want {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn smooth_wrr_through_the_balancer_is_exact_per_cycle() {
+        use EndpointStatus::*;
+        let eps = endpoints(&[(5, Up), (2, Draining), (1, Up), (1, Up)]);
+        let balancer = Balancer::new(Policy::WeightedRoundRobin, &eps);
+        let order: Vec<String> = (0..7)
+            .map(|_| {
+                balancer
+                    .pick(&PickContext::default())
+                    .unwrap()
+                    .name()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "web-0", "web-0", "web-2", "web-0", "web-3", "web-0", "web-0"
+            ]
+        );
+    }
+
+    #[test]
+    fn least_request_avoids_the_loaded_endpoint_and_guards_release() {
+        let eps = endpoints(&[(1, EndpointStatus::Up); 4]);
+        let balancer = Balancer::new(Policy::LeastRequest, &eps);
+        let held: Vec<_> = (0..10).map(|_| eps[0].start_request()).collect();
+        assert_eq!(eps[0].in_flight(), 10);
+        let mut rng = WyRand::seeded(11);
+        let mut seen = [0usize; 4];
+        for _ in 0..10_000 {
+            let picked = balancer
+                .pick_with(&PickContext::default(), &mut rng)
+                .unwrap();
+            assert!(picked.guard.is_some());
+            seen[picked.name()[4..].parse::<usize>().unwrap()] += 1;
+        }
+        // Two distinct candidates, and web-0 always carries more: it can never win.
+        assert_eq!(seen[0], 0);
+        assert!(seen[1..].iter().all(|&c| c > 2_500), "{seen:?}");
+        // Each pick's guard dropped at the end of its iteration.
+        assert!(eps[1..].iter().all(|e| e.in_flight() == 0));
+        drop(held);
+        assert_eq!(eps[0].in_flight(), 0);
+
+        // Under held load the picks spread so that in-flight counts stay level.
+        let guards: Vec<_> = (0..4000)
+            .map(|_| {
+                balancer
+                    .pick_with(&PickContext::default(), &mut rng)
+                    .unwrap()
+            })
+            .collect();
+        let loads: Vec<usize> = eps.iter().map(|e| e.in_flight()).collect();
+        let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+        assert!(max - min <= 3, "in-flight counts drifted apart: {loads:?}");
+        drop(guards);
+        assert!(eps.iter().all(|e| e.in_flight() == 0));
+    }
+
+    #[test]
+    fn consistent_hash_keeps_a_key_on_one_endpoint() {
+        let eps = endpoints(&[(1, EndpointStatus::Up); 8]);
+        let balancer = Balancer::new(Policy::ConsistentHash, &eps);
+        let first = balancer
+            .pick(&PickContext::with_key(b"user-42"))
+            .unwrap()
+            .name()
+            .to_string();
+        for _ in 0..100 {
+            assert_eq!(
+                balancer
+                    .pick(&PickContext::with_key(b"user-42"))
+                    .unwrap()
+                    .name(),
+                first
+            );
+        }
+    }
+
+    fn status() -> impl Strategy<Value = EndpointStatus> {
+        prop_oneof![Just(EndpointStatus::Up), Just(EndpointStatus::Draining)]
+    }
+
+    proptest! {
+        /// Whatever the mix, no policy ever returns a DRAINING or weight-0 endpoint, and a pick
+        /// exists exactly when some endpoint is pickable.
+        #[test]
+        fn unpickable_endpoints_are_never_picked(
+            spec in prop::collection::vec((prop_oneof![Just(0u32), 1u32..100], status()), 0..40),
+            seed in any::<u64>(),
+        ) {
+            let eps = endpoints(&spec);
+            let any_pickable = eps.iter().any(|e| e.pickable());
+            for policy in Policy::ALL {
+                let balancer = Balancer::new(policy, &eps);
+                let mut rng = WyRand::seeded(seed);
+                for i in 0..200u32 {
+                    let key = i.to_le_bytes();
+                    let ctx = if i % 2 == 0 { PickContext::with_key(&key) } else { PickContext::default() };
+                    match balancer.pick_with(&ctx, &mut rng) {
+                        Some(p) => prop_assert!(p.pickable(), "{} picked {} ({:?}, weight {})", policy, p.name(), p.record().status, p.record().weight),
+                        None => prop_assert!(!any_pickable, "{} picked nothing among pickable endpoints", policy),
+                    }
+                }
+            }
+        }
+    }
+}

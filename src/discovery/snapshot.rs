@@ -1,0 +1,254 @@
+//! The immutable view a client picks from: the service record, every endpoint, the balancer,
+//! and whether the view may be out of date. Built off the hot path; never talks to ZooKeeper.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::balance::{Balancer, ring};
+use super::endpoint::{Endpoint, PickContext, Picked};
+use crate::model::policy::Policy;
+use crate::model::record::{EndpointRecord, ServiceRecord};
+
+/// Why a snapshot may no longer match the registry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Staleness {
+    /// Read from a live session; every change seen so far is applied.
+    #[default]
+    Fresh,
+    /// ZooKeeper is unreachable (disconnected, session lost, or not reached yet); this is the
+    /// last view read before that.
+    Unreachable,
+    /// The registry lost every pickable endpoint in one step; fail-static kept the last view
+    /// that had some, on the bet that a wholesale disappearance is an accident, not a scale-down.
+    Emptied,
+}
+
+/// What the registry holds under one service path, as read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registry {
+    /// The record at `<path>`; `None` when the node is missing or unreadable.
+    pub service: Option<ServiceRecord>,
+    /// The records under `<path>/endpoints`, by znode name.
+    pub endpoints: BTreeMap<String, EndpointRecord>,
+}
+
+/// Immutable once built; replaced whole when anything changes.
+#[derive(Debug)]
+pub struct Snapshot {
+    service: Option<Arc<ServiceRecord>>,
+    endpoints: Arc<[Arc<Endpoint>]>,
+    balancer: Arc<Balancer>,
+    staleness: Staleness,
+    revision: u64,
+}
+
+impl Snapshot {
+    /// A snapshot with nothing in it: what a client holds before its first read.
+    pub fn empty(policy: Policy) -> Snapshot {
+        Snapshot {
+            service: None,
+            endpoints: Arc::from(Vec::new()),
+            balancer: Arc::new(Balancer::new(policy, &[])),
+            staleness: Staleness::Fresh,
+            revision: 0,
+        }
+    }
+
+    /// Builds a fresh snapshot from what was read, following `pinned` if set and the service
+    /// record's policy otherwise. Endpoints carried over from `previous` keep their in-flight
+    /// counts, so LeastRequest does not forget running requests when anything else changes.
+    pub fn build(
+        registry: &Registry,
+        pinned: Option<Policy>,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
+        Snapshot::build_with_vnodes(registry, pinned, previous, ring::DEFAULT_VNODES)
+    }
+
+    /// [`Snapshot::build`] with a chosen number of ring points per endpoint.
+    pub fn build_with_vnodes(
+        registry: &Registry,
+        pinned: Option<Policy>,
+        previous: Option<&Snapshot>,
+        vnodes: u32,
+    ) -> Snapshot {
+        let counters: HashMap<&str, &Arc<Endpoint>> = previous
+            .map(|p| p.endpoints.iter().map(|e| (e.name(), e)).collect())
+            .unwrap_or_default();
+        let endpoints: Arc<[Arc<Endpoint>]> = registry
+            .endpoints
+            .iter()
+            .map(|(name, record)| match counters.get(name.as_str()) {
+                Some(old) if old.record() == record => Arc::clone(old),
+                Some(old) => Arc::new(Endpoint::with_counter(
+                    name,
+                    record.clone(),
+                    Arc::clone(old.counter()),
+                )),
+                None => Arc::new(Endpoint::new(name, record.clone())),
+            })
+            .collect();
+        let policy = pinned
+            .or(registry.service.as_ref().map(|s| s.policy))
+            .unwrap_or_default();
+        let balancer = Arc::new(Balancer::with_vnodes(policy, &endpoints, vnodes));
+        Snapshot {
+            service: registry.service.clone().map(Arc::new),
+            endpoints,
+            balancer,
+            staleness: Staleness::Fresh,
+            revision: previous.map_or(1, |p| p.revision + 1),
+        }
+    }
+
+    /// The same view, marked as possibly out of date.
+    pub fn marked(&self, staleness: Staleness) -> Snapshot {
+        Snapshot {
+            service: self.service.clone(),
+            endpoints: Arc::clone(&self.endpoints),
+            balancer: Arc::clone(&self.balancer),
+            staleness,
+            revision: self.revision + 1,
+        }
+    }
+
+    /// The service record, when the service node exists and parses.
+    pub fn service(&self) -> Option<&ServiceRecord> {
+        self.service.as_deref()
+    }
+
+    /// Every endpoint read, DRAINING and weight-0 ones included, in znode name order.
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// The endpoints a pick can return.
+    pub fn pickable(&self) -> &[Arc<Endpoint>] {
+        self.balancer.targets()
+    }
+
+    /// The policy picks follow: the pinned one, else the service record's, else RoundRobin.
+    pub fn policy(&self) -> Policy {
+        self.balancer.policy()
+    }
+
+    /// Why this view may be out of date, if it may.
+    pub fn staleness(&self) -> Staleness {
+        self.staleness
+    }
+
+    /// True unless the view was read from a live session and is complete.
+    pub fn is_stale(&self) -> bool {
+        self.staleness != Staleness::Fresh
+    }
+
+    /// Grows by one with each published snapshot of a client; 0 before the first read.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Picks one endpoint by the snapshot's policy; `None` when nothing is pickable.
+    #[inline]
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Picked> {
+        self.balancer.pick(ctx)
+    }
+
+    /// The balancer, for callers that want to pick with their own random source.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::record::EndpointStatus;
+
+    fn record(i: usize, weight: u32) -> EndpointRecord {
+        EndpointRecord {
+            host: format!("10.0.0.{i}"),
+            port: 80,
+            ports: BTreeMap::new(),
+            weight,
+            group: "default".into(),
+            zone: None,
+            node: None,
+            pod: format!("web-{i}"),
+            namespace: "shop".into(),
+            metadata: BTreeMap::new(),
+            status: EndpointStatus::Up,
+        }
+    }
+
+    fn registry(policy: Policy, weights: &[u32]) -> Registry {
+        Registry {
+            // From JSON, as the operator writes it: fields added later default as in production.
+            service: Some(
+                serde_json::from_value(serde_json::json!({
+                    "serviceName": "web",
+                    "policy": policy,
+                    "owner": {"clusterId": "c", "namespace": "shop", "name": "web", "uid": "u"},
+                    "generation": 1,
+                }))
+                .unwrap(),
+            ),
+            endpoints: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| (format!("web-{i}"), record(i, w)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn policy_comes_from_the_record_unless_pinned() {
+        let reg = registry(Policy::WeightedRandom, &[1, 2]);
+        assert_eq!(
+            Snapshot::build(&reg, None, None).policy(),
+            Policy::WeightedRandom
+        );
+        assert_eq!(
+            Snapshot::build(&reg, Some(Policy::Random), None).policy(),
+            Policy::Random
+        );
+        let no_record = Registry {
+            service: None,
+            ..reg
+        };
+        assert_eq!(
+            Snapshot::build(&no_record, None, None).policy(),
+            Policy::RoundRobin
+        );
+    }
+
+    #[test]
+    fn in_flight_counts_survive_rebuilds() {
+        let first = Snapshot::build(&registry(Policy::LeastRequest, &[1, 1]), None, None);
+        let running = first.pick(&PickContext::default()).unwrap();
+        let name = running.name().to_string();
+        // Weight change: a new Endpoint value, the same counter.
+        let second = Snapshot::build(&registry(Policy::LeastRequest, &[5, 5]), None, Some(&first));
+        let same = second
+            .endpoints()
+            .iter()
+            .find(|e| e.name() == name)
+            .unwrap();
+        assert_eq!(same.in_flight(), 1);
+        assert_eq!(second.revision(), first.revision() + 1);
+        drop(running);
+        assert_eq!(same.in_flight(), 0);
+    }
+
+    #[test]
+    fn unchanged_endpoints_are_shared_not_copied() {
+        let reg = registry(Policy::RoundRobin, &[1, 1, 1]);
+        let first = Snapshot::build(&reg, None, None);
+        let second = Snapshot::build(&reg, None, Some(&first));
+        for (a, b) in first.endpoints().iter().zip(second.endpoints()) {
+            assert!(Arc::ptr_eq(a, b));
+        }
+        let stale = second.marked(Staleness::Unreachable);
+        assert!(stale.is_stale() && !second.is_stale());
+        assert_eq!(stale.pickable().len(), 3);
+    }
+}

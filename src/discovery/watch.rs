@@ -1,0 +1,410 @@
+//! The live side of discovery: one ZooKeeper session and a persistent recursive watch per
+//! service path, turned into published snapshots. Reads only; owns no pick logic.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout, timeout_at};
+use zookeeper_client::{
+    AddWatchMode, Client, Error as ZkError, EventType, PersistentWatcher, SessionState,
+    WatchedEvent,
+};
+
+use super::DiscoveryError;
+use super::endpoint::{PickContext, Picked};
+use super::registry::{self, Layout, Touched};
+use super::snapshot::{Registry, Snapshot, Staleness};
+use crate::model::policy::Policy;
+
+/// How to follow a service path; see [`Discovery::builder`].
+#[derive(Clone, Debug)]
+pub struct DiscoveryBuilder {
+    connect: String,
+    path: String,
+    pinned: Option<Policy>,
+    fail_static: bool,
+    session_timeout: Duration,
+    coalesce: Duration,
+    vnodes: u32,
+}
+
+impl DiscoveryBuilder {
+    /// Follow this policy whatever the service record says.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.pinned = Some(policy);
+        self
+    }
+
+    /// Pin a policy, or follow the service record with `None` (the default).
+    pub fn pinned_policy(mut self, policy: Option<Policy>) -> Self {
+        self.pinned = policy;
+        self
+    }
+
+    /// Keep the last known endpoints when the registry loses all of them in one step or the
+    /// session is lost (on by default). Off: such a snapshot is empty instead.
+    pub fn fail_static(mut self, on: bool) -> Self {
+        self.fail_static = on;
+        self
+    }
+
+    /// The ZooKeeper session timeout (default 10 s); connecting gives up after about as long.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// How long to gather further events after the first one before re-reading (default 10 ms).
+    /// The operator writes a rollout in batches; one read per batch instead of one per node.
+    pub fn coalesce(mut self, window: Duration) -> Self {
+        self.coalesce = window;
+        self
+    }
+
+    /// Ring points per endpoint under ConsistentHash (default 160).
+    pub fn vnodes(mut self, vnodes: u32) -> Self {
+        self.vnodes = vnodes.max(1);
+        self
+    }
+
+    /// Connects, reads the service path once and starts following it. Fails when ZooKeeper
+    /// cannot be reached within about the session timeout; a missing path is not an error (the
+    /// snapshot is empty until the operator writes it). Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<Discovery, DiscoveryError> {
+        let layout = Layout::new(&self.path)?;
+        let follower = Follower {
+            config: self,
+            layout,
+            registry: Registry::default(),
+        };
+        let (session, registry) = follower.open().await?;
+        let first = Snapshot::build_with_vnodes(
+            &registry,
+            follower.config.pinned,
+            None,
+            follower.config.vnodes,
+        );
+        let first = Arc::new(first);
+        let (updates, _) = watch::channel(Arc::clone(&first));
+        let shared = Arc::new(Shared {
+            current: ArcSwap::new(first),
+            updates,
+        });
+        let path = follower.config.path.clone();
+        let follower = Follower {
+            registry,
+            ..follower
+        };
+        let task = tokio::spawn(follower.run(Arc::clone(&shared), session));
+        Ok(Discovery { shared, task, path })
+    }
+}
+
+/// Follows one service path and picks endpoints from its latest snapshot.
+///
+/// Picks read an [`ArcSwap`], so they never wait on the watch task; subscribers get every new
+/// snapshot through a tokio watch channel. Dropping the handle stops the task and closes the session.
+#[derive(Debug)]
+pub struct Discovery {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+    path: String,
+}
+
+#[derive(Debug)]
+struct Shared {
+    current: ArcSwap<Snapshot>,
+    updates: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Discovery {
+    /// Starts describing a client for the service at `path` (e.g. `/podkeeper/shop/web`) on the
+    /// ensemble `connect` (e.g. `zk1:2181,zk2:2181`).
+    pub fn builder(connect: impl Into<String>, path: impl Into<String>) -> DiscoveryBuilder {
+        DiscoveryBuilder {
+            connect: connect.into(),
+            path: path.into(),
+            pinned: None,
+            fail_static: true,
+            session_timeout: Duration::from_secs(10),
+            coalesce: Duration::from_millis(10),
+            vnodes: super::balance::ring::DEFAULT_VNODES,
+        }
+    }
+
+    /// Picks an endpoint by the current snapshot's policy; `None` when nothing is pickable.
+    #[inline]
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Picked> {
+        self.shared.current.load().pick(ctx)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.current.load_full()
+    }
+
+    /// Whether the current snapshot may be out of date (see [`Staleness`]).
+    pub fn is_stale(&self) -> bool {
+        self.shared.current.load().is_stale()
+    }
+
+    /// Every snapshot published from now on (the receiver starts at the current one).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.shared.updates.subscribe()
+    }
+
+    /// The service path followed.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Shared {
+    fn publish(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        self.current.store(Arc::clone(&snapshot));
+        self.updates.send_replace(snapshot);
+    }
+
+    /// Publishes what was read, unless fail-static says to keep the last view.
+    fn publish_registry(&self, config: &DiscoveryBuilder, registry: &Registry) {
+        let previous = self.current.load_full();
+        let fresh =
+            Snapshot::build_with_vnodes(registry, config.pinned, Some(&previous), config.vnodes);
+        if config.fail_static && fresh.pickable().is_empty() && !previous.pickable().is_empty() {
+            tracing::warn!(
+                path = ?registry.service.as_ref().map(|s| &s.service_name),
+                kept = previous.pickable().len(),
+                "every pickable endpoint vanished at once; keeping the last snapshot (fail-static)"
+            );
+            if previous.staleness() != Staleness::Emptied {
+                self.publish(previous.marked(Staleness::Emptied));
+            }
+            return;
+        }
+        self.publish(fresh);
+    }
+
+    /// Marks the view as possibly out of date, or, without fail-static after the session is
+    /// gone, replaces it with an empty one.
+    fn unreachable(&self, config: &DiscoveryBuilder, session_lost: bool) {
+        let previous = self.current.load_full();
+        if session_lost && !config.fail_static {
+            let empty = Snapshot::build_with_vnodes(
+                &Registry::default(),
+                config.pinned,
+                Some(&previous),
+                config.vnodes,
+            );
+            self.publish(empty.marked(Staleness::Unreachable));
+        } else if previous.staleness() != Staleness::Unreachable {
+            self.publish(previous.marked(Staleness::Unreachable));
+        }
+    }
+}
+
+/// A live session and its watch on the service path.
+struct Session {
+    client: Client,
+    watcher: PersistentWatcher,
+}
+
+/// What one burst of events asks for.
+#[derive(Default)]
+struct Batch {
+    service: bool,
+    everything: bool,
+    names: BTreeSet<String>,
+    /// The session state the burst ended in, if it reported one.
+    state: Option<SessionState>,
+    reconnected: bool,
+}
+
+/// More changed endpoints than this in one burst are cheaper to read by listing the folder.
+const MAX_NAMED_READS: usize = 512;
+
+impl Batch {
+    fn add(&mut self, layout: &Layout, event: WatchedEvent) {
+        if event.event_type == EventType::Session {
+            if matches!(
+                event.session_state,
+                SessionState::SyncConnected | SessionState::ConnectedReadOnly
+            ) {
+                self.reconnected = true;
+            }
+            self.state = Some(event.session_state);
+            return;
+        }
+        match layout.touched(&event.path) {
+            Touched::Service => self.service = true,
+            Touched::Folder => self.everything = true,
+            Touched::Endpoint(name) if self.names.len() < MAX_NAMED_READS => {
+                self.names.insert(name.to_string());
+            }
+            Touched::Endpoint(_) => self.everything = true,
+            Touched::Other => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.service && !self.everything && self.names.is_empty()
+    }
+}
+
+/// The watch task's state: its settings and the raw records last read.
+struct Follower {
+    config: DiscoveryBuilder,
+    layout: Layout,
+    registry: Registry,
+}
+
+impl Follower {
+    /// Connects, sets the watch, then reads everything: in that order, so a change made while
+    /// reading still raises an event and is read again.
+    async fn open(&self) -> Result<(Session, Registry), DiscoveryError> {
+        let connect = &self.config.connect;
+        let zk = |source| DiscoveryError::ZooKeeper {
+            connect: connect.clone(),
+            source,
+        };
+        let client = registry::connect(connect, self.config.session_timeout).await?;
+        let deadline = self.config.session_timeout;
+        let prepare = async {
+            let watcher = client
+                .watch(self.layout.service(), AddWatchMode::PersistentRecursive)
+                .await?;
+            let registry = registry::read_all(&client, &self.layout).await?;
+            Ok((watcher, registry))
+        };
+        match timeout(deadline, prepare).await {
+            Ok(Ok((watcher, registry))) => Ok((Session { client, watcher }, registry)),
+            Ok(Err(source)) => Err(zk(source)),
+            Err(_) => Err(DiscoveryError::Timeout {
+                connect: connect.clone(),
+                after: deadline,
+            }),
+        }
+    }
+
+    async fn run(mut self, shared: Arc<Shared>, session: Session) {
+        let mut session = Some(session);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let live = match session.take() {
+                Some(live) => live,
+                None => match self.open().await {
+                    Ok((live, registry)) => {
+                        tracing::info!(
+                            path = self.layout.service(),
+                            "session re-established; registry re-read"
+                        );
+                        backoff = Duration::from_millis(100);
+                        self.registry = registry;
+                        shared.publish_registry(&self.config, &self.registry);
+                        live
+                    }
+                    Err(err) => {
+                        tracing::warn!(path = self.layout.service(), %err, retry_in = ?backoff, "cannot reach ZooKeeper");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            self.follow(&shared, live).await;
+            tracing::warn!(
+                path = self.layout.service(),
+                "ZooKeeper session lost; reconnecting"
+            );
+            shared.unreachable(&self.config, true);
+        }
+    }
+
+    /// Applies event bursts; returns when the session is over (expired, closed, refused).
+    async fn follow(&mut self, shared: &Shared, mut session: Session) {
+        // Set when events may have been missed (a disconnect, a failed read): the next read is
+        // a full one, because ZooKeeper does not replay persistent-watch events after a reconnect.
+        let mut full_read = false;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let mut batch = Batch::default();
+            let first = match retry_at {
+                Some(at) => timeout_at(at, session.watcher.changed()).await.ok(),
+                None => Some(session.watcher.changed().await),
+            };
+            if let Some(event) = first {
+                batch.add(&self.layout, event);
+                let until = Instant::now() + self.config.coalesce;
+                while let Ok(event) = timeout_at(until, session.watcher.changed()).await {
+                    batch.add(&self.layout, event);
+                }
+            }
+            match batch.state {
+                Some(state) if state.is_terminated() => return,
+                Some(SessionState::Disconnected) => {
+                    tracing::warn!(
+                        path = self.layout.service(),
+                        "disconnected from ZooKeeper; keeping the last snapshot"
+                    );
+                    full_read = true;
+                    shared.unreachable(&self.config, false);
+                    continue;
+                }
+                _ => {}
+            }
+            full_read |= batch.reconnected || batch.everything;
+            if !full_read && batch.is_empty() && retry_at.is_none() {
+                continue;
+            }
+            match self.read(&session.client, full_read, batch).await {
+                Ok(()) => {
+                    full_read = false;
+                    retry_at = None;
+                    shared.publish_registry(&self.config, &self.registry);
+                }
+                Err(ZkError::SessionExpired | ZkError::ClientClosed | ZkError::AuthFailed) => {
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(path = self.layout.service(), %err, "reading the registry failed; will re-read all");
+                    full_read = true;
+                    retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    shared.unreachable(&self.config, false);
+                }
+            }
+        }
+    }
+
+    async fn read(&mut self, client: &Client, full: bool, batch: Batch) -> Result<(), ZkError> {
+        let deadline = self.config.session_timeout;
+        let timed_out = |_| ZkError::Timeout;
+        if full {
+            self.registry = timeout(deadline, registry::read_all(client, &self.layout))
+                .await
+                .map_err(timed_out)??;
+            return Ok(());
+        }
+        let read = registry::read_changed(client, &self.layout, batch.service, batch.names);
+        let (service, endpoints) = timeout(deadline, read).await.map_err(timed_out)??;
+        if let Some(service) = service {
+            self.registry.service = service;
+        }
+        for (name, record) in endpoints {
+            match record {
+                Some(record) => self.registry.endpoints.insert(name, record),
+                None => self.registry.endpoints.remove(&name),
+            };
+        }
+        Ok(())
+    }
+}
