@@ -1,0 +1,119 @@
+{{/* Names, labels and the few derived settings the templates share. */}}
+
+{{- define "podkeeper.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart>, or the release name alone when it already contains the chart name. */}}
+{{- define "podkeeper.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "podkeeper.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "podkeeper.labels" -}}
+helm.sh/chart: {{ include "podkeeper.chart" . }}
+{{ include "podkeeper.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "podkeeper.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "podkeeper.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "podkeeper.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "podkeeper.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "podkeeper.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* "true" when leader election is on: explicitly, or by default with more than one replica. */}}
+{{- define "podkeeper.leaderElect" -}}
+{{- $le := .Values.leaderElection.enabled }}
+{{- if kindIs "invalid" $le }}
+{{- ternary "true" "false" (gt (int .Values.replicaCount) 1) }}
+{{- else }}
+{{- ternary "true" "false" (eq (toString $le) "true") }}
+{{- end }}
+{{- end }}
+
+{{- define "podkeeper.leaseName" -}}
+{{- default (include "podkeeper.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* Embedded ZooKeeper names and labels. */}}
+{{- define "podkeeper.zookeeper.fullname" -}}
+{{- printf "%s-zookeeper" (include "podkeeper.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "podkeeper.zookeeper.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "podkeeper.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: zookeeper
+{{- end }}
+
+{{- define "podkeeper.zookeeper.labels" -}}
+helm.sh/chart: {{ include "podkeeper.chart" . }}
+{{ include "podkeeper.zookeeper.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The connect string: the explicit one, else the embedded server's Service. */}}
+{{- define "podkeeper.zookeeper.connect" -}}
+{{- if .Values.zookeeper.connect }}
+{{- .Values.zookeeper.connect }}
+{{- else if .Values.zookeeper.embedded.enabled }}
+{{- printf "%s.%s.svc:%d" (include "podkeeper.zookeeper.fullname" .) .Release.Namespace (int .Values.zookeeper.embedded.port) }}
+{{- else }}
+{{- fail "zookeeper.connect is required (or set zookeeper.embedded.enabled=true)" }}
+{{- end }}
+{{- end }}
+
+{{/* Cross-field rules, also enforced by values.schema.json; kept here for --skip-schema-validation. */}}
+{{- define "podkeeper.validate" -}}
+{{- if and (eq .Values.rbac.scope "namespaced") (empty .Values.watchNamespaces) }}
+{{- fail "rbac.scope=namespaced needs watchNamespaces: the namespaces to watch, e.g. --set 'watchNamespaces={team-a,team-b}'" }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (eq (include "podkeeper.leaderElect" .) "false") }}
+{{- fail "replicaCount > 1 needs leaderElection.enabled (true or null): without a leader every replica would write to ZooKeeper" }}
+{{- end }}
+{{- end }}
+
+{{/* What the operator may do in a watched namespace (ClusterRole or per-namespace Role). */}}
+{{- define "podkeeper.workloadRules" -}}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [podkeeper.io]
+  resources: [serviceregistrations]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [podkeeper.io]
+  resources: [serviceregistrations/status]
+  verbs: [get, patch, update]
+- apiGroups: [podkeeper.io]
+  resources: [serviceregistrations/finalizers]
+  verbs: [update]
+- apiGroups: [events.k8s.io, ""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
