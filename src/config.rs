@@ -38,6 +38,28 @@ pub struct RunArgs {
     /// Identifies this Kubernetes cluster in owner records.
     #[arg(long, env = "PODKEEPER_CLUSTER_ID", default_value = "default")]
     pub cluster_id: String,
+    /// Elect one leader among replicas through a Lease; only the leader writes, fenced by an
+    /// epoch znode.
+    #[arg(long, env = "PODKEEPER_LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else `default`).
+    #[arg(long, env = "PODKEEPER_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, env = "PODKEEPER_LEASE_NAME", default_value = "podkeeper")]
+    pub lease_name: String,
+    /// How long a leader's Lease lasts without renewal; failover takes at most about this long.
+    #[arg(long, env = "PODKEEPER_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (default: POD_NAME, else hostname-pid).
+    #[arg(long, env = "PODKEEPER_IDENTITY")]
+    pub identity: Option<String>,
+    /// Log the plan of every write and write nothing.
+    #[arg(long, env = "PODKEEPER_DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: bool,
+    /// At most this many endpoint deletions per ZooKeeper transaction (0: no cap).
+    #[arg(long, env = "PODKEEPER_MAX_DELETES_PER_TXN", default_value_t = 0)]
+    pub max_deletes_per_txn: usize,
     /// Log format: text or json.
     #[arg(long, env = "PODKEEPER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

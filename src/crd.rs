@@ -93,6 +93,11 @@ pub struct ServiceRegistrationSpec {
     /// Stop writing to ZooKeeper and keep what is there.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Opt-in guard: when the service would drop from some ready endpoints to none in one step,
+    /// keep the last published endpoints and mark the service record `stale` (with an Event).
+    #[serde(default)]
+    pub keep_last_endpoints: bool,
 }
 
 fn default_drain_seconds() -> u32 {

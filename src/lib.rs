@@ -58,11 +58,45 @@ pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     let server_slot = slot.clone();
     let addr = args.health_addr;
     let server = tokio::spawn(async move { server::serve(addr, server_slot).await });
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("POD_NAME").unwrap_or_else(|_| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    });
+    let leadership = if args.leader_elect {
+        let ns = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        let leadership = Arc::new(controller::leader::Leadership::elected());
+        let cfg = controller::leader::LeaseConfig {
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            duration: args.lease_duration,
+        };
+        tracing::info!(lease = %format!("{ns}/{}", cfg.name), %identity, "leader election on");
+        tokio::spawn(controller::leader::run(
+            Api::namespaced(client.clone(), &ns),
+            cfg,
+            leadership.clone(),
+        ));
+        leadership
+    } else {
+        Arc::new(controller::leader::Leadership::always())
+    };
+    if args.dry_run {
+        tracing::warn!("dry run: plans are logged, nothing is written to ZooKeeper");
+    }
     let wiring = controller::Wiring {
         settings: controller::Settings {
             allowed_path_prefix: args.allowed_path_prefix.trim_end_matches('/').to_string(),
             cluster_id: args.cluster_id.clone(),
             resync_interval: args.resync_interval,
+            dry_run: args.dry_run,
+            max_deletes_per_txn: args.max_deletes_per_txn,
+            identity,
         },
         sessions,
         session_changes: changes_rx,
@@ -72,6 +106,7 @@ pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
             .filter(|n| !n.is_empty())
             .cloned()
             .collect(),
+        leadership,
     };
     tracing::info!(zk = %args.zk_connect, prefix = %args.allowed_path_prefix, cluster = %args.cluster_id, "podkeeper starting");
     let controllers = controller::run(client, wiring, move |ctx| {

@@ -4,7 +4,10 @@
 fn committed_crds_are_fresh() {
     let generated = podkeeper::crd::crd_yaml();
     let root = env!("CARGO_MANIFEST_DIR");
-    for file in ["crds/serviceregistration.yaml", "charts/podkeeper/crds/serviceregistration.yaml"] {
+    for file in [
+        "crds/serviceregistration.yaml",
+        "charts/podkeeper/crds/serviceregistration.yaml",
+    ] {
         let path = format!("{root}/{file}");
         if file.starts_with("charts") && !std::path::Path::new(&path).exists() {
             continue;
@@ -20,7 +23,15 @@ fn committed_crds_are_fresh() {
 #[test]
 fn crd_declares_the_documented_names_and_columns() {
     let y = podkeeper::crd::crd_yaml();
-    for needle in ["name: serviceregistrations.podkeeper.io", "- svcreg", "scope: Namespaced", "name: Ready", "name: Published", "name: Path", "x-kubernetes-validations"] {
+    for needle in [
+        "name: serviceregistrations.podkeeper.io",
+        "- svcreg",
+        "scope: Namespaced",
+        "name: Ready",
+        "name: Published",
+        "name: Path",
+        "x-kubernetes-validations",
+    ] {
         assert!(y.contains(needle), "CRD lacks {needle:?}");
     }
 }

@@ -13,7 +13,7 @@ use podkeeper::model::pod::{Labels, PodInfo};
 use podkeeper::model::record::{EndpointRecord, Owner, ServiceRecord};
 use podkeeper::zk::layout::{endpoint_path, endpoints_path};
 use podkeeper::zk::session::{Session, SessionOptions, Target};
-use podkeeper::zk::writer::{self, ServiceState, Synced};
+use podkeeper::zk::writer::{self, ServiceState, Synced, WriteOptions};
 use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, EventType};
 
 const SPEC: &str = r#"
@@ -61,6 +61,7 @@ fn record(name: &str, uid: &str) -> ServiceRecord {
             uid: uid.into(),
         },
         generation: 1,
+        stale: false,
     }
 }
 
@@ -95,9 +96,16 @@ async fn first_sync_publishes_the_service_record_and_every_ready_endpoint() {
     let mut pods = fleet();
     pods.push(pod(9, "stable", false));
     let mut cache = None;
-    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
-        .await
-        .unwrap();
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let Synced::Applied { applied, .. } = r else {
         panic!("expected Applied, got {r:?}")
     };
@@ -119,9 +127,16 @@ async fn first_sync_publishes_the_service_record_and_every_ready_endpoint() {
         .sum();
     assert_eq!(stable, 900_000);
     // A second sync with nothing changed writes nothing.
-    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
-        .await
-        .unwrap();
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(r, Synced::Applied { applied, .. } if applied.znodes == 0),
         "{r:?}"
@@ -135,9 +150,16 @@ async fn a_pod_failure_removes_and_rebalances_in_one_transaction_seen_whole_by_a
     let path = "/podkeeper/shop/failover";
     let mut pods = fleet();
     let mut cache = None;
-    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
-        .await
-        .unwrap();
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
 
     let observer = connect(zk).await;
     let mut watcher = observer
@@ -146,9 +168,16 @@ async fn a_pod_failure_removes_and_rebalances_in_one_transaction_seen_whole_by_a
         .unwrap();
 
     pods[0].ready = false; // web-stable-0 fails
-    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
-        .await
-        .unwrap();
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let Synced::Applied { plan, applied } = r else {
         panic!("{r:?}")
     };
@@ -208,9 +237,16 @@ async fn a_full_resync_repairs_tampering() {
     let path = "/podkeeper/shop/tamper";
     let pods = fleet();
     let mut cache = None;
-    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
-        .await
-        .unwrap();
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
     c.delete(&endpoint_path(path, "web-stable-1"), None)
         .await
@@ -223,18 +259,32 @@ async fn a_full_resync_repairs_tampering() {
         .unwrap();
 
     // Between resyncs the operator trusts its cache and writes nothing for unchanged pods...
-    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
-        .await
-        .unwrap();
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(r, Synced::Applied { applied, .. } if applied.znodes == 0),
         "{r:?}"
     );
     // ...and the full resync (an empty cache) reads everything back and repairs it.
     let mut cache = None;
-    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
-        .await
-        .unwrap();
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let Synced::Applied { plan, .. } = r else {
         panic!("{r:?}")
     };
@@ -251,9 +301,16 @@ async fn a_full_resync_repairs_tampering() {
         .unwrap();
     let mut changed = pods.clone();
     changed[3].ip = Some("10.9.9.9".into());
-    let r = writer::sync(&c, path, &record("web", "u1"), &want(&changed), &mut cache)
-        .await
-        .unwrap();
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&changed),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     assert!(matches!(r, Synced::Applied { .. }), "{r:?}");
     assert_eq!(read_endpoints(&c, path).await, want(&changed));
 
@@ -263,9 +320,16 @@ async fn a_full_resync_repairs_tampering() {
     }
     c.delete(&endpoints_path(path), None).await.unwrap();
     let mut fresh: Option<ServiceState> = None;
-    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut fresh)
-        .await
-        .unwrap();
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut fresh,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(read_endpoints(&c, path).await, want(&pods));
 }
 
@@ -275,16 +339,30 @@ async fn a_second_resource_on_the_same_path_gets_a_conflict_and_writes_nothing()
     let c = connect(zk).await;
     let path = "/podkeeper/shop/contested";
     let pods = fleet();
-    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut None)
-        .await
-        .unwrap();
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut None,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let (before, stat) = c.get_data(path).await.unwrap();
     let eps_before = read_endpoints(&c, path).await;
 
     let other = record("web-copy", "u2");
-    let r = writer::sync(&c, path, &other, &want(&pods[..1]), &mut None)
-        .await
-        .unwrap();
+    let r = writer::sync(
+        &c,
+        path,
+        &other,
+        &want(&pods[..1]),
+        &mut None,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let Synced::Conflict(msg) = r else {
         panic!("expected Conflict, got {r:?}")
     };
@@ -310,6 +388,7 @@ async fn a_second_resource_on_the_same_path_gets_a_conflict_and_writes_nothing()
         &record("web", "u1"),
         &want(&pods),
         &mut None,
+        &WriteOptions::default(),
     )
     .await
     .unwrap();
@@ -329,14 +408,28 @@ async fn removing_a_registration_deletes_all_its_znodes_and_nothing_else() {
     let path = "/podkeeper/shop/doomed";
     let neighbour = "/podkeeper/shop/neighbour";
     let pods = fleet();
-    writer::sync(&c, neighbour, &record("nb", "u9"), &want(&pods), &mut None)
-        .await
-        .unwrap();
+    writer::sync(
+        &c,
+        neighbour,
+        &record("nb", "u9"),
+        &want(&pods),
+        &mut None,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut cache = None;
-    writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut cache)
-        .await
-        .unwrap();
-    writer::remove_all(&c, path, cache.as_ref().unwrap())
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    writer::remove_all(&c, path, cache.as_ref().unwrap(), None)
         .await
         .unwrap();
     assert_eq!(c.check_stat(path).await.unwrap(), None);
@@ -349,9 +442,16 @@ async fn a_large_plan_is_split_into_transactions_under_the_packet_limit() {
     let c = connect(zk).await;
     let path = "/podkeeper/shop/large";
     let pods: Vec<PodInfo> = (0..3000).map(|i| pod(i, "stable", true)).collect();
-    let r = writer::sync(&c, path, &record("web", "u1"), &want(&pods), &mut None)
-        .await
-        .unwrap();
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut None,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let Synced::Applied { applied, .. } = r else {
         panic!()
     };
@@ -401,6 +501,7 @@ async fn after_a_zookeeper_restart_the_session_reconnects_and_sync_converges() {
         &record("web", "u1"),
         &want(&pods),
         &mut cache,
+        &WriteOptions::default(),
     )
     .await
     .unwrap();
@@ -420,12 +521,194 @@ async fn after_a_zookeeper_restart_the_session_reconnects_and_sync_converges() {
         "session changes are announced for a resync"
     );
     let (client, _) = session.client().unwrap();
-    writer::sync(&client, path, &record("web", "u1"), &want(&pods), &mut None)
-        .await
-        .unwrap();
+    writer::sync(
+        &client,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut None,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let raw = connect(&zk).await;
     assert_eq!(
         read_endpoints(&raw, &format!("/chrooted{path}")).await,
         want(&pods)
     );
+}
+
+#[tokio::test]
+async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/fenced";
+    let epoch = "/podkeeper/.leader-epoch-test";
+    let old_leader = WriteOptions {
+        fence: Some(writer::bump_epoch(&c, epoch, "replica-a").await.unwrap()),
+        ..Default::default()
+    };
+    let mut pods = fleet();
+    let mut cache = None;
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &old_leader,
+    )
+    .await
+    .unwrap();
+    let before = read_endpoints(&c, path).await;
+
+    // A new leader takes over and bumps the epoch; the old one wakes up and tries to write.
+    let new_leader = WriteOptions {
+        fence: Some(writer::bump_epoch(&c, epoch, "replica-b").await.unwrap()),
+        ..Default::default()
+    };
+    pods[0].ready = false;
+    let err = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut cache,
+        &old_leader,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, podkeeper::zk::ZkError::Fenced { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        read_endpoints(&c, path).await,
+        before,
+        "nothing the old leader held back landed"
+    );
+    let err = writer::remove_all(
+        &c,
+        path,
+        &writer::load(&c, path, &record("web", "u1").owner)
+            .await
+            .map(|l| match l {
+                writer::Loaded::Owned(s) => s,
+                other => panic!("{other:?}"),
+            })
+            .unwrap(),
+        old_leader.fence.as_ref(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, podkeeper::zk::ZkError::Fenced { .. }),
+        "{err:?}"
+    );
+
+    // The new leader writes.
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut None,
+        &new_leader,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_endpoints(&c, path).await, want(&pods));
+}
+
+#[tokio::test]
+async fn a_dry_run_plans_but_writes_nothing() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/dry";
+    let dry = WriteOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&fleet()),
+        &mut None,
+        &dry,
+    )
+    .await
+    .unwrap();
+    let Synced::DryRun { plan } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(plan.counts(), (8, 0, 0));
+    assert_eq!(c.check_stat(path).await.unwrap(), None, "nothing written");
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&fleet()),
+        &mut None,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut pods = fleet();
+    pods.truncate(3);
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut None,
+        &dry,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(r, Synced::DryRun { ref plan } if plan.counts().2 == 5),
+        "{r:?}"
+    );
+    assert_eq!(read_endpoints(&c, path).await.len(), 8, "nothing removed");
+}
+
+#[tokio::test]
+async fn the_deletion_cap_splits_mass_removals_into_small_transactions() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/capped";
+    let pods: Vec<PodInfo> = (0..40).map(|i| pod(i, "stable", true)).collect();
+    writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut None,
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let capped = WriteOptions {
+        max_deletes_per_txn: 10,
+        ..Default::default()
+    };
+    let r = writer::sync(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods[..5]),
+        &mut None,
+        &capped,
+    )
+    .await
+    .unwrap();
+    let Synced::Applied { applied, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        applied.transactions, 4,
+        "35 deletions at most 10 per transaction"
+    );
+    assert_eq!(read_endpoints(&c, path).await, want(&pods[..5]));
 }

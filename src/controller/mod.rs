@@ -2,6 +2,7 @@
 //! Decides what to write and hands it to `zk::writer`; never talks to ZooKeeper directly.
 
 pub mod index;
+pub mod leader;
 mod reconcile;
 pub mod status;
 mod watch;
@@ -36,6 +37,12 @@ pub struct Settings {
     pub cluster_id: String,
     /// Full resync interval.
     pub resync_interval: Duration,
+    /// Log plans, write nothing.
+    pub dry_run: bool,
+    /// Cap on deletions per transaction (0: none).
+    pub max_deletes_per_txn: usize,
+    /// This replica's identity (written into the epoch znode).
+    pub identity: String,
 }
 
 type Key = (String, String);
@@ -60,6 +67,10 @@ pub struct Context {
     reconcile_all: Vec<UnboundedSender<()>>,
     resync_epoch: AtomicU64,
     watch_errors: Mutex<HashMap<&'static str, String>>,
+    /// Who leads.
+    pub leadership: Arc<leader::Leadership>,
+    /// Per ensemble: the term and fence of the epoch this leader set.
+    fences: tokio::sync::Mutex<HashMap<String, (u64, crate::zk::writer::Fence)>>,
 }
 
 impl Context {
@@ -116,6 +127,30 @@ impl Context {
         }
     }
 
+    /// The fence for writes to `session` in `term`, bumping the epoch znode on first use.
+    async fn fence(
+        &self,
+        session: &crate::zk::session::Session,
+        client: &crate::zk::Client,
+        term: u64,
+    ) -> Result<Option<crate::zk::writer::Fence>, crate::zk::ZkError> {
+        if !self.leadership.is_elected() {
+            return Ok(None);
+        }
+        let key = session.target().to_string();
+        let mut fences = self.fences.lock().await;
+        if let Some((t, f)) = fences.get(&key) {
+            if *t == term {
+                return Ok(Some(f.clone()));
+            }
+        }
+        let path = format!("{}/.leader-epoch", self.settings.allowed_path_prefix);
+        let fence = crate::zk::writer::bump_epoch(client, &path, &self.settings.identity).await?;
+        tracing::info!(term, epoch_version = fence.version, target = %key, "bumped the leader epoch");
+        fences.insert(key, (term, fence.clone()));
+        Ok(Some(fence))
+    }
+
     /// Why the operator is not ready, if it is not.
     pub fn not_ready_reason(&self) -> Option<String> {
         if !self.sessions.default_session().is_available() {
@@ -142,6 +177,8 @@ pub struct Wiring {
     pub session_changes: tokio::sync::mpsc::UnboundedReceiver<()>,
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
+    /// Who leads.
+    pub leadership: Arc<leader::Leadership>,
 }
 
 /// Builds the context and runs the controllers until shutdown. `ready` receives the context as
@@ -156,6 +193,7 @@ pub async fn run(
         sessions,
         mut session_changes,
         namespaces,
+        leadership,
     } = wiring;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -194,6 +232,8 @@ pub async fn run(
         reconcile_all: all_tx,
         resync_epoch: AtomicU64::new(0),
         watch_errors: Mutex::default(),
+        leadership: leadership.clone(),
+        fences: tokio::sync::Mutex::default(),
     });
     ready(ctx.clone());
 
@@ -202,6 +242,17 @@ pub async fn run(
     tokio::spawn(async move {
         while session_changes.recv().await.is_some() {
             c.full_resync();
+        }
+    });
+    // A new leader starts from what ZooKeeper holds, not from what it saw while following.
+    let c = ctx.clone();
+    let mut leading = leadership.subscribe();
+    tokio::spawn(async move {
+        while leading.changed().await.is_ok() {
+            let term = *leading.borrow_and_update();
+            if term.is_some() {
+                c.full_resync();
+            }
         }
     });
     let c = ctx.clone();

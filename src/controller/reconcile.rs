@@ -1,7 +1,7 @@
 //! One reconcile of one ServiceRegistration: compile the spec, compute the desired endpoints,
 //! diff them against ZooKeeper, write the difference, then report status and Events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,11 +18,11 @@ use super::status::{self, Counts, Outcome};
 use crate::crd::{FINALIZER, ServiceRegistration, ServiceRegistrationStatus};
 use crate::model::desired::{Registration, desired};
 use crate::model::plan::Op;
-use crate::model::record::{Owner, ServiceRecord};
+use crate::model::record::{EndpointRecord, Owner, ServiceRecord};
 use crate::zk::ZkError;
 use crate::zk::layout;
 use crate::zk::session::Target;
-use crate::zk::writer::{self, Loaded, ServiceState, Synced};
+use crate::zk::writer::{self, Loaded, ServiceState, Synced, WriteOptions};
 
 /// A failed reconcile, retried by the error policy.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +83,16 @@ pub async fn reconcile(sr: Arc<ServiceRegistration>, ctx: Arc<Context>) -> Resul
         // Never act on a partial pod list: it would deregister pods not listed yet.
         return Ok(Action::await_change());
     }
+    let Some(term) = ctx.leadership.term() else {
+        // Followers keep their caches warm and write nothing.
+        return Ok(Action::await_change());
+    };
     let ns = sr.namespace().unwrap_or_default();
     let api: Api<ServiceRegistration> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, sr, |event| async {
         match event {
-            Finalizer::Apply(sr) => apply(sr, &ctx).await,
-            Finalizer::Cleanup(sr) => cleanup(sr, &ctx).await,
+            Finalizer::Apply(sr) => apply(sr, &ctx, term).await,
+            Finalizer::Cleanup(sr) => cleanup(sr, &ctx, term).await,
         }
     })
     .await
@@ -271,7 +275,11 @@ async fn status_writer(
     }
 }
 
-async fn apply(sr: Arc<ServiceRegistration>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn apply(
+    sr: Arc<ServiceRegistration>,
+    ctx: &Arc<Context>,
+    term: u64,
+) -> Result<Action, Error> {
     let started = Instant::now();
     let ns = sr.namespace().unwrap_or_default();
     let name = sr.name_any();
@@ -338,6 +346,11 @@ async fn apply(sr: Arc<ServiceRegistration>, ctx: &Arc<Context>) -> Result<Actio
     };
     let owner = ctx.owner(&sr);
     let epoch = ctx.resync_epoch.load(Ordering::Acquire);
+    let options = WriteOptions {
+        fence: ctx.fence(&session, &client, term).await?,
+        dry_run: ctx.settings.dry_run,
+        max_deletes_per_txn: ctx.settings.max_deletes_per_txn,
+    };
 
     // The resource moved (path or ensemble changed): remove what it owned at the old place.
     let previous = match &entry.zk {
@@ -350,9 +363,10 @@ async fn apply(sr: Arc<ServiceRegistration>, ctx: &Arc<Context>) -> Result<Actio
     };
     if let Some((old_target, old_path)) = previous.filter(|(t, p)| *p != path || *t != target) {
         let old_session = ctx.sessions.get(old_target.as_ref());
-        if let Ok((old_client, _)) = old_session.client() {
+        if let (Ok((old_client, _)), false) = (old_session.client(), options.dry_run) {
             if let Loaded::Owned(state) = writer::load(&old_client, &old_path, &owner).await? {
-                writer::remove_all(&old_client, &old_path, &state).await?;
+                let fence = ctx.fence(&old_session, &old_client, term).await?;
+                writer::remove_all(&old_client, &old_path, &state, fence.as_ref()).await?;
                 ctx.event(
                     &sr,
                     EventType::Normal,
@@ -364,11 +378,12 @@ async fn apply(sr: Arc<ServiceRegistration>, ctx: &Arc<Context>) -> Result<Actio
         entry.zk = None;
     }
 
-    let record = ServiceRecord {
+    let mut record = ServiceRecord {
         service_name: sr.service_name(),
         policy: sr.spec.load_balancer.policy,
         owner,
         generation,
+        stale: false,
     };
     let fresh = entry.zk.as_ref().is_some_and(|c| {
         c.session_generation == session_generation
@@ -393,7 +408,47 @@ async fn apply(sr: Arc<ServiceRegistration>, ctx: &Arc<Context>) -> Result<Actio
         });
         (desired(&reg, infos, nodes, now), recent)
     });
-    match writer::sync(&client, &path, &record, &want.endpoints, &mut cache).await {
+    let mut endpoints = want.endpoints.clone();
+    if sr.spec.keep_last_endpoints && !endpoints.values().any(EndpointRecord::pickable) {
+        if cache.is_none() {
+            if let Loaded::Owned(state) = writer::load(&client, &path, &record.owner).await? {
+                cache = Some(state);
+            }
+        }
+        let kept: BTreeMap<String, EndpointRecord> = cache
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter_map(|(k, c)| {
+                c.record
+                    .clone()
+                    .filter(EndpointRecord::pickable)
+                    .map(|r| (k.clone(), r))
+            })
+            .collect();
+        if !kept.is_empty() {
+            if !cache.as_ref().is_some_and(|s| s.record.stale) {
+                ctx.event(
+                    &sr,
+                    EventType::Warning,
+                    "KeptLastEndpoints",
+                    format!(
+                        "no selected pod is ready; keeping the last {} endpoint(s) at {path}, marked stale (spec.keepLastEndpoints)",
+                        kept.len()
+                    ),
+                );
+            }
+            endpoints = kept;
+            record.stale = true;
+        }
+    }
+    match writer::sync(&client, &path, &record, &endpoints, &mut cache, &options).await {
+        Ok(Synced::DryRun { plan }) => {
+            let (c, u, d) = plan.counts();
+            if !plan.is_empty() {
+                tracing::info!(%ns, %name, %path, creates = c, updates = u, deletes = d, ops = ?plan.ops.iter().map(|o| o.name()).collect::<Vec<_>>(), "dry run: would write");
+            }
+            return Ok(Action::requeue(ctx.settings.resync_interval));
+        }
         Ok(Synced::Applied { plan, applied }) => {
             let done = Instant::now();
             for op in &plan.ops {
@@ -526,7 +581,11 @@ fn announce(ctx: &Context, sr: &ServiceRegistration, ops: &[Op], announced: &mut
     }
 }
 
-async fn cleanup(sr: Arc<ServiceRegistration>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn cleanup(
+    sr: Arc<ServiceRegistration>,
+    ctx: &Arc<Context>,
+    term: u64,
+) -> Result<Action, Error> {
     let ns = sr.namespace().unwrap_or_default();
     let name = sr.name_any();
     let key = (ns.clone(), name.clone());
@@ -554,7 +613,13 @@ async fn cleanup(sr: Arc<ServiceRegistration>, ctx: &Arc<Context>) -> Result<Act
     if let Some(path) = path {
         let (client, _) = ctx.sessions.get(target.as_ref()).client()?;
         if let Loaded::Owned(state) = writer::load(&client, &path, &ctx.owner(&sr)).await? {
-            writer::remove_all(&client, &path, &state).await?;
+            if ctx.settings.dry_run {
+                tracing::info!(%path, "dry run: would remove the registration");
+                return Ok(Action::await_change());
+            }
+            let session = ctx.sessions.get(target.as_ref());
+            let fence = ctx.fence(&session, &client, term).await?;
+            writer::remove_all(&client, &path, &state, fence.as_ref()).await?;
             ctx.event(
                 &sr,
                 EventType::Normal,

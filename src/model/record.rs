@@ -45,6 +45,10 @@ pub struct ServiceRecord {
     pub owner: Owner,
     /// The resource generation this record reflects.
     pub generation: i64,
+    /// The endpoints are the last known ones, kept because the service would otherwise have
+    /// dropped to none in one step (opt-in guard `spec.keepLastEndpoints`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// Whether clients may send new requests to an endpoint.

@@ -26,6 +26,12 @@ pub enum ZkError {
         /// The server's answer.
         source: zookeeper_client::Error,
     },
+    /// The leader epoch moved on: another replica leads now. Step down; nothing was written.
+    #[error("fenced at {path}: a newer leader bumped the epoch; this replica steps down")]
+    Fenced {
+        /// The service path of the rejected write.
+        path: String,
+    },
     /// Any other server or connection error.
     #[error("ZooKeeper {op} {path}: {source}")]
     Server {
@@ -54,6 +60,7 @@ impl ZkError {
         match self {
             ZkError::Unavailable { .. } => "unavailable",
             ZkError::Stale { .. } => "stale",
+            ZkError::Fenced { .. } => "fenced",
             ZkError::Server { .. } => "server",
             ZkError::TooLarge { .. } => "too_large",
         }
@@ -72,7 +79,7 @@ impl ZkError {
                     | zookeeper_client::Error::Throttled
                     | zookeeper_client::Error::SessionMoved
             ),
-            ZkError::TooLarge { .. } => false,
+            ZkError::TooLarge { .. } | ZkError::Fenced { .. } => false,
         }
     }
 }

@@ -23,6 +23,68 @@ fn persistent() -> CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all())
 }
 
+/// The leader's fence: every transaction checks that the epoch znode still has this version,
+/// so a former leader (paused, partitioned) cannot write once a new leader bumped the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The epoch znode.
+    pub path: String,
+    /// The version the current leader set.
+    pub version: i32,
+}
+
+/// How `sync` may write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Checked by every transaction when set.
+    pub fence: Option<Fence>,
+    /// Log the plan, write nothing.
+    pub dry_run: bool,
+    /// At most this many deletions per transaction (0: no cap).
+    pub max_deletes_per_txn: usize,
+}
+
+/// Bumps the epoch znode at `path` and returns the fence for the new term.
+pub async fn bump_epoch(client: &Client, path: &str, holder: &str) -> Result<Fence, ZkError> {
+    let data = serde_json::to_vec(
+        &serde_json::json!({ "holder": holder, "at": chrono::Utc::now().to_rfc3339() }),
+    )
+    .expect("json");
+    loop {
+        match client.set_data(path, &data, None).await {
+            Ok(stat) => {
+                return Ok(Fence {
+                    path: path.to_string(),
+                    version: stat.version,
+                });
+            }
+            Err(zookeeper_client::Error::NoNode) => {
+                if let Some(parent) = path
+                    .rsplit_once('/')
+                    .map(|(p, _)| p)
+                    .filter(|p| !p.is_empty())
+                {
+                    client
+                        .mkdir(parent, &persistent())
+                        .await
+                        .map_err(server("mkdir", parent))?;
+                }
+                match client.create(path, &data, &persistent()).await {
+                    Ok((stat, _)) => {
+                        return Ok(Fence {
+                            path: path.to_string(),
+                            version: stat.version,
+                        });
+                    }
+                    Err(zookeeper_client::Error::NodeExists) => continue,
+                    Err(e) => return Err(server("create", path)(e)),
+                }
+            }
+            Err(e) => return Err(server("set", path)(e)),
+        }
+    }
+}
+
 /// A service path this resource owns, as last read or written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceState {
@@ -136,9 +198,10 @@ pub async fn claim(
     client: &Client,
     path: &str,
     record: &ServiceRecord,
+    fence: Option<&Fence>,
 ) -> Result<ServiceState, ZkError> {
     let started = Instant::now();
-    let r = claim_inner(client, path, record).await;
+    let r = claim_inner(client, path, record, fence).await;
     timed("claim", started, &r);
     r
 }
@@ -147,6 +210,7 @@ async fn claim_inner(
     client: &Client,
     path: &str,
     record: &ServiceRecord,
+    fence: Option<&Fence>,
 ) -> Result<ServiceState, ZkError> {
     if let Some(parent) = path
         .rsplit_once('/')
@@ -160,6 +224,10 @@ async fn claim_inner(
     }
     let data = serde_json::to_vec(record).expect("records serialize");
     let mut w = client.new_multi_writer();
+    if let Some(f) = fence {
+        w.add_check_version(&f.path, f.version)
+            .map_err(server("check", &f.path))?;
+    }
     let eps = endpoints_path(path);
     w.add_create(path, &data, &persistent())
         .map_err(server("create", path))?;
@@ -172,12 +240,18 @@ async fn claim_inner(
             endpoints: BTreeMap::new(),
             endpoints_missing: false,
         }),
-        Err(e) => Err(multi_error(path, e)),
+        Err(e) => Err(multi_error(path, fence.is_some(), e)),
     }
 }
 
-fn multi_error(path: &str, e: MultiWriteError) -> ZkError {
+fn multi_error(path: &str, fenced: bool, e: MultiWriteError) -> ZkError {
     match e {
+        MultiWriteError::OperationFailed {
+            index: 0,
+            source: zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode,
+        } if fenced => ZkError::Fenced {
+            path: path.to_string(),
+        },
         MultiWriteError::OperationFailed { source, .. }
             if matches!(
                 source,
@@ -241,9 +315,10 @@ pub async fn apply(
     state: &mut ServiceState,
     plan: &Plan,
     record: &ServiceRecord,
+    options: &WriteOptions,
 ) -> Result<Applied, ZkError> {
     let started = Instant::now();
-    let r = apply_inner(client, path, state, plan, record).await;
+    let r = apply_inner(client, path, state, plan, record, options).await;
     timed("multi", started, &r);
     r
 }
@@ -254,7 +329,9 @@ async fn apply_inner(
     state: &mut ServiceState,
     plan: &Plan,
     record: &ServiceRecord,
+    options: &WriteOptions,
 ) -> Result<Applied, ZkError> {
+    let fence = options.fence.as_ref();
     let record_changed = state.record != *record;
     if plan.is_empty() && !record_changed && !state.endpoints_missing {
         return Ok(Applied::default());
@@ -280,14 +357,20 @@ async fn apply_inner(
     let record_data = serde_json::to_vec(record).expect("records serialize");
     let mut batches: Vec<&[Encoded]> = Vec::new();
     let mut start = 0;
-    let mut size = record_data.len() + path.len() + OP_OVERHEAD * 2;
+    let mut size = record_data.len() + path.len() + OP_OVERHEAD * 3;
+    let mut deletes = 0;
     for (i, e) in encoded.iter().enumerate() {
-        if size + e.bytes() > MAX_TXN_BYTES && i > start {
+        let is_delete = matches!(e, Encoded::Delete { .. });
+        let over_cap =
+            is_delete && options.max_deletes_per_txn > 0 && deletes >= options.max_deletes_per_txn;
+        if (size + e.bytes() > MAX_TXN_BYTES || over_cap) && i > start {
             batches.push(&encoded[start..i]);
             start = i;
-            size = path.len() + OP_OVERHEAD;
+            size = path.len() + OP_OVERHEAD * 2;
+            deletes = 0;
         }
         size += e.bytes();
+        deletes += usize::from(is_delete);
     }
     batches.push(&encoded[start..]);
 
@@ -295,6 +378,10 @@ async fn apply_inner(
     for (i, batch) in batches.into_iter().enumerate() {
         let first = i == 0;
         let mut w = client.new_multi_writer();
+        if let Some(f) = fence {
+            w.add_check_version(&f.path, f.version)
+                .map_err(server("check", &f.path))?;
+        }
         if first && record_changed {
             w.add_set_data(path, &record_data, Some(state.version))
                 .map_err(server("set", path))?;
@@ -327,8 +414,14 @@ async fn apply_inner(
             }
             .map_err(server("multi", path))?;
         }
-        let results = w.commit().await.map_err(|e| multi_error(path, e))?;
+        let results = w
+            .commit()
+            .await
+            .map_err(|e| multi_error(path, fence.is_some(), e))?;
         let mut results = results.into_iter();
+        if fence.is_some() {
+            results.next();
+        }
         if let Some(MultiWriteResult::SetData { stat }) = results.next() {
             state.version = stat.version;
             state.record = record.clone();
@@ -391,14 +484,24 @@ async fn apply_inner(
 }
 
 /// Deletes every endpoint, the endpoints folder and the service record, checking ownership.
-pub async fn remove_all(client: &Client, path: &str, state: &ServiceState) -> Result<(), ZkError> {
+pub async fn remove_all(
+    client: &Client,
+    path: &str,
+    state: &ServiceState,
+    fence: Option<&Fence>,
+) -> Result<(), ZkError> {
     let started = Instant::now();
-    let r = remove_inner(client, path, state).await;
+    let r = remove_inner(client, path, state, fence).await;
     timed("remove", started, &r);
     r
 }
 
-async fn remove_inner(client: &Client, path: &str, state: &ServiceState) -> Result<(), ZkError> {
+async fn remove_inner(
+    client: &Client,
+    path: &str,
+    state: &ServiceState,
+    fence: Option<&Fence>,
+) -> Result<(), ZkError> {
     let names: Vec<&String> = state.endpoints.keys().collect();
     let per_txn = MAX_TXN_BYTES / (path.len() + 300 + OP_OVERHEAD);
     let mut chunks = names.chunks(per_txn.max(1)).peekable();
@@ -407,6 +510,10 @@ async fn remove_inner(client: &Client, path: &str, state: &ServiceState) -> Resu
         let chunk = chunks.next().unwrap_or(&[]);
         let last = chunks.peek().is_none();
         let mut w = client.new_multi_writer();
+        if let Some(f) = fence {
+            w.add_check_version(&f.path, f.version)
+                .map_err(server("check", &f.path))?;
+        }
         w.add_check_version(path, state.version)
             .map_err(server("check", path))?;
         for name in chunk {
@@ -420,7 +527,9 @@ async fn remove_inner(client: &Client, path: &str, state: &ServiceState) -> Resu
             w.add_delete(path, Some(state.version))
                 .map_err(server("delete", path))?;
         }
-        w.commit().await.map_err(|e| multi_error(path, e))?;
+        w.commit()
+            .await
+            .map_err(|e| multi_error(path, fence.is_some(), e))?;
         if last {
             return Ok(());
         }
@@ -439,6 +548,11 @@ pub enum Synced {
     },
     /// The path belongs to someone else; nothing was written.
     Conflict(String),
+    /// Dry run: what would have been written.
+    DryRun {
+        /// The plan.
+        plan: Plan,
+    },
 }
 
 /// Brings `path` to `desired`: loads (when `cache` is empty), claims a free path, refuses a
@@ -450,19 +564,29 @@ pub async fn sync(
     record: &ServiceRecord,
     desired: &BTreeMap<String, crate::model::record::EndpointRecord>,
     cache: &mut Option<ServiceState>,
+    options: &WriteOptions,
 ) -> Result<Synced, ZkError> {
     let mut retried = false;
     loop {
         if cache.is_none() {
-            *cache = Some(match load(client, path, &record.owner).await? {
+            let loaded = load(client, path, &record.owner).await?;
+            *cache = Some(match loaded {
                 Loaded::Owned(state) => state,
-                Loaded::Absent => claim(client, path, record).await?,
+                Loaded::Absent if options.dry_run => {
+                    let plan = crate::model::plan::diff(desired, &BTreeMap::new());
+                    return Ok(Synced::DryRun { plan });
+                }
+                Loaded::Absent => claim(client, path, record, options.fence.as_ref()).await?,
                 Loaded::Foreign(who) => return Ok(Synced::Conflict(who)),
             });
         }
         let state = cache.as_mut().expect("loaded above");
         let plan = crate::model::plan::diff(desired, &state.endpoints);
-        match apply(client, path, state, &plan, record).await {
+        if options.dry_run {
+            *cache = None;
+            return Ok(Synced::DryRun { plan });
+        }
+        match apply(client, path, state, &plan, record, options).await {
             Ok(applied) => return Ok(Synced::Applied { plan, applied }),
             Err(ZkError::Stale { .. }) if !retried => {
                 retried = true;

@@ -28,7 +28,9 @@ pub fn kubeconfig() -> PathBuf {
 /// A kube client for the cluster.
 pub async fn client() -> Client {
     let kc = Kubeconfig::read_from(kubeconfig()).expect("read kubeconfig");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
     Client::try_from(cfg).expect("client")
 }
 
@@ -40,13 +42,22 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
         .arg("--kubeconfig")
         .arg(kubeconfig())
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run kubectl");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     let mut s = String::from_utf8_lossy(&out.stdout).to_string();
@@ -131,7 +142,10 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -144,14 +158,23 @@ pub struct TestNs {
 impl TestNs {
     /// Creates a fresh namespace named after the test.
     pub async fn new(test: &str) -> TestNs {
-        let name = format!("e2e-{}-{}", test.replace('_', "-").chars().take(40).collect::<String>(), std::process::id() % 10_000);
+        let name = format!(
+            "e2e-{}-{}",
+            test.replace('_', "-").chars().take(40).collect::<String>(),
+            std::process::id() % 10_000
+        );
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client().await);
         let _ = api.delete(&name, &DeleteParams::default()).await;
         wait_until(Duration::from_secs(60), "old namespace gone", || async {
             api.get_opt(&name).await.unwrap().is_none()
         })
         .await;
-        api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
         TestNs { name }
     }
 
@@ -170,7 +193,10 @@ impl TestNs {
     /// `kubectl apply` that must fail; returns the message.
     pub fn apply_rejected(&self, yaml: &str) -> String {
         let (ok, out) = kubectl(&["apply", "-n", &self.name, "-f", "-"], Some(yaml));
-        assert!(!ok, "expected the API server to reject:\n{yaml}\ngot: {out}");
+        assert!(
+            !ok,
+            "expected the API server to reject:\n{yaml}\ngot: {out}"
+        );
         out
     }
 
@@ -188,7 +214,11 @@ impl Drop for TestNs {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("==== dump of namespace {} ====", self.name);
-            for what in ["deploy,rs,pods -o wide", "svcreg -o yaml", "events --sort-by=.lastTimestamp"] {
+            for what in [
+                "deploy,rs,pods -o wide",
+                "svcreg -o yaml",
+                "events --sort-by=.lastTimestamp",
+            ] {
                 let mut args = vec!["-n", self.name.as_str(), "get"];
                 args.extend(what.split(' '));
                 eprintln!("---- kubectl get {what}\n{}", kubectl(&args, None).1);
@@ -221,7 +251,10 @@ where
         if cond().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -236,7 +269,10 @@ pub async fn zk_client() -> zookeeper_client::Client {
 }
 
 /// The service record and endpoints at `path`, or None if the path is absent.
-pub async fn registry(zk: &zookeeper_client::Client, path: &str) -> Option<(ServiceRecord, BTreeMap<String, EndpointRecord>)> {
+pub async fn registry(
+    zk: &zookeeper_client::Client,
+    path: &str,
+) -> Option<(ServiceRecord, BTreeMap<String, EndpointRecord>)> {
     let (data, _) = zk.get_data(path).await.ok()?;
     let svc = serde_json::from_slice(&data).ok()?;
     let mut eps = BTreeMap::new();

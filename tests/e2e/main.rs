@@ -7,7 +7,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{env, kubectl, wait_registry, wait_until, zk_client, TestNs};
+use harness::{TestNs, env, kubectl, wait_registry, wait_until, zk_client};
 use podkeeper::crd::ServiceRegistration;
 use podkeeper::model::record::EndpointStatus;
 
@@ -52,20 +52,34 @@ spec:
 "#;
 
 async fn svcreg(ns: &TestNs, name: &str) -> ServiceRegistration {
-    let api: kube::Api<ServiceRegistration> = kube::Api::namespaced(harness::client().await, &ns.name);
+    let api: kube::Api<ServiceRegistration> =
+        kube::Api::namespaced(harness::client().await, &ns.name);
     api.get(name).await.unwrap()
 }
 
 fn condition(sr: &ServiceRegistration, t: &str) -> Option<(String, String)> {
-    sr.status.as_ref()?.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()))
+    sr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-fn group_sum(eps: &std::collections::BTreeMap<String, podkeeper::model::record::EndpointRecord>, g: &str) -> u64 {
-    eps.values().filter(|e| e.group == g && e.status == EndpointStatus::Up).map(|e| u64::from(e.weight)).sum()
+fn group_sum(
+    eps: &std::collections::BTreeMap<String, podkeeper::model::record::EndpointRecord>,
+    g: &str,
+) -> u64 {
+    eps.values()
+        .filter(|e| e.group == g && e.status == EndpointStatus::Up)
+        .map(|e| u64::from(e.weight))
+        .sum()
 }
 
 fn up(eps: &std::collections::BTreeMap<String, podkeeper::model::record::EndpointRecord>) -> usize {
-    eps.values().filter(|e| e.status == EndpointStatus::Up).count()
+    eps.values()
+        .filter(|e| e.status == EndpointStatus::Up)
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,11 +90,17 @@ async fn ready_pods_are_published_with_addresses_ports_metadata_weights_status_a
     ns.apply(&deployment("web-canary", "canary", 1, ""));
     ns.apply(REGISTRATION);
     let zk = zk_client().await;
-    let (svc, eps) = wait_registry(&zk, &ns.path("web"), "4 ready endpoints", |_, e| up(e) == 4).await;
+    let (svc, eps) =
+        wait_registry(&zk, &ns.path("web"), "4 ready endpoints", |_, e| up(e) == 4).await;
     assert_eq!(svc.policy.as_str(), "WeightedRoundRobin");
     assert_eq!(svc.owner.namespace, ns.name);
     assert_eq!(svc.owner.cluster_id, "e2e");
-    let pods = ns.kubectl(&["get", "pods", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.podIP}{\"\\n\"}{end}"]);
+    let pods = ns.kubectl(&[
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.status.podIP}{\"\\n\"}{end}",
+    ]);
     for line in pods.lines().filter(|l| !l.is_empty()) {
         let (pod, ip) = line.split_once('=').unwrap();
         let ep = &eps[pod];
@@ -89,17 +109,27 @@ async fn ready_pods_are_published_with_addresses_ports_metadata_weights_status_a
         assert_eq!(ep.ports.get("admin"), Some(&9090));
         assert_eq!(ep.metadata.get("env").map(String::as_str), Some("e2e"));
         assert_eq!(ep.metadata.get("track"), Some(&ep.group));
-        assert!(ep.zone.as_deref().is_some_and(|z| z.starts_with("zone-")), "zone from the node: {ep:?}");
+        assert!(
+            ep.zone.as_deref().is_some_and(|z| z.starts_with("zone-")),
+            "zone from the node: {ep:?}"
+        );
         assert_eq!(ep.namespace, ns.name);
     }
     assert_eq!(group_sum(&eps, "stable"), 900_000);
     assert_eq!(group_sum(&eps, "canary"), 100_000);
 
-    wait_until(Duration::from_secs(30), "status Ready with counts", || async {
-        let sr = svcreg(&ns, "web").await;
-        let st = sr.status.clone().unwrap_or_default();
-        condition(&sr, "Ready").is_some_and(|(s, _)| s == "True") && st.published == 4 && st.ready == 4 && st.matched == 4
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "status Ready with counts",
+        || async {
+            let sr = svcreg(&ns, "web").await;
+            let st = sr.status.clone().unwrap_or_default();
+            condition(&sr, "Ready").is_some_and(|(s, _)| s == "True")
+                && st.published == 4
+                && st.ready == 4
+                && st.matched == 4
+        },
+    )
     .await;
     let sr = svcreg(&ns, "web").await;
     assert_eq!(condition(&sr, "Synced").unwrap().0, "True");
@@ -107,17 +137,35 @@ async fn ready_pods_are_published_with_addresses_ports_metadata_weights_status_a
     assert_eq!(condition(&sr, "Conflict").unwrap().0, "False");
     let st = sr.status.unwrap();
     assert_eq!(st.path.as_deref(), Some(ns.path("web").as_str()));
-    assert!(st.groups.iter().any(|g| g.name == "stable" && g.ready == 3 && g.weight == 900_000), "{:?}", st.groups);
+    assert!(
+        st.groups
+            .iter()
+            .any(|g| g.name == "stable" && g.ready == 3 && g.weight == 900_000),
+        "{:?}",
+        st.groups
+    );
     assert_eq!(st.observed_generation, sr.metadata.generation);
 
     let table = ns.kubectl(&["get", "svcreg"]);
     let header = table.lines().next().unwrap();
     for col in ["READY", "PUBLISHED", "PATH", "AGE"] {
-        assert!(header.contains(col), "printer column {col} missing: {table}");
+        assert!(
+            header.contains(col),
+            "printer column {col} missing: {table}"
+        );
     }
-    assert!(table.contains(&ns.path("web")) && table.contains("True"), "{table}");
+    assert!(
+        table.contains(&ns.path("web")) && table.contains("True"),
+        "{table}"
+    );
     wait_until(Duration::from_secs(30), "Registered event", || async {
-        ns.kubectl(&["get", "events", "--field-selector", "involvedObject.kind=ServiceRegistration"]).contains("Registered")
+        ns.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=ServiceRegistration",
+        ])
+        .contains("Registered")
     })
     .await;
 }
@@ -135,20 +183,45 @@ async fn scaling_and_a_not_ready_pod_rebalance_the_group() {
     ns.kubectl(&["scale", "deploy/web-stable", "--replicas=5"]);
     let (_, eps) = wait_registry(&zk, &path, "6 endpoints", |_, e| up(e) == 6).await;
     assert_eq!(group_sum(&eps, "stable"), 900_000);
-    assert!(eps.values().filter(|e| e.group == "stable").all(|e| e.weight == 180_000));
+    assert!(
+        eps.values()
+            .filter(|e| e.group == "stable")
+            .all(|e| e.weight == 180_000)
+    );
 
     // A pod turns NotReady: it leaves and its group is re-weighted; canary keeps its share.
-    let victim = eps.values().find(|e| e.group == "stable").unwrap().pod.clone();
-    ns.kubectl(&["annotate", "pod", &victim, "podkeeper.io/test-state=NotReady", "--overwrite"]);
-    let (_, eps) = wait_registry(&zk, &path, "victim removed", |_, e| !e.contains_key(&victim)).await;
+    let victim = eps
+        .values()
+        .find(|e| e.group == "stable")
+        .unwrap()
+        .pod
+        .clone();
+    ns.kubectl(&[
+        "annotate",
+        "pod",
+        &victim,
+        "podkeeper.io/test-state=NotReady",
+        "--overwrite",
+    ]);
+    let (_, eps) = wait_registry(&zk, &path, "victim removed", |_, e| {
+        !e.contains_key(&victim)
+    })
+    .await;
     assert_eq!(up(&eps), 5);
     assert_eq!(group_sum(&eps, "stable"), 900_000);
     assert_eq!(group_sum(&eps, "canary"), 100_000);
-    ns.kubectl(&["annotate", "pod", &victim, "podkeeper.io/test-state=Ready", "--overwrite"]);
+    ns.kubectl(&[
+        "annotate",
+        "pod",
+        &victim,
+        "podkeeper.io/test-state=Ready",
+        "--overwrite",
+    ]);
     wait_registry(&zk, &path, "victim back", |_, e| e.contains_key(&victim)).await;
 
     ns.kubectl(&["scale", "deploy/web-stable", "--replicas=1"]);
-    let (_, eps) = wait_registry(&zk, &path, "scaled down", |_, e| up(e) == 2 && e.len() == 2).await;
+    let (_, eps) =
+        wait_registry(&zk, &path, "scaled down", |_, e| up(e) == 2 && e.len() == 2).await;
     assert_eq!(group_sum(&eps, "stable"), 900_000);
 }
 
@@ -164,29 +237,55 @@ async fn deleted_pods_drain_with_weight_zero_then_leave_and_rolling_updates_join
     let victim = eps.keys().next().unwrap().clone();
     ns.kubectl(&["delete", "pod", &victim, "--wait=false"]);
     let (_, eps) = wait_registry(&zk, &path, "victim draining", |_, e| {
-        e.get(&victim).is_some_and(|v| v.status == EndpointStatus::Draining && v.weight == 0)
+        e.get(&victim)
+            .is_some_and(|v| v.status == EndpointStatus::Draining && v.weight == 0)
     })
     .await;
-    assert!(eps.values().filter(|e| e.pod != victim).all(|e| e.weight > 0));
-    wait_registry(&zk, &path, "victim removed after drainSeconds", |_, e| !e.contains_key(&victim)).await;
+    assert!(
+        eps.values()
+            .filter(|e| e.pod != victim)
+            .all(|e| e.weight > 0)
+    );
+    wait_registry(&zk, &path, "victim removed after drainSeconds", |_, e| {
+        !e.contains_key(&victim)
+    })
+    .await;
 
     // Rolling update: new pods are published before the old ones stop serving.
-    let old: Vec<String> = wait_registry(&zk, &path, "2 up", |_, e| up(e) == 2).await.1.into_keys().collect();
-    ns.kubectl(&["patch", "deploy/web-stable", "-p", r#"{"spec":{"template":{"metadata":{"annotations":{"version":"2"}}}}}"#]);
+    let old: Vec<String> = wait_registry(&zk, &path, "2 up", |_, e| up(e) == 2)
+        .await
+        .1
+        .into_keys()
+        .collect();
+    ns.kubectl(&[
+        "patch",
+        "deploy/web-stable",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"version":"2"}}}}}"#,
+    ]);
     let mut saw_overlap = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         let (_, eps) = harness::registry(&zk, &path).await.unwrap();
-        let new_up = eps.values().filter(|e| !old.contains(&e.pod) && e.status == EndpointStatus::Up).count();
+        let new_up = eps
+            .values()
+            .filter(|e| !old.contains(&e.pod) && e.status == EndpointStatus::Up)
+            .count();
         let old_present = eps.keys().filter(|k| old.contains(k)).count();
-        assert!(up(&eps) >= 1, "never without a serving endpoint during the rollout: {eps:?}");
+        assert!(
+            up(&eps) >= 1,
+            "never without a serving endpoint during the rollout: {eps:?}"
+        );
         if new_up >= 1 && old_present >= 1 {
             saw_overlap = true;
         }
         if new_up == 2 && old_present == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "rollout did not converge: {eps:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollout did not converge: {eps:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(saw_overlap, "new pods joined before the old ones left");
@@ -202,17 +301,36 @@ async fn a_not_ready_node_takes_its_pods_out() {
     let path = ns.path("web");
     let (_, eps) = wait_registry(&zk, &path, "3 endpoints", |_, e| up(e) == 3).await;
     let node = eps.values().next().unwrap().node.clone().unwrap();
-    let on_node: Vec<String> = eps.values().filter(|e| e.node.as_deref() == Some(&node)).map(|e| e.pod.clone()).collect();
-    let (ok, out) = kubectl(&["annotate", "node", &node, "podkeeper.io/test-state=NotReady", "--overwrite"], None);
+    let on_node: Vec<String> = eps
+        .values()
+        .filter(|e| e.node.as_deref() == Some(&node))
+        .map(|e| e.pod.clone())
+        .collect();
+    let (ok, out) = kubectl(
+        &[
+            "annotate",
+            "node",
+            &node,
+            "podkeeper.io/test-state=NotReady",
+            "--overwrite",
+        ],
+        None,
+    );
     assert!(ok, "{out}");
     struct Restore(String);
     impl Drop for Restore {
         fn drop(&mut self) {
-            let _ = kubectl(&["annotate", "node", &self.0, "podkeeper.io/test-state-"], None);
+            let _ = kubectl(
+                &["annotate", "node", &self.0, "podkeeper.io/test-state-"],
+                None,
+            );
         }
     }
     let _restore = Restore(node.clone());
-    let (_, eps) = wait_registry(&zk, &path, "pods of the NotReady node gone", |_, e| on_node.iter().all(|p| !e.contains_key(p))).await;
+    let (_, eps) = wait_registry(&zk, &path, "pods of the NotReady node gone", |_, e| {
+        on_node.iter().all(|p| !e.contains_key(p))
+    })
+    .await;
     assert_eq!(up(&eps), 3 - on_node.len());
 }
 
@@ -231,18 +349,34 @@ async fn editing_the_resource_is_followed_and_deleting_it_removes_its_znodes() {
         .replace("policy: WeightedRoundRobin", "policy: ConsistentHash")
         .replace("port: http", "port: admin")
         .replace("share: 10}", "share: 30}")
-        .replace("selector: {matchLabels: {app: web}}", "selector: {matchLabels: {app: web, track: canary}}");
+        .replace(
+            "selector: {matchLabels: {app: web}}",
+            "selector: {matchLabels: {app: web, track: canary}}",
+        );
     ns.apply(&edited);
-    let (svc, eps) = wait_registry(&zk, &path, "policy, port, selector and weights follow", |s, e| {
-        s.policy.as_str() == "ConsistentHash" && e.len() == 1 && e.values().all(|x| x.port == 9090)
-    })
+    let (svc, eps) = wait_registry(
+        &zk,
+        &path,
+        "policy, port, selector and weights follow",
+        |s, e| {
+            s.policy.as_str() == "ConsistentHash"
+                && e.len() == 1
+                && e.values().all(|x| x.port == 9090)
+        },
+    )
     .await;
     assert!(svc.generation >= 2);
     assert_eq!(group_sum(&eps, "canary"), 300_000);
 
-    let (ok, out) = kubectl(&["delete", "-n", &ns.name, "svcreg/web", "--timeout=60s"], None);
+    let (ok, out) = kubectl(
+        &["delete", "-n", &ns.name, "svcreg/web", "--timeout=60s"],
+        None,
+    );
     assert!(ok, "{out}");
-    wait_until(Duration::from_secs(30), "znodes removed", || async { zk.check_stat(&path).await.unwrap().is_none() }).await;
+    wait_until(Duration::from_secs(30), "znodes removed", || async {
+        zk.check_stat(&path).await.unwrap().is_none()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,9 +386,18 @@ async fn invalid_resources_are_rejected_at_admission_with_readable_messages() {
     let base = "apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: bad}\nspec:\n";
     let cases = [
         ("  selector: {}\n  port: 80\n", "selector must not be empty"),
-        ("  selector: {matchLabels: {a: b}}\n  port: 70000\n", "port must be a number from 1 to 65535"),
-        ("  selector: {matchLabels: {a: b}}\n  port: Bad_Name\n", "port must be a number from 1 to 65535 or a container port name"),
-        ("  selector: {matchLabels: {a: b}}\n  port: 80\n  path: /podkeeper/a/../b\n", "path must be an absolute znode path"),
+        (
+            "  selector: {matchLabels: {a: b}}\n  port: 70000\n",
+            "port must be a number from 1 to 65535",
+        ),
+        (
+            "  selector: {matchLabels: {a: b}}\n  port: Bad_Name\n",
+            "port must be a number from 1 to 65535 or a container port name",
+        ),
+        (
+            "  selector: {matchLabels: {a: b}}\n  port: 80\n  path: /podkeeper/a/../b\n",
+            "path must be an absolute znode path",
+        ),
         (
             "  selector: {matchLabels: {a: b}}\n  port: 80\n  weights: {groups: [{name: g, share: 0, selector: {matchLabels: {a: b}}}]}\n",
             "share must be between 1 and 10000",
@@ -263,13 +406,21 @@ async fn invalid_resources_are_rejected_at_admission_with_readable_messages() {
             "  selector: {matchLabels: {a: b}}\n  port: 80\n  weights: {groups: [{name: g, share: 1, selector: {}}, {name: g, share: 2, selector: {}}]}\n",
             "weight group names must be unique",
         ),
-        ("  selector: {matchLabels: {a: b}}\n  port: 80\n  loadBalancer: {policy: Fastest}\n", "Unsupported value: \"Fastest\""),
+        (
+            "  selector: {matchLabels: {a: b}}\n  port: 80\n  loadBalancer: {policy: Fastest}\n",
+            "Unsupported value: \"Fastest\"",
+        ),
     ];
     for (spec, message) in cases {
         let out = ns.apply_rejected(&format!("{base}{spec}"));
         assert!(out.contains(message), "expected {message:?} in:\n{out}");
     }
-    assert!(ns.kubectl(&["get", "svcreg", "-o", "name"]).trim().is_empty(), "nothing was created");
+    assert!(
+        ns.kubectl(&["get", "svcreg", "-o", "name"])
+            .trim()
+            .is_empty(),
+        "nothing was created"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,7 +438,8 @@ async fn a_second_resource_on_the_same_path_gets_conflict_and_writes_nothing() {
     ));
     wait_until(Duration::from_secs(30), "Conflict condition", || async {
         let sr = svcreg(&ns, "web-copy").await;
-        condition(&sr, "Conflict").is_some_and(|(s, _)| s == "True") && condition(&sr, "Ready").is_some_and(|(s, _)| s == "False")
+        condition(&sr, "Conflict").is_some_and(|(s, _)| s == "True")
+            && condition(&sr, "Ready").is_some_and(|(s, _)| s == "False")
     })
     .await;
     let (_, stat_after) = zk.get_data(&path).await.unwrap();
@@ -295,7 +447,10 @@ async fn a_second_resource_on_the_same_path_gets_conflict_and_writes_nothing() {
     let (_, after) = harness::registry(&zk, &path).await.unwrap();
     assert_eq!(before, after, "endpoints untouched");
     // Deleting the loser removes nothing of the winner's.
-    let (ok, out) = kubectl(&["delete", "-n", &ns.name, "svcreg/web-copy", "--timeout=60s"], None);
+    let (ok, out) = kubectl(
+        &["delete", "-n", &ns.name, "svcreg/web-copy", "--timeout=60s"],
+        None,
+    );
     assert!(ok, "{out}");
     assert_eq!(harness::registry(&zk, &path).await.unwrap().1, before);
 }
@@ -309,7 +464,12 @@ async fn health_endpoints_and_metrics_tell_the_truth() {
     assert_eq!(code, 200);
     let (code, body) = harness::http_get(&s.health, "/metrics").unwrap();
     assert_eq!(code, 200);
-    for m in ["podkeeper_reconciles_total", "podkeeper_pods_indexed", "podkeeper_zookeeper_sessions_total", "podkeeper_readiness_to_zookeeper_seconds_bucket"] {
+    for m in [
+        "podkeeper_reconciles_total",
+        "podkeeper_pods_indexed",
+        "podkeeper_zookeeper_sessions_total",
+        "podkeeper_readiness_to_zookeeper_seconds_bucket",
+    ] {
         assert!(body.contains(m), "{m} missing from /metrics");
     }
 }
