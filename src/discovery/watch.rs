@@ -2,10 +2,12 @@
 //! service path, turned into published snapshots. Reads only; owns no pick logic.
 
 use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::FutureExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -256,6 +258,10 @@ impl Batch {
         }
     }
 
+    fn is_terminal(&self) -> bool {
+        self.state.is_some_and(SessionState::is_terminated)
+    }
+
     fn is_empty(&self) -> bool {
         !self.service && !self.everything && self.names.is_empty()
     }
@@ -321,7 +327,18 @@ impl Follower {
                     }
                 },
             };
-            self.follow(&shared, live).await;
+            // A panic inside the pre-1.0 client must not leave the snapshot frozen forever:
+            // treat it as a lost session and start over with a full read.
+            if AssertUnwindSafe(self.follow(&shared, live))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    path = self.layout.service(),
+                    "the watch loop panicked; reconnecting"
+                );
+            }
             tracing::warn!(
                 path = self.layout.service(),
                 "ZooKeeper session lost; reconnecting"
@@ -345,25 +362,29 @@ impl Follower {
             if let Some(event) = first {
                 batch.add(&self.layout, event);
                 let until = Instant::now() + self.config.coalesce;
-                while let Ok(event) = timeout_at(until, session.watcher.changed()).await {
-                    batch.add(&self.layout, event);
+                // After a terminal session event the client drops the watch's channel, and
+                // waiting on it again panics inside zookeeper-client 0.11: stop reading there.
+                while !batch.is_terminal() {
+                    match timeout_at(until, session.watcher.changed()).await {
+                        Ok(event) => batch.add(&self.layout, event),
+                        Err(_) => break,
+                    }
                 }
             }
-            match batch.state {
-                Some(state) if state.is_terminated() => return,
-                Some(SessionState::Disconnected) => {
-                    tracing::warn!(
-                        path = self.layout.service(),
-                        "disconnected from ZooKeeper; keeping the last snapshot"
-                    );
-                    full_read = true;
-                    shared.unreachable(&self.config, false);
-                    continue;
-                }
-                _ => {}
+            if batch.is_terminal() {
+                return;
+            }
+            if batch.state == Some(SessionState::Disconnected) {
+                tracing::warn!(
+                    path = self.layout.service(),
+                    "disconnected from ZooKeeper; keeping the last snapshot"
+                );
+                full_read = true;
+                shared.unreachable(&self.config, false);
+                continue;
             }
             full_read |= batch.reconnected || batch.everything;
-            if !full_read && batch.is_empty() && retry_at.is_none() {
+            if !full_read && batch.is_empty() {
                 continue;
             }
             match self.read(&session.client, full_read, batch).await {
