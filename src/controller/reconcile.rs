@@ -101,6 +101,11 @@ pub async fn reconcile(sr: Arc<ServiceRegistration>, ctx: Arc<Context>) -> Resul
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(Box::new(other)),
     });
+    if let Err(Error::ZooKeeper(ZkError::Fenced { path })) = &result {
+        // Another replica leads now: stop writing at once, without waiting for the Lease loop.
+        tracing::warn!(%path, term, "write rejected by the leader fence");
+        ctx.leadership.step_down(term);
+    }
     let m = crate::metrics::get();
     m.reconcile_duration
         .observe(started.elapsed().as_secs_f64());

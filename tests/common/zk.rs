@@ -174,3 +174,162 @@ impl Drop for ZkServer {
         self.stop();
     }
 }
+
+/// A three-server ZooKeeper ensemble (QuorumPeerMain) on loopback.
+pub struct Ensemble {
+    dir: tempfile::TempDir,
+    client_ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+}
+
+impl Ensemble {
+    /// Starts three servers and waits until one leads and two follow.
+    pub fn start() -> Ensemble {
+        let dir = tempfile::Builder::new()
+            .prefix("podkeeper-ensemble-")
+            .tempdir()
+            .unwrap();
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let quorum: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let servers: String = quorum
+            .iter()
+            .enumerate()
+            .map(|(i, (q, e))| format!("server.{}=127.0.0.1:{q}:{e}\n", i + 1))
+            .collect();
+        for i in 0..3 {
+            let data = dir.path().join(format!("s{}", i + 1));
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("myid"), format!("{}\n", i + 1)).unwrap();
+            std::fs::write(
+                dir.path().join(format!("zoo{}.cfg", i + 1)),
+                format!(
+                    "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
+                     maxClientCnxns=0\nminSessionTimeout=1000\nmaxSessionTimeout=60000\nadmin.enableServer=false\n\
+                     4lw.commands.whitelist=*\nforceSync=no\n{servers}",
+                    data.display(),
+                    client_ports[i]
+                ),
+            )
+            .unwrap();
+        }
+        let mut e = Ensemble {
+            dir,
+            client_ports,
+            children: vec![None, None, None],
+        };
+        for i in 0..3 {
+            e.start_server(i);
+        }
+        e.wait_quorum();
+        e
+    }
+
+    /// `127.0.0.1:a,127.0.0.1:b,127.0.0.1:c`.
+    pub fn connect_string(&self) -> String {
+        self.client_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start_server(&mut self, i: usize) {
+        let cfg = self.dir.path().join(format!("zoo{}.cfg", i + 1));
+        let log = std::fs::File::create(self.dir.path().join(format!("zk{}.log", i + 1))).unwrap();
+        let script = format!(
+            "java -Xms32m -Xmx192m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.admin.enableServer=false \
+             -cp '{cp}' org.apache.zookeeper.server.quorum.QuorumPeerMain '{cfg}' & jpid=$!; \
+             trap 'kill -9 $jpid 2>/dev/null; exit 0' TERM INT; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $jpid 2>/dev/null; do sleep 0.5; done; kill -9 $jpid 2>/dev/null",
+            cp = classpath(),
+            cfg = cfg.display(),
+            parent = std::process::id()
+        );
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start a ZooKeeper server");
+        self.children[i] = Some(child);
+    }
+
+    /// Mode (leader/follower) of each running server.
+    pub fn modes(&self) -> Vec<Option<String>> {
+        self.client_ports
+            .iter()
+            .map(|p| {
+                four_letter(*p, "srvr").and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Mode: ").map(str::to_string))
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until a leader and at least one follower serve.
+    pub fn wait_quorum(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let modes = self.modes();
+            let leaders = modes
+                .iter()
+                .filter(|m| m.as_deref() == Some("leader"))
+                .count();
+            let followers = modes
+                .iter()
+                .filter(|m| m.as_deref() == Some("follower"))
+                .count();
+            if leaders == 1 && followers >= 1 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ensemble has no quorum: {modes:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the current leader; returns its index.
+    pub fn kill_leader(&mut self) -> usize {
+        let i = self
+            .modes()
+            .iter()
+            .position(|m| m.as_deref() == Some("leader"))
+            .expect("a leader");
+        self.stop_server(i);
+        i
+    }
+
+    /// Stops server `i`.
+    pub fn stop_server(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while four_letter(self.client_ports[i], "ruok").is_some() {
+            assert!(Instant::now() < deadline, "server {i} did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts server `i` again.
+    pub fn restart_server(&mut self, i: usize) {
+        self.start_server(i);
+    }
+}
+
+impl Drop for Ensemble {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.stop_server(i);
+        }
+    }
+}

@@ -1,0 +1,665 @@
+//! Fault suite: real operator processes, a real API server and real ZooKeeper servers, with
+//! faults injected during pod churn. Each scenario checks that the registry converges to exactly
+//! the desired state and appends a row to the report table (PODKEEPER_FAULT_REPORT).
+//! Run through `scripts/test` or `scripts/faults` (they start the control plane).
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../e2e/harness.rs"]
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::zk::{Ensemble, ZkServer, free_port};
+use harness::{TestNs, kubectl, wait_until};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use podkeeper::model::record::EndpointStatus;
+
+/// Scenarios share the API server and send signals: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const PODS: usize = 12;
+
+/// An operator process.
+struct Operator {
+    child: Child,
+    pid_file: PathBuf,
+    log: PathBuf,
+    health: String,
+}
+
+impl Operator {
+    fn start(name: &str, zk: &str, extra: &[(&str, &str)]) -> Operator {
+        let dir = tempfile::Builder::new()
+            .prefix("podkeeper-fault-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let log = dir.join(format!("{name}.log"));
+        let pid_file = dir.join(format!("{name}.pid"));
+        let health = format!("127.0.0.1:{}", free_port());
+        let bin = env!("CARGO_BIN_EXE_podkeeper");
+        let script = format!(
+            "'{bin}' run & op=$!; echo $op > '{pid}'; trap 'kill -9 $op 2>/dev/null; exit 0' TERM INT; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $op 2>/dev/null; do sleep 0.5; done; kill -9 $op 2>/dev/null",
+            pid = pid_file.display(),
+            parent = std::process::id()
+        );
+        let f = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .env("KUBECONFIG", harness::kubeconfig())
+            .env("PODKEEPER_ZK_CONNECT", zk)
+            .env("PODKEEPER_HEALTH_ADDR", &health)
+            .env("PODKEEPER_CLUSTER_ID", "fault")
+            .env("PODKEEPER_RESYNC_INTERVAL", "5m")
+            .env("PODKEEPER_ZK_SESSION_TIMEOUT", "4s")
+            .env("PODKEEPER_IDENTITY", name)
+            .env("RUST_LOG", "info,podkeeper=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the operator");
+        let op = Operator {
+            child,
+            pid_file,
+            log,
+            health,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while op.pid().is_none() {
+            assert!(Instant::now() < deadline, "operator did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        op
+    }
+
+    fn pid(&self) -> Option<String> {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid().unwrap();
+        assert!(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(&pid)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn ready(&self) -> bool {
+        harness::http_get(&self.health, "/readyz").is_some_and(|(c, _)| c == 200)
+    }
+
+    fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- operator log {}\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+        if self.pid().is_some() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.pid().unwrap())
+                .status();
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Flips pod readiness through the kwok annotation contract until stopped.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    changes: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Churn {
+    fn start(pods: Api<Pod>, names: Vec<String>, every: Duration) -> Churn {
+        let stop = Arc::new(AtomicBool::new(false));
+        let changes = Arc::new(AtomicUsize::new(0));
+        let (s, c) = (stop.clone(), changes.clone());
+        let task = tokio::spawn(async move {
+            let mut seed = 0x9e3779b97f4a7c15u64;
+            let mut state: BTreeMap<String, bool> =
+                names.iter().map(|n| (n.clone(), true)).collect();
+            // Bounded: at most 2,000 flips.
+            for _ in 0..2000 {
+                if s.load(Ordering::Acquire) {
+                    break;
+                }
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let name = &names[(seed % names.len() as u64) as usize];
+                let ready = !state[name];
+                let v = if ready { "Ready" } else { "NotReady" };
+                let patch = serde_json::json!({"metadata": {"annotations": {"podkeeper.io/test-state": v}}});
+                if pods
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .is_ok()
+                {
+                    state.insert(name.clone(), ready);
+                    c.fetch_add(1, Ordering::AcqRel);
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Churn {
+            stop,
+            changes,
+            task,
+        }
+    }
+
+    async fn finish(self) -> usize {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.task.await;
+        self.changes.load(Ordering::Acquire)
+    }
+}
+
+/// What the scenario measured.
+struct Row {
+    scenario: &'static str,
+    changes: usize,
+    lost: usize,
+    stale: usize,
+    duplicated: usize,
+    converge: Duration,
+    failover: Option<Duration>,
+}
+
+fn report(row: &Row) {
+    let line = format!(
+        "| {} | {} | {} | {} | {} | {:.2} s | {} |",
+        row.scenario,
+        row.changes,
+        row.lost,
+        row.stale,
+        row.duplicated,
+        row.converge.as_secs_f64(),
+        row.failover
+            .map_or("-".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
+    );
+    println!("{line}");
+    if let Ok(path) = std::env::var("PODKEEPER_FAULT_REPORT") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}
+
+/// Pods whose readiness the API server reports settled: (ready set, all settled).
+async fn desired_ready(pods: &Api<Pod>) -> (BTreeSet<String>, bool) {
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    let mut ready = BTreeSet::new();
+    let mut settled = true;
+    for p in list.items {
+        let name = p.metadata.name.clone().unwrap();
+        let want = p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("podkeeper.io/test-state"))
+            .is_none_or(|v| v == "Ready");
+        let is = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        settled &= want == is;
+        if is
+            && p.metadata.deletion_timestamp.is_none()
+            && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
+        {
+            ready.insert(name);
+        }
+    }
+    (ready, settled)
+}
+
+/// Waits until ZooKeeper holds exactly the ready pods; returns the row figures.
+async fn converge(
+    zk_connect: &str,
+    path: &str,
+    pods: &Api<Pod>,
+    since: Instant,
+) -> (Duration, usize, usize, usize) {
+    let zk = zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(zk_connect)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (want, settled) = desired_ready(pods).await;
+        let eps = harness::registry(&zk, path)
+            .await
+            .map(|(_, e)| e)
+            .unwrap_or_default();
+        let have: BTreeSet<String> = eps
+            .iter()
+            .filter(|(_, e)| e.status == EndpointStatus::Up)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut hosts: Vec<&str> = eps.values().map(|e| e.host.as_str()).collect();
+        hosts.sort_unstable();
+        let dup = hosts.windows(2).filter(|w| w[0] == w[1]).count();
+        let lost = want.difference(&have).count();
+        let stale = have.difference(&want).count();
+        if settled && lost == 0 && stale == 0 && dup == 0 {
+            return (since.elapsed(), 0, 0, 0);
+        }
+        if Instant::now() > deadline {
+            return (since.elapsed(), lost, stale, dup);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn setup(ns: &TestNs) -> (Api<Pod>, Vec<String>) {
+    ns.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {PODS}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: app, image: x, ports: [{{name: http, containerPort: 8080}}]}}]\n"
+    ));
+    ns.apply("apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  port: http\n  drainSeconds: 0\n");
+    let pods: Api<Pod> = Api::namespaced(harness::client().await, &ns.name);
+    let p = pods.clone();
+    wait_until(Duration::from_secs(60), "pods ready", || {
+        let p = p.clone();
+        async move { desired_ready(&p).await.0.len() == PODS }
+    })
+    .await;
+    let names = desired_ready(&pods).await.0.into_iter().collect();
+    (pods, names)
+}
+
+fn install_crd() {
+    let (ok, out) = kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/crds/serviceregistration.yaml"),
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+}
+
+async fn wait_ready(op: &Operator) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !op.ready() {
+        assert!(
+            Instant::now() < deadline,
+            "operator not ready; log:\n{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn finish(row: Row) {
+    report(&row);
+    assert_eq!(
+        (row.lost, row.stale, row.duplicated),
+        (0, 0, 0),
+        "{}: registry did not converge",
+        row.scenario
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_leader_killed_during_churn() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let mut ens = Ensemble::start();
+    let op = Operator::start("op", &ens.connect_string(), &[]);
+    wait_ready(&op).await;
+    let ns = TestNs::new("zk-leader").await;
+    let (pods, names) = setup(&ns).await;
+    converge(
+        &ens.connect_string(),
+        &ns.path("web"),
+        &pods,
+        Instant::now(),
+    )
+    .await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let killed = tokio::task::block_in_place(|| ens.kill_leader());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let changes = churn.finish().await;
+    let t = Instant::now();
+    let (converge, lost, stale, duplicated) =
+        converge(&ens.connect_string(), &ns.path("web"), &pods, t).await;
+    tokio::task::block_in_place(|| ens.restart_server(killed));
+    finish(Row {
+        scenario: "ZooKeeper leader killed (3-server ensemble)",
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_down_during_churn_then_back() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let mut zk = ZkServer::start();
+    let op = Operator::start(
+        "op",
+        &zk.connect_string(),
+        &[("PODKEEPER_ZK_SESSION_TIMEOUT", "20s")],
+    );
+    wait_ready(&op).await;
+    let ns = TestNs::new("zk-down").await;
+    let (pods, names) = setup(&ns).await;
+    converge(&zk.connect_string(), &ns.path("web"), &pods, Instant::now()).await;
+    tokio::task::block_in_place(|| zk.stop());
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let changes = churn.finish().await;
+    wait_until(
+        Duration::from_secs(30),
+        "ZooKeeperAvailable=False on the status",
+        || async {
+            ns.kubectl(&[
+                "get",
+                "svcreg",
+                "web",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"ZooKeeperAvailable\")].status}",
+            ]) == "False"
+        },
+    )
+    .await;
+    assert!(!op.ready(), "/readyz must say not ready without ZooKeeper");
+    tokio::task::block_in_place(|| zk.restart());
+    let t = Instant::now();
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &ns.path("web"), &pods, t).await;
+    finish(Row {
+        scenario: "ZooKeeper down 4 s during churn, then back",
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_session_expiry_triggers_a_full_resync() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let op = Operator::start(
+        "op",
+        &zk.connect_string(),
+        &[("PODKEEPER_ZK_SESSION_TIMEOUT", "2s")],
+    );
+    wait_ready(&op).await;
+    let ns = TestNs::new("expiry").await;
+    let (pods, _) = setup(&ns).await;
+    let path = ns.path("web");
+    converge(&zk.connect_string(), &path, &pods, Instant::now()).await;
+    // Freeze the operator past its session timeout: the server expires the session. Meanwhile
+    // someone tampers with the registry; only a full resync can notice.
+    op.signal("STOP");
+    let raw = zookeeper_client::Client::connect(&zk.connect_string())
+        .await
+        .unwrap();
+    let victim = raw
+        .list_children(&format!("{path}/endpoints"))
+        .await
+        .unwrap()[0]
+        .clone();
+    raw.delete(&format!("{path}/endpoints/{victim}"), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t = Instant::now();
+    op.signal("CONT");
+    let (converge, lost, stale, duplicated) = converge(&zk.connect_string(), &path, &pods, t).await;
+    let (_, metrics) = harness::http_get(&op.health, "/metrics").unwrap();
+    assert!(
+        metrics.contains("podkeeper_zookeeper_sessions_total 2"),
+        "a second session was built:\n{}",
+        op.log_tail()
+    );
+    finish(Row {
+        scenario: "forced session expiry (operator frozen 5 s, 2 s timeout)",
+        changes: 1,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_killed_during_heavy_churn_then_restarted() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let op = Operator::start("op", &zk.connect_string(), &[]);
+    wait_ready(&op).await;
+    let ns = TestNs::new("kill9").await;
+    let (pods, names) = setup(&ns).await;
+    converge(&zk.connect_string(), &ns.path("web"), &pods, Instant::now()).await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    op.signal("KILL");
+    drop(op);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let op = Operator::start("op2", &zk.connect_string(), &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let changes = churn.finish().await;
+    wait_ready(&op).await;
+    let t = Instant::now();
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &ns.path("web"), &pods, t).await;
+    finish(Row {
+        scenario: "operator kill -9 during churn, restarted",
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_leader_is_fenced_and_steps_down() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let lease = [
+        ("PODKEEPER_LEADER_ELECT", "true"),
+        ("PODKEEPER_LEASE_DURATION", "3s"),
+        ("PODKEEPER_LEASE_NAMESPACE", "default"),
+        ("PODKEEPER_LEASE_NAME", "podkeeper-fault"),
+    ];
+    let _ = kubectl(
+        &[
+            "delete",
+            "lease",
+            "-n",
+            "default",
+            "podkeeper-fault",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    let a = Operator::start("replica-a", &zk.connect_string(), &lease);
+    wait_ready(&a).await;
+    let leader_of = || {
+        kubectl(
+            &[
+                "get",
+                "lease",
+                "-n",
+                "default",
+                "podkeeper-fault",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        )
+        .1
+    };
+    wait_until(Duration::from_secs(20), "replica-a leads", || async {
+        leader_of() == "replica-a"
+    })
+    .await;
+    let b = Operator::start("replica-b", &zk.connect_string(), &lease);
+    wait_ready(&b).await;
+    let ns = TestNs::new("fence").await;
+    let (pods, names) = setup(&ns).await;
+    let path = ns.path("web");
+    converge(&zk.connect_string(), &path, &pods, Instant::now()).await;
+
+    let raw = zookeeper_client::Client::connect(&zk.connect_string())
+        .await
+        .unwrap();
+    let (_, epoch_before) = raw.get_data("/podkeeper/.leader-epoch").await.unwrap();
+    a.signal("STOP");
+    let paused = Instant::now();
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(100));
+    wait_until(Duration::from_secs(30), "replica-b takes over", || async {
+        leader_of() == "replica-b"
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "replica-b bumps the epoch",
+        || async {
+            raw.get_data("/podkeeper/.leader-epoch")
+                .await
+                .unwrap()
+                .1
+                .version
+                > epoch_before.version
+        },
+    )
+    .await;
+    let failover = paused.elapsed();
+    a.signal("CONT");
+    let changes = churn.finish().await;
+    let t = Instant::now();
+    let (converge, lost, stale, duplicated) = converge(&zk.connect_string(), &path, &pods, t).await;
+    wait_until(
+        Duration::from_secs(30),
+        "replica-a stepped down",
+        || async {
+            std::fs::read_to_string(&a.log)
+                .unwrap_or_default()
+                .contains("stepping down")
+        },
+    )
+    .await;
+    finish(Row {
+        scenario: "leader SIGSTOPped, standby takes over, old leader fenced",
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: Some(failover),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_restarted_during_churn() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let op = Operator::start("op", &zk.connect_string(), &[]);
+    wait_ready(&op).await;
+    let ns = TestNs::new("apiserver").await;
+    let (pods, names) = setup(&ns).await;
+    converge(&zk.connect_string(), &ns.path("web"), &pods, Instant::now()).await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let state = std::env::var("PODKEEPER_CLUSTER_DIR")
+        .expect("PODKEEPER_CLUSTER_DIR (set by scripts/test)");
+    let pid = std::fs::read_to_string(format!("{state}/pids/kube-apiserver.pid")).unwrap();
+    assert!(
+        Command::new("kill")
+            .arg("-9")
+            .arg(pid.trim())
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let up = tokio::task::block_in_place(|| {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
+            .arg("up")
+            .output()
+            .unwrap()
+    });
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let changes = churn.finish().await;
+    let t = Instant::now();
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &ns.path("web"), &pods, t).await;
+    finish(Row {
+        scenario: "API server killed and restarted during churn",
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
