@@ -19,6 +19,10 @@ pub struct RunArgs {
     /// File with `user:password` for ZooKeeper digest authentication.
     #[arg(long, env = "PODKEEPER_ZK_AUTH_FILE")]
     pub zk_auth_file: Option<std::path::PathBuf>,
+    /// Directory with ca.crt, tls.crt and tls.key for TLS to ZooKeeper. Not supported by this
+    /// build yet: the operator refuses to start rather than fall back to plaintext.
+    #[arg(long, env = "PODKEEPER_ZK_TLS_DIR")]
+    pub zk_tls_dir: Option<std::path::PathBuf>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "PODKEEPER_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: SocketAddr,

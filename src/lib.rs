@@ -32,6 +32,14 @@ pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let Some(dir) = &args.zk_tls_dir {
+        anyhow::bail!(
+            "--zk-tls-dir {} is set, but this build of podkeeper does not speak TLS to ZooKeeper yet; \
+             refusing to connect in plaintext. Unset PODKEEPER_ZK_TLS_DIR (zookeeper.tls.existingSecret in the chart) \
+             or use a TLS-terminating proxy",
+            dir.display()
+        );
+    }
     if let Some(chroot) = &args.zk_chroot {
         zk::layout::validate(chroot).context("--zk-chroot")?;
     }

@@ -25,8 +25,15 @@ enum Command {
     Tree(podkeeper::discovery::cli::TreeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        // The whole cause chain on one line, without a backtrace: these are messages for people.
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Crd = cli.command {
         print!("{}", podkeeper::crd::crd_yaml());
         return Ok(());
