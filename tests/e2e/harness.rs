@@ -16,7 +16,7 @@ use kube::{Api, Client, Config};
 use podkeeper::model::record::{EndpointRecord, ServiceRecord};
 use serde_json::json;
 
-use crate::common::zk::ZkServer;
+use crate::common::zk::{ZkServer, free_port};
 
 /// The kubeconfig of the running cluster.
 pub fn kubeconfig() -> PathBuf {
@@ -73,7 +73,7 @@ pub struct Shared {
     pub log: PathBuf,
     /// Health address.
     pub health: String,
-    _op: Child,
+    _op: Operator,
 }
 
 /// Starts (once) ZooKeeper and the operator, and waits for /readyz.
@@ -81,43 +81,52 @@ pub fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
         let zk = ZkServer::shared();
-        let (ok, out) = kubectl(&["apply", "--server-side", "--force-conflicts", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/crds/serviceregistration.yaml")], None);
-        assert!(ok, "installing the CRD failed: {out}");
-        let (ok, out) = kubectl(&["wait", "--for=condition=Established", "crd/serviceregistrations.podkeeper.io", "--timeout=30s"], None);
-        assert!(ok, "CRD not established: {out}");
-        let dir = tempfile::Builder::new().prefix("podkeeper-e2e-").tempdir().unwrap().keep();
-        let log = dir.join("operator.log");
-        let port = crate::common::zk::free_port();
-        let health = format!("127.0.0.1:{port}");
-        let bin = env!("CARGO_BIN_EXE_podkeeper");
-        // The watchdog ends the operator when the test process goes away.
-        let script = format!(
-            "'{bin}' run & op=$!; trap 'kill -9 $op 2>/dev/null; exit 0' TERM INT; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $op 2>/dev/null; do sleep 0.5; done; kill -9 $op 2>/dev/null",
-            parent = std::process::id()
+        let (ok, out) = kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/crds/serviceregistration.yaml"),
+            ],
+            None,
         );
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .env("KUBECONFIG", kubeconfig())
-            .env("PODKEEPER_ZK_CONNECT", zk.connect_string())
-            .env("PODKEEPER_HEALTH_ADDR", &health)
-            .env("PODKEEPER_CLUSTER_ID", "e2e")
-            .env("PODKEEPER_RESYNC_INTERVAL", "30s")
-            .env("RUST_LOG", "info,podkeeper=debug,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .expect("start the operator");
-        let s = Shared { zk, log, health, _op: child };
+        assert!(ok, "installing the CRD failed: {out}");
+        let (ok, out) = kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/serviceregistrations.podkeeper.io",
+                "--timeout=30s",
+            ],
+            None,
+        );
+        assert!(ok, "CRD not established: {out}");
+        let op = Operator::start(
+            "shared",
+            &zk.connect_string(),
+            &[
+                ("PODKEEPER_CLUSTER_ID", "e2e"),
+                ("PODKEEPER_RESYNC_INTERVAL", "30s"),
+            ],
+        );
+        let (log, health) = (op.log.clone(), op.health.clone());
+        let s = Shared {
+            zk,
+            log,
+            health,
+            _op: op,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if http_get(&s.health, "/readyz").is_some_and(|(code, _)| code == 200) {
                 break;
             }
-            assert!(Instant::now() < deadline, "operator not ready within 60s; log:\n{}", s.log_tail(80));
+            assert!(
+                Instant::now() < deadline,
+                "operator not ready within 60s; log:\n{}",
+                s.log_tail(80)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         s
@@ -130,6 +139,124 @@ impl Shared {
         let s = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// An operator process.
+pub struct Operator {
+    child: Child,
+    pid_file: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Its health address.
+    pub health: String,
+}
+
+impl Operator {
+    /// Starts `podkeeper run` against the e2e cluster; `extra` env vars override the defaults.
+    pub fn start(name: &str, zk: &str, extra: &[(&str, &str)]) -> Operator {
+        let dir = tempfile::Builder::new()
+            .prefix("podkeeper-fault-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let log = dir.join(format!("{name}.log"));
+        let pid_file = dir.join(format!("{name}.pid"));
+        let health = format!("127.0.0.1:{}", free_port());
+        let bin = env!("CARGO_BIN_EXE_podkeeper");
+        let script = format!(
+            "'{bin}' run & op=$!; echo $op > '{pid}'; trap 'kill -9 $op 2>/dev/null; exit 0' TERM INT; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $op 2>/dev/null; do sleep 0.5; done; kill -9 $op 2>/dev/null",
+            pid = pid_file.display(),
+            parent = std::process::id()
+        );
+        let f = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .env("KUBECONFIG", kubeconfig())
+            .env("PODKEEPER_ZK_CONNECT", zk)
+            .env("PODKEEPER_HEALTH_ADDR", &health)
+            .env("PODKEEPER_CLUSTER_ID", "fault")
+            .env("PODKEEPER_RESYNC_INTERVAL", "5m")
+            .env("PODKEEPER_ZK_SESSION_TIMEOUT", "4s")
+            .env("PODKEEPER_IDENTITY", name)
+            .env("RUST_LOG", "info,podkeeper=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the operator");
+        let op = Operator {
+            child,
+            pid_file,
+            log,
+            health,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while op.pid().is_none() {
+            assert!(Instant::now() < deadline, "operator did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        op
+    }
+
+    /// The operator's pid, once it runs.
+    pub fn pid(&self) -> Option<String> {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Sends a signal (STOP, CONT, KILL...).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().unwrap();
+        assert!(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(&pid)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// /readyz answers 200.
+    pub fn ready(&self) -> bool {
+        http_get(&self.health, "/readyz").is_some_and(|(c, _)| c == 200)
+    }
+
+    /// The end of its log.
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- operator log {}\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+        if self.pid().is_some() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.pid().unwrap())
+                .status();
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
     }
 }
 

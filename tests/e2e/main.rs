@@ -295,17 +295,39 @@ async fn deleted_pods_drain_with_weight_zero_then_leave_and_rolling_updates_join
 async fn a_not_ready_node_takes_its_pods_out() {
     env();
     let ns = TestNs::new("node").await;
-    ns.apply(&deployment("web-stable", "stable", 3, ""));
+    // A node of its own (tainted, so only this test's pods land there): marking it NotReady
+    // must not disturb the tests running beside this one.
+    let node = format!("e2e-isolated-{}", std::process::id());
+    let node_yaml = format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  annotations: {{kwok.x-k8s.io/node: fake, podkeeper.io/node-ip: 127.0.0.20}}\n  labels: {{type: kwok, kubernetes.io/hostname: {node}, topology.kubernetes.io/zone: zone-d, podkeeper.io/isolated: {node}}}\nspec:\n  taints: [{{key: podkeeper.io/isolated, value: {node}, effect: NoSchedule}}]\n"
+    );
+    let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&node_yaml));
+    assert!(ok, "{out}");
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = kubectl(&["delete", "node", &self.0, "--wait=false"], None);
+        }
+    }
+    let _cleanup = Cleanup(node.clone());
+    let pinned = deployment("web-pinned", "stable", 2, "").replace(
+        "      terminationGracePeriodSeconds: 2\n",
+        &format!(
+            "      terminationGracePeriodSeconds: 2\n      nodeSelector: {{podkeeper.io/isolated: {node}}}\n      tolerations: [{{key: podkeeper.io/isolated, operator: Exists}}]\n"
+        ),
+    );
+    ns.apply(&pinned);
+    ns.apply(&deployment("web-canary", "canary", 2, ""));
     ns.apply(REGISTRATION);
     let zk = zk_client().await;
     let path = ns.path("web");
-    let (_, eps) = wait_registry(&zk, &path, "3 endpoints", |_, e| up(e) == 3).await;
-    let node = eps.values().next().unwrap().node.clone().unwrap();
+    let (_, eps) = wait_registry(&zk, &path, "4 endpoints", |_, e| up(e) == 4).await;
     let on_node: Vec<String> = eps
         .values()
-        .filter(|e| e.node.as_deref() == Some(&node))
+        .filter(|e| e.node.as_deref() == Some(node.as_str()))
         .map(|e| e.pod.clone())
         .collect();
+    assert_eq!(on_node.len(), 2, "{eps:#?}");
     let (ok, out) = kubectl(
         &[
             "annotate",
@@ -317,21 +339,12 @@ async fn a_not_ready_node_takes_its_pods_out() {
         None,
     );
     assert!(ok, "{out}");
-    struct Restore(String);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = kubectl(
-                &["annotate", "node", &self.0, "podkeeper.io/test-state-"],
-                None,
-            );
-        }
-    }
-    let _restore = Restore(node.clone());
     let (_, eps) = wait_registry(&zk, &path, "pods of the NotReady node gone", |_, e| {
         on_node.iter().all(|p| !e.contains_key(p))
     })
     .await;
-    assert_eq!(up(&eps), 3 - on_node.len());
+    assert_eq!(up(&eps), 2, "the canary pods elsewhere stay");
+    assert_eq!(group_sum(&eps, "canary"), 100_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,4 +485,128 @@ async fn health_endpoints_and_metrics_tell_the_truth() {
     ] {
         assert!(body.contains(m), "{m} missing from /metrics");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
+    let shared = env();
+    let ops = TestNs::new("rbac-ops").await;
+    let app = TestNs::new("rbac-app").await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let helm =
+        std::env::var("PODKEEPER_HELM").unwrap_or_else(|_| format!("{root}/.cache/tools/bin/helm"));
+    let kubeconfig = harness::kubeconfig();
+    let out = std::process::Command::new(&helm)
+        .args([
+            "install",
+            "podkeeper",
+            &format!("{root}/charts/podkeeper"),
+            "-n",
+            &ops.name,
+        ])
+        .args([
+            "--set",
+            "rbac.scope=namespaced",
+            "--set",
+            &format!("watchNamespaces={{{}}}", app.name),
+        ])
+        .args(["--set", "zookeeper.connect=127.0.0.1:2181", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A kubeconfig with the chart's ServiceAccount token instead of admin credentials.
+    let token = ops
+        .kubectl(&["create", "token", "podkeeper", "--duration=1h"])
+        .trim()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let sa_config = dir.path().join("kubeconfig");
+    std::fs::copy(&kubeconfig, &sa_config).unwrap();
+    let kc = |args: &[&str]| {
+        let ok = std::process::Command::new(
+            std::env::var("PODKEEPER_KUBECTL").unwrap_or_else(|_| "kubectl".into()),
+        )
+        .arg("--kubeconfig")
+        .arg(&sa_config)
+        .args(args)
+        .output()
+        .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    kc(&[
+        "config",
+        "set-credentials",
+        "chart-sa",
+        &format!("--token={token}"),
+    ]);
+    kc(&["config", "set-context", "--current", "--user=chart-sa"]);
+    for (verb, what, want) in [
+        ("get", "secrets", "no"),
+        ("create", "pods", "no"),
+        ("delete", "pods", "no"),
+        ("watch", "pods", "yes"),
+    ] {
+        let (_, got) = kubectl(
+            &[
+                "auth",
+                "can-i",
+                verb,
+                what,
+                "-n",
+                &app.name,
+                &format!("--as=system:serviceaccount:{}:podkeeper", ops.name),
+            ],
+            None,
+        );
+        assert_eq!(got.trim(), want, "can-i {verb} {what}");
+    }
+
+    let chroot = format!("/rbac-{}", std::process::id());
+    let op = harness::Operator::start(
+        "chart-sa",
+        &shared.zk.connect_string(),
+        &[
+            ("KUBECONFIG", sa_config.to_str().unwrap()),
+            ("PODKEEPER_NAMESPACES", &app.name),
+            ("PODKEEPER_ZK_CHROOT", &chroot),
+            ("PODKEEPER_CLUSTER_ID", "e2e"),
+        ],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "operator with the chart's RBAC ready",
+        || async { op.ready() },
+    )
+    .await;
+    app.apply(&deployment("web-stable", "stable", 2, ""));
+    app.apply(REGISTRATION);
+    let zk = zk_client().await;
+    let path = format!("{chroot}{}", app.path("web"));
+    wait_registry(
+        &zk,
+        &path,
+        "2 endpoints written with the chart's RBAC",
+        |_, e| up(e) == 2,
+    )
+    .await;
+    let log = std::fs::read_to_string(&op.log).unwrap();
+    assert!(
+        !log.contains("Forbidden") && !log.contains("forbidden"),
+        "RBAC denied something:\n{}",
+        op.log_tail()
+    );
+    let _ = std::process::Command::new(&helm)
+        .args(["uninstall", "podkeeper", "-n", &ops.name, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output();
 }

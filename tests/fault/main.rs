@@ -9,8 +9,7 @@ mod common;
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,117 +25,6 @@ use podkeeper::model::record::EndpointStatus;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PODS: usize = 12;
-
-/// An operator process.
-struct Operator {
-    child: Child,
-    pid_file: PathBuf,
-    log: PathBuf,
-    health: String,
-}
-
-impl Operator {
-    fn start(name: &str, zk: &str, extra: &[(&str, &str)]) -> Operator {
-        let dir = tempfile::Builder::new()
-            .prefix("podkeeper-fault-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let log = dir.join(format!("{name}.log"));
-        let pid_file = dir.join(format!("{name}.pid"));
-        let health = format!("127.0.0.1:{}", free_port());
-        let bin = env!("CARGO_BIN_EXE_podkeeper");
-        let script = format!(
-            "'{bin}' run & op=$!; echo $op > '{pid}'; trap 'kill -9 $op 2>/dev/null; exit 0' TERM INT; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $op 2>/dev/null; do sleep 0.5; done; kill -9 $op 2>/dev/null",
-            pid = pid_file.display(),
-            parent = std::process::id()
-        );
-        let f = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new("bash");
-        cmd.arg("-c")
-            .arg(script)
-            .env("KUBECONFIG", harness::kubeconfig())
-            .env("PODKEEPER_ZK_CONNECT", zk)
-            .env("PODKEEPER_HEALTH_ADDR", &health)
-            .env("PODKEEPER_CLUSTER_ID", "fault")
-            .env("PODKEEPER_RESYNC_INTERVAL", "5m")
-            .env("PODKEEPER_ZK_SESSION_TIMEOUT", "4s")
-            .env("PODKEEPER_IDENTITY", name)
-            .env("RUST_LOG", "info,podkeeper=debug,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start the operator");
-        let op = Operator {
-            child,
-            pid_file,
-            log,
-            health,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while op.pid().is_none() {
-            assert!(Instant::now() < deadline, "operator did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        op
-    }
-
-    fn pid(&self) -> Option<String> {
-        std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.pid().unwrap();
-        assert!(
-            Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(&pid)
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    fn ready(&self) -> bool {
-        harness::http_get(&self.health, "/readyz").is_some_and(|(c, _)| c == 200)
-    }
-
-    fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- operator log {}\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
-        }
-        if self.pid().is_some() {
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(self.pid().unwrap())
-                .status();
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 /// Flips pod readiness through the kwok annotation contract until stopped.
 struct Churn {
