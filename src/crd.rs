@@ -16,6 +16,8 @@ pub const FINALIZER: &str = "podkeeper.io/cleanup";
 pub const WEIGHT_ANNOTATION: &str = "podkeeper.io/weight";
 
 /// Publishes the ready pods matched by `selector` into ZooKeeper as endpoints of one service.
+// The derive's `printcolumn(...)` lists repeat `type_ = ...`; clippy takes them for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "podkeeper.io",

@@ -124,10 +124,10 @@ pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leadership: std::sync::Arc<L
             Err(err) => tracing::warn!(%err, "reading the Lease failed"),
         }
         // Unable to renew for most of the lease: stop writing before anyone else may start.
-        if let Some(t) = leadership.term() {
-            if now.duration_since(last_renew) > cfg.duration.saturating_sub(retry) {
-                leadership.step_down(t);
-            }
+        if let Some(t) = leadership.term()
+            && now.duration_since(last_renew) > cfg.duration.saturating_sub(retry)
+        {
+            leadership.step_down(t);
         }
         tokio::time::sleep(retry).await;
     }

@@ -139,10 +139,10 @@ impl Context {
         }
         let key = session.target().to_string();
         let mut fences = self.fences.lock().await;
-        if let Some((t, f)) = fences.get(&key) {
-            if *t == term {
-                return Ok(Some(f.clone()));
-            }
+        if let Some((t, f)) = fences.get(&key)
+            && *t == term
+        {
+            return Ok(Some(f.clone()));
         }
         let path = format!("{}/.leader-epoch", self.settings.allowed_path_prefix);
         let fence = crate::zk::writer::bump_epoch(client, &path, &self.settings.identity).await?;

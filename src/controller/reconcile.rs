@@ -368,17 +368,17 @@ async fn apply(
     };
     if let Some((old_target, old_path)) = previous.filter(|(t, p)| *p != path || *t != target) {
         let old_session = ctx.sessions.get(old_target.as_ref());
-        if let (Ok((old_client, _)), false) = (old_session.client(), options.dry_run) {
-            if let Loaded::Owned(state) = writer::load(&old_client, &old_path, &owner).await? {
-                let fence = ctx.fence(&old_session, &old_client, term).await?;
-                writer::remove_all(&old_client, &old_path, &state, fence.as_ref()).await?;
-                ctx.event(
-                    &sr,
-                    EventType::Normal,
-                    "Moved",
-                    format!("removed the registration at {old_path}; now at {path}"),
-                );
-            }
+        if let (Ok((old_client, _)), false) = (old_session.client(), options.dry_run)
+            && let Loaded::Owned(state) = writer::load(&old_client, &old_path, &owner).await?
+        {
+            let fence = ctx.fence(&old_session, &old_client, term).await?;
+            writer::remove_all(&old_client, &old_path, &state, fence.as_ref()).await?;
+            ctx.event(
+                &sr,
+                EventType::Normal,
+                "Moved",
+                format!("removed the registration at {old_path}; now at {path}"),
+            );
         }
         entry.zk = None;
     }
@@ -415,10 +415,10 @@ async fn apply(
     });
     let mut endpoints = want.endpoints.clone();
     if sr.spec.keep_last_endpoints && !endpoints.values().any(EndpointRecord::pickable) {
-        if cache.is_none() {
-            if let Loaded::Owned(state) = writer::load(&client, &path, &record.owner).await? {
-                cache = Some(state);
-            }
+        if cache.is_none()
+            && let Loaded::Owned(state) = writer::load(&client, &path, &record.owner).await?
+        {
+            cache = Some(state);
         }
         let kept: BTreeMap<String, EndpointRecord> = cache
             .iter()

@@ -196,7 +196,7 @@ impl Ensemble {
             .enumerate()
             .map(|(i, (q, e))| format!("server.{}=127.0.0.1:{q}:{e}\n", i + 1))
             .collect();
-        for i in 0..3 {
+        for (i, port) in client_ports.iter().enumerate() {
             let data = dir.path().join(format!("s{}", i + 1));
             std::fs::create_dir_all(&data).unwrap();
             std::fs::write(data.join("myid"), format!("{}\n", i + 1)).unwrap();
@@ -207,7 +207,7 @@ impl Ensemble {
                      maxClientCnxns=0\nminSessionTimeout=1000\nmaxSessionTimeout=60000\nadmin.enableServer=false\n\
                      4lw.commands.whitelist=*\nforceSync=no\n{servers}",
                     data.display(),
-                    client_ports[i]
+                    port
                 ),
             )
             .unwrap();
