@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::zk::{Ensemble, ZkServer, free_port};
-use harness::{TestNs, kubectl, wait_until};
+use common::zk::{Ensemble, ZkServer};
+use harness::{Operator, TestNs, kubectl, wait_until};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
