@@ -355,6 +355,7 @@ async fn apply(
         fence: ctx.fence(&session, &client, term).await?,
         dry_run: ctx.settings.dry_run,
         max_deletes_per_txn: ctx.settings.max_deletes_per_txn,
+        format: Default::default(),
     };
 
     // The resource moved (path or ensemble changed): remove what it owned at the old place.
@@ -369,7 +370,8 @@ async fn apply(
     if let Some((old_target, old_path)) = previous.filter(|(t, p)| *p != path || *t != target) {
         let old_session = ctx.sessions.get(old_target.as_ref());
         if let (Ok((old_client, _)), false) = (old_session.client(), options.dry_run)
-            && let Loaded::Owned(state) = writer::load(&old_client, &old_path, &owner).await?
+            && let Loaded::Owned(state) =
+                writer::load_as(&old_client, &old_path, &owner, options.format).await?
         {
             let fence = ctx.fence(&old_session, &old_client, term).await?;
             writer::remove_all(&old_client, &old_path, &state, fence.as_ref()).await?;
@@ -416,7 +418,8 @@ async fn apply(
     let mut endpoints = want.endpoints.clone();
     if sr.spec.keep_last_endpoints && !endpoints.values().any(EndpointRecord::pickable) {
         if cache.is_none()
-            && let Loaded::Owned(state) = writer::load(&client, &path, &record.owner).await?
+            && let Loaded::Owned(state) =
+                writer::load_as(&client, &path, &record.owner, options.format).await?
         {
             cache = Some(state);
         }

@@ -10,6 +10,7 @@ use zookeeper_client::{
 };
 
 use super::ZkError;
+use super::format::{Codec, Format};
 use super::layout::{endpoint_path, endpoints_path};
 use crate::model::plan::{Current, Op, Plan};
 use crate::model::record::{Owner, ServiceRecord};
@@ -42,6 +43,8 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// At most this many deletions per transaction (0: no cap).
     pub max_deletes_per_txn: usize,
+    /// The registry format written and read.
+    pub format: Format,
 }
 
 /// Bumps the epoch znode at `path` and returns the fence for the new term.
@@ -130,21 +133,36 @@ fn server<'p>(
 
 /// Reads the service record and endpoints at `path`.
 pub async fn load(client: &Client, path: &str, owner: &Owner) -> Result<Loaded, ZkError> {
+    load_as(client, path, owner, Format::Native).await
+}
+
+/// Reads the service record and endpoints at `path` in the given format.
+pub async fn load_as(
+    client: &Client,
+    path: &str,
+    owner: &Owner,
+    format: Format,
+) -> Result<Loaded, ZkError> {
     let started = Instant::now();
-    let r = load_inner(client, path, owner).await;
+    let r = load_inner(client, path, owner, format.codec()).await;
     timed("read", started, &r);
     r
 }
 
-async fn load_inner(client: &Client, path: &str, owner: &Owner) -> Result<Loaded, ZkError> {
+async fn load_inner(
+    client: &Client,
+    path: &str,
+    owner: &Owner,
+    codec: &dyn Codec,
+) -> Result<Loaded, ZkError> {
     let (data, stat) = match client.get_data(path).await {
         Ok(x) => x,
         Err(zookeeper_client::Error::NoNode) => return Ok(Loaded::Absent),
         Err(e) => return Err(server("get", path)(e)),
     };
-    let record: ServiceRecord = match serde_json::from_slice(&data) {
-        Ok(r) => r,
-        Err(_) => {
+    let record: ServiceRecord = match codec.decode_service(&data) {
+        Some(r) => r,
+        None => {
             return Ok(Loaded::Foreign(format!(
                 "{path} holds a znode that is not a podkeeper service record"
             )));
@@ -176,7 +194,7 @@ async fn load_inner(client: &Client, path: &str, owner: &Owner) -> Result<Loaded
                 endpoints.insert(
                     name,
                     Current {
-                        record: serde_json::from_slice(&data).ok(),
+                        record: codec.decode_endpoint(&data),
                         version: stat.version,
                     },
                 );
@@ -198,10 +216,10 @@ pub async fn claim(
     client: &Client,
     path: &str,
     record: &ServiceRecord,
-    fence: Option<&Fence>,
+    options: &WriteOptions,
 ) -> Result<ServiceState, ZkError> {
     let started = Instant::now();
-    let r = claim_inner(client, path, record, fence).await;
+    let r = claim_inner(client, path, record, options).await;
     timed("claim", started, &r);
     r
 }
@@ -210,8 +228,9 @@ async fn claim_inner(
     client: &Client,
     path: &str,
     record: &ServiceRecord,
-    fence: Option<&Fence>,
+    options: &WriteOptions,
 ) -> Result<ServiceState, ZkError> {
+    let fence = options.fence.as_ref();
     if let Some(parent) = path
         .rsplit_once('/')
         .map(|(p, _)| p)
@@ -222,7 +241,7 @@ async fn claim_inner(
             .await
             .map_err(server("mkdir", parent))?;
     }
-    let data = serde_json::to_vec(record).expect("records serialize");
+    let data = options.format.codec().encode_service(record);
     let mut w = client.new_multi_writer();
     if let Some(f) = fence {
         w.add_check_version(&f.path, f.version)
@@ -332,6 +351,7 @@ async fn apply_inner(
     options: &WriteOptions,
 ) -> Result<Applied, ZkError> {
     let fence = options.fence.as_ref();
+    let codec = options.format.codec();
     let record_changed = state.record != *record;
     if plan.is_empty() && !record_changed && !state.endpoints_missing {
         return Ok(Applied::default());
@@ -341,7 +361,7 @@ async fn apply_inner(
         let p = endpoint_path(path, op.name());
         encoded.push(match op {
             Op::Create { record, .. } | Op::Update { record, .. } => {
-                let data = serde_json::to_vec(record).expect("records serialize");
+                let data = codec.encode_endpoint(record);
                 if data.len() + p.len() + OP_OVERHEAD > MAX_TXN_BYTES / 2 {
                     return Err(ZkError::TooLarge {
                         name: op.name().to_string(),
@@ -354,7 +374,7 @@ async fn apply_inner(
             Op::Delete { .. } => Encoded::Delete { op, path: p },
         });
     }
-    let record_data = serde_json::to_vec(record).expect("records serialize");
+    let record_data = codec.encode_service(record);
     let mut batches: Vec<&[Encoded]> = Vec::new();
     let mut start = 0;
     let mut size = record_data.len() + path.len() + OP_OVERHEAD * 3;
@@ -569,14 +589,14 @@ pub async fn sync(
     let mut retried = false;
     loop {
         if cache.is_none() {
-            let loaded = load(client, path, &record.owner).await?;
+            let loaded = load_as(client, path, &record.owner, options.format).await?;
             *cache = Some(match loaded {
                 Loaded::Owned(state) => state,
                 Loaded::Absent if options.dry_run => {
                     let plan = crate::model::plan::diff(desired, &BTreeMap::new());
                     return Ok(Synced::DryRun { plan });
                 }
-                Loaded::Absent => claim(client, path, record, options.fence.as_ref()).await?,
+                Loaded::Absent => claim(client, path, record, options).await?,
                 Loaded::Foreign(who) => return Ok(Synced::Conflict(who)),
             });
         }

@@ -1,0 +1,97 @@
+//! Registry formats: how service and endpoint records are encoded in znodes.
+//! The writer diffs decoded records, so a new format (Curator, Dubbo, ServerSet) is a codec here.
+
+use crate::model::record::{EndpointRecord, ServiceRecord};
+
+/// Encodes and decodes the records of one registry format.
+pub trait Codec: Send + Sync {
+    /// Name for logs and errors.
+    fn name(&self) -> &'static str;
+    /// Bytes of the service record.
+    fn encode_service(&self, record: &ServiceRecord) -> Vec<u8>;
+    /// The service record, if `data` is one of ours.
+    fn decode_service(&self, data: &[u8]) -> Option<ServiceRecord>;
+    /// Bytes of an endpoint record.
+    fn encode_endpoint(&self, record: &EndpointRecord) -> Vec<u8>;
+    /// The endpoint record, if `data` is valid (invalid data gets rewritten).
+    fn decode_endpoint(&self, data: &[u8]) -> Option<EndpointRecord>;
+}
+
+/// The formats podkeeper can write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// podkeeper's own JSON records (see the README).
+    #[default]
+    Native,
+}
+
+impl Format {
+    /// The codec of this format.
+    pub fn codec(self) -> &'static dyn Codec {
+        match self {
+            Format::Native => &NativeJson,
+        }
+    }
+}
+
+/// podkeeper's JSON records.
+struct NativeJson;
+
+impl Codec for NativeJson {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+    fn encode_service(&self, record: &ServiceRecord) -> Vec<u8> {
+        serde_json::to_vec(record).expect("records serialize")
+    }
+    fn decode_service(&self, data: &[u8]) -> Option<ServiceRecord> {
+        serde_json::from_slice(data).ok()
+    }
+    fn encode_endpoint(&self, record: &EndpointRecord) -> Vec<u8> {
+        serde_json::to_vec(record).expect("records serialize")
+    }
+    fn decode_endpoint(&self, data: &[u8]) -> Option<EndpointRecord> {
+        serde_json::from_slice(data).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::record::{EndpointStatus, Owner};
+
+    #[test]
+    fn native_records_round_trip_and_garbage_is_refused() {
+        let codec = Format::Native.codec();
+        let svc = ServiceRecord {
+            service_name: "web".into(),
+            policy: Default::default(),
+            owner: Owner {
+                cluster_id: "c".into(),
+                namespace: "n".into(),
+                name: "w".into(),
+                uid: "u".into(),
+            },
+            generation: 3,
+            stale: false,
+        };
+        assert_eq!(codec.decode_service(&codec.encode_service(&svc)), Some(svc));
+        let ep = EndpointRecord {
+            host: "10.0.0.1".into(),
+            port: 80,
+            ports: Default::default(),
+            weight: 7,
+            group: "default".into(),
+            zone: None,
+            node: None,
+            pod: "p".into(),
+            namespace: "n".into(),
+            metadata: Default::default(),
+            status: EndpointStatus::Up,
+        };
+        assert_eq!(codec.decode_endpoint(&codec.encode_endpoint(&ep)), Some(ep));
+        assert_eq!(codec.decode_endpoint(b"garbage"), None);
+        assert_eq!(codec.decode_service(b"{\"serviceName\": 1}"), None);
+        assert_eq!(codec.name(), "native");
+    }
+}
