@@ -415,8 +415,9 @@ async fn apply(
         });
         (desired(&reg, infos, nodes, now), recent)
     });
-    let mut endpoints = want.endpoints.clone();
-    if sr.spec.keep_last_endpoints && !endpoints.values().any(EndpointRecord::pickable) {
+    // The stale guard is the only reason to write anything but the desired endpoints.
+    let mut kept_last: Option<BTreeMap<String, EndpointRecord>> = None;
+    if sr.spec.keep_last_endpoints && !want.endpoints.values().any(EndpointRecord::pickable) {
         if cache.is_none()
             && let Loaded::Owned(state) =
                 writer::load_as(&client, &path, &record.owner, options.format).await?
@@ -445,11 +446,12 @@ async fn apply(
                     ),
                 );
             }
-            endpoints = kept;
+            kept_last = Some(kept);
             record.stale = true;
         }
     }
-    match writer::sync(&client, &path, &record, &endpoints, &mut cache, &options).await {
+    let endpoints = kept_last.as_ref().unwrap_or(&want.endpoints);
+    match writer::sync(&client, &path, &record, endpoints, &mut cache, &options).await {
         Ok(Synced::DryRun { plan }) => {
             let (c, u, d) = plan.counts();
             if !plan.is_empty() {
