@@ -610,3 +610,65 @@ async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
         .arg(&kubeconfig)
         .output();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opt_in_guard_keeps_the_last_endpoints_when_all_would_vanish() {
+    env();
+    let ns = TestNs::new("guard").await;
+    ns.apply(&deployment("web-stable", "stable", 2, ""));
+    ns.apply(&REGISTRATION.replace(
+        "  drainSeconds: 3\n",
+        "  drainSeconds: 3\n  keepLastEndpoints: true\n",
+    ));
+    let zk = zk_client().await;
+    let path = ns.path("web");
+    let (_, eps) = wait_registry(&zk, &path, "2 endpoints", |_, e| up(e) == 2).await;
+    let pods: Vec<String> = eps.keys().cloned().collect();
+    for p in &pods {
+        ns.kubectl(&[
+            "annotate",
+            "pod",
+            p,
+            "podkeeper.io/test-state=NotReady",
+            "--overwrite",
+        ]);
+    }
+    let (_, kept) = wait_registry(&zk, &path, "service marked stale", |s, _| s.stale).await;
+    // The pods fail one after the other: the first is removed as usual, the last one standing
+    // is kept, still pickable, instead of leaving the service empty.
+    assert!(
+        !kept.is_empty() && kept.keys().all(|k| pods.contains(k)),
+        "{kept:?}"
+    );
+    assert!(
+        kept.values()
+            .all(|e| e.status == EndpointStatus::Up && e.weight > 0),
+        "{kept:?}"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "KeptLastEndpoints event",
+        || async {
+            ns.kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=KeptLastEndpoints",
+            ])
+            .contains("keeping the last 2")
+        },
+    )
+    .await;
+    ns.kubectl(&[
+        "annotate",
+        "pod",
+        &pods[0],
+        "podkeeper.io/test-state=Ready",
+        "--overwrite",
+    ]);
+    let (_, eps) = wait_registry(&zk, &path, "back to the ready pods, not stale", |s, e| {
+        !s.stale && e.len() == 1
+    })
+    .await;
+    assert!(eps.contains_key(&pods[0]));
+}
