@@ -655,7 +655,7 @@ async fn the_opt_in_guard_keeps_the_last_endpoints_when_all_would_vanish() {
                 "--field-selector",
                 "reason=KeptLastEndpoints",
             ])
-            .contains("keeping the last 2")
+            .contains("keeping the last")
         },
     )
     .await;
