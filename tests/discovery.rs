@@ -340,6 +340,32 @@ async fn fail_static_keeps_the_last_endpoints_when_all_vanish_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_stale_flag_is_exposed() {
+    let zk = ZkServer::shared();
+    let client = client(zk).await;
+    let path = "/discovery-tests/operator-stale/web";
+    register(&client, path, Policy::RoundRobin, 2).await;
+    let discovery = Discovery::builder(zk.connect_string(), path)
+        .start()
+        .await
+        .unwrap();
+    assert!(!discovery.is_stale());
+
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&service_json("web", Policy::RoundRobin)).unwrap();
+    record["stale"] = json!(true);
+    put(&client, path, &serde_json::to_vec(&record).unwrap()).await;
+    let kept = wait_for(&discovery, "the operator's stale flag", |s| {
+        s.staleness() == Staleness::KeptByOperator
+    })
+    .await;
+    assert_eq!(pickable(&kept), ["web-0", "web-1"]);
+
+    put(&client, path, &service_json("web", Policy::RoundRobin)).await;
+    wait_for(&discovery, "the flag cleared", |s| !s.is_stale()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_fail_static_an_emptied_registry_empties_the_snapshot() {
     let zk = ZkServer::shared();
     let client = client(zk).await;
@@ -365,11 +391,13 @@ async fn zookeeper_down_keeps_the_snapshot_and_changes_after_restart_are_seen() 
     register(&client_before, path, Policy::WeightedRandom, 3).await;
     drop(client_before);
     let discovery = Discovery::builder(zk.connect_string(), path)
-        .session_timeout(Duration::from_secs(3))
+        .session_timeout(Duration::from_secs(15))
         .start()
         .await
         .unwrap();
 
+    // The session outlives the restart, so the client resumes it: the path where events are
+    // lost and the persistent watch must be set again.
     tokio::task::block_in_place(|| zk.stop());
     let kept = wait_for(&discovery, "the unreachable mark", |s| {
         s.staleness() == Staleness::Unreachable

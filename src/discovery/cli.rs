@@ -123,6 +123,9 @@ fn render_resolve(args: &ResolveArgs, snapshot: &Snapshot) -> String {
     let state = match snapshot.staleness() {
         Staleness::Fresh => "fresh",
         Staleness::Unreachable => "STALE: ZooKeeper unreachable, showing the last snapshot",
+        Staleness::KeptByOperator => {
+            "STALE: the operator kept the last known endpoints (keepLastEndpoints)"
+        }
         Staleness::Emptied => {
             "STALE: every endpoint vanished at once, showing the last snapshot (fail-static)"
         }
@@ -229,13 +232,18 @@ fn describe(node: &Node, label: &str) -> String {
         Node::Folder { .. } => format!("{label}/"),
         Node::Service { registry, .. } => match &registry.service {
             Some(s) => format!(
-                "{label}  [service {} · {} · owner {}/{}/{} · generation {}]",
+                "{label}  [service {} · {} · owner {}/{}/{} · generation {}{}]",
                 s.service_name,
                 s.policy,
                 s.owner.cluster_id,
                 s.owner.namespace,
                 s.owner.name,
-                s.generation
+                s.generation,
+                if s.stale {
+                    " · STALE: last endpoints kept"
+                } else {
+                    ""
+                }
             ),
             None => format!("{label}  [service record vanished while reading]"),
         },

@@ -21,6 +21,9 @@ pub enum Staleness {
     /// The registry lost every pickable endpoint in one step; fail-static kept the last view
     /// that had some, on the bet that a wholesale disappearance is an accident, not a scale-down.
     Emptied,
+    /// The operator flagged the service record `stale`: rather than publish no endpoints at all,
+    /// it kept the last known ones (its opt-in `keepLastEndpoints` guard).
+    KeptByOperator,
 }
 
 /// What the registry holds under one service path, as read.
@@ -92,11 +95,15 @@ impl Snapshot {
             .or(registry.service.as_ref().map(|s| s.policy))
             .unwrap_or_default();
         let balancer = Arc::new(Balancer::with_vnodes(policy, &endpoints, vnodes));
+        let staleness = match &registry.service {
+            Some(service) if service.stale => Staleness::KeptByOperator,
+            _ => Staleness::Fresh,
+        };
         Snapshot {
             service: registry.service.clone().map(Arc::new),
             endpoints,
             balancer,
-            staleness: Staleness::Fresh,
+            staleness,
             revision: previous.map_or(1, |p| p.revision + 1),
         }
     }
@@ -178,6 +185,20 @@ mod tests {
             metadata: BTreeMap::new(),
             status: EndpointStatus::Up,
         }
+    }
+
+    #[test]
+    fn a_record_the_operator_marked_stale_makes_a_stale_snapshot() {
+        let mut reg = registry(Policy::RoundRobin, &[1]);
+        assert!(!Snapshot::build(&reg, None, None).is_stale());
+        reg.service.as_mut().unwrap().stale = true;
+        let snapshot = Snapshot::build(&reg, None, None);
+        assert_eq!(snapshot.staleness(), Staleness::KeptByOperator);
+        assert_eq!(
+            snapshot.pickable().len(),
+            1,
+            "the kept endpoints are still picked"
+        );
     }
 
     fn registry(policy: Policy, weights: &[u32]) -> Registry {

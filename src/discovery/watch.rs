@@ -17,6 +17,7 @@ use zookeeper_client::{
 };
 
 use super::DiscoveryError;
+use super::balance::rng::thread_u64;
 use super::endpoint::{PickContext, Picked};
 use super::registry::{self, Layout, Touched};
 use super::snapshot::{Registry, Snapshot, Staleness};
@@ -185,7 +186,7 @@ impl Shared {
             Snapshot::build_with_vnodes(registry, config.pinned, Some(&previous), config.vnodes);
         if config.fail_static && fresh.pickable().is_empty() && !previous.pickable().is_empty() {
             tracing::warn!(
-                path = ?registry.service.as_ref().map(|s| &s.service_name),
+                path = %config.path,
                 kept = previous.pickable().len(),
                 "every pickable endpoint vanished at once; keeping the last snapshot (fail-static)"
             );
@@ -321,7 +322,9 @@ impl Follower {
                     }
                     Err(err) => {
                         tracing::warn!(path = self.layout.service(), %err, retry_in = ?backoff, "cannot reach ZooKeeper");
-                        tokio::time::sleep(backoff).await;
+                        // Jittered, so that clients cut off together do not return in lockstep.
+                        let spread = 0.5 + 0.5 * (thread_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                        tokio::time::sleep(backoff.mul_f64(spread)).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
@@ -352,6 +355,9 @@ impl Follower {
         // Set when events may have been missed (a disconnect, a failed read): the next read is
         // a full one, because ZooKeeper does not replay persistent-watch events after a reconnect.
         let mut full_read = false;
+        // zookeeper-client 0.11.2 restores only one-shot watches when it resumes a session (its
+        // SetWatches request leaves persistent ones out), so after a reconnect we set ours again.
+        let mut rewatch = false;
         let mut retry_at: Option<Instant> = None;
         loop {
             let mut batch = Batch::default();
@@ -384,11 +390,24 @@ impl Follower {
                 continue;
             }
             full_read |= batch.reconnected || batch.everything;
+            rewatch |= batch.reconnected;
             if !full_read && batch.is_empty() {
                 continue;
             }
-            match self.read(&session.client, full_read, batch).await {
+            let result = async {
+                if rewatch {
+                    let watch = session
+                        .client
+                        .watch(self.layout.service(), AddWatchMode::PersistentRecursive);
+                    session.watcher = timeout(self.config.session_timeout, watch)
+                        .await
+                        .map_err(|_| ZkError::Timeout)??;
+                }
+                self.read(&session.client, full_read, batch).await
+            };
+            match result.await {
                 Ok(()) => {
+                    rewatch = false;
                     full_read = false;
                     retry_at = None;
                     shared.publish_registry(&self.config, &self.registry);
