@@ -1,1 +1,181 @@
-fn main() {}
+//! Cost of a pick for each policy at 10, 100 and 1000 endpoints, on one thread and with a second
+//! thread picking from the same snapshot; and the cost of building and swapping a snapshot.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use podkeeper::discovery::{Balancer, Endpoint, PickContext, Registry, Snapshot};
+use podkeeper::model::policy::Policy;
+use podkeeper::model::record::EndpointRecord;
+
+const SIZES: [usize; 3] = [10, 100, 1000];
+
+fn record(i: usize) -> EndpointRecord {
+    serde_json::from_value(serde_json::json!({
+        "host": format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+        "port": 8080,
+        "ports": {"http": 8080},
+        // Ten distinct weights, as weight groups produce: 10, 20, ..., 100.
+        "weight": 10 * (1 + i % 10),
+        "group": "default",
+        "zone": format!("z{}", i % 3),
+        "pod": format!("web-{i}"),
+        "namespace": "shop",
+        "metadata": {"app": "web"},
+        "status": "UP",
+    }))
+    .unwrap()
+}
+
+fn registry(n: usize, policy: Policy) -> Registry {
+    Registry {
+        service: Some(
+            serde_json::from_value(serde_json::json!({
+                "serviceName": "web",
+                "policy": policy,
+                "owner": {"clusterId": "bench", "namespace": "shop", "name": "web", "uid": "u"},
+                "generation": 1,
+            }))
+            .unwrap(),
+        ),
+        endpoints: (0..n)
+            .map(|i| (format!("web-{i:04}"), record(i)))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn balancer(policy: Policy, n: usize) -> Balancer {
+    let endpoints: Vec<Arc<Endpoint>> = (0..n)
+        .map(|i| Arc::new(Endpoint::new(format!("web-{i:04}"), record(i))))
+        .collect();
+    Balancer::new(policy, &endpoints)
+}
+
+/// Affinity keys for ConsistentHash, shaped like session ids; other policies ignore them.
+fn keys() -> Vec<Vec<u8>> {
+    (0..1024)
+        .map(|i| format!("session-{i:08x}").into_bytes())
+        .collect()
+}
+
+#[inline]
+fn pick(balancer: &Balancer, keys: &[Vec<u8>], i: usize) {
+    let ctx = PickContext {
+        key: Some(&keys[i & 1023]),
+    };
+    black_box(balancer.pick(&ctx));
+}
+
+fn picks_one_thread(c: &mut Criterion) {
+    let keys = keys();
+    let mut group = c.benchmark_group("pick_1_thread");
+    for policy in Policy::ALL {
+        for n in SIZES {
+            let balancer = balancer(policy, n);
+            let mut i = 0usize;
+            group.bench_function(BenchmarkId::new(policy.as_str(), n), |b| {
+                b.iter(|| {
+                    i = i.wrapping_add(1);
+                    pick(&balancer, &keys, i);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Per-pick time on this thread while a second thread picks from the same balancer without
+/// pause: what shared counters and reference counts cost under contention.
+fn picks_two_threads(c: &mut Criterion) {
+    let keys = keys();
+    let mut group = c.benchmark_group("pick_2_threads");
+    for policy in Policy::ALL {
+        for n in SIZES {
+            let balancer = balancer(policy, n);
+            group.bench_function(BenchmarkId::new(policy.as_str(), n), |b| {
+                b.iter_custom(|iters| {
+                    let stop = AtomicBool::new(false);
+                    let running = AtomicBool::new(false);
+                    std::thread::scope(|scope| {
+                        scope.spawn(|| {
+                            running.store(true, Ordering::Release);
+                            let mut i = 0usize;
+                            while !stop.load(Ordering::Relaxed) {
+                                i = i.wrapping_add(7);
+                                pick(&balancer, &keys, i);
+                            }
+                        });
+                        while !running.load(Ordering::Acquire) {
+                            std::hint::spin_loop();
+                        }
+                        let start = Instant::now();
+                        for i in 0..iters as usize {
+                            pick(&balancer, &keys, i);
+                        }
+                        let elapsed = start.elapsed();
+                        stop.store(true, Ordering::Relaxed);
+                        elapsed
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// What a `Discovery::pick` adds on top of the balancer: loading the current snapshot.
+fn pick_through_arc_swap(c: &mut Criterion) {
+    let keys = keys();
+    let mut group = c.benchmark_group("pick_via_arc_swap");
+    for policy in [Policy::RoundRobin, Policy::WeightedRandom] {
+        let current = ArcSwap::from_pointee(Snapshot::build(&registry(1000, policy), None, None));
+        let mut i = 0usize;
+        group.bench_function(BenchmarkId::new(policy.as_str(), 1000), |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let ctx = PickContext {
+                    key: Some(&keys[i & 1023]),
+                };
+                black_box(current.load().pick(&ctx));
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A rebuild after one endpoint changed, reusing the previous snapshot's endpoints, then the swap.
+fn build_and_swap(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build_and_swap");
+    for policy in Policy::ALL {
+        let mut registry = registry(1000, policy);
+        let current = ArcSwap::from_pointee(Snapshot::build(&registry, None, None));
+        let mut flip = 0u32;
+        group.bench_function(BenchmarkId::new(policy.as_str(), 1000), |b| {
+            b.iter(|| {
+                flip ^= 1;
+                registry.endpoints.get_mut("web-0500").unwrap().weight = 50 + flip;
+                let previous = current.load_full();
+                current.store(Arc::new(Snapshot::build(&registry, None, Some(&previous))));
+            })
+        });
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = picks_one_thread, picks_two_threads, pick_through_arc_swap, build_and_swap
+}
+criterion_main!(benches);
