@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::zk::ZkServer;
@@ -44,7 +45,7 @@ fn pod(i: usize, track: &str, ready: bool) -> PodInfo {
     }
 }
 
-fn want(pods: &[PodInfo]) -> BTreeMap<String, EndpointRecord> {
+fn want(pods: &[PodInfo]) -> BTreeMap<String, Arc<EndpointRecord>> {
     let spec: ServiceRegistrationSpec = serde_yaml::from_str(SPEC).unwrap();
     let reg = Registration::compile("shop", &spec).unwrap();
     desired(&reg, pods, &HashMap::new(), 0).endpoints
@@ -73,11 +74,11 @@ async fn connect(zk: &ZkServer) -> Client {
         .unwrap()
 }
 
-async fn read_endpoints(c: &Client, path: &str) -> BTreeMap<String, EndpointRecord> {
+async fn read_endpoints(c: &Client, path: &str) -> BTreeMap<String, Arc<EndpointRecord>> {
     let mut out = BTreeMap::new();
     for child in c.list_children(&endpoints_path(path)).await.unwrap() {
         let (data, _) = c.get_data(&endpoint_path(path, &child)).await.unwrap();
-        out.insert(child, serde_json::from_slice(&data).unwrap());
+        out.insert(child, Arc::new(serde_json::from_slice(&data).unwrap()));
     }
     out
 }

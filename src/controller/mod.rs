@@ -69,6 +69,10 @@ pub struct Context {
     watch_errors: Mutex<HashMap<&'static str, String>>,
     /// Who leads.
     pub leadership: Arc<leader::Leadership>,
+    /// Pods changed since each resource's last reconcile (only those records are rebuilt).
+    dirty: Mutex<HashMap<Key, std::collections::HashSet<String>>>,
+    /// Increases with every node change (zone or readiness): records must be rebuilt.
+    node_epoch: AtomicU64,
     /// Per ensemble: the term and fence of the epoch this leader set.
     fences: tokio::sync::Mutex<HashMap<String, (u64, crate::zk::writer::Fence)>>,
 }
@@ -88,9 +92,37 @@ impl Context {
             let hit = change.old.as_ref().is_some_and(|p| reg.selects(p))
                 || change.new.as_ref().is_some_and(|p| reg.selects(p));
             if hit {
+                let pod = change
+                    .new
+                    .as_ref()
+                    .or(change.old.as_ref())
+                    .map(|p| p.name.to_string());
+                if let Some(pod) = pod {
+                    self.dirty
+                        .lock()
+                        .expect("dirty lock")
+                        .entry((change.namespace.clone(), name.clone()))
+                        .or_default()
+                        .insert(pod);
+                }
                 self.trigger(&change.namespace, name);
             }
         }
+    }
+
+    /// Takes the pods changed since the resource's last reconcile.
+    fn take_dirty(&self, key: &Key) -> std::collections::HashSet<String> {
+        self.dirty
+            .lock()
+            .expect("dirty lock")
+            .remove(key)
+            .unwrap_or_default()
+    }
+
+    /// A node's zone or readiness changed: every record may change.
+    fn node_changed(&self) {
+        self.node_epoch.fetch_add(1, Ordering::AcqRel);
+        self.reconcile_all();
     }
 
     fn trigger(&self, namespace: &str, name: &str) {
@@ -233,6 +265,8 @@ pub async fn run(
         resync_epoch: AtomicU64::new(0),
         watch_errors: Mutex::default(),
         leadership: leadership.clone(),
+        dirty: Mutex::default(),
+        node_epoch: AtomicU64::new(0),
         fences: tokio::sync::Mutex::default(),
     });
     ready(ctx.clone());

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::Context;
 use super::status::{self, Counts, Outcome};
 use crate::crd::{FINALIZER, ServiceRegistration, ServiceRegistrationStatus};
-use crate::model::desired::{Registration, desired};
+use crate::model::desired::{Registration, Reuse, desired_reusing};
 use crate::model::plan::Op;
 use crate::model::record::{EndpointRecord, Owner, ServiceRecord};
 use crate::zk::ZkError;
@@ -58,6 +58,15 @@ pub struct Entry {
     status_tx: Option<watch::Sender<Option<ServiceRegistrationStatus>>>,
     last_start: Option<Instant>,
     announced: bool,
+    last: Option<Last>,
+}
+
+/// The last computed desired state, reused while spec and nodes stay the same.
+struct Last {
+    generation: i64,
+    node_epoch: u64,
+    endpoints: BTreeMap<String, Arc<EndpointRecord>>,
+    next_deadline_ms: Option<i64>,
 }
 
 struct Cached {
@@ -403,34 +412,72 @@ async fn apply(
     } else {
         None
     };
-    entry.zk = None;
     let now = now_ms();
-    let (want, changed_at) = ctx.index.with_namespace(&ns, |pods, nodes| {
-        let mut recent: HashMap<String, Instant> = HashMap::new();
-        let infos = pods.map(|e| {
-            if last_start.is_some_and(|t| e.changed_at > t) {
-                recent.insert(e.info.name.to_string(), e.changed_at);
-            }
-            &e.info
+    let node_epoch = ctx.node_epoch.load(Ordering::Acquire);
+    let dirty = ctx.take_dirty(&key);
+    let last = entry
+        .last
+        .take()
+        .filter(|l| l.generation == generation && l.node_epoch == node_epoch);
+    let due = last
+        .as_ref()
+        .and_then(|l| l.next_deadline_ms)
+        .is_some_and(|d| d <= now);
+    if let (Some(l), true, Some(_)) = (&last, dirty.is_empty() && !due, &cache) {
+        // Nothing this resource depends on changed (typically our own status patch came back):
+        // ZooKeeper already holds what a recompute would produce.
+        let requeue = l
+            .next_deadline_ms
+            .map_or(ctx.settings.resync_interval, |d| {
+                Duration::from_millis((d - now).clamp(1, i64::MAX) as u64 + 5)
+            });
+        entry.zk = cache.map(|state| Cached {
+            session_generation,
+            epoch,
+            target: target.clone(),
+            path: path.clone(),
+            state,
         });
-        (desired(&reg, infos, nodes, now), recent)
+        entry.last = last;
+        return Ok(Action::requeue(requeue));
+    }
+    entry.zk = None;
+    // Scanning and building records is CPU work: keep it off the worker that polls sockets.
+    let (want, changed_at) = tokio::task::block_in_place(|| {
+        ctx.index.with_namespace(&ns, |pods, nodes| {
+            let mut recent: HashMap<String, Instant> = HashMap::new();
+            let infos = pods.map(|e| {
+                if last_start.is_some_and(|t| e.changed_at > t) {
+                    recent.insert(e.info.name.to_string(), e.changed_at);
+                }
+                &e.info
+            });
+            let reuse = last.as_ref().map(|l| Reuse {
+                previous: &l.endpoints,
+                changed: &dirty,
+            });
+            (
+                desired_reusing(&reg, infos, nodes, now, reuse.as_ref()),
+                recent,
+            )
+        })
     });
     // The stale guard is the only reason to write anything but the desired endpoints.
-    let mut kept_last: Option<BTreeMap<String, EndpointRecord>> = None;
-    if sr.spec.keep_last_endpoints && !want.endpoints.values().any(EndpointRecord::pickable) {
+    let mut kept_last: Option<BTreeMap<String, Arc<EndpointRecord>>> = None;
+    if sr.spec.keep_last_endpoints && !want.endpoints.values().any(|e| e.pickable()) {
         if cache.is_none()
             && let Loaded::Owned(state) =
                 writer::load_as(&client, &path, &record.owner, options.format).await?
         {
             cache = Some(state);
         }
-        let kept: BTreeMap<String, EndpointRecord> = cache
+        let kept: BTreeMap<String, Arc<EndpointRecord>> = cache
             .iter()
             .flat_map(|s| s.endpoints.iter())
             .filter_map(|(k, c)| {
                 c.record
                     .clone()
-                    .filter(EndpointRecord::pickable)
+                    .filter(|r| r.pickable())
                     .map(|r| (k.clone(), r))
             })
             .collect();
@@ -533,6 +580,12 @@ async fn apply(
         Some(&counts),
         Some(&path),
     );
+    entry.last = Some(Last {
+        generation,
+        node_epoch,
+        endpoints: want.endpoints,
+        next_deadline_ms: want.next_deadline_ms,
+    });
     Ok(match want.next_deadline_ms {
         Some(deadline) => Action::requeue(Duration::from_millis(
             (deadline - now_ms()).clamp(1, i64::MAX) as u64 + 5,

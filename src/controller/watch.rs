@@ -110,7 +110,7 @@ pub async fn nodes(ctx: Arc<Context>, api: Api<Node>) {
                     }
                 };
                 if changed {
-                    ctx.reconcile_all();
+                    ctx.node_changed();
                 }
             }
         }

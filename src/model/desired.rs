@@ -1,7 +1,8 @@
 //! The desired registry content of one resource: which pods are endpoints, with which record.
 //! Pure: pods, nodes and the current time come in as arguments.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -147,8 +148,8 @@ impl Registration {
 /// What ZooKeeper should hold for one resource, and the counts for its status.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Desired {
-    /// Endpoint records by pod name.
-    pub endpoints: BTreeMap<String, EndpointRecord>,
+    /// Endpoint records by pod name. Shared, so an unchanged record is reused, not rebuilt.
+    pub endpoints: BTreeMap<String, Arc<EndpointRecord>>,
     /// Pods the selector matches.
     pub matched: u32,
     /// Matched pods that are ready.
@@ -165,12 +166,32 @@ pub struct Desired {
 
 const MAX_WARNINGS: usize = 5;
 
+/// The previous result and the pods changed since, so unchanged records are reused.
+pub struct Reuse<'r> {
+    /// Records of the previous computation (same spec generation, same nodes).
+    pub previous: &'r BTreeMap<String, Arc<EndpointRecord>>,
+    /// Pods whose projection changed since.
+    pub changed: &'r HashSet<String>,
+}
+
 /// Computes the desired endpoints from the pods of the resource's namespace.
 pub fn desired<'a>(
     reg: &Registration,
     pods: impl IntoIterator<Item = &'a PodInfo>,
     nodes: &HashMap<String, NodeInfo>,
     now_ms: i64,
+) -> Desired {
+    desired_reusing(reg, pods, nodes, now_ms, None)
+}
+
+/// Like [`desired`], but a pod that did not change keeps its previous record (the same `Arc`)
+/// when its weight and status are unchanged: a one-pod change costs a scan, not a rebuild.
+pub fn desired_reusing<'a>(
+    reg: &Registration,
+    pods: impl IntoIterator<Item = &'a PodInfo>,
+    nodes: &HashMap<String, NodeInfo>,
+    now_ms: i64,
+    reuse: Option<&Reuse<'_>>,
 ) -> Desired {
     struct Candidate<'p> {
         pod: &'p PodInfo,
@@ -276,16 +297,28 @@ pub fn desired<'a>(
             group_ready[c.group] += 1;
             group_weight[c.group] += u64::from(weight_of[i]);
         }
-        let record = endpoint_record(
-            reg,
-            c.pod,
-            c.port,
-            weight_of[i],
-            reg.group_name(c.group),
-            status,
-            nodes,
-        );
-        out.endpoints.insert(c.pod.name.to_string(), record);
+        let name = &*c.pod.name;
+        let kept = reuse.and_then(|r| {
+            if r.changed.contains(name) {
+                return None;
+            }
+            r.previous
+                .get(name)
+                .filter(|p| p.weight == weight_of[i] && p.status == status)
+                .cloned()
+        });
+        let record = kept.unwrap_or_else(|| {
+            Arc::new(endpoint_record(
+                reg,
+                c.pod,
+                c.port,
+                weight_of[i],
+                reg.group_name(c.group),
+                status,
+                nodes,
+            ))
+        });
+        out.endpoints.insert(name.to_string(), record);
     }
     for g in 0..group_count {
         let implicit = g == reg.groups.len();

@@ -201,3 +201,60 @@ fn pods_in_no_group_fall_into_the_implicit_default_group() {
     assert_eq!(d.endpoints["web-x"].weight, 10_000);
     assert!(d.groups.iter().any(|g| g.name == "default" && g.ready == 1));
 }
+
+#[test]
+fn reusing_previous_records_gives_the_same_result_and_shares_unchanged_ones() {
+    use super::desired::{Reuse, desired_reusing};
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
+    let mut pods: Vec<PodInfo> = (0..20)
+        .map(|i| {
+            pod(
+                &format!("web-s{i}"),
+                &[("app", "web"), ("track", "stable")],
+                true,
+            )
+        })
+        .collect();
+    pods.push(pod("web-c0", &[("app", "web"), ("track", "canary")], true));
+    let nodes = nodes();
+    let before = desired(&reg, &pods, &nodes, 0);
+    // One stable pod fails: its group is re-weighted, canary untouched.
+    pods[3].ready = false;
+    let changed: HashSet<String> = ["web-s3".to_string()].into();
+    let reuse = Reuse {
+        previous: &before.endpoints,
+        changed: &changed,
+    };
+    let after = desired_reusing(&reg, &pods, &nodes, 0, Some(&reuse));
+    assert_eq!(
+        after,
+        desired(&reg, &pods, &nodes, 0),
+        "same result as a full recompute"
+    );
+    assert!(
+        Arc::ptr_eq(&after.endpoints["web-c0"], &before.endpoints["web-c0"]),
+        "unchanged record shared"
+    );
+    for (name, rec) in &after.endpoints {
+        let shared = Arc::ptr_eq(rec, &before.endpoints[name]);
+        assert_eq!(
+            shared,
+            before.endpoints[name].weight == rec.weight,
+            "{name}: rebuilt exactly when its weight moved"
+        );
+    }
+    // A pod marked changed is rebuilt even if its weight did not move.
+    let changed: HashSet<String> = ["web-c0".to_string()].into();
+    let reuse = Reuse {
+        previous: &after.endpoints,
+        changed: &changed,
+    };
+    let again = desired_reusing(&reg, &pods, &nodes, 0, Some(&reuse));
+    assert!(!Arc::ptr_eq(
+        &again.endpoints["web-c0"],
+        &after.endpoints["web-c0"]
+    ));
+    assert_eq!(again, after);
+}

@@ -2,6 +2,7 @@
 //! Pure; the ZooKeeper writer turns a plan into `multi()` transactions.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::record::EndpointRecord;
 
@@ -9,7 +10,7 @@ use super::record::EndpointRecord;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
     /// The parsed record; `None` when the data is not a valid record (it gets rewritten).
-    pub record: Option<EndpointRecord>,
+    pub record: Option<Arc<EndpointRecord>>,
     /// The znode's data version, checked by updates and deletes.
     pub version: i32,
 }
@@ -22,14 +23,14 @@ pub enum Op {
         /// Pod name (the znode name).
         name: String,
         /// New content.
-        record: EndpointRecord,
+        record: Arc<EndpointRecord>,
     },
     /// The znode exists with other content.
     Update {
         /// Pod name.
         name: String,
         /// New content.
-        record: EndpointRecord,
+        record: Arc<EndpointRecord>,
         /// Version it must still have.
         version: i32,
     },
@@ -74,9 +75,10 @@ impl Plan {
     }
 }
 
-/// Diffs desired against current; unchanged endpoints produce no operation.
+/// Diffs desired against current; unchanged endpoints produce no operation. A record shared
+/// with the current state (the same `Arc`) is equal without looking inside.
 pub fn diff(
-    desired: &BTreeMap<String, EndpointRecord>,
+    desired: &BTreeMap<String, Arc<EndpointRecord>>,
     current: &BTreeMap<String, Current>,
 ) -> Plan {
     let mut creates = Vec::new();
@@ -88,7 +90,7 @@ pub fn diff(
                 name: name.clone(),
                 record: record.clone(),
             }),
-            Some(cur) if cur.record.as_ref() != Some(record) => updates.push(Op::Update {
+            Some(cur) if !same(cur.record.as_ref(), record) => updates.push(Op::Update {
                 name: name.clone(),
                 record: record.clone(),
                 version: cur.version,
@@ -109,14 +111,18 @@ pub fn diff(
     Plan { ops: creates }
 }
 
+fn same(current: Option<&Arc<EndpointRecord>>, desired: &Arc<EndpointRecord>) -> bool {
+    current.is_some_and(|c| Arc::ptr_eq(c, desired) || **c == **desired)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::record::EndpointStatus;
     use proptest::prelude::*;
 
-    fn rec(host: &str, weight: u32) -> EndpointRecord {
-        EndpointRecord {
+    fn rec(host: &str, weight: u32) -> Arc<EndpointRecord> {
+        Arc::new(EndpointRecord {
             host: host.into(),
             port: 80,
             ports: BTreeMap::new(),
@@ -128,7 +134,7 @@ mod tests {
             namespace: "ns".into(),
             metadata: BTreeMap::new(),
             status: EndpointStatus::Up,
-        }
+        })
     }
 
     #[test]
@@ -191,13 +197,13 @@ mod tests {
             desired in prop::collection::btree_map("[a-e]", 0u32..3, 0..5),
             current in prop::collection::btree_map("[a-e]", prop::option::of(0u32..3), 0..5),
         ) {
-            let desired: BTreeMap<String, EndpointRecord> = desired.into_iter().map(|(k, w)| (k.clone(), rec(&k, w))).collect();
+            let desired: BTreeMap<String, Arc<EndpointRecord>> = desired.into_iter().map(|(k, w)| (k.clone(), rec(&k, w))).collect();
             let current: BTreeMap<String, Current> = current
                 .into_iter()
                 .map(|(k, w)| (k.clone(), Current { record: w.map(|w| rec(&k, w)), version: 0 }))
                 .collect();
             let plan = diff(&desired, &current);
-            let mut state: BTreeMap<String, Option<EndpointRecord>> = current.iter().map(|(k, c)| (k.clone(), c.record.clone())).collect();
+            let mut state: BTreeMap<String, Option<Arc<EndpointRecord>>> = current.iter().map(|(k, c)| (k.clone(), c.record.clone())).collect();
             for op in &plan.ops {
                 match op {
                     Op::Create { name, record } => { prop_assert!(!state.contains_key(name)); state.insert(name.clone(), Some(record.clone())); }
@@ -205,7 +211,7 @@ mod tests {
                     Op::Delete { name, .. } => { prop_assert!(state.remove(name).is_some()); }
                 }
             }
-            let applied: BTreeMap<String, EndpointRecord> = state.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
+            let applied: BTreeMap<String, Arc<EndpointRecord>> = state.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
             prop_assert_eq!(&applied, &desired);
             // Minimal: a second diff against the result is empty.
             let again: BTreeMap<String, Current> = applied.into_iter().map(|(k, r)| (k, Current { record: Some(r), version: 1 })).collect();

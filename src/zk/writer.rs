@@ -194,7 +194,7 @@ async fn load_inner(
                 endpoints.insert(
                     name,
                     Current {
-                        record: codec.decode_endpoint(&data),
+                        record: codec.decode_endpoint(&data).map(std::sync::Arc::new),
                         version: stat.version,
                     },
                 );
@@ -582,7 +582,7 @@ pub async fn sync(
     client: &Client,
     path: &str,
     record: &ServiceRecord,
-    desired: &BTreeMap<String, crate::model::record::EndpointRecord>,
+    desired: &BTreeMap<String, std::sync::Arc<crate::model::record::EndpointRecord>>,
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
 ) -> Result<Synced, ZkError> {
