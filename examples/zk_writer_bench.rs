@@ -1,0 +1,518 @@
+//! Throughput and resync cost of the ZooKeeper writer against a real ZooKeeper (no Kubernetes):
+//! first sync, no-op full resync, repairing resync, churn, and raw `multi()` for comparison.
+//!
+//! ```sh
+//! PODKEEPER_ZK_PORT=2281 PODKEEPER_ZK_DIR=/tmp/pk-perf-zk scripts/zk up
+//! cargo run --release --example zk_writer_bench -- --zk 127.0.0.1:2281 --pods 10000
+//! ```
+//!
+//! Everything is written below `--root` (a fresh child per run) and removed at the end.
+//! Every loop is bounded by a count and a deadline, so the program always ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use podkeeper::crd::ServiceRegistrationSpec;
+use podkeeper::model::desired::{Registration, desired};
+use podkeeper::model::plan::diff;
+use podkeeper::model::pod::{NodeInfo, PodInfo};
+use podkeeper::model::record::{EndpointRecord, ServiceRecord};
+use podkeeper::zk::layout::{endpoint_path, endpoints_path};
+use podkeeper::zk::writer::{self, Loaded, ServiceState, Synced, WriteOptions};
+use rand::RngExt;
+use zookeeper_client::{Acls, Client, CreateMode};
+
+/// The spec the endpoints are computed with: what a typical registration copies.
+const SPEC: &str = r#"
+selector: {matchLabels: {app: bench}}
+port: http
+extraPorts: [metrics]
+metadata:
+  labels: [version, track]
+  static: {protocol: http}
+"#;
+
+/// Same, with a 90/10 stable/canary split: a readiness change also moves rounding weights.
+const SPEC_GROUPS: &str = r#"
+selector: {matchLabels: {app: bench}}
+port: http
+extraPorts: [metrics]
+metadata:
+  labels: [version, track]
+  static: {protocol: http}
+weights:
+  groups:
+  - {name: stable, selector: {matchLabels: {track: stable}}, share: 90}
+  - {name: canary, selector: {matchLabels: {track: canary}}, share: 10}
+"#;
+
+struct Args {
+    zk: String,
+    pods: usize,
+    root: String,
+    churn_seconds: f64,
+    churn_rounds: usize,
+    groups: bool,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        zk: std::env::var("PODKEEPER_ZK_CONNECT").unwrap_or_else(|_| "127.0.0.1:2181".into()),
+        pods: 10_000,
+        root: "/podkeeper-bench".into(),
+        churn_seconds: 5.0,
+        churn_rounds: 500,
+        groups: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--zk" => a.zk = val()?,
+            "--pods" => a.pods = val()?.parse()?,
+            "--root" => a.root = val()?,
+            "--churn-seconds" => a.churn_seconds = val()?.parse()?,
+            "--churn-rounds" => a.churn_rounds = val()?.parse()?,
+            "--groups" => a.groups = true,
+            "-h" | "--help" => {
+                println!(
+                    "zk_writer_bench [--zk host:port] [--pods N] [--root /znode] \
+                     [--churn-seconds S] [--churn-rounds R] [--groups]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+/// A pod as the operator's index holds it: the labels a Deployment gives, two named ports.
+fn pod(i: usize) -> PodInfo {
+    let track = if i % 10 == 9 { "canary" } else { "stable" };
+    PodInfo {
+        name: format!("bench-{track}-7d9c6f5b8-{i:05}").into(),
+        labels: [
+            ("app", "bench"),
+            ("track", track),
+            ("version", "1.4.2"),
+            ("pod-template-hash", "7d9c6f5b8"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        annotations: Default::default(),
+        ip: Some(format!("10.244.{}.{}", i / 250, i % 250 + 1).into()),
+        ports: Box::new([("http".into(), 8080), ("metrics".into(), 9100)]),
+        node: Some(format!("kwok-node-{}", i % 3).into()),
+        ready: true,
+        terminating_since_ms: None,
+        ready_at_termination: false,
+    }
+}
+
+fn nodes() -> HashMap<String, NodeInfo> {
+    (0..3)
+        .map(|i| {
+            (
+                format!("kwok-node-{i}"),
+                NodeInfo {
+                    zone: Some(format!("zone-{}", ["a", "b", "c"][i]).into()),
+                    ready: true,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The service record, built from JSON so fields added later with defaults need no change here.
+fn service_record() -> ServiceRecord {
+    serde_json::from_value(serde_json::json!({
+        "serviceName": "bench",
+        "policy": "WeightedRoundRobin",
+        "owner": {"clusterId": "bench", "namespace": "bench", "name": "bench", "uid": "bench-uid"},
+        "generation": 1
+    }))
+    .expect("service record")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "n={} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.9),
+        percentile(&v, 0.99),
+        v.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// One line per figure, `RESULT <name> <value> <unit> (<detail>)`, for docs/PERFORMANCE.md.
+fn result(name: &str, value: f64, unit: &str, detail: &str) {
+    println!(
+        "RESULT {name} {value:.3} {unit} ({detail}; load {})",
+        load_avg()
+    );
+}
+
+async fn count_children(c: &Client, path: &str) -> anyhow::Result<usize> {
+    Ok(c.list_children(&endpoints_path(path)).await?.len())
+}
+
+fn expect_applied(r: Synced) -> anyhow::Result<(usize, usize, usize, usize)> {
+    match r {
+        Synced::Applied { plan, applied } => {
+            let (c, u, d) = plan.counts();
+            Ok((c, u, d, applied.transactions))
+        }
+        other => bail!("unexpected sync result {other:?}"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let n = args.pods;
+    let spec_text = if args.groups { SPEC_GROUPS } else { SPEC };
+    let spec: ServiceRegistrationSpec = serde_yaml::from_str(spec_text)?;
+    let reg = Registration::compile("bench", &spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let nodes = nodes();
+    let mut pods: Vec<PodInfo> = (0..n).map(pod).collect();
+    let record = service_record();
+    let opts = WriteOptions::default();
+
+    let connect = |zk: String| async move {
+        Client::connector()
+            .with_session_timeout(Duration::from_secs(10))
+            .connect(&zk)
+            .await
+            .with_context(|| format!("connecting to ZooKeeper at {zk}"))
+    };
+    let c = connect(args.zk.clone()).await?;
+    let observer = connect(args.zk.clone()).await?;
+    let run_id = format!(
+        "run-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let base = format!("{}/{run_id}", args.root.trim_end_matches('/'));
+    let path = format!("{base}/bench");
+    println!(
+        "# zk_writer_bench: {n} endpoints at {path} on {} (groups: {}), load {}",
+        args.zk,
+        args.groups,
+        load_avg()
+    );
+
+    // --- pure CPU: what every reconcile of this resource computes before it writes ----------
+    let t = Instant::now();
+    let want = desired(&reg, &pods, &nodes, 0).endpoints;
+    let desired_cpu = t.elapsed();
+    let bytes: usize = want
+        .values()
+        .map(|r| serde_json::to_vec(r).expect("json").len())
+        .sum::<usize>()
+        / want.len().max(1);
+    let current: BTreeMap<_, _> = want
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                podkeeper::model::plan::Current {
+                    record: Some(r.clone()),
+                    version: 0,
+                },
+            )
+        })
+        .collect();
+    // Each part separately: what a reconcile of one pod event costs before any I/O.
+    let (mut t_desired, mut t_clone, mut t_diff, mut cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for _ in 0..50 {
+        let t0 = Instant::now();
+        let w = desired(&reg, &pods, &nodes, 0);
+        let t1 = Instant::now();
+        let cloned = w.endpoints.clone();
+        let t2 = Instant::now();
+        let plan = diff(&cloned, &current);
+        let t3 = Instant::now();
+        std::hint::black_box(&plan);
+        t_desired.push(ms(t1 - t0));
+        t_clone.push(ms(t2 - t1));
+        t_diff.push(ms(t3 - t2));
+        cpu.push(ms(t3 - t0));
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    println!(
+        "per reconcile at {n} pods, nothing changed (first desired() {:.2}ms; record {bytes} B JSON):\n  desired(): {}\n  endpoints.clone(): {}\n  diff(): {}\n  total: {}",
+        ms(desired_cpu),
+        summary(t_desired),
+        summary(t_clone),
+        summary(t_diff),
+        summary(cpu.clone())
+    );
+    cpu.sort_by(f64::total_cmp);
+    result(
+        "reconcile_cpu_p50",
+        percentile(&cpu, 0.5),
+        "ms",
+        &format!("desired+clone+diff over {n} pods, nothing changed"),
+    );
+
+    // --- 1. first sync: claim + create every endpoint --------------------------------------
+    let mut cache: Option<ServiceState> = None;
+    let t = Instant::now();
+    let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
+    let first = t.elapsed();
+    let (cr, _, _, txns) = expect_applied(r)?;
+    let seen = count_children(&observer, &path).await?;
+    if seen != n || cr != n {
+        bail!("first sync: created {cr}, observer sees {seen}, want {n}");
+    }
+    println!(
+        "first sync: {n} creates in {txns} txns, {:.0} ms ({:.0} endpoints/s)",
+        ms(first),
+        n as f64 / first.as_secs_f64()
+    );
+    result(
+        "first_sync",
+        ms(first),
+        "ms",
+        &format!("{n} creates, {txns} txns"),
+    );
+
+    // --- 2. full resync, nothing changed: load + diff ----------------------------------------
+    let mut resync = Vec::new();
+    let mut loads = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let loaded = writer::load(&c, &path, &record.owner).await?;
+        loads.push(ms(t.elapsed()));
+        let Loaded::Owned(state) = loaded else {
+            bail!("bench path is not owned after the first sync")
+        };
+        if state.endpoints.len() != n {
+            bail!("load returned {} endpoints", state.endpoints.len());
+        }
+        let mut cache = None;
+        let t = Instant::now();
+        let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
+        let d = t.elapsed();
+        let (cr, up, de, _) = expect_applied(r)?;
+        if cr + up + de != 0 {
+            bail!("no-op resync wrote {cr}/{up}/{de}");
+        }
+        resync.push(ms(d));
+    }
+    println!(
+        "full resync, empty cache, nothing changed: {}; load alone: {}",
+        summary(resync.clone()),
+        summary(loads.clone())
+    );
+    resync.sort_by(f64::total_cmp);
+    result(
+        "resync_noop_p50",
+        percentile(&resync, 0.5),
+        "ms",
+        &format!("load {n} + diff, 3 runs"),
+    );
+
+    // --- 3. full resync repairing 1% tampered znodes ----------------------------------------
+    let tampered = (n / 100).max(3);
+    let mut rng = rand::rng();
+    let names: Vec<String> = want.keys().cloned().collect();
+    let mut picked: Vec<usize> = Vec::new();
+    while picked.len() < tampered {
+        let i = rng.random_range(0..n);
+        if !picked.contains(&i) {
+            picked.push(i);
+        }
+    }
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let mut tamper = observer.new_multi_writer();
+    for (k, &i) in picked.iter().enumerate() {
+        let p = endpoint_path(&path, &names[i]);
+        match k % 3 {
+            0 => tamper.add_delete(&p, None)?,
+            1 => tamper.add_set_data(&p, b"{\"garbage\":true}", None)?,
+            _ => {
+                let mut r: EndpointRecord = want[&names[i]].clone();
+                r.weight += 7;
+                tamper.add_set_data(&p, &serde_json::to_vec(&r)?, None)?
+            }
+        }
+    }
+    for k in 0..tampered / 3 {
+        tamper.add_create(
+            &endpoint_path(&path, &format!("stray-{k}")),
+            b"{}",
+            &persistent,
+        )?;
+    }
+    tamper
+        .commit()
+        .await
+        .map_err(|e| anyhow::anyhow!("tampering: {e:?}"))?;
+    let mut cache: Option<ServiceState> = None;
+    let t = Instant::now();
+    let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
+    let repair = t.elapsed();
+    let (cr, up, de, txns) = expect_applied(r)?;
+    let after = writer::load(&observer, &path, &record.owner).await?;
+    let Loaded::Owned(after) = after else {
+        bail!("not owned after repair")
+    };
+    let repaired = after.endpoints.len() == n
+        && after
+            .endpoints
+            .iter()
+            .all(|(k, c)| c.record.as_ref() == want.get(k));
+    if !repaired {
+        bail!("repair left ZooKeeper different from desired");
+    }
+    println!(
+        "full resync repairing {} tampered + {} stray znodes: {:.0} ms ({cr} creates, {up} updates, {de} deletes, {txns} txns)",
+        tampered,
+        tampered / 3,
+        ms(repair)
+    );
+    result(
+        "resync_repair",
+        ms(repair),
+        "ms",
+        &format!(
+            "{n} endpoints, {tampered} tampered + {} stray",
+            tampered / 3
+        ),
+    );
+
+    // --- 4. churn: k readiness flips per sync, warm cache ------------------------------------
+    for k in [1usize, 10, 100] {
+        let mut lat = Vec::new();
+        let mut cpu = Vec::new();
+        let mut changes = 0usize;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(args.churn_seconds);
+        for _ in 0..args.churn_rounds {
+            if Instant::now() >= deadline {
+                break;
+            }
+            for _ in 0..k {
+                let i = rng.random_range(0..n);
+                pods[i].ready = !pods[i].ready;
+            }
+            let t = Instant::now();
+            let want = desired(&reg, &pods, &nodes, 0).endpoints;
+            let t_sync = Instant::now();
+            let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
+            let done = Instant::now();
+            let (cr, up, de, _) = expect_applied(r)?;
+            changes += cr + up + de;
+            cpu.push(ms(t_sync - t));
+            lat.push(ms(done - t_sync));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let rounds = lat.len();
+        println!(
+            "churn k={k}: {rounds} syncs in {secs:.2}s = {:.0} syncs/s, {:.0} znode changes/s; \
+             desired(): {}; sync: {}",
+            rounds as f64 / secs,
+            changes as f64 / secs,
+            summary(cpu),
+            summary(lat.clone())
+        );
+        result(
+            &format!("churn_k{k}_changes_per_s"),
+            changes as f64 / secs,
+            "1/s",
+            &format!("{rounds} syncs, {changes} znode changes"),
+        );
+    }
+
+    // --- 5. raw multi(): k set_data of the same size, one transaction in flight --------------
+    let raw_base = format!("{base}/raw");
+    c.mkdir(&raw_base, &persistent).await?;
+    let payload = vec![b'x'; bytes];
+    let raw_n = 100usize;
+    let mut w = c.new_multi_writer();
+    for i in 0..raw_n {
+        w.add_create(&format!("{raw_base}/n{i}"), &payload, &persistent)?;
+    }
+    w.commit()
+        .await
+        .map_err(|e| anyhow::anyhow!("raw setup: {e:?}"))?;
+    for k in [1usize, 10, 100] {
+        let mut lat = Vec::new();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(args.churn_seconds);
+        let mut next = 0usize;
+        for _ in 0..args.churn_rounds {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let mut w = c.new_multi_writer();
+            w.add_check_version(&path, 0)?;
+            for _ in 0..k {
+                w.add_set_data(&format!("{raw_base}/n{}", next % raw_n), &payload, None)?;
+                next += 1;
+            }
+            let t = Instant::now();
+            w.commit()
+                .await
+                .map_err(|e| anyhow::anyhow!("raw multi: {e:?}"))?;
+            lat.push(ms(t.elapsed()));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let ops = lat.len() * k;
+        println!(
+            "raw multi() k={k} x {bytes} B (+ version check): {} txns in {secs:.2}s = {:.0} txns/s, {:.0} znode writes/s; {}",
+            lat.len(),
+            lat.len() as f64 / secs,
+            ops as f64 / secs,
+            summary(lat)
+        );
+        result(
+            &format!("raw_multi_k{k}_writes_per_s"),
+            ops as f64 / secs,
+            "1/s",
+            "sequential multi(), one in flight",
+        );
+    }
+
+    // --- cleanup -------------------------------------------------------------------------------
+    let state = match writer::load(&c, &path, &record.owner).await? {
+        Loaded::Owned(s) => s,
+        other => bail!("cleanup: unexpected {other:?}"),
+    };
+    writer::remove_all(&c, &path, &state, None).await?;
+    for i in 0..raw_n {
+        c.delete(&format!("{raw_base}/n{i}"), None).await?;
+    }
+    c.delete(&raw_base, None).await?;
+    c.delete(&base, None).await?;
+    println!("# removed {base}");
+    Ok(())
+}
