@@ -9,12 +9,12 @@
 //! Everything is written below `--root` (a fresh child per run) and removed at the end.
 //! Every loop is bounded by a count and a deadline, so the program always ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use podkeeper::crd::ServiceRegistrationSpec;
-use podkeeper::model::desired::{Registration, desired};
+use podkeeper::model::desired::{Registration, Reuse, desired, desired_reusing};
 use podkeeper::model::plan::diff;
 use podkeeper::model::pod::{NodeInfo, PodInfo};
 use podkeeper::model::record::{EndpointRecord, ServiceRecord};
@@ -230,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
     let desired_cpu = t.elapsed();
     let bytes: usize = want
         .values()
-        .map(|r| serde_json::to_vec(r).expect("json").len())
+        .map(|r| serde_json::to_vec(&**r).expect("json").len())
         .sum::<usize>()
         / want.len().max(1);
     let current: BTreeMap<_, _> = want
@@ -266,6 +266,37 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
+    // What the operator's incremental path costs for a one-pod change: a scan that reuses
+    // every unchanged record (same Arc), then a pointer-equal diff.
+    let mut t_reuse = Vec::new();
+    let one: HashSet<String> = [pods[0].name.to_string()].into();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for _ in 0..50 {
+        let t0 = Instant::now();
+        let reuse = Reuse {
+            previous: &want,
+            changed: &one,
+        };
+        let w = desired_reusing(&reg, &pods, &nodes, 0, Some(&reuse));
+        let plan = diff(&w.endpoints, &current);
+        std::hint::black_box(&plan);
+        t_reuse.push(ms(t0.elapsed()));
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    let mut reuse_sorted = t_reuse.clone();
+    reuse_sorted.sort_by(f64::total_cmp);
+    println!(
+        "per reconcile at {n} pods, one pod changed, incremental (desired_reusing + diff): {}",
+        summary(t_reuse)
+    );
+    result(
+        "reconcile_cpu_incremental_p50",
+        percentile(&reuse_sorted, 0.5),
+        "ms",
+        &format!("desired_reusing+diff over {n} pods, one changed"),
+    );
     println!(
         "per reconcile at {n} pods, nothing changed (first desired() {:.2}ms; record {bytes} B JSON):\n  desired(): {}\n  endpoints.clone(): {}\n  diff(): {}\n  total: {}",
         ms(desired_cpu),
@@ -359,7 +390,7 @@ async fn main() -> anyhow::Result<()> {
             0 => tamper.add_delete(&p, None)?,
             1 => tamper.add_set_data(&p, b"{\"garbage\":true}", None)?,
             _ => {
-                let mut r: EndpointRecord = want[&names[i]].clone();
+                let mut r: EndpointRecord = (*want[&names[i]]).clone();
                 r.weight += 7;
                 tamper.add_set_data(&p, &serde_json::to_vec(&r)?, None)?
             }
@@ -409,7 +440,8 @@ async fn main() -> anyhow::Result<()> {
         ),
     );
 
-    // --- 4. churn: k readiness flips per sync, warm cache ------------------------------------
+    // --- 4. churn: k readiness flips per sync, warm cache, incremental desired() -------------
+    let mut previous = want.clone();
     for k in [1usize, 10, 100] {
         let mut lat = Vec::new();
         let mut cpu = Vec::new();
@@ -420,12 +452,18 @@ async fn main() -> anyhow::Result<()> {
             if Instant::now() >= deadline {
                 break;
             }
+            let mut changed = HashSet::new();
             for _ in 0..k {
                 let i = rng.random_range(0..n);
                 pods[i].ready = !pods[i].ready;
+                changed.insert(pods[i].name.to_string());
             }
             let t = Instant::now();
-            let want = desired(&reg, &pods, &nodes, 0).endpoints;
+            let reuse = Reuse {
+                previous: &previous,
+                changed: &changed,
+            };
+            let want = desired_reusing(&reg, &pods, &nodes, 0, Some(&reuse)).endpoints;
             let t_sync = Instant::now();
             let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
             let done = Instant::now();
@@ -433,12 +471,13 @@ async fn main() -> anyhow::Result<()> {
             changes += cr + up + de;
             cpu.push(ms(t_sync - t));
             lat.push(ms(done - t_sync));
+            previous = want;
         }
         let secs = started.elapsed().as_secs_f64();
         let rounds = lat.len();
         println!(
             "churn k={k}: {rounds} syncs in {secs:.2}s = {:.0} syncs/s, {:.0} znode changes/s; \
-             desired(): {}; sync: {}",
+             desired_reusing(): {}; sync: {}",
             rounds as f64 / secs,
             changes as f64 / secs,
             summary(cpu),
