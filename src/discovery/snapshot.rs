@@ -94,7 +94,12 @@ impl Snapshot {
         let policy = pinned
             .or(registry.service.as_ref().map(|s| s.policy))
             .unwrap_or_default();
-        let balancer = Arc::new(Balancer::with_vnodes(policy, &endpoints, vnodes));
+        let balancer = Arc::new(Balancer::rebuild(
+            policy,
+            &endpoints,
+            vnodes,
+            previous.map(|p| &*p.balancer),
+        ));
         let staleness = match &registry.service {
             Some(service) if service.stale => Staleness::KeptByOperator,
             _ => Staleness::Fresh,

@@ -39,7 +39,7 @@ enum State {
     WeightedRandom(AliasTable),
     WeightedRoundRobin(SmoothWrr),
     LeastRequest,
-    ConsistentHash(HashRing),
+    ConsistentHash(Arc<HashRing>),
 }
 
 impl Balancer {
@@ -51,6 +51,19 @@ impl Balancer {
 
     /// Like [`Balancer::new`], with a chosen number of ring points per endpoint for ConsistentHash.
     pub fn with_vnodes(policy: Policy, endpoints: &[Arc<Endpoint>], vnodes: u32) -> Balancer {
+        Balancer::rebuild(policy, endpoints, vnodes, None)
+    }
+
+    /// Like [`Balancer::with_vnodes`], reusing what `previous` built when it still fits: the
+    /// ring depends on the endpoint names only, and building one for 1000 endpoints costs
+    /// milliseconds, while most changes (weight, status of a pod that stays pickable, metadata)
+    /// leave the names alone.
+    pub fn rebuild(
+        policy: Policy,
+        endpoints: &[Arc<Endpoint>],
+        vnodes: u32,
+        previous: Option<&Balancer>,
+    ) -> Balancer {
         let targets: Box<[Arc<Endpoint>]> =
             endpoints.iter().filter(|e| e.pickable()).cloned().collect();
         let weights = || {
@@ -73,16 +86,40 @@ impl Balancer {
                 Policy::WeightedRoundRobin => {
                     SmoothWrr::new(&weights()).map_or(State::Empty, State::WeightedRoundRobin)
                 }
-                Policy::ConsistentHash => {
-                    let names: Vec<&[u8]> = targets.iter().map(|e| e.name().as_bytes()).collect();
-                    HashRing::new(&names, vnodes).map_or(State::Empty, State::ConsistentHash)
-                }
+                Policy::ConsistentHash => match previous.and_then(|p| p.ring_for(&targets, vnodes))
+                {
+                    Some(ring) => State::ConsistentHash(ring),
+                    None => {
+                        let names: Vec<&[u8]> =
+                            targets.iter().map(|e| e.name().as_bytes()).collect();
+                        HashRing::new(&names, vnodes)
+                            .map_or(State::Empty, |ring| State::ConsistentHash(Arc::new(ring)))
+                    }
+                },
             }
         };
         Balancer {
             policy,
             targets,
             state,
+        }
+    }
+
+    /// This balancer's ring, if it was built with `vnodes` over the same names in the same order.
+    fn ring_for(&self, targets: &[Arc<Endpoint>], vnodes: u32) -> Option<Arc<HashRing>> {
+        match &self.state {
+            State::ConsistentHash(ring)
+                if ring.vnodes() == vnodes
+                    && self.targets.len() == targets.len()
+                    && self
+                        .targets
+                        .iter()
+                        .zip(targets)
+                        .all(|(a, b)| a.name() == b.name()) =>
+            {
+                Some(Arc::clone(ring))
+            }
+            _ => None,
         }
     }
 
@@ -148,11 +185,8 @@ impl Balancer {
         if b >= a {
             b += 1;
         }
-        if self.targets[b].in_flight() < self.targets[a].in_flight() {
-            b
-        } else {
-            a
-        }
+        let b_is_lighter = self.targets[b].in_flight() < self.targets[a].in_flight();
+        std::hint::select_unpredictable(b_is_lighter, b, a)
     }
 }
 
@@ -350,6 +384,47 @@ mod tests {
                     .unwrap()
                     .name(),
                 first
+            );
+        }
+    }
+
+    #[test]
+    fn a_ring_is_reused_only_while_the_names_stay() {
+        let ring = |b: &Balancer| match &b.state {
+            State::ConsistentHash(ring) => Arc::clone(ring),
+            other => panic!("not a ring: {other:?}"),
+        };
+        let first = Balancer::new(
+            Policy::ConsistentHash,
+            &endpoints(&[(1, EndpointStatus::Up); 3]),
+        );
+        let reweighted = endpoints(&[(5, EndpointStatus::Up); 3]);
+        let second = Balancer::rebuild(
+            Policy::ConsistentHash,
+            &reweighted,
+            ring::DEFAULT_VNODES,
+            Some(&first),
+        );
+        assert!(Arc::ptr_eq(&ring(&first), &ring(&second)));
+        let fewer = endpoints(&[
+            (5, EndpointStatus::Up),
+            (5, EndpointStatus::Draining),
+            (5, EndpointStatus::Up),
+        ]);
+        let third = Balancer::rebuild(
+            Policy::ConsistentHash,
+            &fewer,
+            ring::DEFAULT_VNODES,
+            Some(&second),
+        );
+        assert!(!Arc::ptr_eq(&ring(&second), &ring(&third)));
+        let fresh = Balancer::new(Policy::ConsistentHash, &fewer);
+        for i in 0..1000u32 {
+            let key = i.to_le_bytes();
+            let ctx = PickContext::with_key(&key);
+            assert_eq!(
+                third.pick(&ctx).unwrap().name(),
+                fresh.pick(&ctx).unwrap().name()
             );
         }
     }
