@@ -84,26 +84,42 @@ pub fn diff(
     let mut creates = Vec::new();
     let mut updates = Vec::new();
     let mut deletes = Vec::new();
-    for (name, record) in desired {
-        match current.get(name) {
-            None => creates.push(Op::Create {
-                name: name.clone(),
-                record: record.clone(),
-            }),
-            Some(cur) if !same(cur.record.as_ref(), record) => updates.push(Op::Update {
-                name: name.clone(),
-                record: record.clone(),
-                version: cur.version,
-            }),
-            Some(_) => {}
-        }
-    }
-    for (name, cur) in current {
-        if !desired.contains_key(name) {
-            deletes.push(Op::Delete {
-                name: name.clone(),
-                version: cur.version,
-            });
+    // Both maps are sorted by name: walk them together instead of looking each name up.
+    let mut want = desired.iter().peekable();
+    let mut have = current.iter().peekable();
+    loop {
+        let order = match (want.peek(), have.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((w, _)), Some((h, _))) => w.cmp(h),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let (name, record) = want.next().expect("peeked");
+                creates.push(Op::Create {
+                    name: name.clone(),
+                    record: record.clone(),
+                });
+            }
+            std::cmp::Ordering::Greater => {
+                let (name, cur) = have.next().expect("peeked");
+                deletes.push(Op::Delete {
+                    name: name.clone(),
+                    version: cur.version,
+                });
+            }
+            std::cmp::Ordering::Equal => {
+                let (name, record) = want.next().expect("peeked");
+                let (_, cur) = have.next().expect("peeked");
+                if !same(cur.record.as_ref(), record) {
+                    updates.push(Op::Update {
+                        name: name.clone(),
+                        record: record.clone(),
+                        version: cur.version,
+                    });
+                }
+            }
         }
     }
     creates.append(&mut updates);

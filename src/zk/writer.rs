@@ -588,7 +588,8 @@ pub async fn sync(
 ) -> Result<Synced, ZkError> {
     let mut retried = false;
     loop {
-        if cache.is_none() {
+        let loading = cache.is_none();
+        if loading {
             let loaded = load_as(client, path, &record.owner, options.format).await?;
             *cache = Some(match loaded {
                 Loaded::Owned(state) => state,
@@ -607,7 +608,12 @@ pub async fn sync(
             return Ok(Synced::DryRun { plan });
         }
         match apply(client, path, state, &plan, record, options).await {
-            Ok(applied) => return Ok(Synced::Applied { plan, applied }),
+            Ok(applied) => {
+                if loading {
+                    adopt(state, desired);
+                }
+                return Ok(Synced::Applied { plan, applied });
+            }
             Err(ZkError::Stale { .. }) if !retried => {
                 retried = true;
                 *cache = None;
@@ -616,6 +622,22 @@ pub async fn sync(
                 *cache = None;
                 return Err(e);
             }
+        }
+    }
+}
+
+/// After a load, the cache holds freshly parsed records. Where they equal the desired ones,
+/// keep the desired `Arc` instead, so later diffs compare pointers, not contents.
+fn adopt(
+    state: &mut ServiceState,
+    desired: &BTreeMap<String, std::sync::Arc<crate::model::record::EndpointRecord>>,
+) {
+    for (name, cur) in state.endpoints.iter_mut() {
+        if let (Some(have), Some(want)) = (cur.record.as_mut(), desired.get(name))
+            && !std::sync::Arc::ptr_eq(have, want)
+            && **have == **want
+        {
+            *have = want.clone();
         }
     }
 }
