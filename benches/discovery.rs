@@ -148,7 +148,8 @@ fn pick_through_arc_swap(c: &mut Criterion) {
     group.finish();
 }
 
-/// A rebuild after one endpoint changed, reusing the previous snapshot's endpoints, then the swap.
+/// A rebuild after one endpoint changed its weight, reusing the previous snapshot's endpoints,
+/// then the swap; and, for the ring, a rebuild after one endpoint left or came back.
 fn build_and_swap(c: &mut Criterion) {
     let mut group = c.benchmark_group("build_and_swap");
     for policy in Policy::ALL {
@@ -164,6 +165,19 @@ fn build_and_swap(c: &mut Criterion) {
             })
         });
     }
+    let mut registry = registry(1000, Policy::ConsistentHash);
+    let current = ArcSwap::from_pointee(Snapshot::build(&registry, None, None));
+    let mut away = Some(record(500));
+    group.bench_function(BenchmarkId::new("ConsistentHash-membership", 1000), |b| {
+        b.iter(|| {
+            match away.take() {
+                Some(back) => drop(registry.endpoints.insert("web-0500".into(), back)),
+                None => away = registry.endpoints.remove("web-0500"),
+            }
+            let previous = current.load_full();
+            current.store(Arc::new(Snapshot::build(&registry, None, Some(&previous))));
+        })
+    });
     group.finish();
 }
 
