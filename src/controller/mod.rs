@@ -73,6 +73,8 @@ pub struct Context {
     dirty: Mutex<HashMap<Key, std::collections::HashSet<String>>>,
     /// Increases with every node change (zone or readiness): records must be rebuilt.
     node_epoch: AtomicU64,
+    /// Last Event time and suppressed count per (namespace, name, reason).
+    event_limits: Mutex<HashMap<(String, String, String), (std::time::Instant, u32)>>,
     /// Per ensemble: the term and fence of the epoch this leader set.
     fences: tokio::sync::Mutex<HashMap<String, (u64, crate::zk::writer::Fence)>>,
 }
@@ -267,6 +269,7 @@ pub async fn run(
         leadership: leadership.clone(),
         dirty: Mutex::default(),
         node_epoch: AtomicU64::new(0),
+        event_limits: Mutex::default(),
         fences: tokio::sync::Mutex::default(),
     });
     ready(ctx.clone());

@@ -159,7 +159,32 @@ impl Context {
     }
 
     /// Publishes an Event without holding up the reconcile.
-    fn event(&self, sr: &ServiceRegistration, type_: EventType, reason: &str, note: String) {
+    fn event(&self, sr: &ServiceRegistration, type_: EventType, reason: &str, mut note: String) {
+        let key = (
+            sr.namespace().unwrap_or_default(),
+            sr.name_any(),
+            reason.to_string(),
+        );
+        {
+            let mut limits = self.event_limits.lock().expect("event limits lock");
+            let now = Instant::now();
+            match limits.get_mut(&key) {
+                Some((last, suppressed)) if now.duration_since(*last) < EVENT_MIN_INTERVAL => {
+                    *suppressed += 1;
+                    return;
+                }
+                Some((last, suppressed)) => {
+                    if *suppressed > 0 {
+                        note.push_str(&format!(" (and {suppressed} similar change(s) before)"));
+                    }
+                    *last = now;
+                    *suppressed = 0;
+                }
+                None => {
+                    limits.insert(key, (now, 0));
+                }
+            }
+        }
         let recorder = self.recorder.clone();
         let reference = sr.object_ref(&());
         let ev = KubeEvent {
@@ -258,6 +283,11 @@ fn report(
 }
 
 /// Patches the newest status; a burst of changes becomes one patch.
+/// The least time between two status patches of one resource.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// The least time between two Events of one reason on one resource; the rest are counted.
+const EVENT_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
 async fn status_writer(
     api: Api<ServiceRegistration>,
     name: String,
@@ -274,7 +304,12 @@ async fn status_writer(
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => break,
+                Ok(_) => {
+                    // Under churn, statuses coalesce here instead of loading the API server
+                    // (which the operator's own watches share) with one patch per change.
+                    tokio::time::sleep(STATUS_MIN_INTERVAL).await;
+                    break;
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(err) => {
                     tracing::debug!(%err, %name, "status patch failed; retrying");

@@ -3,45 +3,84 @@
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-/// A sorted, compact label (or annotation) set.
+/// A sorted, compact label (or annotation) set: every key and value in one buffer plus one
+/// table of offsets, two allocations whatever the count (per-string boxes cost more in
+/// allocator overhead than the strings themselves).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Labels(Box<[(Box<str>, Box<str>)]>);
+pub struct Labels {
+    buf: Box<str>,
+    /// For entry i: its key ends at `.0`, its value at `.1`; it starts where entry i-1 ends.
+    ends: Box<[(u32, u32)]>,
+}
 
 impl Labels {
+    fn entry(&self, i: usize) -> (&str, &str) {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[i - 1].1 as usize
+        };
+        let (k, v) = self.ends[i];
+        (
+            &self.buf[start..k as usize],
+            &self.buf[k as usize..v as usize],
+        )
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|i| &*self.0[i].1)
+        let (mut lo, mut hi) = (0, self.ends.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (k, v) = self.entry(mid);
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(v),
+            }
+        }
+        None
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.ends.len()
     }
 
     /// No entries?
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ends.is_empty()
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        (0..self.ends.len()).map(|i| self.entry(i))
     }
 
     /// Heap bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.0.len() * std::mem::size_of::<(Box<str>, Box<str>)>()
-            + self.0.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        self.buf.len() + self.ends.len() * std::mem::size_of::<(u32, u32)>()
     }
 }
 
 impl FromIterator<(String, String)> for Labels {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        let mut v: Vec<(Box<str>, Box<str>)> = iter
-            .into_iter()
-            .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-            .collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut v: Vec<(String, String)> = iter.into_iter().collect();
+        // Stable, so of two equal keys the first given wins.
+        v.sort_by(|a, b| a.0.cmp(&b.0));
         v.dedup_by(|a, b| a.0 == b.0);
-        Labels(v.into_boxed_slice())
+        let mut buf = String::with_capacity(v.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut ends = Vec::with_capacity(v.len());
+        for (k, val) in &v {
+            buf.push_str(k);
+            let k_end = buf.len() as u32;
+            buf.push_str(val);
+            ends.push((k_end, buf.len() as u32));
+        }
+        Labels {
+            buf: buf.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
     }
 }
 
@@ -145,10 +184,19 @@ impl PodInfo {
             .map(|(_, p)| *p)
     }
 
-    /// Approximate bytes this projection holds, heap included.
+    /// Approximate bytes this projection costs in the index: the struct, its heap data, the
+    /// index's copy of the name as key, and about 16 bytes of allocator overhead per allocation.
     pub fn memory_bytes(&self) -> usize {
+        const PER_ALLOCATION: usize = 16;
+        let allocations = 2 // name, and the index's key
+            + 2 * usize::from(!self.labels.is_empty())
+            + 2 * usize::from(!self.annotations.is_empty())
+            + usize::from(self.ip.is_some())
+            + usize::from(self.node.is_some())
+            + usize::from(!self.ports.is_empty())
+            + self.ports.iter().filter(|(n, _)| !n.is_empty()).count();
         std::mem::size_of::<Self>()
-            + self.name.len()
+            + 2 * self.name.len()
             + self.labels.heap_bytes()
             + self.annotations.heap_bytes()
             + self.ip.as_ref().map_or(0, |s| s.len())
@@ -158,6 +206,7 @@ impl PodInfo {
                 .map(|(n, _)| n.len() + std::mem::size_of::<(Box<str>, u16)>())
                 .sum::<usize>()
             + self.node.as_ref().map_or(0, |s| s.len())
+            + allocations * PER_ALLOCATION
     }
 }
 
@@ -253,6 +302,25 @@ status:
         assert_eq!(p.terminating_since_ms, Some(1_767_225_600_000));
         let y = READY_POD.replace("  podIP: 10.1.2.3\n", "");
         assert_eq!(PodInfo::from_pod(&pod_yaml(&y), &keep).ip, None);
+    }
+
+    #[test]
+    fn packed_labels_find_every_key_and_only_those() {
+        let l: Labels = [("b", "2"), ("a", "1"), ("ccc", ""), ("a", "dup")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(l.len(), 3);
+        assert_eq!(l.get("a"), Some("1"));
+        assert_eq!(l.get("b"), Some("2"));
+        assert_eq!(l.get("ccc"), Some(""));
+        assert_eq!(l.get("c"), None);
+        assert_eq!(l.get(""), None);
+        assert_eq!(
+            l.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["a", "b", "ccc"]
+        );
+        assert!(Labels::default().get("a").is_none());
     }
 
     #[test]
