@@ -293,7 +293,11 @@ pub fn crd_yaml() -> String {
 fn drop_unknown_formats(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
-            if map.get("format").and_then(|f| f.as_str()).is_some_and(|f| f.starts_with("uint")) {
+            if map
+                .get("format")
+                .and_then(|f| f.as_str())
+                .is_some_and(|f| f.starts_with("uint"))
+            {
                 map.remove("format");
             }
             map.values_mut().for_each(drop_unknown_formats);
