@@ -46,6 +46,8 @@ pub struct Settings {
 }
 
 type Key = (String, String);
+/// (namespace, name, reason) of a resource's Events.
+type EventKey = (String, String, String);
 
 /// Shared state of the controller.
 pub struct Context {
@@ -74,7 +76,7 @@ pub struct Context {
     /// Increases with every node change (zone or readiness): records must be rebuilt.
     node_epoch: AtomicU64,
     /// Last Event time and suppressed count per (namespace, name, reason).
-    event_limits: Mutex<HashMap<(String, String, String), (std::time::Instant, u32)>>,
+    event_limits: Mutex<HashMap<EventKey, (std::time::Instant, u32)>>,
     /// Per ensemble: the term and fence of the epoch this leader set.
     fences: tokio::sync::Mutex<HashMap<String, (u64, crate::zk::writer::Fence)>>,
 }
