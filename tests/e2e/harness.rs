@@ -400,15 +400,46 @@ pub async fn registry(
     zk: &zookeeper_client::Client,
     path: &str,
 ) -> Option<(ServiceRecord, BTreeMap<String, EndpointRecord>)> {
-    let (data, _) = zk.get_data(path).await.ok()?;
+    // ZooKeeper has no snapshot read: a transaction landing between `list_children` and the
+    // `get_data` calls would show a mix of two states (or skip a node deleted meanwhile).
+    // Read until two consecutive reads agree on every znode's modification zxid.
+    let mut previous = read_once(zk, path).await?;
+    for _ in 0..50 {
+        let next = read_once(zk, path).await?;
+        if next.0 == previous.0 {
+            let (_, svc, eps) = next;
+            return Some((svc, eps));
+        }
+        previous = next;
+    }
+    None
+}
+
+/// One read of the registry and the zxids that identify the versions read.
+async fn read_once(
+    zk: &zookeeper_client::Client,
+    path: &str,
+) -> Option<(
+    Vec<(String, i64)>,
+    ServiceRecord,
+    BTreeMap<String, EndpointRecord>,
+)> {
+    let (data, stat) = zk.get_data(path).await.ok()?;
     let svc = serde_json::from_slice(&data).ok()?;
+    let mut seen = vec![(String::new(), stat.mzxid)];
     let mut eps = BTreeMap::new();
     for child in zk.list_children(&format!("{path}/endpoints")).await.ok()? {
-        if let Ok((d, _)) = zk.get_data(&format!("{path}/endpoints/{child}")).await {
-            eps.insert(child, serde_json::from_slice(&d).ok()?);
+        match zk.get_data(&format!("{path}/endpoints/{child}")).await {
+            Ok((d, stat)) => {
+                seen.push((child.clone(), stat.mzxid));
+                eps.insert(child, serde_json::from_slice(&d).ok()?);
+            }
+            // Deleted after the listing: this read is torn, the caller reads again.
+            Err(_) => seen.push((child, -1)),
         }
     }
-    Some((svc, eps))
+    seen.sort();
+    Some((seen, svc, eps))
 }
 
 /// Waits until the registry at `path` satisfies `pred`; returns what it saw.
