@@ -1,0 +1,108 @@
+//! Cost of the pure part of a reconcile at 1,000 and 10,000 pods: computing the desired
+//! endpoints from scratch, recomputing them after one pod changed (reusing unchanged records),
+//! and diffing them against what ZooKeeper holds.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use podkeeper::crd::ServiceRegistrationSpec;
+use podkeeper::model::desired::{Registration, Reuse, desired, desired_reusing};
+use podkeeper::model::plan::{Current, diff};
+use podkeeper::model::pod::{Labels, NodeInfo, PodInfo};
+
+const SPEC: &str = r#"
+selector: {matchLabels: {app: web}}
+port: http
+extraPorts: [metrics]
+weights:
+  groups:
+  - {name: stable, selector: {matchLabels: {track: stable}}, share: 90}
+  - {name: canary, selector: {matchLabels: {track: canary}}, share: 10}
+metadata:
+  labels: [track]
+"#;
+
+fn pod(i: usize, ready: bool) -> PodInfo {
+    let track = if i % 10 == 0 { "canary" } else { "stable" };
+    PodInfo {
+        name: format!("web-7d9f8c6b5-{i:05}").into(),
+        labels: [
+            ("app", "web"),
+            ("track", track),
+            ("pod-template-hash", "7d9f8c6b5"),
+            ("team", "shop"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        annotations: Labels::default(),
+        ip: Some(format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256).into()),
+        ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into_boxed_slice(),
+        node: Some(format!("node-{}", i % 3).into()),
+        ready,
+        terminating_since_ms: None,
+        ready_at_termination: false,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let spec: ServiceRegistrationSpec = serde_yaml::from_str(SPEC).unwrap();
+    let reg = Registration::compile("shop", &spec).unwrap();
+    let nodes: HashMap<String, NodeInfo> = (0..3)
+        .map(|i| {
+            (
+                format!("node-{i}"),
+                NodeInfo {
+                    zone: Some(format!("z{i}").into()),
+                    ready: true,
+                },
+            )
+        })
+        .collect();
+    let mut g = c.benchmark_group("reconcile");
+    for n in [1_000usize, 10_000] {
+        let pods: Vec<PodInfo> = (0..n).map(|i| pod(i, true)).collect();
+        let before = desired(&reg, &pods, &nodes, 0);
+        g.bench_with_input(BenchmarkId::new("desired_full", n), &n, |b, _| {
+            b.iter(|| black_box(desired(&reg, &pods, &nodes, 0)))
+        });
+        // One stable pod turns NotReady: its group is re-weighted, the rest is reused.
+        let mut after_pods = pods.clone();
+        after_pods[1].ready = false;
+        let changed: HashSet<String> = [after_pods[1].name.to_string()].into();
+        let reuse = Reuse {
+            previous: &before.endpoints,
+            changed: &changed,
+        };
+        g.bench_with_input(BenchmarkId::new("desired_one_changed", n), &n, |b, _| {
+            b.iter(|| black_box(desired_reusing(&reg, &after_pods, &nodes, 0, Some(&reuse))))
+        });
+        let after = desired_reusing(&reg, &after_pods, &nodes, 0, Some(&reuse));
+        let current: BTreeMap<String, Current> = before
+            .endpoints
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Current {
+                        record: Some(v.clone()),
+                        version: 0,
+                    },
+                )
+            })
+            .collect();
+        g.bench_with_input(BenchmarkId::new("diff_one_changed", n), &n, |b, _| {
+            b.iter(|| black_box(diff(&after.endpoints, &current)))
+        });
+        let plan = diff(&after.endpoints, &current);
+        eprintln!(
+            "n={n}: one NotReady pod → {} znode operations",
+            plan.ops.len()
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
