@@ -2,12 +2,12 @@
 //! endpoints from scratch, recomputing them after one pod changed (reusing unchanged records),
 //! and diffing them against what ZooKeeper holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use podkeeper::crd::ServiceRegistrationSpec;
-use podkeeper::model::desired::{Registration, Reuse, desired, desired_reusing};
+use podkeeper::model::desired::{Registration, Tracker, desired};
 use podkeeper::model::plan::{Current, diff};
 use podkeeper::model::pod::{Labels, NodeInfo, PodInfo};
 
@@ -19,6 +19,14 @@ weights:
   groups:
   - {name: stable, selector: {matchLabels: {track: stable}}, share: 90}
   - {name: canary, selector: {matchLabels: {track: canary}}, share: 10}
+metadata:
+  labels: [track]
+"#;
+
+const PLAIN: &str = r#"
+selector: {matchLabels: {app: web}}
+port: http
+extraPorts: [metrics]
 metadata:
   labels: [track]
 "#;
@@ -47,8 +55,6 @@ fn pod(i: usize, ready: bool) -> PodInfo {
 }
 
 fn bench(c: &mut Criterion) {
-    let spec: ServiceRegistrationSpec = serde_yaml::from_str(SPEC).unwrap();
-    let reg = Registration::compile("shop", &spec).unwrap();
     let nodes: HashMap<String, NodeInfo> = (0..3)
         .map(|i| {
             (
@@ -60,48 +66,59 @@ fn bench(c: &mut Criterion) {
             )
         })
         .collect();
-    let mut g = c.benchmark_group("reconcile");
-    for n in [1_000usize, 10_000] {
-        let pods: Vec<PodInfo> = (0..n).map(|i| pod(i, true)).collect();
-        let before = desired(&reg, &pods, &nodes, 0);
-        g.bench_with_input(BenchmarkId::new("desired_full", n), &n, |b, _| {
-            b.iter(|| black_box(desired(&reg, &pods, &nodes, 0)))
-        });
-        // One stable pod turns NotReady: its group is re-weighted, the rest is reused.
-        let mut after_pods = pods.clone();
-        after_pods[1].ready = false;
-        let changed: HashSet<String> = [after_pods[1].name.to_string()].into();
-        let reuse = Reuse {
-            previous: &before.endpoints,
-            changed: &changed,
-        };
-        g.bench_with_input(BenchmarkId::new("desired_one_changed", n), &n, |b, _| {
-            b.iter(|| black_box(desired_reusing(&reg, &after_pods, &nodes, 0, Some(&reuse))))
-        });
-        let after = desired_reusing(&reg, &after_pods, &nodes, 0, Some(&reuse));
-        let current: BTreeMap<String, Current> = before
-            .endpoints
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    Current {
-                        record: Some(v.clone()),
-                        version: 0,
+    for (label, yaml) in [("groups", SPEC), ("plain", PLAIN)] {
+        let spec: ServiceRegistrationSpec = serde_yaml::from_str(yaml).unwrap();
+        let reg = Registration::compile("shop", &spec).unwrap();
+        let mut g = c.benchmark_group(format!("reconcile_{label}"));
+        for n in [1_000usize, 10_000] {
+            let pods: Vec<PodInfo> = (0..n).map(|i| pod(i, true)).collect();
+            g.bench_with_input(BenchmarkId::new("desired_full", n), &n, |b, _| {
+                b.iter(|| black_box(desired(&reg, &pods, &nodes, 0)))
+            });
+            // One stable pod turns NotReady: its group is re-weighted, the rest is reused.
+            let tracker = Tracker::build(&reg, &pods, &nodes, 0);
+            let mut flipped = pods[1].clone();
+            flipped.ready = false;
+            let name = flipped.name.to_string();
+            g.bench_with_input(BenchmarkId::new("update_one_changed", n), &n, |b, _| {
+                b.iter_batched(
+                    || tracker.clone(),
+                    |mut t| {
+                        t.update(&reg, [(name.as_str(), Some(&flipped))], &nodes, 0);
+                        t
                     },
+                    criterion::BatchSize::LargeInput,
                 )
-            })
-            .collect();
-        g.bench_with_input(BenchmarkId::new("diff_one_changed", n), &n, |b, _| {
-            b.iter(|| black_box(diff(&after.endpoints, &current)))
-        });
-        let plan = diff(&after.endpoints, &current);
-        eprintln!(
-            "n={n}: one NotReady pod → {} znode operations",
-            plan.ops.len()
-        );
+            });
+            let mut after_t = tracker.clone();
+            after_t.update(&reg, [(name.as_str(), Some(&flipped))], &nodes, 0);
+            let after = after_t.desired().clone();
+            // What ZooKeeper holds after the writer adopted the records it wrote.
+            let current: BTreeMap<String, Current> = tracker
+                .desired()
+                .endpoints
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        Current {
+                            record: Some(v.clone()),
+                            version: 0,
+                        },
+                    )
+                })
+                .collect();
+            g.bench_with_input(BenchmarkId::new("diff_one_changed", n), &n, |b, _| {
+                b.iter(|| black_box(diff(&after.endpoints, &current)))
+            });
+            let plan = diff(&after.endpoints, &current);
+            eprintln!(
+                "{label} n={n}: one NotReady pod → {} znode operations",
+                plan.ops.len()
+            );
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group!(benches, bench);

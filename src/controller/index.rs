@@ -236,6 +236,16 @@ impl Index {
         }
     }
 
+    /// Runs `f` with the pods of a namespace by name and a node lookup, under the read lock.
+    pub fn with_namespace_map<R>(
+        &self,
+        namespace: &str,
+        f: impl FnOnce(Option<&HashMap<Box<str>, PodEntry>>, &HashMap<String, NodeInfo>) -> R,
+    ) -> R {
+        let inner = self.inner.read().expect("index lock");
+        f(inner.pods.get(namespace), &inner.nodes)
+    }
+
     /// (pods held, approximate bytes held).
     pub fn size(&self) -> (usize, usize) {
         let inner = self.inner.read().expect("index lock");

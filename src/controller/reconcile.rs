@@ -14,9 +14,10 @@ use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 
 use super::Context;
+use super::index::PodEntry;
 use super::status::{self, Counts, Outcome};
 use crate::crd::{FINALIZER, ServiceRegistration, ServiceRegistrationStatus};
-use crate::model::desired::{Registration, Reuse, desired_reusing};
+use crate::model::desired::{Registration, Tracker};
 use crate::model::plan::Op;
 use crate::model::record::{EndpointRecord, Owner, ServiceRecord};
 use crate::zk::ZkError;
@@ -61,12 +62,13 @@ pub struct Entry {
     last: Option<Last>,
 }
 
-/// The last computed desired state, reused while spec and nodes stay the same.
+/// The last computed desired state, updated pod by pod while spec, nodes and the resync epoch
+/// stay the same.
 struct Last {
     generation: i64,
     node_epoch: u64,
-    endpoints: BTreeMap<String, Arc<EndpointRecord>>,
-    next_deadline_ms: Option<i64>,
+    epoch: u64,
+    tracker: Tracker,
 }
 
 struct Cached {
@@ -453,15 +455,17 @@ async fn apply(
     let last = entry
         .last
         .take()
-        .filter(|l| l.generation == generation && l.node_epoch == node_epoch);
+        .filter(|l| l.generation == generation && l.node_epoch == node_epoch && l.epoch == epoch);
     let due = last
         .as_ref()
-        .and_then(|l| l.next_deadline_ms)
+        .and_then(|l| l.tracker.desired().next_deadline_ms)
         .is_some_and(|d| d <= now);
     if let (Some(l), true, Some(_)) = (&last, dirty.is_empty() && !due, &cache) {
         // Nothing this resource depends on changed (typically our own status patch came back):
         // ZooKeeper already holds what a recompute would produce.
         let requeue = l
+            .tracker
+            .desired()
             .next_deadline_ms
             .map_or(ctx.settings.resync_interval, |d| {
                 Duration::from_millis((d - now).clamp(1, i64::MAX) as u64 + 5)
@@ -477,26 +481,43 @@ async fn apply(
         return Ok(Action::requeue(requeue));
     }
     entry.zk = None;
-    // Scanning and building records is CPU work: keep it off the worker that polls sockets.
-    let (want, changed_at) = tokio::task::block_in_place(|| {
-        ctx.index.with_namespace(&ns, |pods, nodes| {
+    // Building records is CPU work: keep it off the worker that polls sockets. With the state
+    // of the last reconcile, only the pods changed since are looked at.
+    let (tracker, changed_at) = tokio::task::block_in_place(|| {
+        ctx.index.with_namespace_map(&ns, |pods, nodes| {
             let mut recent: HashMap<String, Instant> = HashMap::new();
-            let infos = pods.map(|e| {
+            let mut note = |e: &PodEntry| {
                 if last_start.is_some_and(|t| e.changed_at > t) {
                     recent.insert(e.info.name.to_string(), e.changed_at);
                 }
-                &e.info
-            });
-            let reuse = last.as_ref().map(|l| Reuse {
-                previous: &l.endpoints,
-                changed: &dirty,
-            });
-            (
-                desired_reusing(&reg, infos, nodes, now, reuse.as_ref()),
-                recent,
-            )
+            };
+            let tracker = match last {
+                Some(l) => {
+                    let mut tracker = l.tracker;
+                    let changed = dirty.iter().map(|name| {
+                        let e = pods.and_then(|p| p.get(name.as_str()));
+                        if let Some(e) = e {
+                            note(e);
+                        }
+                        (name.as_str(), e.map(|e| &e.info))
+                    });
+                    tracker.update(&reg, changed, nodes, now);
+                    tracker
+                }
+                None => Tracker::build(
+                    &reg,
+                    pods.into_iter().flat_map(|p| p.values()).map(|e| {
+                        note(e);
+                        &e.info
+                    }),
+                    nodes,
+                    now,
+                ),
+            };
+            (tracker, recent)
         })
     });
+    let want = tracker.desired();
     // The stale guard is the only reason to write anything but the desired endpoints.
     let mut kept_last: Option<BTreeMap<String, Arc<EndpointRecord>>> = None;
     if sr.spec.keep_last_endpoints && !want.endpoints.values().any(|e| e.pickable()) {
@@ -604,8 +625,8 @@ async fn apply(
         ready: want.ready,
         published,
         draining: want.draining,
-        groups: want.groups,
-        warnings: want.warnings,
+        groups: want.groups.clone(),
+        warnings: want.warnings.clone(),
     };
     report(
         ctx,
@@ -615,13 +636,14 @@ async fn apply(
         Some(&counts),
         Some(&path),
     );
+    let next_deadline_ms = want.next_deadline_ms;
     entry.last = Some(Last {
         generation,
         node_epoch,
-        endpoints: want.endpoints,
-        next_deadline_ms: want.next_deadline_ms,
+        epoch,
+        tracker,
     });
-    Ok(match want.next_deadline_ms {
+    Ok(match next_deadline_ms {
         Some(deadline) => Action::requeue(Duration::from_millis(
             (deadline - now_ms()).clamp(1, i64::MAX) as u64 + 5,
         )),

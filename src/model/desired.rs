@@ -1,7 +1,7 @@
 //! The desired registry content of one resource: which pods are endpoints, with which record.
 //! Pure: pods, nodes and the current time come in as arguments.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -166,12 +166,338 @@ pub struct Desired {
 
 const MAX_WARNINGS: usize = 5;
 
-/// The previous result and the pods changed since, so unchanged records are reused.
-pub struct Reuse<'r> {
-    /// Records of the previous computation (same spec generation, same nodes).
-    pub previous: &'r BTreeMap<String, Arc<EndpointRecord>>,
-    /// Pods whose projection changed since.
-    pub changed: &'r HashSet<String>,
+/// How one selected pod counts; kept between reconciles so a change costs O(changed pods).
+#[derive(Debug, Clone)]
+struct Slot {
+    /// Counts as ready (not terminating, Ready, on a ready node).
+    ready: bool,
+    /// Published as an endpoint (serving or draining).
+    cand: Option<Cand>,
+    /// Why the pod is left out or published with a fallback, for the status.
+    warning: Option<String>,
+    /// The pod's drain ends then (Unix ms): it must be looked at again.
+    expires: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    group: usize,
+    port: u16,
+    /// Draining until this time (Unix ms); `None` while serving.
+    draining_until: Option<i64>,
+    relative: u32,
+    /// The solved weight while serving; 0 while draining.
+    weight: u32,
+}
+
+impl Cand {
+    fn serving(&self) -> bool {
+        self.draining_until.is_none()
+    }
+}
+
+/// How a selected pod counts at `now`; `None` when the resource does not select it.
+fn slot(
+    reg: &Registration,
+    pod: &PodInfo,
+    nodes: &HashMap<String, NodeInfo>,
+    now_ms: i64,
+) -> Option<Slot> {
+    if !reg.selects(pod) {
+        return None;
+    }
+    let mut out = Slot {
+        ready: false,
+        cand: None,
+        warning: None,
+        expires: None,
+    };
+    let node_ready = pod
+        .node
+        .as_deref()
+        .and_then(|n| nodes.get(n))
+        .is_none_or(|n| n.ready);
+    let draining_until = match pod.terminating_since_ms {
+        Some(since) => {
+            let until = since + reg.drain_ms;
+            if !pod.ready_at_termination || until <= now_ms {
+                return Some(out);
+            }
+            out.expires = Some(until);
+            Some(until)
+        }
+        None => {
+            if !(pod.ready && node_ready) {
+                return Some(out);
+            }
+            out.ready = true;
+            None
+        }
+    };
+    if pod.ip.is_none() {
+        return Some(out);
+    }
+    let port = match &reg.port {
+        PortRef::Number(n) => Some(*n),
+        PortRef::Name(name) => pod.named_port(name),
+    };
+    let Some(port) = port else {
+        if let PortRef::Name(name) = &reg.port {
+            out.warning = Some(format!(
+                "pod {} has no container port named {name:?}",
+                pod.name
+            ));
+        }
+        return Some(out);
+    };
+    let relative = match pod.annotations.get(WEIGHT_ANNOTATION) {
+        None => reg.default_weight,
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(w) if (1..=10_000).contains(&w) => w,
+            _ => {
+                out.warning = Some(format!(
+                    "pod {} has {WEIGHT_ANNOTATION}={v:?}; expected an integer from 1 to 10000, using {}",
+                    pod.name, reg.default_weight
+                ));
+                reg.default_weight
+            }
+        },
+    };
+    out.cand = Some(Cand {
+        group: reg.group_of(pod),
+        port,
+        draining_until,
+        relative,
+        // Without groups the relative weight is published as it is; with groups the solver
+        // sets it (see `Tracker::solve`).
+        weight: if draining_until.is_some() {
+            0
+        } else {
+            relative.max(1)
+        },
+    });
+    Some(out)
+}
+
+/// The desired state of one resource, kept up to date pod by pod.
+///
+/// [`Tracker::build`] computes it from all pods; [`Tracker::update`] applies the pods changed
+/// since, re-solving only the weight groups they touch and rebuilding only the records whose
+/// pod or weight changed (the others keep their `Arc`, so the diff skips them by pointer).
+/// Both give the same result as [`desired`] over the same pods (property-tested).
+#[derive(Debug, Clone, Default)]
+pub struct Tracker {
+    slots: BTreeMap<Box<str>, Slot>,
+    desired: Desired,
+    /// The earliest drain end among the slots.
+    next_expiry: Option<i64>,
+}
+
+impl Tracker {
+    /// The desired state over `pods`.
+    pub fn build<'a>(
+        reg: &Registration,
+        pods: impl IntoIterator<Item = &'a PodInfo>,
+        nodes: &HashMap<String, NodeInfo>,
+        now_ms: i64,
+    ) -> Tracker {
+        let mut t = Tracker::default();
+        t.update(
+            reg,
+            pods.into_iter().map(|p| (&*p.name, Some(p))),
+            nodes,
+            now_ms,
+        );
+        t
+    }
+
+    /// What ZooKeeper should hold.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
+    /// Gives up the tracking state.
+    pub fn into_desired(self) -> Desired {
+        self.desired
+    }
+
+    /// Applies changed pods: `(name, Some(pod))` for a pod added or changed, `(name, None)` for
+    /// one gone. Unchanged pods must be the ones seen before, under the same `reg` and `nodes`.
+    /// Drains that ended by `now_ms` are applied too. Returns how many records were rebuilt.
+    pub fn update<'a>(
+        &mut self,
+        reg: &Registration,
+        changed: impl IntoIterator<Item = (&'a str, Option<&'a PodInfo>)>,
+        nodes: &HashMap<String, NodeInfo>,
+        now_ms: i64,
+    ) -> usize {
+        let mut touched = vec![false; reg.groups.len() + 1];
+        let mut rebuild: Vec<(String, Option<&'a PodInfo>)> = Vec::new();
+        if self.next_expiry.is_some_and(|d| d <= now_ms) {
+            for (name, slot) in self.slots.iter_mut() {
+                if slot.expires.is_some_and(|u| u <= now_ms) {
+                    // Exactly what `slot` gives for a pod whose drain ended.
+                    *slot = Slot {
+                        ready: false,
+                        cand: None,
+                        warning: None,
+                        expires: None,
+                    };
+                    rebuild.push((name.to_string(), None));
+                }
+            }
+        }
+        for (name, pod) in changed {
+            let new = pod.and_then(|p| slot(reg, p, nodes, now_ms));
+            let old = match new {
+                Some(new) => {
+                    if let Some(c) = new.cand.filter(Cand::serving) {
+                        touched[c.group] = true;
+                    }
+                    match self.slots.get_mut(name) {
+                        Some(s) => Some(std::mem::replace(s, new)),
+                        None => {
+                            self.slots.insert(name.into(), new);
+                            None
+                        }
+                    }
+                }
+                None => self.slots.remove(name),
+            };
+            if let Some(c) = old.and_then(|o| o.cand).filter(Cand::serving) {
+                touched[c.group] = true;
+            }
+            rebuild.push((name.to_string(), pod));
+        }
+        let mut reweighed: Vec<(String, u32)> = Vec::new();
+        if let Some(shares) = reg.shares.as_deref() {
+            for (g, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+                self.solve(shares, g, &mut reweighed);
+            }
+        }
+        let endpoints = &mut self.desired.endpoints;
+        let mut rebuilt = 0;
+        for (name, pod) in &rebuild {
+            endpoints.remove(name);
+            let (Some(slot), Some(pod)) = (self.slots.get(name.as_str()), pod) else {
+                continue;
+            };
+            if let Some(c) = slot.cand {
+                let status = if c.serving() {
+                    EndpointStatus::Up
+                } else {
+                    EndpointStatus::Draining
+                };
+                let record = endpoint_record(
+                    reg,
+                    pod,
+                    c.port,
+                    c.weight,
+                    reg.group_name(c.group),
+                    status,
+                    nodes,
+                );
+                endpoints.insert(name.clone(), Arc::new(record));
+                rebuilt += 1;
+            }
+        }
+        for (name, weight) in reweighed {
+            if let Some(rec) = endpoints.get_mut(&name)
+                && rec.weight != weight
+            {
+                *rec = Arc::new(EndpointRecord {
+                    weight,
+                    ..(**rec).clone()
+                });
+                rebuilt += 1;
+            }
+        }
+        self.count(reg);
+        rebuilt
+    }
+
+    /// Re-solves group `g`; records the members whose weight moved.
+    fn solve(&mut self, shares: &[u32], g: usize, moved: &mut Vec<(String, u32)>) {
+        let in_group = |s: &Slot| s.cand.filter(|c| c.serving() && c.group == g);
+        let members: Vec<Member> = self
+            .slots
+            .iter()
+            .filter_map(|(name, s)| {
+                in_group(s).map(|c| Member {
+                    group: g,
+                    name,
+                    relative: c.relative,
+                })
+            })
+            .collect();
+        let solved = weights::solve(Some(shares), &members);
+        drop(members);
+        let serving = self.slots.iter_mut().filter_map(|(name, s)| {
+            s.cand
+                .as_mut()
+                .filter(|c| c.serving() && c.group == g)
+                .map(|c| (name, c))
+        });
+        for ((name, c), w) in serving.zip(solved) {
+            if c.weight != w {
+                c.weight = w;
+                moved.push((name.to_string(), w));
+            }
+        }
+    }
+
+    /// Counts, group totals, the next drain deadline and warnings, from the slots.
+    fn count(&mut self, reg: &Registration) {
+        let d = &mut self.desired;
+        let group_count = reg.groups.len() + 1;
+        let mut group_ready = vec![0u32; group_count];
+        let mut group_weight = vec![0u64; group_count];
+        let (mut ready, mut draining, mut next) = (0u32, 0u32, None::<i64>);
+        let mut expiry = None::<i64>;
+        let mut warnings = Vec::new();
+        let mut more = 0usize;
+        for s in self.slots.values() {
+            ready += u32::from(s.ready);
+            if let Some(u) = s.expires {
+                expiry = Some(expiry.map_or(u, |e| e.min(u)));
+            }
+            if let Some(w) = &s.warning {
+                if warnings.len() < MAX_WARNINGS {
+                    warnings.push(w.clone());
+                } else {
+                    more += 1;
+                }
+            }
+            let Some(c) = s.cand else { continue };
+            match c.draining_until {
+                Some(until) => {
+                    draining += 1;
+                    next = Some(next.map_or(until, |n| n.min(until)));
+                }
+                None => {
+                    group_ready[c.group] += 1;
+                    group_weight[c.group] += u64::from(c.weight);
+                }
+            }
+        }
+        if more > 0 {
+            warnings.push(format!("and {more} more"));
+        }
+        d.matched = self.slots.len() as u32;
+        d.ready = ready;
+        d.draining = draining;
+        d.next_deadline_ms = next;
+        self.next_expiry = expiry;
+        d.warnings = warnings;
+        d.groups = (0..group_count)
+            .filter(|&g| !(g == reg.groups.len() && !reg.groups.is_empty() && group_ready[g] == 0))
+            .map(|g| GroupStatus {
+                name: reg.group_name(g).to_string(),
+                ready: group_ready[g],
+                weight: group_weight[g],
+            })
+            .collect();
+    }
 }
 
 /// Computes the desired endpoints from the pods of the resource's namespace.
@@ -181,163 +507,7 @@ pub fn desired<'a>(
     nodes: &HashMap<String, NodeInfo>,
     now_ms: i64,
 ) -> Desired {
-    desired_reusing(reg, pods, nodes, now_ms, None)
-}
-
-/// Like [`desired`], but a pod that did not change keeps its previous record (the same `Arc`)
-/// when its weight and status are unchanged: a one-pod change costs a scan, not a rebuild.
-pub fn desired_reusing<'a>(
-    reg: &Registration,
-    pods: impl IntoIterator<Item = &'a PodInfo>,
-    nodes: &HashMap<String, NodeInfo>,
-    now_ms: i64,
-    reuse: Option<&Reuse<'_>>,
-) -> Desired {
-    struct Candidate<'p> {
-        pod: &'p PodInfo,
-        group: usize,
-        port: u16,
-        draining_until: Option<i64>,
-        relative: u32,
-    }
-    let mut out = Desired::default();
-    let mut warnings = Vec::new();
-    let mut cands = Vec::new();
-    for pod in pods {
-        if !reg.selects(pod) {
-            continue;
-        }
-        out.matched += 1;
-        let node_info = pod.node.as_deref().and_then(|n| nodes.get(n));
-        let node_ready = node_info.is_none_or(|n| n.ready);
-        let draining_until = match pod.terminating_since_ms {
-            Some(since) => {
-                let until = since + reg.drain_ms;
-                if !pod.ready_at_termination || until <= now_ms {
-                    continue;
-                }
-                Some(until)
-            }
-            None => {
-                if !(pod.ready && node_ready) {
-                    continue;
-                }
-                out.ready += 1;
-                None
-            }
-        };
-        if pod.ip.is_none() {
-            continue;
-        }
-        let port = match &reg.port {
-            PortRef::Number(n) => Some(*n),
-            PortRef::Name(name) => pod.named_port(name),
-        };
-        let Some(port) = port else {
-            if let PortRef::Name(name) = &reg.port {
-                warnings.push(format!(
-                    "pod {} has no container port named {name:?}",
-                    pod.name
-                ));
-            }
-            continue;
-        };
-        let relative = match pod.annotations.get(WEIGHT_ANNOTATION) {
-            None => reg.default_weight,
-            Some(v) => match v.trim().parse::<u32>() {
-                Ok(w) if (1..=10_000).contains(&w) => w,
-                _ => {
-                    warnings.push(format!(
-                        "pod {} has {WEIGHT_ANNOTATION}={v:?}; expected an integer from 1 to 10000, using {}",
-                        pod.name, reg.default_weight
-                    ));
-                    reg.default_weight
-                }
-            },
-        };
-        cands.push(Candidate {
-            pod,
-            group: reg.group_of(pod),
-            port,
-            draining_until,
-            relative,
-        });
-    }
-
-    let serving: Vec<usize> = (0..cands.len())
-        .filter(|&i| cands[i].draining_until.is_none())
-        .collect();
-    let members: Vec<Member> = serving
-        .iter()
-        .map(|&i| Member {
-            group: cands[i].group,
-            name: &cands[i].pod.name,
-            relative: cands[i].relative,
-        })
-        .collect();
-    let solved = weights::solve(reg.shares.as_deref(), &members);
-    let mut weight_of = vec![0u32; cands.len()];
-    for (k, &i) in serving.iter().enumerate() {
-        weight_of[i] = solved[k];
-    }
-
-    let group_count = reg.groups.len() + 1;
-    let mut group_ready = vec![0u32; group_count];
-    let mut group_weight = vec![0u64; group_count];
-    for (i, c) in cands.iter().enumerate() {
-        let status = if c.draining_until.is_some() {
-            EndpointStatus::Draining
-        } else {
-            EndpointStatus::Up
-        };
-        if let Some(until) = c.draining_until {
-            out.draining += 1;
-            out.next_deadline_ms = Some(out.next_deadline_ms.map_or(until, |d| d.min(until)));
-        } else {
-            group_ready[c.group] += 1;
-            group_weight[c.group] += u64::from(weight_of[i]);
-        }
-        let name = &*c.pod.name;
-        let kept = reuse.and_then(|r| {
-            if r.changed.contains(name) {
-                return None;
-            }
-            r.previous
-                .get(name)
-                .filter(|p| p.weight == weight_of[i] && p.status == status)
-                .cloned()
-        });
-        let record = kept.unwrap_or_else(|| {
-            Arc::new(endpoint_record(
-                reg,
-                c.pod,
-                c.port,
-                weight_of[i],
-                reg.group_name(c.group),
-                status,
-                nodes,
-            ))
-        });
-        out.endpoints.insert(name.to_string(), record);
-    }
-    for g in 0..group_count {
-        let implicit = g == reg.groups.len();
-        if implicit && !reg.groups.is_empty() && group_ready[g] == 0 {
-            continue;
-        }
-        out.groups.push(GroupStatus {
-            name: reg.group_name(g).to_string(),
-            ready: group_ready[g],
-            weight: group_weight[g],
-        });
-    }
-    if warnings.len() > MAX_WARNINGS {
-        let more = warnings.len() - MAX_WARNINGS;
-        warnings.truncate(MAX_WARNINGS);
-        warnings.push(format!("and {more} more"));
-    }
-    out.warnings = warnings;
-    out
+    Tracker::build(reg, pods, nodes, now_ms).into_desired()
 }
 
 fn endpoint_record(

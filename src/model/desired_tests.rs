@@ -203,9 +203,8 @@ fn pods_in_no_group_fall_into_the_implicit_default_group() {
 }
 
 #[test]
-fn reusing_previous_records_gives_the_same_result_and_shares_unchanged_ones() {
-    use super::desired::{Reuse, desired_reusing};
-    use std::collections::HashSet;
+fn an_update_gives_the_same_result_and_shares_unchanged_records() {
+    use super::desired::Tracker;
     use std::sync::Arc;
     let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
     let mut pods: Vec<PodInfo> = (0..20)
@@ -219,15 +218,12 @@ fn reusing_previous_records_gives_the_same_result_and_shares_unchanged_ones() {
         .collect();
     pods.push(pod("web-c0", &[("app", "web"), ("track", "canary")], true));
     let nodes = nodes();
-    let before = desired(&reg, &pods, &nodes, 0);
+    let mut t = Tracker::build(&reg, &pods, &nodes, 0);
+    let before = t.desired().clone();
     // One stable pod fails: its group is re-weighted, canary untouched.
     pods[3].ready = false;
-    let changed: HashSet<String> = ["web-s3".to_string()].into();
-    let reuse = Reuse {
-        previous: &before.endpoints,
-        changed: &changed,
-    };
-    let after = desired_reusing(&reg, &pods, &nodes, 0, Some(&reuse));
+    t.update(&reg, [("web-s3", Some(&pods[3]))], &nodes, 0);
+    let after = t.desired().clone();
     assert_eq!(
         after,
         desired(&reg, &pods, &nodes, 0),
@@ -245,16 +241,166 @@ fn reusing_previous_records_gives_the_same_result_and_shares_unchanged_ones() {
             "{name}: rebuilt exactly when its weight moved"
         );
     }
-    // A pod marked changed is rebuilt even if its weight did not move.
-    let changed: HashSet<String> = ["web-c0".to_string()].into();
-    let reuse = Reuse {
-        previous: &after.endpoints,
-        changed: &changed,
-    };
-    let again = desired_reusing(&reg, &pods, &nodes, 0, Some(&reuse));
+    // A changed pod is rebuilt even if its weight did not move; a pod gone leaves.
+    t.update(
+        &reg,
+        [("web-c0", Some(&pods[20])), ("web-s0", None)],
+        &nodes,
+        0,
+    );
     assert!(!Arc::ptr_eq(
-        &again.endpoints["web-c0"],
+        &t.desired().endpoints["web-c0"],
         &after.endpoints["web-c0"]
     ));
-    assert_eq!(again, after);
+    assert_eq!(*t.desired(), desired(&reg, &pods[1..], &nodes, 0));
+}
+
+mod incremental {
+    use super::*;
+    use crate::model::desired::Tracker;
+    use proptest::prelude::*;
+
+    /// One pod's state, small enough for proptest to explore.
+    #[derive(Debug, Clone)]
+    struct P {
+        track: u8,
+        ready: bool,
+        terminating: Option<i64>,
+        ready_at_termination: bool,
+        ip: bool,
+        named_port: bool,
+        weight: u8,
+        node: u8,
+    }
+
+    fn p() -> impl Strategy<Value = P> {
+        (
+            0u8..4,
+            any::<bool>(),
+            prop_oneof![Just(None), (0i64..3_000).prop_map(Some)],
+            any::<bool>(),
+            prop::bool::weighted(0.9),
+            prop::bool::weighted(0.9),
+            0u8..4,
+            0u8..3,
+        )
+            .prop_map(
+                |(
+                    track,
+                    ready,
+                    terminating,
+                    ready_at_termination,
+                    ip,
+                    named_port,
+                    weight,
+                    node,
+                )| P {
+                    track,
+                    ready,
+                    terminating,
+                    ready_at_termination,
+                    ip,
+                    named_port,
+                    weight,
+                    node,
+                },
+            )
+    }
+
+    fn info(i: usize, s: &P) -> PodInfo {
+        let track = ["stable", "canary", "other", "none"][s.track as usize];
+        let mut labels = vec![("app", "web")];
+        if track != "none" {
+            labels.push(("track", track));
+        }
+        let mut pod = pod(&format!("web-{i:02}"), &labels, s.ready);
+        if s.track == 2 && i.is_multiple_of(2) {
+            // Not selected at all.
+            pod.labels = [("app".to_string(), "api".to_string())]
+                .into_iter()
+                .collect();
+        }
+        pod.terminating_since_ms = s.terminating;
+        pod.ready_at_termination = s.ready_at_termination && s.terminating.is_some();
+        if !s.ip {
+            pod.ip = None;
+        }
+        if !s.named_port {
+            pod.ports = Vec::new().into_boxed_slice();
+        }
+        let w = ["", "250", "bogus", "1"][s.weight as usize];
+        if !w.is_empty() {
+            pod.annotations = [("podkeeper.io/weight".to_string(), w.to_string())]
+                .into_iter()
+                .collect();
+        }
+        pod.node = Some(["n1", "n2", "gone"][s.node as usize].into());
+        pod
+    }
+
+    fn cluster_nodes() -> HashMap<String, NodeInfo> {
+        [
+            (
+                "n1".to_string(),
+                NodeInfo {
+                    zone: Some("z1".into()),
+                    ready: true,
+                },
+            ),
+            (
+                "n2".to_string(),
+                NodeInfo {
+                    zone: None,
+                    ready: false,
+                },
+            ),
+        ]
+        .into()
+    }
+
+    const SPECS: [&str; 2] = [
+        CANARY,
+        "selector: {matchLabels: {app: web}}\nport: http\ndrainSeconds: 1\nmetadata: {labels: [track]}",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Applying changes one batch at a time gives exactly what a full recompute gives.
+        #[test]
+        fn updates_equal_a_full_recompute(
+            spec_i in 0usize..2,
+            start in prop::collection::vec(prop::option::of(p()), 1..16),
+            steps in prop::collection::vec(
+                (prop::collection::vec((0usize..16, prop::option::of(p())), 0..5), 0i64..1_500),
+                1..8,
+            ),
+        ) {
+            let reg = Registration::compile("shop", &spec(SPECS[spec_i])).unwrap();
+            let nodes = cluster_nodes();
+            let mut state: Vec<Option<P>> = start;
+            state.resize(16, None);
+            let pods_of = |state: &[Option<P>]| -> Vec<PodInfo> {
+                state.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| info(i, s))).collect()
+            };
+            let mut now = 0;
+            let mut t = Tracker::build(&reg, &pods_of(&state), &nodes, now);
+            for (changes, advance) in steps {
+                now += advance;
+                for (i, s) in &changes {
+                    state[*i] = s.clone();
+                }
+                let pods: Vec<Option<PodInfo>> =
+                    state.iter().enumerate().map(|(i, s)| s.as_ref().map(|s| info(i, s))).collect();
+                let names: Vec<String> = changes.iter().map(|(i, _)| format!("web-{i:02}")).collect();
+                t.update(
+                    &reg,
+                    changes.iter().zip(&names).map(|((i, _), n)| (n.as_str(), pods[*i].as_ref())),
+                    &nodes,
+                    now,
+                );
+                let full = desired(&reg, &pods_of(&state), &nodes, now);
+                prop_assert_eq!(t.desired(), &full);
+            }
+        }
+    }
 }
