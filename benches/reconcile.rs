@@ -32,7 +32,11 @@ metadata:
 "#;
 
 fn pod(i: usize, ready: bool) -> PodInfo {
-    let track = if i.is_multiple_of(10) { "canary" } else { "stable" };
+    let track = if i.is_multiple_of(10) {
+        "canary"
+    } else {
+        "stable"
+    };
     PodInfo {
         name: format!("web-7d9f8c6b5-{i:05}").into(),
         labels: [

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use podkeeper::crd::ServiceRegistrationSpec;
-use podkeeper::model::desired::{Registration, Reuse, desired, desired_reusing};
+use podkeeper::model::desired::{Registration, Tracker, desired};
 use podkeeper::model::plan::diff;
 use podkeeper::model::pod::{NodeInfo, PodInfo};
 use podkeeper::model::record::{EndpointRecord, ServiceRecord};
@@ -226,8 +226,10 @@ async fn main() -> anyhow::Result<()> {
 
     // --- pure CPU: what every reconcile of this resource computes before it writes ----------
     let t = Instant::now();
-    let want = desired(&reg, &pods, &nodes, 0).endpoints;
+    let tracker0 = Tracker::build(&reg, &pods, &nodes, 0);
     let desired_cpu = t.elapsed();
+    // The same records (same `Arc`s) as the tracker's, as in the operator.
+    let want = tracker0.desired().endpoints.clone();
     let bytes: usize = want
         .values()
         .map(|r| serde_json::to_vec(&**r).expect("json").len())
@@ -266,19 +268,17 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
-    // What the operator's incremental path costs for a one-pod change: a scan that reuses
-    // every unchanged record (same Arc), then a pointer-equal diff.
+    // What the operator's incremental path costs for a one-pod change: the tracker updates
+    // that pod (and re-solves its group, if any), then a pointer-equal diff.
     let mut t_reuse = Vec::new();
-    let one: HashSet<String> = [pods[0].name.to_string()].into();
+    let mut tracker = tracker0.clone();
+    let mut flipped = pods[0].clone();
     let deadline = Instant::now() + Duration::from_secs(5);
     for _ in 0..50 {
+        flipped.ready = !flipped.ready;
         let t0 = Instant::now();
-        let reuse = Reuse {
-            previous: &want,
-            changed: &one,
-        };
-        let w = desired_reusing(&reg, &pods, &nodes, 0, Some(&reuse));
-        let plan = diff(&w.endpoints, &current);
+        tracker.update(&reg, [(&*flipped.name, Some(&flipped))], &nodes, 0);
+        let plan = diff(&tracker.desired().endpoints, &current);
         std::hint::black_box(&plan);
         t_reuse.push(ms(t0.elapsed()));
         if Instant::now() > deadline {
@@ -288,14 +288,14 @@ async fn main() -> anyhow::Result<()> {
     let mut reuse_sorted = t_reuse.clone();
     reuse_sorted.sort_by(f64::total_cmp);
     println!(
-        "per reconcile at {n} pods, one pod changed, incremental (desired_reusing + diff): {}",
+        "per reconcile at {n} pods, one pod changed, incremental (Tracker::update + diff): {}",
         summary(t_reuse)
     );
     result(
         "reconcile_cpu_incremental_p50",
         percentile(&reuse_sorted, 0.5),
         "ms",
-        &format!("desired_reusing+diff over {n} pods, one changed"),
+        &format!("Tracker::update+diff over {n} pods, one changed"),
     );
     println!(
         "per reconcile at {n} pods, nothing changed (first desired() {:.2}ms; record {bytes} B JSON):\n  desired(): {}\n  endpoints.clone(): {}\n  diff(): {}\n  total: {}",
@@ -441,7 +441,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // --- 4. churn: k readiness flips per sync, warm cache, incremental desired() -------------
-    let mut previous = want.clone();
+    let mut tracker = tracker0.clone();
     for k in [1usize, 10, 100] {
         let mut lat = Vec::new();
         let mut cpu = Vec::new();
@@ -456,28 +456,29 @@ async fn main() -> anyhow::Result<()> {
             for _ in 0..k {
                 let i = rng.random_range(0..n);
                 pods[i].ready = !pods[i].ready;
-                changed.insert(pods[i].name.to_string());
+                changed.insert(i);
             }
             let t = Instant::now();
-            let reuse = Reuse {
-                previous: &previous,
-                changed: &changed,
-            };
-            let want = desired_reusing(&reg, &pods, &nodes, 0, Some(&reuse)).endpoints;
+            tracker.update(
+                &reg,
+                changed.iter().map(|&i| (&*pods[i].name, Some(&pods[i]))),
+                &nodes,
+                0,
+            );
+            let want = &tracker.desired().endpoints;
             let t_sync = Instant::now();
-            let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
+            let r = writer::sync(&c, &path, &record, want, &mut cache, &opts).await?;
             let done = Instant::now();
             let (cr, up, de, _) = expect_applied(r)?;
             changes += cr + up + de;
             cpu.push(ms(t_sync - t));
             lat.push(ms(done - t_sync));
-            previous = want;
         }
         let secs = started.elapsed().as_secs_f64();
         let rounds = lat.len();
         println!(
             "churn k={k}: {rounds} syncs in {secs:.2}s = {:.0} syncs/s, {:.0} znode changes/s; \
-             desired_reusing(): {}; sync: {}",
+             Tracker::update(): {}; sync: {}",
             rounds as f64 / secs,
             changes as f64 / secs,
             summary(cpu),
