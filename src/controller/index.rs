@@ -26,8 +26,13 @@ pub struct PodEntry {
 struct Inner {
     pods: HashMap<String, HashMap<Box<str>, PodEntry>>,
     nodes: HashMap<String, NodeInfo>,
-    /// Pods seen since the watcher (re)started listing; the rest are gone at InitDone.
-    relisting: Option<HashSet<(String, Box<str>)>>,
+    /// Per watcher scope (`None`: all namespaces): pods seen since it (re)started listing;
+    /// the rest of that scope are gone at InitDone.
+    relisting: HashMap<Option<String>, HashSet<(String, Box<str>)>>,
+    /// Scopes whose list completed at least once.
+    listed: HashSet<Option<String>>,
+    /// Tombstones dropped after their drain, not yet reported.
+    purged: Vec<PodChange>,
     node_relisting: Option<HashSet<String>>,
     bytes: usize,
 }
@@ -47,6 +52,8 @@ pub struct PodChange {
 #[derive(Default)]
 pub struct Index {
     inner: RwLock<Inner>,
+    /// How many pod watchers (scopes) must list before the index counts as synced; 0 means 1.
+    pod_scopes: std::sync::atomic::AtomicUsize,
     pods_synced: AtomicBool,
     nodes_synced: AtomicBool,
 }
@@ -57,11 +64,18 @@ impl Index {
         self.pods_synced.load(Ordering::Acquire) && self.nodes_synced.load(Ordering::Acquire)
     }
 
+    /// The pods are watched by `n` watchers (one per namespace, or one for all).
+    pub fn expect_pod_scopes(&self, n: usize) {
+        self.pod_scopes.store(n, Ordering::Release);
+    }
+
     /// A pod was added or modified. Returns the change if the projection differs.
     pub fn apply_pod(&self, namespace: &str, mut info: PodInfo, now: Instant) -> Option<PodChange> {
         let mut inner = self.inner.write().expect("index lock");
-        if let Some(seen) = inner.relisting.as_mut() {
-            seen.insert((namespace.to_string(), info.name.clone()));
+        for (scope, seen) in inner.relisting.iter_mut() {
+            if scope.as_deref().is_none_or(|s| s == namespace) {
+                seen.insert((namespace.to_string(), info.name.clone()));
+            }
         }
         let ns = inner.pods.entry(namespace.to_string()).or_default();
         let old = ns.get(&info.name);
@@ -146,7 +160,8 @@ impl Index {
 
     fn gc_tombstones(inner: &mut Inner, now_ms: i64) {
         let mut freed = 0;
-        for ns in inner.pods.values_mut() {
+        let mut purged = Vec::new();
+        for (namespace, ns) in inner.pods.iter_mut() {
             ns.retain(|_, e| {
                 let keep = !e.deleted
                     || e.info
@@ -154,26 +169,50 @@ impl Index {
                         .is_some_and(|t| t + MAX_DRAIN_MS > now_ms);
                 if !keep {
                     freed += e.info.memory_bytes();
+                    purged.push(PodChange {
+                        namespace: namespace.clone(),
+                        old: Some(e.info.clone()),
+                        new: None,
+                    });
                 }
                 keep
             });
         }
         inner.bytes = inner.bytes.saturating_sub(freed);
+        inner.purged.extend(purged);
     }
 
-    /// The pod watcher starts a (re)list.
-    pub fn pods_relist_started(&self) {
-        self.inner.write().expect("index lock").relisting = Some(HashSet::new());
+    /// Tombstones dropped since the last call (their drain ended long ago): the resources that
+    /// counted them must forget them.
+    pub fn take_purged(&self) -> Vec<PodChange> {
+        std::mem::take(&mut self.inner.write().expect("index lock").purged)
     }
 
-    /// The (re)list finished: pods not seen are gone. Returns their changes.
-    pub fn pods_relist_done(&self, now: Instant, now_ms: i64) -> Vec<PodChange> {
+    /// The pod watcher of `scope` (a namespace, or `None` for all) starts a (re)list.
+    pub fn pods_relist_started(&self, scope: Option<&str>) {
+        self.inner
+            .write()
+            .expect("index lock")
+            .relisting
+            .insert(scope.map(str::to_string), HashSet::new());
+    }
+
+    /// The (re)list of `scope` finished: its pods not seen are gone. Returns their changes.
+    pub fn pods_relist_done(
+        &self,
+        scope: Option<&str>,
+        now: Instant,
+        now_ms: i64,
+    ) -> Vec<PodChange> {
         let gone: Vec<(String, PodInfo)> = {
             let mut inner = self.inner.write().expect("index lock");
-            let seen = inner.relisting.take().unwrap_or_default();
+            let key = scope.map(str::to_string);
+            let seen = inner.relisting.remove(&key).unwrap_or_default();
+            inner.listed.insert(key);
             inner
                 .pods
                 .iter()
+                .filter(|(ns, _)| scope.is_none_or(|s| s == ns.as_str()))
                 .flat_map(|(ns, pods)| pods.iter().map(move |(n, e)| (ns, n, e)))
                 .filter(|(ns, n, e)| !e.deleted && !seen.contains(&((*ns).clone(), (*n).clone())))
                 .map(|(ns, _, e)| (ns.clone(), e.info.clone()))
@@ -183,7 +222,10 @@ impl Index {
             .into_iter()
             .filter_map(|(ns, info)| self.delete_pod(&ns, info, now, now_ms))
             .collect();
-        self.pods_synced.store(true, Ordering::Release);
+        let listed = self.inner.read().expect("index lock").listed.len();
+        if listed >= self.pod_scopes.load(Ordering::Acquire).max(1) {
+            self.pods_synced.store(true, Ordering::Release);
+        }
         changes
     }
 
@@ -310,6 +352,12 @@ mod tests {
         idx.apply_pod("ns", info("c", true, None), now);
         idx.delete_pod("ns", info("c", true, None), now, 1_000 + MAX_DRAIN_MS + 1);
         assert_eq!(idx.size().0, 0);
+        // The resources that counted the dropped tombstone hear of it.
+        let purged = idx.take_purged();
+        assert_eq!(purged.len(), 1);
+        assert_eq!(&*purged[0].old.as_ref().unwrap().name, "a");
+        assert!(purged[0].new.is_none());
+        assert!(idx.take_purged().is_empty());
     }
 
     #[test]
@@ -319,13 +367,42 @@ mod tests {
         idx.apply_pod("ns", info("a", true, None), now);
         idx.apply_pod("ns", info("b", true, None), now);
         assert!(!idx.synced());
-        idx.pods_relist_started();
+        idx.pods_relist_started(None);
         idx.apply_pod("ns", info("a", true, None), now);
-        let gone = idx.pods_relist_done(now, 0);
+        let gone = idx.pods_relist_done(None, now, 0);
         assert_eq!(gone.len(), 1);
         assert_eq!(&*gone[0].old.as_ref().unwrap().name, "b");
         idx.nodes_relist_started();
         idx.nodes_relist_done();
         assert!(idx.synced());
+    }
+
+    #[test]
+    fn watchers_of_several_namespaces_relist_independently() {
+        let idx = Index::default();
+        idx.expect_pod_scopes(2);
+        idx.nodes_relist_started();
+        idx.nodes_relist_done();
+        let now = Instant::now();
+        // Both watchers list at once; "a" finishes first.
+        idx.pods_relist_started(Some("a"));
+        idx.pods_relist_started(Some("b"));
+        idx.apply_pod("a", info("a1", true, None), now);
+        idx.apply_pod("b", info("b1", true, None), now);
+        assert!(idx.pods_relist_done(Some("a"), now, 0).is_empty());
+        assert!(!idx.synced(), "namespace b is not listed yet");
+        idx.apply_pod("b", info("b2", true, None), now);
+        assert!(
+            idx.pods_relist_done(Some("b"), now, 0).is_empty(),
+            "nothing is gone: each relist judges only its own namespace"
+        );
+        assert!(idx.synced());
+        // Later "b" relists alone and "b1" vanished meanwhile; "a1" is untouched.
+        idx.pods_relist_started(Some("b"));
+        idx.apply_pod("b", info("b2", true, None), now);
+        let gone = idx.pods_relist_done(Some("b"), now, 0);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(&*gone[0].old.as_ref().unwrap().name, "b1");
+        assert_eq!(idx.size().0, 2);
     }
 }

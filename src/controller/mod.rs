@@ -307,6 +307,7 @@ pub async fn run(
     });
     tokio::spawn(watch::nodes(ctx.clone(), Api::<Node>::all(client.clone())));
 
+    ctx.index.expect_pod_scopes(scopes.len());
     let mut controllers = Vec::new();
     for ((scope, triggers), all) in scopes.into_iter().zip(trigger_rx).zip(all_rx) {
         let (srs, pods) = match &scope {
@@ -319,7 +320,7 @@ pub async fn run(
                 Api::namespaced(client.clone(), ns),
             ),
         };
-        tokio::spawn(watch::pods(ctx.clone(), pods));
+        tokio::spawn(watch::pods(ctx.clone(), pods, scope.clone()));
         let controller = Controller::new(srs, watcher::Config::default().any_semantic())
             .with_config(ControllerConfig::default().concurrency(32))
             .reconcile_on(triggers)

@@ -18,7 +18,7 @@ fn now_ms() -> i64 {
 
 /// Watches pods (all namespaces, or one) until the process ends; restarts the list when the
 /// set of annotations worth keeping grows.
-pub async fn pods(ctx: Arc<Context>, api: Api<Pod>) {
+pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
     loop {
         let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
         let relist = ctx.relist.notified();
@@ -38,7 +38,7 @@ pub async fn pods(ctx: Arc<Context>, api: Api<Pod>) {
                     }
                     Some(Ok(ev)) => {
                         ctx.set_watch_error("pods", None);
-                        handle_pod_event(&ctx, ev);
+                        handle_pod_event(&ctx, ev, scope.as_deref());
                     }
                 }
             }
@@ -46,12 +46,12 @@ pub async fn pods(ctx: Arc<Context>, api: Api<Pod>) {
     }
 }
 
-fn handle_pod_event(ctx: &Context, ev: Event<Pod>) {
+fn handle_pod_event(ctx: &Context, ev: Event<Pod>, scope: Option<&str>) {
     let now = Instant::now();
     let keys = ctx.annotation_keys();
     let filter = |k: &str| k.starts_with("podkeeper.io/") || keys.contains(k);
     match ev {
-        Event::Init => ctx.index.pods_relist_started(),
+        Event::Init => ctx.index.pods_relist_started(scope),
         Event::InitApply(pod) | Event::Apply(pod) => {
             let ns = pod.namespace().unwrap_or_default();
             if let Some(change) = ctx
@@ -71,12 +71,15 @@ fn handle_pod_event(ctx: &Context, ev: Event<Pod>) {
             }
         }
         Event::InitDone => {
-            for change in ctx.index.pods_relist_done(now, now_ms()) {
+            for change in ctx.index.pods_relist_done(scope, now, now_ms()) {
                 ctx.trigger_for(&change);
             }
             tracing::info!(pods = ctx.index.size().0, "pod list complete");
             ctx.reconcile_all();
         }
+    }
+    for change in ctx.index.take_purged() {
+        ctx.trigger_for(&change);
     }
     let (n, bytes) = ctx.index.size();
     let m = crate::metrics::get();

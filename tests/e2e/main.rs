@@ -672,3 +672,89 @@ async fn the_opt_in_guard_keeps_the_last_endpoints_when_all_would_vanish() {
     .await;
     assert!(eps.contains_key(&pods[0]));
 }
+
+/// The operator limited to two namespaces runs one pod watcher per namespace. When both re-list
+/// at once (at start, and whenever a resource asks for a new pod annotation), each re-list must
+/// judge only its own namespace: no endpoint may be drained or removed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_of_two_namespaces_relist_without_touching_endpoints() {
+    use zookeeper_client::{AddWatchMode, EventType};
+    let shared = env();
+    let a = TestNs::new("relist-a").await;
+    let b = TestNs::new("relist-b").await;
+    let plain = "apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  port: http\n";
+    for ns in [&a, &b] {
+        ns.apply(&deployment("web-stable", "stable", 2, ""));
+        ns.apply(plain);
+    }
+    let chroot = format!("/relist-{}", std::process::id());
+    let op = harness::Operator::start(
+        "two-namespaces",
+        &shared.zk.connect_string(),
+        &[
+            ("PODKEEPER_NAMESPACES", &format!("{},{}", a.name, b.name)),
+            ("PODKEEPER_ZK_CHROOT", &chroot),
+            ("PODKEEPER_CLUSTER_ID", "e2e"),
+        ],
+    );
+    let zk = zk_client().await;
+    for ns in [&a, &b] {
+        let path = format!("{chroot}{}", ns.path("web"));
+        wait_registry(&zk, &path, "2 endpoints in each namespace", |_, e| {
+            up(e) == 2
+        })
+        .await;
+    }
+    let lists = || {
+        std::fs::read_to_string(&op.log)
+            .unwrap_or_default()
+            .matches("pod list complete")
+            .count()
+    };
+    let before = lists();
+    // From here on, every change under the chroot is recorded.
+    let mut watcher = zk
+        .watch(&chroot, AddWatchMode::PersistentRecursive)
+        .await
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = watcher.changed().await;
+                seen.lock().unwrap().push((ev.event_type, ev.path.clone()));
+            }
+        })
+    };
+    // A resource asking for a pod annotation makes both watchers re-list at once.
+    a.apply(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: other}\nspec:\n  selector: {matchLabels: {app: other}}\n  port: http\n  metadata: {annotations: [example.com/relist-trigger]}\n",
+    );
+    wait_until(Duration::from_secs(60), "both watchers re-listed", || async {
+        lists() >= before + 2
+    })
+    .await;
+    // A change made after the re-lists: once it is in ZooKeeper, anything the re-lists
+    // wrongly wrote before it has been seen too.
+    b.kubectl(&["scale", "deploy/web-stable", "--replicas=3"]);
+    let path_b = format!("{chroot}{}", b.path("web"));
+    wait_registry(&zk, &path_b, "the third endpoint in b", |_, e| up(e) == 3).await;
+    recorder.abort();
+    let events = seen.lock().unwrap().clone();
+    let touched: Vec<_> = events
+        .iter()
+        .filter(|(t, p)| {
+            p.contains("/endpoints/")
+                && matches!(t, EventType::NodeDeleted | EventType::NodeDataChanged)
+        })
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "the re-lists changed endpoints: {touched:?}\n{}",
+        op.log_tail()
+    );
+    let path_a = format!("{chroot}{}", a.path("web"));
+    let (_, eps) = harness::registry(&zk, &path_a).await.unwrap();
+    assert_eq!(up(&eps), 2, "{eps:?}");
+}
