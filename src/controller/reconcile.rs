@@ -458,15 +458,14 @@ async fn apply(
         .filter(|l| l.generation == generation && l.node_epoch == node_epoch && l.epoch == epoch);
     let due = last
         .as_ref()
-        .and_then(|l| l.tracker.desired().next_deadline_ms)
+        .and_then(|l| l.tracker.next_wakeup_ms())
         .is_some_and(|d| d <= now);
     if let (Some(l), true, Some(_)) = (&last, dirty.is_empty() && !due, &cache) {
         // Nothing this resource depends on changed (typically our own status patch came back):
         // ZooKeeper already holds what a recompute would produce.
         let requeue = l
             .tracker
-            .desired()
-            .next_deadline_ms
+            .next_wakeup_ms()
             .map_or(ctx.settings.resync_interval, |d| {
                 Duration::from_millis((d - now).clamp(1, i64::MAX) as u64 + 5)
             });
@@ -636,7 +635,7 @@ async fn apply(
         Some(&counts),
         Some(&path),
     );
-    let next_deadline_ms = want.next_deadline_ms;
+    let next_deadline_ms = tracker.next_wakeup_ms();
     entry.last = Some(Last {
         generation,
         node_epoch,

@@ -316,6 +316,11 @@ impl Tracker {
         &self.desired
     }
 
+    /// When the result changes with no pod changing (the earliest end of a drain), Unix ms.
+    pub fn next_wakeup_ms(&self) -> Option<i64> {
+        self.next_expiry
+    }
+
     /// Gives up the tracking state.
     pub fn into_desired(self) -> Desired {
         self.desired
@@ -378,28 +383,35 @@ impl Tracker {
         let endpoints = &mut self.desired.endpoints;
         let mut rebuilt = 0;
         for (name, pod) in &rebuild {
-            endpoints.remove(name);
             let (Some(slot), Some(pod)) = (self.slots.get(name.as_str()), pod) else {
+                endpoints.remove(name);
                 continue;
             };
-            if let Some(c) = slot.cand {
-                let status = if c.serving() {
-                    EndpointStatus::Up
-                } else {
-                    EndpointStatus::Draining
-                };
-                let record = endpoint_record(
-                    reg,
-                    pod,
-                    c.port,
-                    c.weight,
-                    reg.group_name(c.group),
-                    status,
-                    nodes,
-                );
-                endpoints.insert(name.clone(), Arc::new(record));
-                rebuilt += 1;
+            let Some(c) = slot.cand else {
+                endpoints.remove(name);
+                continue;
+            };
+            let status = if c.serving() {
+                EndpointStatus::Up
+            } else {
+                EndpointStatus::Draining
+            };
+            let record = endpoint_record(
+                reg,
+                pod,
+                c.port,
+                c.weight,
+                reg.group_name(c.group),
+                status,
+                nodes,
+            );
+            // A pod event that changes nothing published keeps the record (and its `Arc`,
+            // which the diff and the writer's cache compare first).
+            if endpoints.get(name.as_str()).is_some_and(|r| **r == record) {
+                continue;
             }
+            endpoints.insert(name.clone(), Arc::new(record));
+            rebuilt += 1;
         }
         for (name, weight) in reweighed {
             if let Some(rec) = endpoints.get_mut(&name)
