@@ -68,7 +68,8 @@ pub struct Context {
     )>,
     reconcile_all: Vec<UnboundedSender<()>>,
     resync_epoch: AtomicU64,
-    watch_errors: Mutex<HashMap<&'static str, String>>,
+    /// Failing watches by name ("nodes", "pods" or "pods in <namespace>").
+    watch_errors: Mutex<HashMap<String, String>>,
     /// Who leads.
     pub leadership: Arc<leader::Leadership>,
     /// Pods changed since each resource's last reconcile (only those records are rebuilt).
@@ -151,11 +152,11 @@ impl Context {
         self.reconcile_all();
     }
 
-    fn set_watch_error(&self, watch: &'static str, err: Option<String>) {
+    fn set_watch_error(&self, watch: &str, err: Option<String>) {
         let mut errs = self.watch_errors.lock().expect("watch errors lock");
         match err {
             Some(e) => {
-                errs.insert(watch, e);
+                errs.insert(watch.to_string(), e);
             }
             None => {
                 errs.remove(watch);

@@ -19,6 +19,10 @@ fn now_ms() -> i64 {
 /// Watches pods (all namespaces, or one) until the process ends; restarts the list when the
 /// set of annotations worth keeping grows.
 pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
+    // Each namespace's watcher reports its own health.
+    let name = scope
+        .as_deref()
+        .map_or_else(|| "pods".to_string(), |ns| format!("pods in {ns}"));
     loop {
         let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
         let relist = ctx.relist.notified();
@@ -32,12 +36,12 @@ pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
                 ev = stream.next() => match ev {
                     None => break,
                     Some(Err(err)) => {
-                        ctx.set_watch_error("pods", Some(err.to_string()));
+                        ctx.set_watch_error(&name, Some(err.to_string()));
                         tracing::warn!(%err, "pod watch error; the watcher retries");
                         // The watcher's own backoff paces retries.
                     }
                     Some(Ok(ev)) => {
-                        ctx.set_watch_error("pods", None);
+                        ctx.set_watch_error(&name, None);
                         handle_pod_event(&ctx, ev, scope.as_deref());
                     }
                 }

@@ -731,9 +731,11 @@ async fn watchers_of_two_namespaces_relist_without_touching_endpoints() {
     a.apply(
         "apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: other}\nspec:\n  selector: {matchLabels: {app: other}}\n  port: http\n  metadata: {annotations: [example.com/relist-trigger]}\n",
     );
-    wait_until(Duration::from_secs(60), "both watchers re-listed", || async {
-        lists() >= before + 2
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "both watchers re-listed",
+        || async { lists() >= before + 2 },
+    )
     .await;
     // A change made after the re-lists: once it is in ZooKeeper, anything the re-lists
     // wrongly wrote before it has been seen too.
