@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::pod::{NodeInfo, PodInfo};
 use super::record::{EndpointRecord, EndpointStatus};
 use super::selector::{Selector, SelectorError};
+use super::small_map::SmallMap;
 use super::weights::{self, Member};
 use crate::crd::{GroupStatus, MetadataSpec, ServiceRegistrationSpec, WEIGHT_ANNOTATION};
 
@@ -531,30 +532,37 @@ fn endpoint_record(
     status: EndpointStatus,
     nodes: &HashMap<String, NodeInfo>,
 ) -> EndpointRecord {
-    let mut ports = BTreeMap::new();
+    let mut ports = Vec::with_capacity(1 + reg.extra_ports.len());
     if let PortRef::Name(name) = &reg.port {
-        ports.insert(name.clone(), port);
+        ports.push((name.clone(), port));
     }
     for name in &reg.extra_ports {
         if let Some(p) = pod.named_port(name) {
-            ports.insert(name.clone(), p);
+            ports.push((name.clone(), p));
         }
     }
-    let mut metadata = reg.metadata.r#static.clone();
-    for key in &reg.metadata.labels {
-        if let Some(v) = pod.labels.get(key) {
-            metadata.insert(key.clone(), v.to_string());
-        }
-    }
-    for key in &reg.metadata.annotations {
-        if let Some(v) = pod.annotations.get(key) {
-            metadata.insert(key.clone(), v.to_string());
-        }
-    }
+    // Later entries win: labels over static entries, annotations over both.
+    let static_entries = reg
+        .metadata
+        .r#static
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()));
+    let labels = reg
+        .metadata
+        .labels
+        .iter()
+        .filter_map(|key| pod.labels.get(key).map(|v| (key.clone(), v.to_string())));
+    let annotations = reg.metadata.annotations.iter().filter_map(|key| {
+        pod.annotations
+            .get(key)
+            .map(|v| (key.clone(), v.to_string()))
+    });
+    let metadata: SmallMap<String, String> =
+        static_entries.chain(labels).chain(annotations).collect();
     EndpointRecord {
         host: pod.ip.as_deref().unwrap_or_default().to_string(),
         port,
-        ports,
+        ports: ports.into_iter().collect(),
         weight,
         group: group.to_string(),
         zone: pod

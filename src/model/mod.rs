@@ -7,6 +7,7 @@ pub mod pod;
 pub mod policy;
 pub mod record;
 pub mod selector;
+pub mod small_map;
 pub mod weights;
 
 #[cfg(test)]

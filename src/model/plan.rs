@@ -141,14 +141,14 @@ mod tests {
         Arc::new(EndpointRecord {
             host: host.into(),
             port: 80,
-            ports: BTreeMap::new(),
+            ports: Default::default(),
             weight,
             group: "default".into(),
             zone: None,
             node: None,
             pod: host.into(),
             namespace: "ns".into(),
-            metadata: BTreeMap::new(),
+            metadata: Default::default(),
             status: EndpointStatus::Up,
         })
     }

@@ -1,11 +1,10 @@
 //! The native ZooKeeper records: the service record at `<path>` and one endpoint record per pod
 //! at `<path>/endpoints/<pod>`. Plain data shared by the writer and the discovery client.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::policy::Policy;
+use super::small_map::SmallMap;
 
 /// Child folder of a service path that holds the endpoints.
 pub const ENDPOINTS: &str = "endpoints";
@@ -72,7 +71,7 @@ pub struct EndpointRecord {
     pub port: u16,
     /// All published ports by name (the main one included when it has a name).
     #[serde(default)]
-    pub ports: BTreeMap<String, u16>,
+    pub ports: SmallMap<String, u16>,
     /// Weight; 0 only while draining.
     pub weight: u32,
     /// Weight group.
@@ -89,7 +88,7 @@ pub struct EndpointRecord {
     pub namespace: String,
     /// Copied labels and annotations plus static entries.
     #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: SmallMap<String, String>,
     /// UP or DRAINING.
     pub status: EndpointStatus,
 }
@@ -117,7 +116,7 @@ mod tests {
             node: None,
             pod: "web-1".into(),
             namespace: "shop".into(),
-            metadata: BTreeMap::new(),
+            metadata: SmallMap::new(),
             status: EndpointStatus::Draining,
         };
         let json = serde_json::to_value(&rec).unwrap();

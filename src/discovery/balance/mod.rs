@@ -203,14 +203,14 @@ mod tests {
         EndpointRecord {
             host: format!("10.0.0.{i}"),
             port: 8080,
-            ports: BTreeMap::new(),
+            ports: Default::default(),
             weight,
             group: "default".into(),
             zone: None,
             node: None,
             pod: format!("web-{i}"),
             namespace: "shop".into(),
-            metadata: BTreeMap::new(),
+            metadata: Default::default(),
             status,
         }
     }
