@@ -609,9 +609,7 @@ pub async fn sync(
         }
         match apply(client, path, state, &plan, record, options).await {
             Ok(applied) => {
-                if loading {
-                    adopt(state, desired);
-                }
+                adopt(state, desired);
                 return Ok(Synced::Applied { plan, applied });
             }
             Err(ZkError::Stale { .. }) if !retried => {
@@ -626,18 +624,25 @@ pub async fn sync(
     }
 }
 
-/// After a load, the cache holds freshly parsed records. Where they equal the desired ones,
-/// keep the desired `Arc` instead, so later diffs compare pointers, not contents.
+/// Where the cache holds a record equal to the desired one but not the same `Arc` (after a
+/// load, or after the desired state was rebuilt from scratch), keep the desired `Arc`, so later
+/// diffs compare pointers, not contents. Both maps are sorted: one merge pass, and a content
+/// comparison only where the pointers differ.
 fn adopt(
     state: &mut ServiceState,
     desired: &BTreeMap<String, std::sync::Arc<crate::model::record::EndpointRecord>>,
 ) {
+    let mut want = desired.iter().peekable();
     for (name, cur) in state.endpoints.iter_mut() {
-        if let (Some(have), Some(want)) = (cur.record.as_mut(), desired.get(name))
-            && !std::sync::Arc::ptr_eq(have, want)
-            && **have == **want
+        while want.next_if(|(w, _)| w.as_str() < name.as_str()).is_some() {}
+        let Some((_, wanted)) = want.next_if(|(w, _)| *w == name) else {
+            continue;
+        };
+        if let Some(have) = cur.record.as_mut()
+            && !std::sync::Arc::ptr_eq(have, wanted)
+            && **have == **wanted
         {
-            *have = want.clone();
+            *have = wanted.clone();
         }
     }
 }
