@@ -262,22 +262,6 @@ impl Index {
         self.nodes_synced.store(true, Ordering::Release);
     }
 
-    /// Runs `f` over the pods of a namespace with a node lookup, under the read lock.
-    pub fn with_namespace<R>(
-        &self,
-        namespace: &str,
-        f: impl for<'a> FnOnce(
-            &mut dyn Iterator<Item = &'a PodEntry>,
-            &'a HashMap<String, NodeInfo>,
-        ) -> R,
-    ) -> R {
-        let inner = self.inner.read().expect("index lock");
-        match inner.pods.get(namespace) {
-            Some(pods) => f(&mut pods.values(), &inner.nodes),
-            None => f(&mut std::iter::empty(), &inner.nodes),
-        }
-    }
-
     /// Runs `f` with the pods of a namespace by name and a node lookup, under the read lock.
     pub fn with_namespace_map<R>(
         &self,

@@ -112,12 +112,19 @@ pub enum Loaded {
     Foreign(String),
 }
 
-fn timed<T>(op: &'static str, started: Instant, r: &Result<T, ZkError>) {
-    let result = match r {
+/// Runs one writer operation and records its duration and outcome in the metrics.
+async fn timed<T>(
+    op: &'static str,
+    work: impl std::future::Future<Output = Result<T, ZkError>>,
+) -> Result<T, ZkError> {
+    let started = Instant::now();
+    let r = work.await;
+    let result = match &r {
         Ok(_) => "ok",
         Err(e) => e.kind(),
     };
     crate::metrics::get().zk_op(op, result, started.elapsed());
+    r
 }
 
 fn server<'p>(
@@ -143,10 +150,7 @@ pub async fn load_as(
     owner: &Owner,
     format: Format,
 ) -> Result<Loaded, ZkError> {
-    let started = Instant::now();
-    let r = load_inner(client, path, owner, format.codec()).await;
-    timed("read", started, &r);
-    r
+    timed("read", load_inner(client, path, owner, format.codec())).await
 }
 
 async fn load_inner(
@@ -218,10 +222,7 @@ pub async fn claim(
     record: &ServiceRecord,
     options: &WriteOptions,
 ) -> Result<ServiceState, ZkError> {
-    let started = Instant::now();
-    let r = claim_inner(client, path, record, options).await;
-    timed("claim", started, &r);
-    r
+    timed("claim", claim_inner(client, path, record, options)).await
 }
 
 async fn claim_inner(
@@ -336,10 +337,11 @@ pub async fn apply(
     record: &ServiceRecord,
     options: &WriteOptions,
 ) -> Result<Applied, ZkError> {
-    let started = Instant::now();
-    let r = apply_inner(client, path, state, plan, record, options).await;
-    timed("multi", started, &r);
-    r
+    timed(
+        "multi",
+        apply_inner(client, path, state, plan, record, options),
+    )
+    .await
 }
 
 async fn apply_inner(
@@ -510,10 +512,7 @@ pub async fn remove_all(
     state: &ServiceState,
     fence: Option<&Fence>,
 ) -> Result<(), ZkError> {
-    let started = Instant::now();
-    let r = remove_inner(client, path, state, fence).await;
-    timed("remove", started, &r);
-    r
+    timed("remove", remove_inner(client, path, state, fence)).await
 }
 
 async fn remove_inner(
