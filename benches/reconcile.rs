@@ -2,14 +2,17 @@
 //! endpoints from scratch, recomputing them after one pod changed (reusing unchanged records),
 //! and diffing them against what ZooKeeper holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use podkeeper::crd::ServiceRegistrationSpec;
 use podkeeper::model::desired::{Registration, Tracker, desired};
 use podkeeper::model::plan::{Current, diff};
-use podkeeper::model::pod::{Labels, NodeInfo, PodInfo};
+use podkeeper::model::pod::PodInfo;
+
+#[path = "common/fleet.rs"]
+mod fleet;
 
 const SPEC: &str = r#"
 selector: {matchLabels: {app: web}}
@@ -31,51 +34,14 @@ metadata:
   labels: [track]
 "#;
 
-fn pod(i: usize, ready: bool) -> PodInfo {
-    let track = if i.is_multiple_of(10) {
-        "canary"
-    } else {
-        "stable"
-    };
-    PodInfo {
-        name: format!("web-7d9f8c6b5-{i:05}").into(),
-        labels: [
-            ("app", "web"),
-            ("track", track),
-            ("pod-template-hash", "7d9f8c6b5"),
-            ("team", "shop"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        annotations: Labels::default(),
-        ip: Some(format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256).into()),
-        ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into_boxed_slice(),
-        node: Some(format!("node-{}", i % 3).into()),
-        ready,
-        terminating_since_ms: None,
-        ready_at_termination: false,
-    }
-}
-
 fn bench(c: &mut Criterion) {
-    let nodes: HashMap<String, NodeInfo> = (0..3)
-        .map(|i| {
-            (
-                format!("node-{i}"),
-                NodeInfo {
-                    zone: Some(format!("z{i}").into()),
-                    ready: true,
-                },
-            )
-        })
-        .collect();
+    let nodes = fleet::nodes();
     for (label, yaml) in [("groups", SPEC), ("plain", PLAIN)] {
         let spec: ServiceRegistrationSpec = serde_yaml::from_str(yaml).unwrap();
         let reg = Registration::compile("shop", &spec).unwrap();
         let mut g = c.benchmark_group(format!("reconcile_{label}"));
         for n in [1_000usize, 10_000] {
-            let pods: Vec<PodInfo> = (0..n).map(|i| pod(i, true)).collect();
+            let pods: Vec<PodInfo> = (0..n).map(|i| fleet::pod(i, true)).collect();
             g.bench_with_input(BenchmarkId::new("desired_full", n), &n, |b, _| {
                 b.iter(|| black_box(desired(&reg, &pods, &nodes, 0)))
             });

@@ -2,7 +2,6 @@
 //! tracks every allocation: the slim pod projection, the desired-state tracker, and the
 //! endpoint records alone. `cargo run --release --example memory`.
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 struct Counting;
 static BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -19,43 +18,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 use podkeeper::model::desired::{Registration, Tracker};
-use podkeeper::model::pod::{Labels, NodeInfo, PodInfo};
+use podkeeper::model::pod::PodInfo;
+
+#[path = "../benches/common/fleet.rs"]
+mod fleet;
 fn main() {
     let spec = serde_yaml::from_str("selector: {matchLabels: {app: web}}\nport: http\nextraPorts: [metrics]\nmetadata: {labels: [track]}\n").unwrap();
     let reg = Registration::compile("shop", &spec).unwrap();
-    let nodes: HashMap<String, NodeInfo> = (0..3)
-        .map(|i| {
-            (
-                format!("node-{i}"),
-                NodeInfo {
-                    zone: Some(format!("z{i}").into()),
-                    ready: true,
-                },
-            )
-        })
-        .collect();
+    let nodes = fleet::nodes();
     let n = 10_000;
     let b0 = BYTES.load(Ordering::Relaxed);
-    let pods: Vec<PodInfo> = (0..n)
-        .map(|i| PodInfo {
-            name: format!("web-7d9f8c6b5-{i:05}").into(),
-            labels: [
-                ("app", "web"),
-                ("track", "stable"),
-                ("pod-template-hash", "7d9f8c6b5"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            annotations: Labels::default(),
-            ip: Some(format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256).into()),
-            ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into_boxed_slice(),
-            node: Some(format!("node-{}", i % 3).into()),
-            ready: true,
-            terminating_since_ms: None,
-            ready_at_termination: false,
-        })
-        .collect();
+    let pods: Vec<PodInfo> = (0..n).map(|i| fleet::pod(i, true)).collect();
     let b1 = BYTES.load(Ordering::Relaxed);
     let t = Tracker::build(&reg, &pods, &nodes, 0);
     let b2 = BYTES.load(Ordering::Relaxed);
