@@ -10,6 +10,7 @@
 //! Every loop is bounded by a count and a deadline, so the program always ends.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -22,6 +23,24 @@ use podkeeper::zk::layout::{endpoint_path, endpoints_path};
 use podkeeper::zk::writer::{self, Loaded, ServiceState, Synced, WriteOptions};
 use rand::RngExt;
 use zookeeper_client::{Acls, Client, CreateMode};
+
+/// One `writer::sync` to the full desired set, planned with `plan::diff` as the controller
+/// plans, and the desired records adopted into the cache after a write.
+async fn sync_once(
+    c: &Client,
+    path: &str,
+    record: &ServiceRecord,
+    desired: &BTreeMap<String, Arc<EndpointRecord>>,
+    cache: &mut Option<ServiceState>,
+    options: &WriteOptions,
+) -> Result<Synced, podkeeper::zk::ZkError> {
+    let planned = |current: &_| diff(desired, current);
+    let synced = writer::sync(c, path, record, cache, options, planned).await?;
+    if let (Synced::Applied { .. }, Some(state)) = (&synced, cache.as_mut()) {
+        writer::adopt(state, desired);
+    }
+    Ok(synced)
+}
 
 /// The spec the endpoints are computed with: what a typical registration copies.
 const SPEC: &str = r#"
@@ -316,7 +335,7 @@ async fn main() -> anyhow::Result<()> {
     // --- 1. first sync: claim + create every endpoint --------------------------------------
     let mut cache: Option<ServiceState> = None;
     let t = Instant::now();
-    let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
+    let r = sync_once(&c, &path, &record, &want, &mut cache, &opts).await?;
     let first = t.elapsed();
     let (cr, _, _, txns) = expect_applied(r)?;
     let seen = count_children(&observer, &path).await?;
@@ -340,7 +359,7 @@ async fn main() -> anyhow::Result<()> {
     let mut loads = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let loaded = writer::load(&c, &path, &record.owner).await?;
+        let loaded = writer::load(&c, &path, &record.owner, Default::default()).await?;
         loads.push(ms(t.elapsed()));
         let Loaded::Owned(state) = loaded else {
             bail!("bench path is not owned after the first sync")
@@ -350,7 +369,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let mut cache = None;
         let t = Instant::now();
-        let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
+        let r = sync_once(&c, &path, &record, &want, &mut cache, &opts).await?;
         let d = t.elapsed();
         let (cr, up, de, _) = expect_applied(r)?;
         if cr + up + de != 0 {
@@ -409,10 +428,10 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("tampering: {e:?}"))?;
     let mut cache: Option<ServiceState> = None;
     let t = Instant::now();
-    let r = writer::sync(&c, &path, &record, &want, &mut cache, &opts).await?;
+    let r = sync_once(&c, &path, &record, &want, &mut cache, &opts).await?;
     let repair = t.elapsed();
     let (cr, up, de, txns) = expect_applied(r)?;
-    let after = writer::load(&observer, &path, &record.owner).await?;
+    let after = writer::load(&observer, &path, &record.owner, Default::default()).await?;
     let Loaded::Owned(after) = after else {
         bail!("not owned after repair")
     };
@@ -467,7 +486,7 @@ async fn main() -> anyhow::Result<()> {
             );
             let want = &tracker.desired().endpoints;
             let t_sync = Instant::now();
-            let r = writer::sync(&c, &path, &record, want, &mut cache, &opts).await?;
+            let r = sync_once(&c, &path, &record, want, &mut cache, &opts).await?;
             let done = Instant::now();
             let (cr, up, de, _) = expect_applied(r)?;
             changes += cr + up + de;
@@ -543,7 +562,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // --- cleanup -------------------------------------------------------------------------------
-    let state = match writer::load(&c, &path, &record.owner).await? {
+    let state = match writer::load(&c, &path, &record.owner, Default::default()).await? {
         Loaded::Owned(s) => s,
         other => bail!("cleanup: unexpected {other:?}"),
     };

@@ -20,6 +20,11 @@ use kube::api::ListParams;
 use crate::crd::ServiceRegistration;
 use crate::zk::session::{SessionOptions, Sessions, Target};
 
+/// Wall-clock time in Unix milliseconds (pod timestamps are compared against it).
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Runs the operator until a signal arrives.
 pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);

@@ -66,6 +66,10 @@ pub struct Metrics {
     pub pod_index_bytes: Gauge,
     /// ZooKeeper sessions established (a new one forces a full resync).
     pub zk_sessions: Counter,
+    /// Completed pod lists (initial and re-lists), over all watchers.
+    pub pod_lists_completed: Counter,
+    /// Times this replica stopped leading because a write was fenced.
+    pub leader_step_downs: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -137,8 +141,22 @@ impl Metrics {
             "ZooKeeper sessions established",
             zk_sessions.clone(),
         );
+        let pod_lists_completed = Counter::default();
+        registry.register(
+            "pod_lists_completed",
+            "Pod lists (initial and re-lists) completed by the pod watchers",
+            pod_lists_completed.clone(),
+        );
+        let leader_step_downs = Counter::default();
+        registry.register(
+            "leader_step_downs",
+            "Times this replica stepped down because a newer leader fenced its write",
+            leader_step_downs.clone(),
+        );
         Metrics {
             registry,
+            pod_lists_completed,
+            leader_step_downs,
             reconciles,
             reconcile_duration,
             zk_operations,

@@ -17,6 +17,24 @@ use podkeeper::zk::session::{Session, SessionOptions, Target};
 use podkeeper::zk::writer::{self, ServiceState, Synced, WriteOptions};
 use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, EventType};
 
+/// One `writer::sync` to the full desired set, planned with `plan::diff` as the controller
+/// plans, and the desired records adopted into the cache after a write.
+async fn sync_once(
+    c: &Client,
+    path: &str,
+    record: &ServiceRecord,
+    desired: &BTreeMap<String, Arc<EndpointRecord>>,
+    cache: &mut Option<ServiceState>,
+    options: &WriteOptions,
+) -> Result<Synced, podkeeper::zk::ZkError> {
+    let planned = |current: &_| podkeeper::model::plan::diff(desired, current);
+    let synced = writer::sync(c, path, record, cache, options, planned).await?;
+    if let (Synced::Applied { .. }, Some(state)) = (&synced, cache.as_mut()) {
+        writer::adopt(state, desired);
+    }
+    Ok(synced)
+}
+
 const SPEC: &str = r#"
 selector: {matchLabels: {app: web}}
 port: 8080
@@ -97,7 +115,7 @@ async fn first_sync_publishes_the_service_record_and_every_ready_endpoint() {
     let mut pods = fleet();
     pods.push(pod(9, "stable", false));
     let mut cache = None;
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -130,7 +148,7 @@ async fn first_sync_publishes_the_service_record_and_every_ready_endpoint() {
     // A second sync with nothing changed writes nothing, and the cache takes the new (equal)
     // records, so the next diff compares pointers only.
     let again = want(&pods);
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -158,7 +176,7 @@ async fn a_pod_failure_removes_and_rebalances_in_one_transaction_seen_whole_by_a
     let path = "/podkeeper/shop/failover";
     let mut pods = fleet();
     let mut cache = None;
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -176,7 +194,7 @@ async fn a_pod_failure_removes_and_rebalances_in_one_transaction_seen_whole_by_a
         .unwrap();
 
     pods[0].ready = false; // web-stable-0 fails
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -245,7 +263,7 @@ async fn a_full_resync_repairs_tampering() {
     let path = "/podkeeper/shop/tamper";
     let pods = fleet();
     let mut cache = None;
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -267,7 +285,7 @@ async fn a_full_resync_repairs_tampering() {
         .unwrap();
 
     // Between resyncs the operator trusts its cache and writes nothing for unchanged pods...
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -283,7 +301,7 @@ async fn a_full_resync_repairs_tampering() {
     );
     // ...and the full resync (an empty cache) reads everything back and repairs it.
     let mut cache = None;
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -309,7 +327,7 @@ async fn a_full_resync_repairs_tampering() {
         .unwrap();
     let mut changed = pods.clone();
     changed[3].ip = Some("10.9.9.9".into());
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -328,7 +346,7 @@ async fn a_full_resync_repairs_tampering() {
     }
     c.delete(&endpoints_path(path), None).await.unwrap();
     let mut fresh: Option<ServiceState> = None;
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -347,7 +365,7 @@ async fn a_second_resource_on_the_same_path_gets_a_conflict_and_writes_nothing()
     let c = connect(zk).await;
     let path = "/podkeeper/shop/contested";
     let pods = fleet();
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -361,7 +379,7 @@ async fn a_second_resource_on_the_same_path_gets_a_conflict_and_writes_nothing()
     let eps_before = read_endpoints(&c, path).await;
 
     let other = record("web-copy", "u2");
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &other,
@@ -390,7 +408,7 @@ async fn a_second_resource_on_the_same_path_gets_a_conflict_and_writes_nothing()
     )
     .await
     .unwrap();
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         "/podkeeper/shop/foreign",
         &record("web", "u1"),
@@ -416,7 +434,7 @@ async fn removing_a_registration_deletes_all_its_znodes_and_nothing_else() {
     let path = "/podkeeper/shop/doomed";
     let neighbour = "/podkeeper/shop/neighbour";
     let pods = fleet();
-    writer::sync(
+    sync_once(
         &c,
         neighbour,
         &record("nb", "u9"),
@@ -427,7 +445,7 @@ async fn removing_a_registration_deletes_all_its_znodes_and_nothing_else() {
     .await
     .unwrap();
     let mut cache = None;
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -450,7 +468,7 @@ async fn a_large_plan_is_split_into_transactions_under_the_packet_limit() {
     let c = connect(zk).await;
     let path = "/podkeeper/shop/large";
     let pods: Vec<PodInfo> = (0..3000).map(|i| pod(i, "stable", true)).collect();
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -486,24 +504,26 @@ async fn after_a_zookeeper_restart_the_session_reconnects_and_sync_converges() {
         },
         tx,
     );
-    let wait_available = |s: &Session| {
-        let mut rx = s.subscribe();
-        async move {
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                rx.wait_for(|st| st.connected && st.client.is_some()),
-            )
-            .await
-            .expect("session available within 30s")
-            .unwrap();
+    // The session announces every state change on `changes`; wait for the one we need.
+    async fn wait_until(
+        session: &Session,
+        changes: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+        available: bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while session.is_available() != available {
+            tokio::time::timeout_at(deadline, changes.recv())
+                .await
+                .unwrap_or_else(|_| panic!("session available={available} within 30s"))
+                .expect("the session task runs");
         }
-    };
-    wait_available(&session).await;
+    }
+    wait_until(&session, &mut changes, true).await;
     let path = "/podkeeper/shop/restart";
     let mut pods = fleet();
     let (client, _) = session.client().unwrap();
     let mut cache = None;
-    writer::sync(
+    sync_once(
         &client,
         path,
         &record("web", "u1"),
@@ -515,21 +535,14 @@ async fn after_a_zookeeper_restart_the_session_reconnects_and_sync_converges() {
     .unwrap();
 
     zk.stop();
-    let mut rx = session.subscribe();
-    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|st| !st.connected))
-        .await
-        .expect("sees the outage")
-        .unwrap();
+    wait_until(&session, &mut changes, false).await;
     pods[1].ready = false;
     assert!(session.client().is_err(), "no client while disconnected");
     zk.restart();
-    wait_available(&session).await;
-    assert!(
-        changes.try_recv().is_ok(),
-        "session changes are announced for a resync"
-    );
+    // Waiting on `changes` proves that session changes are announced for a resync.
+    wait_until(&session, &mut changes, true).await;
     let (client, _) = session.client().unwrap();
-    writer::sync(
+    sync_once(
         &client,
         path,
         &record("web", "u1"),
@@ -553,12 +566,16 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     let path = "/podkeeper/shop/fenced";
     let epoch = "/podkeeper/.leader-epoch-test";
     let old_leader = WriteOptions {
-        fence: Some(writer::bump_epoch(&c, epoch, "replica-a").await.unwrap()),
+        fence: Some(
+            podkeeper::zk::fence::bump_epoch(&c, epoch, "replica-a")
+                .await
+                .unwrap(),
+        ),
         ..Default::default()
     };
     let mut pods = fleet();
     let mut cache = None;
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -572,11 +589,15 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
 
     // A new leader takes over and bumps the epoch; the old one wakes up and tries to write.
     let new_leader = WriteOptions {
-        fence: Some(writer::bump_epoch(&c, epoch, "replica-b").await.unwrap()),
+        fence: Some(
+            podkeeper::zk::fence::bump_epoch(&c, epoch, "replica-b")
+                .await
+                .unwrap(),
+        ),
         ..Default::default()
     };
     pods[0].ready = false;
-    let err = writer::sync(
+    let err = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -598,7 +619,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     let err = writer::remove_all(
         &c,
         path,
-        &writer::load(&c, path, &record("web", "u1").owner)
+        &writer::load(&c, path, &record("web", "u1").owner, Default::default())
             .await
             .map(|l| match l {
                 writer::Loaded::Owned(s) => s,
@@ -615,7 +636,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     );
 
     // The new leader writes.
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -637,7 +658,7 @@ async fn a_dry_run_plans_but_writes_nothing() {
         dry_run: true,
         ..Default::default()
     };
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -652,7 +673,7 @@ async fn a_dry_run_plans_but_writes_nothing() {
     };
     assert_eq!(plan.counts(), (8, 0, 0));
     assert_eq!(c.check_stat(path).await.unwrap(), None, "nothing written");
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -664,7 +685,7 @@ async fn a_dry_run_plans_but_writes_nothing() {
     .unwrap();
     let mut pods = fleet();
     pods.truncate(3);
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -687,7 +708,7 @@ async fn the_deletion_cap_splits_mass_removals_into_small_transactions() {
     let c = connect(zk).await;
     let path = "/podkeeper/shop/capped";
     let pods: Vec<PodInfo> = (0..40).map(|i| pod(i, "stable", true)).collect();
-    writer::sync(
+    sync_once(
         &c,
         path,
         &record("web", "u1"),
@@ -701,7 +722,7 @@ async fn the_deletion_cap_splits_mass_removals_into_small_transactions() {
         max_deletes_per_txn: 10,
         ..Default::default()
     };
-    let r = writer::sync(
+    let r = sync_once(
         &c,
         path,
         &record("web", "u1"),

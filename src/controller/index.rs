@@ -1,12 +1,16 @@
-//! The in-memory index of slim pods and nodes, fed by watch events, read by reconciles.
-//! Holds projections only (never full objects); knows nothing about ZooKeeper.
+//! The in-memory index of slim pods and nodes, fed by watch events, and the routing from a pod
+//! change to the resources that select it. Projections only; knows nothing about ZooKeeper.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::model::desired::Registration;
 use crate::model::pod::{NodeInfo, PodInfo};
+
+/// A resource: (namespace, name).
+pub type Key = (String, String);
 
 /// Drained tombstones are dropped after the longest drain a spec may ask for.
 const MAX_DRAIN_MS: i64 = 3_600_000;
@@ -35,6 +39,47 @@ struct Inner {
     purged: Vec<PodChange>,
     node_relisting: Option<HashSet<String>>,
     bytes: usize,
+    routes: Routes,
+}
+
+/// Which resources select which pods, and what each has not seen yet.
+#[derive(Default)]
+struct Routes {
+    /// Compiled registrations by namespace and name.
+    registrations: HashMap<String, HashMap<String, Arc<Registration>>>,
+    /// Annotation keys some registration reads; the pod projection keeps only these.
+    annotation_keys: Arc<BTreeSet<String>>,
+    /// Pods changed since each resource's last reconcile (only those records are rebuilt).
+    dirty: HashMap<Key, HashSet<String>>,
+    /// Increases with every node change (zone or readiness): every record must be rebuilt.
+    node_epoch: u64,
+}
+
+impl Routes {
+    /// Marks the pod dirty for every resource that selects it before or after the change, and
+    /// returns those resources.
+    fn route(&mut self, change: &PodChange) -> Vec<Key> {
+        let Some(in_ns) = self.registrations.get(&change.namespace) else {
+            return Vec::new();
+        };
+        let Some(pod) = change.new.as_ref().or(change.old.as_ref()) else {
+            return Vec::new();
+        };
+        let mut wake = Vec::new();
+        for (name, reg) in in_ns {
+            let hit = change.old.as_ref().is_some_and(|p| reg.selects(p))
+                || change.new.as_ref().is_some_and(|p| reg.selects(p));
+            if hit {
+                let key = (change.namespace.clone(), name.clone());
+                self.dirty
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(pod.name.to_string());
+                wake.push(key);
+            }
+        }
+        wake
+    }
 }
 
 /// What changed for a pod, so the caller can find the resources that select it.
@@ -48,10 +93,12 @@ pub struct PodChange {
     pub new: Option<PodInfo>,
 }
 
-/// Pods by namespace and name, and nodes by name.
+/// Pods by namespace and name, nodes by name, and the routes from pods to resources.
 #[derive(Default)]
 pub struct Index {
     inner: RwLock<Inner>,
+    /// Woken when the annotation keys grow: the pod watchers re-list to project them.
+    relist: tokio::sync::Notify,
     /// How many pod watchers (scopes) must list before the index counts as synced; 0 means 1.
     pod_scopes: std::sync::atomic::AtomicUsize,
     pods_synced: AtomicBool,
@@ -69,9 +116,66 @@ impl Index {
         self.pod_scopes.store(n, Ordering::Release);
     }
 
-    /// A pod was added or modified. Returns the change if the projection differs.
-    pub fn apply_pod(&self, namespace: &str, mut info: PodInfo, now: Instant) -> Option<PodChange> {
-        let mut inner = self.inner.write().expect("index lock");
+    /// A pod was added or modified. Returns the resources to wake (none when nothing they see
+    /// changed).
+    pub fn apply_pod(&self, namespace: &str, info: PodInfo, now: Instant) -> Vec<Key> {
+        let change = Self::pod_applied(&mut self.write(), namespace, info, now);
+        self.route(change)
+    }
+
+    /// A pod was deleted. A pod that was ready when it began terminating stays as a tombstone
+    /// until its drain ends. Returns the resources to wake, tombstones purged meanwhile included.
+    pub fn delete_pod(
+        &self,
+        namespace: &str,
+        info: PodInfo,
+        now: Instant,
+        now_ms: i64,
+    ) -> Vec<Key> {
+        let change = Self::pod_deleted(&mut self.write(), namespace, info, now, now_ms);
+        self.route(change)
+    }
+
+    /// The pod watcher of `scope` (a namespace, or `None` for all) starts a (re)list.
+    pub fn pods_relist_started(&self, scope: Option<&str>) {
+        self.write()
+            .relisting
+            .insert(scope.map(str::to_string), HashSet::new());
+    }
+
+    /// The (re)list of `scope` finished: its pods not seen are gone. Returns the resources to
+    /// wake.
+    pub fn pods_relist_done(&self, scope: Option<&str>, now: Instant, now_ms: i64) -> Vec<Key> {
+        let changes = self.relist_done(scope, now, now_ms);
+        self.route(changes)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().expect("index lock")
+    }
+
+    /// Marks the changed pods dirty for the resources that select them (tombstones purged
+    /// meanwhile included) and returns those resources.
+    fn route(&self, changes: impl IntoIterator<Item = PodChange>) -> Vec<Key> {
+        let mut inner = self.write();
+        let purged = std::mem::take(&mut inner.purged);
+        let routes = &mut inner.routes;
+        let mut wake: Vec<Key> = changes
+            .into_iter()
+            .chain(purged)
+            .flat_map(|c| routes.route(&c))
+            .collect();
+        wake.sort_unstable();
+        wake.dedup();
+        wake
+    }
+
+    fn pod_applied(
+        inner: &mut Inner,
+        namespace: &str,
+        mut info: PodInfo,
+        now: Instant,
+    ) -> Option<PodChange> {
         for (scope, seen) in inner.relisting.iter_mut() {
             if scope.as_deref().is_none_or(|s| s == namespace) {
                 seen.insert((namespace.to_string(), info.name.clone()));
@@ -80,12 +184,7 @@ impl Index {
         let ns = inner.pods.entry(namespace.to_string()).or_default();
         let old = ns.get(&info.name);
         if let Some(old) = old {
-            // Readiness at the moment termination began decides whether the pod drains.
-            let was_ready = old.info.ready_at_termination
-                || (old.info.terminating_since_ms.is_none() && old.info.ready);
-            if info.terminating_since_ms.is_some() && was_ready {
-                info.ready_at_termination = true;
-            }
+            info.carry_termination_readiness(&old.info);
             if old.info == info && !old.deleted {
                 return None;
             }
@@ -109,24 +208,17 @@ impl Index {
         })
     }
 
-    /// A pod was deleted. A pod that was ready when it began terminating stays as a tombstone
-    /// until its drain ends.
-    pub fn delete_pod(
-        &self,
+    fn pod_deleted(
+        inner: &mut Inner,
         namespace: &str,
         mut info: PodInfo,
         now: Instant,
         now_ms: i64,
     ) -> Option<PodChange> {
-        let mut inner = self.inner.write().expect("index lock");
         let ns = inner.pods.entry(namespace.to_string()).or_default();
         let old = ns.remove(&info.name)?;
         let mut freed = old.info.memory_bytes();
-        if old.info.ready_at_termination
-            || (old.info.terminating_since_ms.is_none() && old.info.ready)
-        {
-            info.ready_at_termination = info.terminating_since_ms.is_some();
-        }
+        info.carry_termination_readiness(&old.info);
         let change = if info.ready_at_termination
             && info
                 .terminating_since_ms
@@ -154,7 +246,7 @@ impl Index {
             }
         };
         inner.bytes = inner.bytes.saturating_sub(freed);
-        Self::gc_tombstones(&mut inner, now_ms);
+        Self::gc_tombstones(inner, now_ms);
         Some(change)
     }
 
@@ -182,51 +274,87 @@ impl Index {
         inner.purged.extend(purged);
     }
 
-    /// Tombstones dropped since the last call (their drain ended long ago): the resources that
-    /// counted them must forget them.
-    pub fn take_purged(&self) -> Vec<PodChange> {
-        std::mem::take(&mut self.inner.write().expect("index lock").purged)
-    }
-
-    /// The pod watcher of `scope` (a namespace, or `None` for all) starts a (re)list.
-    pub fn pods_relist_started(&self, scope: Option<&str>) {
-        self.inner
-            .write()
-            .expect("index lock")
-            .relisting
-            .insert(scope.map(str::to_string), HashSet::new());
-    }
-
-    /// The (re)list of `scope` finished: its pods not seen are gone. Returns their changes.
-    pub fn pods_relist_done(
-        &self,
-        scope: Option<&str>,
-        now: Instant,
-        now_ms: i64,
-    ) -> Vec<PodChange> {
-        let gone: Vec<(String, PodInfo)> = {
-            let mut inner = self.inner.write().expect("index lock");
-            let key = scope.map(str::to_string);
-            let seen = inner.relisting.remove(&key).unwrap_or_default();
-            inner.listed.insert(key);
-            inner
-                .pods
-                .iter()
-                .filter(|(ns, _)| scope.is_none_or(|s| s == ns.as_str()))
-                .flat_map(|(ns, pods)| pods.iter().map(move |(n, e)| (ns, n, e)))
-                .filter(|(ns, n, e)| !e.deleted && !seen.contains(&((*ns).clone(), (*n).clone())))
-                .map(|(ns, _, e)| (ns.clone(), e.info.clone()))
-                .collect()
-        };
+    fn relist_done(&self, scope: Option<&str>, now: Instant, now_ms: i64) -> Vec<PodChange> {
+        let mut inner = self.write();
+        let key = scope.map(str::to_string);
+        let seen = inner.relisting.remove(&key).unwrap_or_default();
+        inner.listed.insert(key);
+        let gone: Vec<(String, PodInfo)> = inner
+            .pods
+            .iter()
+            .filter(|(ns, _)| scope.is_none_or(|s| s == ns.as_str()))
+            .flat_map(|(ns, pods)| pods.iter().map(move |(n, e)| (ns, n, e)))
+            .filter(|(ns, n, e)| !e.deleted && !seen.contains(&((*ns).clone(), (*n).clone())))
+            .map(|(ns, _, e)| (ns.clone(), e.info.clone()))
+            .collect();
         let changes = gone
             .into_iter()
-            .filter_map(|(ns, info)| self.delete_pod(&ns, info, now, now_ms))
+            .filter_map(|(ns, info)| Self::pod_deleted(&mut inner, &ns, info, now, now_ms))
             .collect();
-        let listed = self.inner.read().expect("index lock").listed.len();
-        if listed >= self.pod_scopes.load(Ordering::Acquire).max(1) {
+        if inner.listed.len() >= self.pod_scopes.load(Ordering::Acquire).max(1) {
             self.pods_synced.store(true, Ordering::Release);
         }
         changes
+    }
+
+    /// A resource's compiled registration (`None`: it no longer selects pods). Pods it reads
+    /// annotations from are re-listed when it needs keys the projections lack.
+    pub fn register(&self, namespace: &str, name: &str, reg: Option<Arc<Registration>>) {
+        let mut inner = self.inner.write().expect("index lock");
+        let routes = &mut inner.routes;
+        let Some(reg) = reg else {
+            if let Some(m) = routes.registrations.get_mut(namespace) {
+                m.remove(name);
+            }
+            return;
+        };
+        let new_keys: Vec<String> = reg
+            .annotation_keys()
+            .filter(|k| !routes.annotation_keys.contains(*k))
+            .map(str::to_string)
+            .collect();
+        routes
+            .registrations
+            .entry(namespace.to_string())
+            .or_default()
+            .insert(name.to_string(), reg);
+        if !new_keys.is_empty() {
+            let mut keys = (*routes.annotation_keys).clone();
+            keys.extend(new_keys);
+            routes.annotation_keys = Arc::new(keys);
+            self.relist.notify_waiters();
+        }
+    }
+
+    /// Annotation keys worth keeping in pod projections (besides `podkeeper.io/*`).
+    pub fn annotation_keys(&self) -> Arc<BTreeSet<String>> {
+        self.inner
+            .read()
+            .expect("index lock")
+            .routes
+            .annotation_keys
+            .clone()
+    }
+
+    /// Resolves when the annotation keys grew since the call: pod watchers then re-list.
+    pub fn relist_wanted(&self) -> tokio::sync::futures::Notified<'_> {
+        self.relist.notified()
+    }
+
+    /// Takes the pods changed since the resource's last reconcile.
+    pub fn take_dirty(&self, key: &Key) -> HashSet<String> {
+        self.inner
+            .write()
+            .expect("index lock")
+            .routes
+            .dirty
+            .remove(key)
+            .unwrap_or_default()
+    }
+
+    /// Counts node changes: a resource whose records were built at another epoch rebuilds them.
+    pub fn node_epoch(&self) -> u64 {
+        self.inner.read().expect("index lock").routes.node_epoch
     }
 
     /// A node was added or modified; true if its projection changed.
@@ -235,17 +363,17 @@ impl Index {
         if let Some(seen) = inner.node_relisting.as_mut() {
             seen.insert(name.to_string());
         }
-        inner.nodes.insert(name.to_string(), info.clone()) != Some(info)
+        let changed = inner.nodes.insert(name.to_string(), info.clone()) != Some(info);
+        inner.routes.node_epoch += u64::from(changed);
+        changed
     }
 
     /// A node was deleted.
     pub fn delete_node(&self, name: &str) -> bool {
-        self.inner
-            .write()
-            .expect("index lock")
-            .nodes
-            .remove(name)
-            .is_some()
+        let mut inner = self.inner.write().expect("index lock");
+        let changed = inner.nodes.remove(name).is_some();
+        inner.routes.node_epoch += u64::from(changed);
+        changed
     }
 
     /// The node watcher starts a (re)list.
@@ -258,6 +386,7 @@ impl Index {
         let mut inner = self.inner.write().expect("index lock");
         let seen = inner.node_relisting.take().unwrap_or_default();
         inner.nodes.retain(|n, _| seen.contains(n));
+        inner.routes.node_epoch += 1;
         drop(inner);
         self.nodes_synced.store(true, Ordering::Release);
     }
@@ -284,6 +413,19 @@ mod tests {
     use super::*;
     use crate::model::pod::Labels;
 
+    /// The change-level view the routing is built on.
+    impl Index {
+        fn applied(&self, ns: &str, info: PodInfo, now: Instant) -> Option<PodChange> {
+            Self::pod_applied(&mut self.write(), ns, info, now)
+        }
+        fn deleted(&self, ns: &str, info: PodInfo, now: Instant, ms: i64) -> Option<PodChange> {
+            Self::pod_deleted(&mut self.write(), ns, info, now, ms)
+        }
+        fn take_purged(&self) -> Vec<PodChange> {
+            std::mem::take(&mut self.write().purged)
+        }
+    }
+
     fn info(name: &str, ready: bool, terminating: Option<i64>) -> PodInfo {
         PodInfo {
             name: name.into(),
@@ -302,23 +444,23 @@ mod tests {
     fn unchanged_projections_are_not_changes() {
         let idx = Index::default();
         let now = Instant::now();
-        assert!(idx.apply_pod("ns", info("a", true, None), now).is_some());
-        assert!(idx.apply_pod("ns", info("a", true, None), now).is_none());
-        assert!(idx.apply_pod("ns", info("a", false, None), now).is_some());
+        assert!(idx.applied("ns", info("a", true, None), now).is_some());
+        assert!(idx.applied("ns", info("a", true, None), now).is_none());
+        assert!(idx.applied("ns", info("a", false, None), now).is_some());
     }
 
     #[test]
     fn readiness_at_termination_is_carried_over_and_deleted_pods_drain_as_tombstones() {
         let idx = Index::default();
         let now = Instant::now();
-        idx.apply_pod("ns", info("a", true, None), now);
+        idx.applied("ns", info("a", true, None), now);
         // kubelet turns the terminating pod not ready; it still drains.
         let c = idx
-            .apply_pod("ns", info("a", false, Some(1_000)), now)
+            .applied("ns", info("a", false, Some(1_000)), now)
             .unwrap();
         assert!(c.new.unwrap().ready_at_termination);
         let c = idx
-            .delete_pod("ns", info("a", false, Some(1_000)), now, 2_000)
+            .deleted("ns", info("a", false, Some(1_000)), now, 2_000)
             .unwrap();
         assert!(
             c.new.as_ref().unwrap().ready_at_termination,
@@ -326,15 +468,15 @@ mod tests {
         );
         assert_eq!(idx.size().0, 1);
         // A pod that was never ready just goes.
-        idx.apply_pod("ns", info("b", false, None), now);
+        idx.applied("ns", info("b", false, None), now);
         let c = idx
-            .delete_pod("ns", info("b", false, Some(1_000)), now, 2_000)
+            .deleted("ns", info("b", false, Some(1_000)), now, 2_000)
             .unwrap();
         assert!(c.new.is_none());
         // Tombstones are collected after the longest drain.
-        idx.delete_pod("ns", info("zz", false, None), now, 1_000 + MAX_DRAIN_MS + 1);
-        idx.apply_pod("ns", info("c", true, None), now);
-        idx.delete_pod("ns", info("c", true, None), now, 1_000 + MAX_DRAIN_MS + 1);
+        idx.deleted("ns", info("zz", false, None), now, 1_000 + MAX_DRAIN_MS + 1);
+        idx.applied("ns", info("c", true, None), now);
+        idx.deleted("ns", info("c", true, None), now, 1_000 + MAX_DRAIN_MS + 1);
         assert_eq!(idx.size().0, 0);
         // The resources that counted the dropped tombstone hear of it.
         let purged = idx.take_purged();
@@ -348,12 +490,12 @@ mod tests {
     fn relist_removes_pods_that_disappeared_while_the_watch_was_down() {
         let idx = Index::default();
         let now = Instant::now();
-        idx.apply_pod("ns", info("a", true, None), now);
-        idx.apply_pod("ns", info("b", true, None), now);
+        idx.applied("ns", info("a", true, None), now);
+        idx.applied("ns", info("b", true, None), now);
         assert!(!idx.synced());
         idx.pods_relist_started(None);
-        idx.apply_pod("ns", info("a", true, None), now);
-        let gone = idx.pods_relist_done(None, now, 0);
+        idx.applied("ns", info("a", true, None), now);
+        let gone = idx.relist_done(None, now, 0);
         assert_eq!(gone.len(), 1);
         assert_eq!(&*gone[0].old.as_ref().unwrap().name, "b");
         idx.nodes_relist_started();
@@ -371,22 +513,118 @@ mod tests {
         // Both watchers list at once; "a" finishes first.
         idx.pods_relist_started(Some("a"));
         idx.pods_relist_started(Some("b"));
-        idx.apply_pod("a", info("a1", true, None), now);
-        idx.apply_pod("b", info("b1", true, None), now);
-        assert!(idx.pods_relist_done(Some("a"), now, 0).is_empty());
+        idx.applied("a", info("a1", true, None), now);
+        idx.applied("b", info("b1", true, None), now);
+        assert!(idx.relist_done(Some("a"), now, 0).is_empty());
         assert!(!idx.synced(), "namespace b is not listed yet");
-        idx.apply_pod("b", info("b2", true, None), now);
+        idx.applied("b", info("b2", true, None), now);
         assert!(
-            idx.pods_relist_done(Some("b"), now, 0).is_empty(),
+            idx.relist_done(Some("b"), now, 0).is_empty(),
             "nothing is gone: each relist judges only its own namespace"
         );
         assert!(idx.synced());
         // Later "b" relists alone and "b1" vanished meanwhile; "a1" is untouched.
         idx.pods_relist_started(Some("b"));
-        idx.apply_pod("b", info("b2", true, None), now);
-        let gone = idx.pods_relist_done(Some("b"), now, 0);
+        idx.applied("b", info("b2", true, None), now);
+        let gone = idx.relist_done(Some("b"), now, 0);
         assert_eq!(gone.len(), 1);
         assert_eq!(&*gone[0].old.as_ref().unwrap().name, "b1");
         assert_eq!(idx.size().0, 2);
+    }
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::*;
+    use crate::model::pod::Labels;
+
+    fn registration(app: &str, annotations: &[&str]) -> Arc<Registration> {
+        let spec = serde_yaml::from_str(&format!(
+            "selector: {{matchLabels: {{app: {app}}}}}\nport: 80\nmetadata: {{annotations: {annotations:?}}}"
+        ))
+        .unwrap();
+        Arc::new(Registration::compile("ns", &spec).unwrap())
+    }
+
+    fn pod(name: &str, app: &str, ready: bool) -> PodInfo {
+        PodInfo {
+            name: name.into(),
+            labels: [("app".to_string(), app.to_string())].into_iter().collect(),
+            annotations: Labels::default(),
+            ip: Some("10.0.0.1".into()),
+            ports: Box::new([]),
+            node: None,
+            ready,
+            terminating_since_ms: None,
+            ready_at_termination: false,
+        }
+    }
+
+    fn key(name: &str) -> Key {
+        ("ns".into(), name.into())
+    }
+
+    #[test]
+    fn a_pod_change_wakes_exactly_the_resources_that_select_it_and_marks_it_dirty() {
+        let idx = Index::default();
+        idx.register("ns", "web", Some(registration("web", &[])));
+        idx.register("ns", "api", Some(registration("api", &[])));
+        let now = Instant::now();
+        assert_eq!(
+            idx.apply_pod("ns", pod("w1", "web", true), now),
+            vec![key("web")]
+        );
+        assert_eq!(
+            idx.apply_pod("other", pod("w1", "web", true), now),
+            Vec::<Key>::new()
+        );
+        // Unchanged: nobody wakes.
+        assert!(idx.apply_pod("ns", pod("w1", "web", true), now).is_empty());
+        // Relabelled from web to api: both resources must look at it.
+        assert_eq!(
+            idx.apply_pod("ns", pod("w1", "api", true), now),
+            vec![key("api"), key("web")]
+        );
+        assert_eq!(idx.take_dirty(&key("web")), ["w1".to_string()].into());
+        assert!(idx.take_dirty(&key("web")).is_empty(), "taken once");
+        assert_eq!(
+            idx.delete_pod("ns", pod("w1", "api", false), now, 0),
+            vec![key("api")]
+        );
+        // A removed registration no longer routes.
+        idx.register("ns", "api", None);
+        assert!(idx.apply_pod("ns", pod("a2", "api", true), now).is_empty());
+    }
+
+    #[test]
+    fn new_annotation_keys_ask_for_a_relist_and_node_changes_move_the_epoch() {
+        let idx = Index::default();
+        let relist = idx.relist_wanted();
+        tokio::pin!(relist);
+        relist.as_mut().enable();
+        idx.register("ns", "web", Some(registration("web", &["team"])));
+        assert!(idx.annotation_keys().contains("team"));
+        assert!(
+            futures::FutureExt::now_or_never(relist).is_some(),
+            "a new key wakes the pod watchers"
+        );
+        let again = idx.relist_wanted();
+        tokio::pin!(again);
+        again.as_mut().enable();
+        idx.register("ns", "api", Some(registration("api", &["team"])));
+        assert!(
+            futures::FutureExt::now_or_never(again).is_none(),
+            "known keys need no relist"
+        );
+        let e0 = idx.node_epoch();
+        let node = NodeInfo {
+            zone: None,
+            ready: true,
+        };
+        assert!(idx.apply_node("n1", node.clone()));
+        assert!(!idx.apply_node("n1", node));
+        assert_eq!(idx.node_epoch(), e0 + 1);
+        assert!(idx.delete_node("n1"));
+        assert_eq!(idx.node_epoch(), e0 + 2);
     }
 }

@@ -1,15 +1,20 @@
 //! kube-runtime wiring: the ServiceRegistration controller, pod/node watches and their index.
 //! Decides what to write and hands it to `zk::writer`; never talks to ZooKeeper directly.
+//! The index routes pod changes to resources; a reconcile reads as its steps (reconcile.rs).
 
+pub mod events;
 pub mod index;
 pub mod leader;
 mod reconcile;
+#[cfg(test)]
+mod reconcile_tests;
 pub mod status;
+mod status_writer;
 mod watch;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,9 +27,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::crd::ServiceRegistration;
-use crate::model::desired::Registration;
+use crate::zk::fence::{Fence, Fencer};
 use crate::zk::session::Sessions;
-use index::{Index, PodChange};
+use crate::zk::writer::WriteOptions;
+use events::Events;
+use index::{Index, Key};
 
 pub use reconcile::Error;
 
@@ -45,105 +52,82 @@ pub struct Settings {
     pub identity: String,
 }
 
-type Key = (String, String);
-/// (namespace, name, reason) of a resource's Events.
-type EventKey = (String, String, String);
+impl Settings {
+    /// How the writer writes under these settings and `fence`.
+    pub fn write_options(&self, fence: Option<Fence>) -> WriteOptions {
+        WriteOptions {
+            fence,
+            dry_run: self.dry_run,
+            max_deletes_per_txn: self.max_deletes_per_txn,
+            format: Default::default(),
+        }
+    }
+}
 
-/// Shared state of the controller.
+/// What a reconcile needs, shared by all of them.
 pub struct Context {
     client: kube::Client,
     settings: Settings,
     sessions: Sessions,
-    /// Slim pods and nodes.
+    fencer: Fencer,
+    /// Slim pods and nodes, and which resources select which pods.
     pub index: Index,
-    /// Compiled registrations by namespace, to route pod changes.
-    registrations: RwLock<HashMap<String, HashMap<String, Arc<Registration>>>>,
-    annotation_keys: RwLock<Arc<BTreeSet<String>>>,
-    relist: tokio::sync::Notify,
+    /// Who leads.
+    pub leadership: Arc<leader::Leadership>,
+    events: Events,
     entries: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<reconcile::Entry>>>>,
-    recorder: Recorder,
-    triggers: Vec<(
-        Option<String>,
-        UnboundedSender<ObjectRef<ServiceRegistration>>,
-    )>,
-    reconcile_all: Vec<UnboundedSender<()>>,
+    wake: Wake,
+    /// Increases with every full resync: caches from an older epoch are re-read.
     resync_epoch: AtomicU64,
     /// Failing watches by name ("nodes", "pods" or "pods in <namespace>").
     watch_errors: Mutex<HashMap<String, String>>,
-    /// Who leads.
-    pub leadership: Arc<leader::Leadership>,
-    /// Pods changed since each resource's last reconcile (only those records are rebuilt).
-    dirty: Mutex<HashMap<Key, std::collections::HashSet<String>>>,
-    /// Increases with every node change (zone or readiness): records must be rebuilt.
-    node_epoch: AtomicU64,
-    /// Last Event time and suppressed count per (namespace, name, reason).
-    event_limits: Mutex<HashMap<EventKey, (std::time::Instant, u32)>>,
-    /// Per ensemble: the term and fence of the epoch this leader set.
-    fences: tokio::sync::Mutex<HashMap<String, (u64, crate::zk::writer::Fence)>>,
+}
+
+/// The controllers' trigger channels: one resource, or all of them.
+struct Wake {
+    one: Vec<(
+        Option<String>,
+        UnboundedSender<ObjectRef<ServiceRegistration>>,
+    )>,
+    all: Vec<UnboundedSender<()>>,
 }
 
 impl Context {
-    fn annotation_keys(&self) -> Arc<BTreeSet<String>> {
-        self.annotation_keys.read().expect("keys lock").clone()
-    }
-
-    /// Sends a reconcile trigger for every resource whose selector matches the pod before or after.
-    fn trigger_for(&self, change: &PodChange) {
-        let regs = self.registrations.read().expect("registrations lock");
-        let Some(in_ns) = regs.get(&change.namespace) else {
-            return;
-        };
-        for (name, reg) in in_ns {
-            let hit = change.old.as_ref().is_some_and(|p| reg.selects(p))
-                || change.new.as_ref().is_some_and(|p| reg.selects(p));
-            if hit {
-                let pod = change
-                    .new
-                    .as_ref()
-                    .or(change.old.as_ref())
-                    .map(|p| p.name.to_string());
-                if let Some(pod) = pod {
-                    self.dirty
-                        .lock()
-                        .expect("dirty lock")
-                        .entry((change.namespace.clone(), name.clone()))
-                        .or_default()
-                        .insert(pod);
-                }
-                self.trigger(&change.namespace, name);
-            }
-        }
-    }
-
-    /// Takes the pods changed since the resource's last reconcile.
-    fn take_dirty(&self, key: &Key) -> std::collections::HashSet<String> {
-        self.dirty
+    fn entry(&self, key: &Key) -> Arc<tokio::sync::Mutex<reconcile::Entry>> {
+        self.entries
             .lock()
-            .expect("dirty lock")
-            .remove(key)
-            .unwrap_or_default()
+            .expect("entries lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 
-    /// A node's zone or readiness changed: every record may change.
-    fn node_changed(&self) {
-        self.node_epoch.fetch_add(1, Ordering::AcqRel);
-        self.reconcile_all();
+    /// Drops what is remembered of a deleted resource (its status writer stops with it).
+    fn forget(&self, key: &Key) {
+        self.entries.lock().expect("entries lock").remove(key);
     }
 
-    fn trigger(&self, namespace: &str, name: &str) {
-        let obj = ObjectRef::new(name).within(namespace);
-        for (ns, tx) in &self.triggers {
-            if ns.as_deref().is_none_or(|n| n == namespace) {
-                let _ = tx.unbounded_send(obj.clone());
+    /// Asks the controllers to reconcile these resources.
+    fn wake(&self, keys: &[Key]) {
+        for (namespace, name) in keys {
+            let obj = ObjectRef::new(name).within(namespace);
+            for (scope, tx) in &self.wake.one {
+                if scope.as_deref().is_none_or(|s| s == namespace) {
+                    let _ = tx.unbounded_send(obj.clone());
+                }
             }
         }
     }
 
     /// Asks every controller to reconcile every resource.
     fn reconcile_all(&self) {
-        for tx in &self.reconcile_all {
+        for tx in &self.wake.all {
             let _ = tx.unbounded_send(());
         }
+    }
+
+    fn resync_epoch(&self) -> u64 {
+        self.resync_epoch.load(Ordering::Acquire)
     }
 
     /// Forces a re-read of ZooKeeper on the next reconcile of every resource.
@@ -164,44 +148,34 @@ impl Context {
         }
     }
 
-    /// The fence for writes to `session` in `term`, bumping the epoch znode on first use.
-    async fn fence(
-        &self,
-        session: &crate::zk::session::Session,
-        client: &crate::zk::Client,
-        term: u64,
-    ) -> Result<Option<crate::zk::writer::Fence>, crate::zk::ZkError> {
-        if !self.leadership.is_elected() {
-            return Ok(None);
-        }
-        let key = session.target().to_string();
-        let mut fences = self.fences.lock().await;
-        if let Some((t, f)) = fences.get(&key)
-            && *t == term
-        {
-            return Ok(Some(f.clone()));
-        }
-        let path = format!("{}/.leader-epoch", self.settings.allowed_path_prefix);
-        let fence = crate::zk::writer::bump_epoch(client, &path, &self.settings.identity).await?;
-        tracing::info!(term, epoch_version = fence.version, target = %key, "bumped the leader epoch");
-        fences.insert(key, (term, fence.clone()));
-        Ok(Some(fence))
-    }
-
     /// Why the operator is not ready, if it is not.
     pub fn not_ready_reason(&self) -> Option<String> {
-        if !self.sessions.default_session().is_available() {
-            return Some("ZooKeeper session is not connected".into());
-        }
-        if !self.index.synced() {
-            return Some("pod and node lists are not complete yet".into());
-        }
-        let errs = self.watch_errors.lock().expect("watch errors lock");
-        if let Some((w, e)) = errs.iter().next() {
-            return Some(format!("{w} watch failing: {e}"));
-        }
-        None
+        not_ready_reason(
+            &self.sessions.unavailable(),
+            self.index.synced(),
+            &self.watch_errors.lock().expect("watch errors lock"),
+        )
     }
+}
+
+/// Ready means: every ZooKeeper ensemble in use has a session, the pod and node lists are
+/// complete, and no watch is failing.
+fn not_ready_reason(
+    unavailable: &[String],
+    synced: bool,
+    watch_errors: &HashMap<String, String>,
+) -> Option<String> {
+    if !unavailable.is_empty() {
+        return Some(format!(
+            "no ZooKeeper session to {}",
+            unavailable.join(", ")
+        ));
+    }
+    if !synced {
+        return Some("pod and node lists are not complete yet".into());
+    }
+    let (w, e) = watch_errors.iter().min()?;
+    Some(format!("{w} watch failing: {e}"))
 }
 
 /// Everything `run` needs besides the kube client.
@@ -257,23 +231,19 @@ pub async fn run(
     };
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: Events::new(Recorder::new(client.clone(), reporter)),
+        fencer: Fencer::new(&settings.allowed_path_prefix, &settings.identity),
         settings: settings.clone(),
         sessions,
         index: Index::default(),
-        registrations: RwLock::default(),
-        annotation_keys: RwLock::default(),
-        relist: tokio::sync::Notify::new(),
+        leadership: leadership.clone(),
         entries: Mutex::default(),
-        triggers,
-        reconcile_all: all_tx,
+        wake: Wake {
+            one: triggers,
+            all: all_tx,
+        },
         resync_epoch: AtomicU64::new(0),
         watch_errors: Mutex::default(),
-        leadership: leadership.clone(),
-        dirty: Mutex::default(),
-        node_epoch: AtomicU64::new(0),
-        event_limits: Mutex::default(),
-        fences: tokio::sync::Mutex::default(),
     });
     ready(ctx.clone());
 
@@ -338,4 +308,22 @@ pub async fn run(
     futures::future::join_all(controllers).await;
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_counts_every_ensemble_the_lists_and_the_watches() {
+        let none = HashMap::new();
+        assert_eq!(not_ready_reason(&[], true, &none), None);
+        let why = not_ready_reason(&["zk-b:2181".into()], true, &none).unwrap();
+        assert!(why.contains("zk-b:2181"), "{why}");
+        let why = not_ready_reason(&[], false, &none).unwrap();
+        assert!(why.contains("not complete"), "{why}");
+        let errs: HashMap<String, String> = [("nodes".into(), "forbidden".into())].into();
+        let why = not_ready_reason(&[], true, &errs).unwrap();
+        assert_eq!(why, "nodes watch failing: forbidden");
+    }
 }

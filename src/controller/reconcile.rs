@@ -1,29 +1,29 @@
-//! One reconcile of one ServiceRegistration: compile the spec, compute the desired endpoints,
-//! diff them against ZooKeeper, write the difference, then report status and Events.
+//! One reconcile of one ServiceRegistration, in four steps: resolve (compile the spec and place
+//! it: pure), desired (the endpoints the pods call for), write (one pass through `zk::writer`),
+//! report (status, Events, metrics). Talks to ZooKeeper only through the writer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
-use tokio::sync::watch;
 
 use super::Context;
-use super::index::PodEntry;
+use super::index::{Key, PodEntry};
 use super::status::{self, Counts, Outcome};
-use crate::crd::{FINALIZER, ServiceRegistration, ServiceRegistrationStatus};
-use crate::model::desired::{Registration, Tracker};
-use crate::model::plan::Op;
-use crate::model::record::{EndpointRecord, Owner, ServiceRecord};
+use super::status_writer::StatusWriter;
+use crate::crd::{FINALIZER, ServiceRegistration};
+use crate::model::desired::{Desired, Registration, Tracker};
+use crate::model::guard::{self, Endpoints};
+use crate::model::plan::{self, Op, Plan};
+use crate::model::record::{Owner, ServiceRecord};
 use crate::zk::ZkError;
 use crate::zk::layout;
 use crate::zk::session::Target;
-use crate::zk::writer::{self, Loaded, ServiceState, Synced, WriteOptions};
+use crate::zk::writer::{self, ServiceState, Synced, WriteOptions};
 
 /// A failed reconcile, retried by the error policy.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +55,7 @@ impl Error {
 pub struct Entry {
     compiled: Option<(i64, Arc<Registration>)>,
     zk: Option<Cached>,
-    last_status: Option<ServiceRegistrationStatus>,
-    status_tx: Option<watch::Sender<Option<ServiceRegistrationStatus>>>,
+    status: StatusWriter,
     last_start: Option<Instant>,
     announced: bool,
     last: Option<Last>,
@@ -71,6 +70,7 @@ struct Last {
     tracker: Tracker,
 }
 
+/// What ZooKeeper held after the last write, and under which session and place.
 struct Cached {
     session_generation: u64,
     epoch: u64,
@@ -79,12 +79,51 @@ struct Cached {
     state: ServiceState,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// The resource compiled and placed: everything derived from the resource alone.
+#[derive(Debug, Clone)]
+pub(super) struct Resolved {
+    pub key: Key,
+    pub generation: i64,
+    pub reg: Arc<Registration>,
+    pub path: String,
+    pub target: Option<Target>,
+    pub record: ServiceRecord,
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// Why a resource is not acted on; shown on its status, nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Rejected {
+    InvalidSpec(String),
+    PathRefused(String),
+}
+
+/// Where a reconcile stands with ZooKeeper: a client of the resource's ensemble, fenced for
+/// this term.
+struct Connection {
+    client: crate::zk::Client,
+    session_generation: u64,
+    /// The resync epoch this reconcile started in: a cache from an older one is re-read.
+    epoch: u64,
+    options: WriteOptions,
+}
+
+/// What the desired step produced.
+struct Wanted {
+    tracker: Tracker,
+    /// When each recently changed pod's change reached the operator (for the latency metric).
+    changed_at: HashMap<String, Instant>,
+    /// The keep-last guard's endpoints, published instead of the desired ones (stale).
+    kept: Option<Endpoints>,
+    /// The node epoch the tracker was built at.
+    node_epoch: u64,
+}
+
+impl Wanted {
+    fn endpoints(&self) -> &Endpoints {
+        self.kept
+            .as_ref()
+            .unwrap_or(&self.tracker.desired().endpoints)
+    }
 }
 
 /// Entry point for the controller.
@@ -114,19 +153,17 @@ pub async fn reconcile(sr: Arc<ServiceRegistration>, ctx: Arc<Context>) -> Resul
     });
     if let Err(Error::ZooKeeper(ZkError::Fenced { path })) = &result {
         // Another replica leads now: stop writing at once, without waiting for the Lease loop.
-        tracing::warn!(%path, term, "write rejected by the leader fence");
+        tracing::warn!(%path, term, "write rejected by the leader fence; stepping down");
+        crate::metrics::get().leader_step_downs.inc();
         ctx.leadership.step_down(term);
     }
     let m = crate::metrics::get();
     m.reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.kind(),
-    };
+    let result_label = result.as_ref().map_or_else(Error::kind, |_| "ok");
     m.reconciles
         .get_or_create(&crate::metrics::ResultLabels {
-            result: label.into(),
+            result: result_label.into(),
         })
         .inc();
     result
@@ -141,471 +178,367 @@ pub fn error_policy(sr: Arc<ServiceRegistration>, err: &Error, _ctx: Arc<Context
     }
 }
 
-impl Context {
-    fn entry(&self, key: &(String, String)) -> Arc<tokio::sync::Mutex<Entry>> {
-        self.entries
-            .lock()
-            .expect("entries lock")
-            .entry(key.clone())
-            .or_default()
-            .clone()
-    }
-
-    fn owner(&self, sr: &ServiceRegistration) -> Owner {
-        Owner {
-            cluster_id: self.settings.cluster_id.clone(),
-            namespace: sr.namespace().unwrap_or_default(),
-            name: sr.name_any(),
-            uid: sr.uid().unwrap_or_default(),
-        }
-    }
-
-    /// Publishes an Event without holding up the reconcile.
-    fn event(&self, sr: &ServiceRegistration, type_: EventType, reason: &str, mut note: String) {
-        let key = (
-            sr.namespace().unwrap_or_default(),
-            sr.name_any(),
-            reason.to_string(),
-        );
-        {
-            let mut limits = self.event_limits.lock().expect("event limits lock");
-            let now = Instant::now();
-            match limits.get_mut(&key) {
-                Some((last, suppressed)) if now.duration_since(*last) < EVENT_MIN_INTERVAL => {
-                    *suppressed += 1;
-                    return;
-                }
-                Some((last, suppressed)) => {
-                    if *suppressed > 0 {
-                        note.push_str(&format!(" (and {suppressed} similar change(s) before)"));
-                    }
-                    *last = now;
-                    *suppressed = 0;
-                }
-                None => {
-                    limits.insert(key, (now, 0));
-                }
-            }
-        }
-        let recorder = self.recorder.clone();
-        let reference = sr.object_ref(&());
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(truncate(note, 1000)),
-            action: reason.into(),
-            secondary: None,
-        };
-        tokio::spawn(async move {
-            if let Err(err) = recorder.publish(&ev, &reference).await {
-                tracing::debug!(%err, "publishing an Event failed");
-            }
-        });
-    }
-
-    fn register(&self, ns: &str, name: &str, reg: Option<Arc<Registration>>) {
-        let mut regs = self.registrations.write().expect("registrations lock");
-        match reg {
-            Some(reg) => {
-                let new_keys: Vec<String> = {
-                    let keys = self.annotation_keys.read().expect("keys lock");
-                    reg.annotation_keys()
-                        .filter(|k| !keys.contains(*k))
-                        .map(str::to_string)
-                        .collect()
-                };
-                regs.entry(ns.to_string())
-                    .or_default()
-                    .insert(name.to_string(), reg);
-                if !new_keys.is_empty() {
-                    let mut keys = self.annotation_keys.write().expect("keys lock");
-                    let mut set = (**keys).clone();
-                    set.extend(new_keys);
-                    *keys = Arc::new(set);
-                    self.relist.notify_waiters();
-                }
-            }
-            None => {
-                if let Some(m) = regs.get_mut(ns) {
-                    m.remove(name);
-                }
-            }
-        }
-    }
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
-fn target_of(sr: &ServiceRegistration) -> Option<Target> {
-    sr.spec.zookeeper.as_ref().map(|z| Target {
-        connect: z.connect.clone(),
-        chroot: z.chroot.clone(),
-    })
-}
-
-/// Sends the status to the resource's status writer, which patches only the latest one.
-fn report(
-    ctx: &Arc<Context>,
-    sr: &ServiceRegistration,
-    entry: &mut Entry,
-    outcome: &Outcome,
-    counts: Option<&Counts>,
-    path: Option<&str>,
-) {
-    let prev = entry.last_status.clone().or_else(|| sr.status.clone());
-    let new = status::build(
-        prev.as_ref(),
-        sr.meta().generation,
-        outcome,
-        counts,
-        path,
-        &now_rfc3339(),
-    );
-    if prev.as_ref().is_some_and(|p| status::same(p, &new)) {
-        return;
-    }
-    entry.last_status = Some(new.clone());
-    let tx = entry.status_tx.get_or_insert_with(|| {
-        let (tx, rx) = watch::channel(None);
-        let api: Api<ServiceRegistration> =
-            Api::namespaced(ctx.client.clone(), &sr.namespace().unwrap_or_default());
-        tokio::spawn(status_writer(api, sr.name_any(), rx));
-        tx
-    });
-    let _ = tx.send(Some(new));
-}
-
-/// Patches the newest status; a burst of changes becomes one patch.
-/// The least time between two status patches of one resource.
-const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(500);
-/// The least time between two Events of one reason on one resource; the rest are counted.
-const EVENT_MIN_INTERVAL: Duration = Duration::from_secs(5);
-
-async fn status_writer(
-    api: Api<ServiceRegistration>,
-    name: String,
-    mut rx: watch::Receiver<Option<ServiceRegistrationStatus>>,
-) {
-    while rx.changed().await.is_ok() {
-        let Some(status) = rx.borrow_and_update().clone() else {
-            continue;
-        };
-        let patch = serde_json::json!({ "status": status });
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    // Under churn, statuses coalesce here instead of loading the API server
-                    // (which the operator's own watches share) with one patch per change.
-                    tokio::time::sleep(STATUS_MIN_INTERVAL).await;
-                    break;
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => return,
-                Err(err) => {
-                    tracing::debug!(%err, %name, "status patch failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    if rx.has_changed().unwrap_or(false) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
 async fn apply(
     sr: Arc<ServiceRegistration>,
     ctx: &Arc<Context>,
     term: u64,
 ) -> Result<Action, Error> {
     let started = Instant::now();
-    let ns = sr.namespace().unwrap_or_default();
-    let name = sr.name_any();
-    let key = (ns.clone(), name.clone());
+    let key = key_of(&sr);
     let entry = ctx.entry(&key);
     let mut entry = entry.lock().await;
     let last_start = entry.last_start.replace(started);
 
-    let generation = sr.meta().generation.unwrap_or(0);
-    let reg = match &entry.compiled {
-        Some((g, reg)) if *g == generation => reg.clone(),
-        _ => match Registration::compile(&ns, &sr.spec) {
-            Ok(reg) => {
-                let reg = Arc::new(reg);
-                entry.compiled = Some((generation, reg.clone()));
-                reg
-            }
-            Err(err) => {
-                ctx.register(&ns, &name, None);
-                let msg = err.to_string();
-                ctx.event(&sr, EventType::Warning, "InvalidSpec", msg.clone());
-                report(ctx, &sr, &mut entry, &Outcome::InvalidSpec(msg), None, None);
-                return Ok(Action::await_change());
-            }
-        },
+    let res = match resolve(&sr, &ctx.settings, &mut entry.compiled) {
+        Ok(res) => res,
+        Err(rejected) => return Ok(reject(ctx, &sr, &mut entry, rejected)),
     };
-    ctx.register(&ns, &name, Some(reg.clone()));
-
-    let path = match layout::service_path(
-        sr.spec.path.as_deref(),
-        &ctx.settings.allowed_path_prefix,
-        &ns,
-        &sr.service_name(),
-    ) {
-        Ok(p) => p,
-        Err(err) => {
-            let msg = err.to_string();
-            ctx.event(&sr, EventType::Warning, "PathRefused", msg.clone());
-            report(ctx, &sr, &mut entry, &Outcome::PathRefused(msg), None, None);
-            return Ok(Action::await_change());
-        }
-    };
+    ctx.index.register(&key.0, &key.1, Some(res.reg.clone()));
     if sr.spec.suspend {
-        report(ctx, &sr, &mut entry, &Outcome::Suspended, None, Some(&path));
+        report(
+            ctx,
+            &sr,
+            &mut entry,
+            &Outcome::Suspended,
+            None,
+            Some(&res.path),
+        );
         return Ok(Action::await_change());
     }
-
-    let target = target_of(&sr);
-    let session = ctx.sessions.get(target.as_ref());
-    let (client, session_generation) = match session.client() {
-        Ok(c) => c,
-        Err(err) => {
-            report(
-                ctx,
-                &sr,
-                &mut entry,
-                &Outcome::ZooKeeperUnavailable(err.to_string()),
-                None,
-                Some(&path),
-            );
+    let conn = match connect(ctx, &res, term).await {
+        Ok(conn) => conn,
+        Err(err @ ZkError::Unavailable { .. }) => {
+            let outcome = Outcome::ZooKeeperUnavailable(err.to_string());
+            report(ctx, &sr, &mut entry, &outcome, None, Some(&res.path));
             // The session task triggers a resync when it connects; this is a safety net.
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
+        Err(err) => return Err(err.into()),
     };
-    let owner = ctx.owner(&sr);
-    let epoch = ctx.resync_epoch.load(Ordering::Acquire);
-    let options = WriteOptions {
-        fence: ctx.fence(&session, &client, term).await?,
-        dry_run: ctx.settings.dry_run,
-        max_deletes_per_txn: ctx.settings.max_deletes_per_txn,
-        format: Default::default(),
+    relocate(ctx, &sr, &mut entry, &res, &conn.options, term).await?;
+    let Some(wanted) = desired(ctx, &sr, &mut entry, &res, &conn, last_start).await? else {
+        // Nothing this resource depends on changed (typically our own status patch came back).
+        return Ok(next_wakeup(ctx, entry.last.as_ref().map(|l| &l.tracker)));
     };
+    let written = write(&mut entry, &res, &conn, &wanted).await;
+    Ok(report_written(
+        ctx, &sr, &mut entry, &res, &conn, wanted, written,
+    )?)
+}
 
-    // The resource moved (path or ensemble changed): remove what it owned at the old place.
+/// Step 1, pure: compile the spec (reusing the last compile of this generation) and place it.
+pub(super) fn resolve(
+    sr: &ServiceRegistration,
+    settings: &super::Settings,
+    compiled: &mut Option<(i64, Arc<Registration>)>,
+) -> Result<Resolved, Rejected> {
+    let key = key_of(sr);
+    let generation = sr.meta().generation.unwrap_or(0);
+    let reg = match compiled {
+        Some((g, reg)) if *g == generation => reg.clone(),
+        _ => {
+            let reg = Registration::compile(&key.0, &sr.spec)
+                .map_err(|e| Rejected::InvalidSpec(e.to_string()))?;
+            let reg = Arc::new(reg);
+            *compiled = Some((generation, reg.clone()));
+            reg
+        }
+    };
+    let path = layout::service_path(
+        sr.spec.path.as_deref(),
+        &settings.allowed_path_prefix,
+        &key.0,
+        &sr.service_name(),
+    )
+    .map_err(|e| Rejected::PathRefused(e.to_string()))?;
+    let record = ServiceRecord {
+        service_name: sr.service_name(),
+        policy: sr.spec.load_balancer.policy,
+        owner: owner(settings, sr),
+        generation,
+        stale: false,
+    };
+    Ok(Resolved {
+        key,
+        generation,
+        reg,
+        path,
+        target: target_of(sr),
+        record,
+    })
+}
+
+/// A rejected resource: stop routing pods to it if its spec is invalid, and say why.
+fn reject(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    rejected: Rejected,
+) -> Action {
+    let (reason, outcome) = match rejected {
+        Rejected::InvalidSpec(msg) => {
+            let (ns, name) = key_of(sr);
+            ctx.index.register(&ns, &name, None);
+            ("InvalidSpec", Outcome::InvalidSpec(msg))
+        }
+        Rejected::PathRefused(msg) => ("PathRefused", Outcome::PathRefused(msg)),
+    };
+    let msg = match &outcome {
+        Outcome::InvalidSpec(m) | Outcome::PathRefused(m) => m.clone(),
+        _ => unreachable!("rejections carry a message"),
+    };
+    ctx.events.publish(sr, EventType::Warning, reason, msg);
+    report(ctx, sr, entry, &outcome, None, None);
+    Action::await_change()
+}
+
+/// A client of the resource's ensemble and the fence of this term.
+async fn connect(ctx: &Context, res: &Resolved, term: u64) -> Result<Connection, ZkError> {
+    let epoch = ctx.resync_epoch();
+    let session = ctx.sessions.get(res.target.as_ref());
+    let (client, session_generation) = session.client()?;
+    let term = ctx.leadership.is_elected().then_some(term);
+    let fence = ctx.fencer.fence(&session, &client, term).await?;
+    Ok(Connection {
+        client,
+        session_generation,
+        epoch,
+        options: ctx.settings.write_options(fence),
+    })
+}
+
+/// The resource moved (path or ensemble changed): remove what it owned at the old place.
+async fn relocate(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    res: &Resolved,
+    options: &WriteOptions,
+    term: u64,
+) -> Result<(), Error> {
     let previous = match &entry.zk {
         Some(c) => Some((c.target.clone(), c.path.clone())),
         None => sr
             .status
             .as_ref()
             .and_then(|s| s.path.clone())
-            .map(|p| (target.clone(), p)),
+            .map(|p| (res.target.clone(), p)),
     };
-    if let Some((old_target, old_path)) = previous.filter(|(t, p)| *p != path || *t != target) {
-        let old_session = ctx.sessions.get(old_target.as_ref());
-        if let (Ok((old_client, _)), false) = (old_session.client(), options.dry_run)
-            && let Loaded::Owned(state) =
-                writer::load_as(&old_client, &old_path, &owner, options.format).await?
-        {
-            let fence = ctx.fence(&old_session, &old_client, term).await?;
-            writer::remove_all(&old_client, &old_path, &state, fence.as_ref()).await?;
-            ctx.event(
-                &sr,
-                EventType::Normal,
-                "Moved",
-                format!("removed the registration at {old_path}; now at {path}"),
-            );
-        }
+    let Some((old_target, old_path)) = previous.filter(|(t, p)| *p != res.path || *t != res.target)
+    else {
+        return Ok(());
+    };
+    entry.zk = None;
+    let old_session = ctx.sessions.get(old_target.as_ref());
+    let (Ok((old_client, _)), false) = (old_session.client(), options.dry_run) else {
+        return Ok(());
+    };
+    let term = ctx.leadership.is_elected().then_some(term);
+    let old_options = WriteOptions {
+        fence: ctx.fencer.fence(&old_session, &old_client, term).await?,
+        ..options.clone()
+    };
+    let removed =
+        writer::remove_owned(&old_client, &old_path, &res.record.owner, &old_options).await?;
+    if removed.is_some() {
+        let note = format!(
+            "removed the registration at {old_path}; now at {}",
+            res.path
+        );
+        ctx.events.publish(sr, EventType::Normal, "Moved", note);
+    }
+    Ok(())
+}
+
+/// Step 2: the endpoints the selected pods call for, updated from the pods changed since the
+/// last reconcile, and the keep-last guard. `None` when nothing changed and ZooKeeper already
+/// holds the result.
+async fn desired(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    res: &Resolved,
+    conn: &Connection,
+    last_start: Option<Instant>,
+) -> Result<Option<Wanted>, ZkError> {
+    let epoch = conn.epoch;
+    let fresh = entry.zk.as_ref().is_some_and(|c| {
+        c.session_generation == conn.session_generation
+            && c.epoch == epoch
+            && c.path == res.path
+            && c.target == res.target
+    });
+    if !fresh {
         entry.zk = None;
     }
-
-    let mut record = ServiceRecord {
-        service_name: sr.service_name(),
-        policy: sr.spec.load_balancer.policy,
-        owner,
-        generation,
-        stale: false,
-    };
-    let fresh = entry.zk.as_ref().is_some_and(|c| {
-        c.session_generation == session_generation
-            && c.epoch == epoch
-            && c.path == path
-            && c.target == target
+    let now = crate::now_ms();
+    let node_epoch = ctx.index.node_epoch();
+    let dirty = ctx.index.take_dirty(&res.key);
+    let last = entry.last.take().filter(|l| {
+        l.generation == res.generation && l.node_epoch == node_epoch && l.epoch == epoch
     });
-    let mut cache = if fresh {
-        entry.zk.take().map(|c| c.state)
-    } else {
-        None
-    };
-    let now = now_ms();
-    let node_epoch = ctx.node_epoch.load(Ordering::Acquire);
-    let dirty = ctx.take_dirty(&key);
-    let last = entry
-        .last
-        .take()
-        .filter(|l| l.generation == generation && l.node_epoch == node_epoch && l.epoch == epoch);
     let due = last
         .as_ref()
         .and_then(|l| l.tracker.next_wakeup_ms())
         .is_some_and(|d| d <= now);
-    if let (Some(l), true, Some(_)) = (&last, dirty.is_empty() && !due, &cache) {
-        // Nothing this resource depends on changed (typically our own status patch came back):
-        // ZooKeeper already holds what a recompute would produce.
-        let requeue = l
-            .tracker
-            .next_wakeup_ms()
-            .map_or(ctx.settings.resync_interval, |d| {
-                Duration::from_millis((d - now).clamp(1, i64::MAX) as u64 + 5)
-            });
-        entry.zk = cache.map(|state| Cached {
-            session_generation,
-            epoch,
-            target: target.clone(),
-            path: path.clone(),
-            state,
-        });
+    if last.is_some() && dirty.is_empty() && !due && entry.zk.is_some() {
         entry.last = last;
-        return Ok(Action::requeue(requeue));
+        return Ok(None);
     }
-    entry.zk = None;
-    // Building records is CPU work: keep it off the worker that polls sockets. With the state
-    // of the last reconcile, only the pods changed since are looked at.
+    // Building records is CPU work: keep it off the worker that polls sockets.
     let (tracker, changed_at) = tokio::task::block_in_place(|| {
-        ctx.index.with_namespace_map(&ns, |pods, nodes| {
-            let mut recent: HashMap<String, Instant> = HashMap::new();
-            let mut note = |e: &PodEntry| {
-                if last_start.is_some_and(|t| e.changed_at > t) {
-                    recent.insert(e.info.name.to_string(), e.changed_at);
-                }
-            };
-            let tracker = match last {
-                Some(l) => {
-                    let mut tracker = l.tracker;
-                    let changed = dirty.iter().map(|name| {
-                        let e = pods.and_then(|p| p.get(name.as_str()));
-                        if let Some(e) = e {
-                            note(e);
-                        }
-                        (name.as_str(), e.map(|e| &e.info))
-                    });
-                    tracker.update(&reg, changed, nodes, now);
-                    tracker
-                }
-                None => Tracker::build(
-                    &reg,
-                    pods.into_iter().flat_map(|p| p.values()).map(|e| {
-                        note(e);
-                        &e.info
-                    }),
-                    nodes,
-                    now,
-                ),
-            };
-            (tracker, recent)
-        })
+        track(ctx, res, last.map(|l| l.tracker), &dirty, last_start, now)
     });
-    let want = tracker.desired();
-    // The stale guard is the only reason to write anything but the desired endpoints.
-    let mut kept_last: Option<BTreeMap<String, Arc<EndpointRecord>>> = None;
-    if sr.spec.keep_last_endpoints && !want.endpoints.values().any(|e| e.pickable()) {
-        if cache.is_none()
-            && let Loaded::Owned(state) =
-                writer::load_as(&client, &path, &record.owner, options.format).await?
+    entry.last = None;
+    let mut wanted = Wanted {
+        tracker,
+        changed_at,
+        kept: None,
+        node_epoch,
+    };
+    if guard::engaged(
+        sr.spec.keep_last_endpoints,
+        &wanted.tracker.desired().endpoints,
+    ) {
+        let mut cache = entry.zk.take().map(|c| c.state);
+        let published = writer::pickable(
+            &conn.client,
+            &res.path,
+            &res.record.owner,
+            &mut cache,
+            &conn.options,
+        )
+        .await?;
+        let already_stale = cache.as_ref().is_some_and(|s| s.record.stale);
+        entry.zk = cache.map(|state| cached(conn, res, state));
+        wanted.kept = guard::keep(published);
+        if let Some(kept) = &wanted.kept
+            && !already_stale
         {
-            cache = Some(state);
-        }
-        let kept: BTreeMap<String, Arc<EndpointRecord>> = cache
-            .iter()
-            .flat_map(|s| s.endpoints.iter())
-            .filter_map(|(k, c)| {
-                c.record
-                    .clone()
-                    .filter(|r| r.pickable())
-                    .map(|r| (k.clone(), r))
-            })
-            .collect();
-        if !kept.is_empty() {
-            if !cache.as_ref().is_some_and(|s| s.record.stale) {
-                ctx.event(
-                    &sr,
-                    EventType::Warning,
-                    "KeptLastEndpoints",
-                    format!(
-                        "no selected pod is ready; keeping the last {} endpoint(s) at {path}, marked stale (spec.keepLastEndpoints)",
-                        kept.len()
-                    ),
-                );
-            }
-            kept_last = Some(kept);
-            record.stale = true;
+            let note = format!(
+                "no selected pod is ready; keeping the last {} endpoint(s) at {}, marked stale (spec.keepLastEndpoints)",
+                kept.len(),
+                res.path
+            );
+            ctx.events
+                .publish(sr, EventType::Warning, "KeptLastEndpoints", note);
         }
     }
-    let endpoints = kept_last.as_ref().unwrap_or(&want.endpoints);
-    match writer::sync(&client, &path, &record, endpoints, &mut cache, &options).await {
-        Ok(Synced::DryRun { plan }) => {
-            let (c, u, d) = plan.counts();
-            if !plan.is_empty() {
-                tracing::info!(%ns, %name, %path, creates = c, updates = u, deletes = d, ops = ?plan.ops.iter().map(|o| o.name()).collect::<Vec<_>>(), "dry run: would write");
+    Ok(Some(wanted))
+}
+
+/// The tracker brought up to date: only the dirty pods when the last one still holds, every
+/// selected pod otherwise. Also returns when each pod changed since `last_start` was seen.
+fn track(
+    ctx: &Context,
+    res: &Resolved,
+    last: Option<Tracker>,
+    dirty: &std::collections::HashSet<String>,
+    last_start: Option<Instant>,
+    now: i64,
+) -> (Tracker, HashMap<String, Instant>) {
+    ctx.index.with_namespace_map(&res.key.0, |pods, nodes| {
+        let mut recent: HashMap<String, Instant> = HashMap::new();
+        let mut note = |e: &PodEntry| {
+            if last_start.is_some_and(|t| e.changed_at > t) {
+                recent.insert(e.info.name.to_string(), e.changed_at);
             }
-            return Ok(Action::requeue(ctx.settings.resync_interval));
-        }
-        Ok(Synced::Applied { plan, applied }) => {
-            let done = Instant::now();
-            for op in &plan.ops {
-                if let Some(t) = changed_at.get(op.name()) {
-                    crate::metrics::get()
-                        .readiness_to_zk
-                        .observe(done.duration_since(*t).as_secs_f64());
-                }
+        };
+        let tracker = match last {
+            Some(mut tracker) => {
+                let changed = dirty.iter().map(|name| {
+                    let e = pods.and_then(|p| p.get(name.as_str()));
+                    if let Some(e) = e {
+                        note(e);
+                    }
+                    (name.as_str(), e.map(|e| &e.info))
+                });
+                tracker.update(&res.reg, changed, nodes, now);
+                tracker
             }
-            if applied.znodes > 0 {
-                tracing::debug!(%ns, %name, znodes = applied.znodes, txns = applied.transactions, "applied");
+            None => {
+                let all = pods.into_iter().flat_map(|p| p.values()).map(|e| {
+                    note(e);
+                    &e.info
+                });
+                Tracker::build(&res.reg, all, nodes, now)
             }
-            announce(ctx, &sr, &plan.ops, &mut entry.announced, &path);
-            let state = cache.expect("sync leaves the cache filled on success");
-            entry.zk = Some(Cached {
-                session_generation,
-                epoch,
-                target: target.clone(),
-                path: path.clone(),
-                state,
-            });
-        }
-        Ok(Synced::Conflict(who)) => {
-            let msg = format!("{who}; this resource writes nothing until that path is free");
-            ctx.event(&sr, EventType::Warning, "Conflict", msg.clone());
-            report(
-                ctx,
-                &sr,
-                &mut entry,
-                &Outcome::Conflict(msg),
-                None,
-                Some(&path),
-            );
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
+        };
+        (tracker, recent)
+    })
+}
+
+/// Step 3: bring ZooKeeper to the wanted endpoints, planned against what it holds.
+async fn write(
+    entry: &mut Entry,
+    res: &Resolved,
+    conn: &Connection,
+    wanted: &Wanted,
+) -> Result<Synced, ZkError> {
+    let mut record = res.record.clone();
+    record.stale = wanted.kept.is_some();
+    let endpoints = wanted.endpoints();
+    let mut cache = entry.zk.take().map(|c| c.state);
+    let (client, options) = (&conn.client, &conn.options);
+    let planned = |current: &_| plan::diff(endpoints, current);
+    let synced = writer::sync(client, &res.path, &record, &mut cache, options, planned).await?;
+    if let (Synced::Applied { .. }, Some(mut state)) = (&synced, cache) {
+        writer::adopt(&mut state, endpoints);
+        entry.zk = Some(cached(conn, res, state));
+    }
+    Ok(synced)
+}
+
+fn cached(conn: &Connection, res: &Resolved, state: ServiceState) -> Cached {
+    Cached {
+        session_generation: conn.session_generation,
+        epoch: conn.epoch,
+        target: res.target.clone(),
+        path: res.path.clone(),
+        state,
+    }
+}
+
+/// Step 4: status, Events and metrics for what the write did; when to look again.
+fn report_written(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    res: &Resolved,
+    conn: &Connection,
+    wanted: Wanted,
+    written: Result<Synced, ZkError>,
+) -> Result<Action, ZkError> {
+    let path = Some(res.path.as_str());
+    match written {
         Err(err) => {
             report(
                 ctx,
-                &sr,
-                &mut entry,
+                sr,
+                entry,
                 &Outcome::WriteFailed(err.to_string()),
                 None,
-                Some(&path),
+                path,
             );
-            return Err(err.into());
+            return Err(err);
+        }
+        Ok(Synced::Conflict(who)) => {
+            let msg = format!("{who}; this resource writes nothing until that path is free");
+            ctx.events
+                .publish(sr, EventType::Warning, "Conflict", msg.clone());
+            report(ctx, sr, entry, &Outcome::Conflict(msg), None, path);
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        Ok(Synced::DryRun { plan }) => {
+            log_dry_run(&res.key, &res.path, &plan);
+            return Ok(Action::requeue(ctx.settings.resync_interval));
+        }
+        Ok(Synced::Applied { plan, applied }) => {
+            observe_latency(&plan, &wanted.changed_at);
+            if applied.znodes > 0 {
+                tracing::debug!(namespace = %res.key.0, name = %res.key.1, znodes = applied.znodes, txns = applied.transactions, "applied");
+            }
+            announce(ctx, sr, &plan.ops, &mut entry.announced, &res.path);
         }
     }
     let published = entry
@@ -614,40 +547,86 @@ async fn apply(
         .map_or(0, |c| c.state.endpoints.len() as u32);
     crate::metrics::get()
         .endpoints_published
-        .get_or_create(&crate::metrics::ResourceLabels {
-            namespace: ns.clone(),
-            name: name.clone(),
-        })
+        .get_or_create(&resource_labels(&res.key))
         .set(i64::from(published));
-    let counts = Counts {
+    let counts = counts(wanted.tracker.desired(), published);
+    report(ctx, sr, entry, &Outcome::Synced, Some(&counts), path);
+    let action = next_wakeup(ctx, Some(&wanted.tracker));
+    entry.last = Some(Last {
+        generation: res.generation,
+        node_epoch: wanted.node_epoch,
+        epoch: conn.epoch,
+        tracker: wanted.tracker,
+    });
+    Ok(action)
+}
+
+fn counts(want: &Desired, published: u32) -> Counts {
+    Counts {
         matched: want.matched,
         ready: want.ready,
         published,
         draining: want.draining,
         groups: want.groups.clone(),
         warnings: want.warnings.clone(),
-    };
-    report(
-        ctx,
-        &sr,
-        &mut entry,
-        &Outcome::Synced,
-        Some(&counts),
-        Some(&path),
-    );
-    let next_deadline_ms = tracker.next_wakeup_ms();
-    entry.last = Some(Last {
-        generation,
-        node_epoch,
-        epoch,
-        tracker,
-    });
-    Ok(match next_deadline_ms {
+    }
+}
+
+/// Reconcile again when a drain ends, else at the next full resync.
+fn next_wakeup(ctx: &Context, tracker: Option<&Tracker>) -> Action {
+    match tracker.and_then(Tracker::next_wakeup_ms) {
         Some(deadline) => Action::requeue(Duration::from_millis(
-            (deadline - now_ms()).clamp(1, i64::MAX) as u64 + 5,
+            (deadline - crate::now_ms()).clamp(1, i64::MAX) as u64 + 5,
         )),
         None => Action::requeue(ctx.settings.resync_interval),
-    })
+    }
+}
+
+fn observe_latency(plan: &Plan, changed_at: &HashMap<String, Instant>) {
+    let done = Instant::now();
+    for op in &plan.ops {
+        if let Some(t) = changed_at.get(op.name()) {
+            crate::metrics::get()
+                .readiness_to_zk
+                .observe(done.duration_since(*t).as_secs_f64());
+        }
+    }
+}
+
+fn log_dry_run(key: &Key, path: &str, plan: &Plan) {
+    if plan.is_empty() {
+        return;
+    }
+    let (c, u, d) = plan.counts();
+    let ops: Vec<&str> = plan.ops.iter().map(|o| o.name()).collect();
+    tracing::info!(namespace = %key.0, name = %key.1, %path, creates = c, updates = u, deletes = d, ?ops, "dry run: would write");
+}
+
+/// Hands the status for `outcome` to the resource's status writer; nothing is patched when it
+/// equals the last one.
+fn report(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    outcome: &Outcome,
+    counts: Option<&Counts>,
+    path: Option<&str>,
+) {
+    let prev = entry.status.last(sr.status.as_ref()).cloned();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let new = status::build(
+        prev.as_ref(),
+        sr.meta().generation,
+        outcome,
+        counts,
+        path,
+        &now,
+    );
+    let api = || {
+        let ns = sr.namespace().unwrap_or_default();
+        (Api::namespaced(ctx.client.clone(), &ns), sr.name_any())
+    };
+    entry.status.send(api, prev.as_ref(), new);
 }
 
 /// Events for what a write did: registration, removal, rebalance.
@@ -662,41 +641,31 @@ fn announce(ctx: &Context, sr: &ServiceRegistration, ops: &[Op], announced: &mut
         }
         s
     };
-    let created = names(|o| matches!(o, Op::Create { .. }));
-    let removed = names(|o| matches!(o, Op::Delete { .. }));
-    let updated = names(|o| matches!(o, Op::Update { .. }));
     if !*announced {
         *announced = true;
-        ctx.event(
-            sr,
-            EventType::Normal,
-            "Registered",
-            format!("service registered at {path}"),
-        );
+        let note = format!("service registered at {path}");
+        ctx.events
+            .publish(sr, EventType::Normal, "Registered", note);
     }
-    if !created.is_empty() {
-        ctx.event(
-            sr,
-            EventType::Normal,
-            "EndpointsAdded",
-            format!("added {}", list(&created)),
-        );
-    }
-    if !removed.is_empty() {
-        ctx.event(
-            sr,
-            EventType::Normal,
-            "EndpointsRemoved",
-            format!("removed {}", list(&removed)),
-        );
-    }
-    if !updated.is_empty() {
-        ctx.event(
-            sr,
-            EventType::Normal,
-            "Rebalanced",
-            format!("updated weights or records of {}", list(&updated)),
-        );
+    /// (Event reason, verb, which operations).
+    type Kind = (&'static str, &'static str, fn(&Op) -> bool);
+    let kinds: [Kind; 3] = [
+        ("EndpointsAdded", "added", |o| {
+            matches!(o, Op::Create { .. })
+        }),
+        ("EndpointsRemoved", "removed", |o| {
+            matches!(o, Op::Delete { .. })
+        }),
+        ("Rebalanced", "updated weights or records of", |o| {
+            matches!(o, Op::Update { .. })
+        }),
+    ];
+    for (reason, verb, pred) in kinds {
+        let hit = names(pred);
+        if !hit.is_empty() {
+            let note = format!("{verb} {}", list(&hit));
+            ctx.events.publish(sr, EventType::Normal, reason, note);
+        }
     }
 }
 
@@ -705,12 +674,10 @@ async fn cleanup(
     ctx: &Arc<Context>,
     term: u64,
 ) -> Result<Action, Error> {
-    let ns = sr.namespace().unwrap_or_default();
-    let name = sr.name_any();
-    let key = (ns.clone(), name.clone());
-    ctx.register(&ns, &name, None);
+    let key = key_of(&sr);
+    ctx.index.register(&key.0, &key.1, None);
     let entry = ctx.entry(&key);
-    let mut entry = entry.lock().await;
+    let entry = entry.lock().await;
     let target = entry
         .zk
         .as_ref()
@@ -721,44 +688,58 @@ async fn cleanup(
         .map(|c| c.path.clone())
         .or_else(|| sr.status.as_ref().and_then(|s| s.path.clone()))
         .or_else(|| {
-            layout::service_path(
-                sr.spec.path.as_deref(),
-                &ctx.settings.allowed_path_prefix,
-                &ns,
-                &sr.service_name(),
-            )
-            .ok()
+            let prefix = &ctx.settings.allowed_path_prefix;
+            layout::service_path(sr.spec.path.as_deref(), prefix, &key.0, &sr.service_name()).ok()
         });
     if let Some(path) = path {
-        let (client, _) = ctx.sessions.get(target.as_ref()).client()?;
-        if let Loaded::Owned(state) = writer::load(&client, &path, &ctx.owner(&sr)).await? {
-            if ctx.settings.dry_run {
-                tracing::info!(%path, "dry run: would remove the registration");
-                return Ok(Action::await_change());
-            }
-            let session = ctx.sessions.get(target.as_ref());
-            let fence = ctx.fence(&session, &client, term).await?;
-            writer::remove_all(&client, &path, &state, fence.as_ref()).await?;
-            ctx.event(
-                &sr,
-                EventType::Normal,
-                "Deregistered",
-                format!(
-                    "removed {path} and its {} endpoint(s)",
-                    state.endpoints.len()
-                ),
-            );
+        let session = ctx.sessions.get(target.as_ref());
+        let (client, _) = session.client()?;
+        let owner = owner(&ctx.settings, &sr);
+        if ctx.settings.dry_run {
+            tracing::info!(%path, "dry run: would remove the registration");
+            return Ok(Action::await_change());
+        }
+        let term = ctx.leadership.is_elected().then_some(term);
+        let options = ctx
+            .settings
+            .write_options(ctx.fencer.fence(&session, &client, term).await?);
+        if let Some(n) = writer::remove_owned(&client, &path, &owner, &options).await? {
+            let note = format!("removed {path} and its {n} endpoint(s)");
+            ctx.events
+                .publish(&sr, EventType::Normal, "Deregistered", note);
         }
     }
-    entry.zk = None;
-    entry.status_tx = None;
     drop(entry);
-    ctx.entries.lock().expect("entries lock").remove(&key);
+    ctx.forget(&key);
     crate::metrics::get()
         .endpoints_published
-        .remove(&crate::metrics::ResourceLabels {
-            namespace: ns,
-            name,
-        });
+        .remove(&resource_labels(&key));
     Ok(Action::await_change())
+}
+
+fn key_of(sr: &ServiceRegistration) -> Key {
+    (sr.namespace().unwrap_or_default(), sr.name_any())
+}
+
+fn owner(settings: &super::Settings, sr: &ServiceRegistration) -> Owner {
+    Owner {
+        cluster_id: settings.cluster_id.clone(),
+        namespace: sr.namespace().unwrap_or_default(),
+        name: sr.name_any(),
+        uid: sr.uid().unwrap_or_default(),
+    }
+}
+
+fn target_of(sr: &ServiceRegistration) -> Option<Target> {
+    sr.spec.zookeeper.as_ref().map(|z| Target {
+        connect: z.connect.clone(),
+        chroot: z.chroot.clone(),
+    })
+}
+
+fn resource_labels(key: &Key) -> crate::metrics::ResourceLabels {
+    crate::metrics::ResourceLabels {
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+    }
 }

@@ -12,10 +12,6 @@ use kube::{Api, ResourceExt};
 use super::Context;
 use crate::model::pod::{NodeInfo, PodInfo};
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// Watches pods (all namespaces, or one) until the process ends; restarts the list when the
 /// set of annotations worth keeping grows.
 pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
@@ -25,7 +21,7 @@ pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
         .map_or_else(|| "pods".to_string(), |ns| format!("pods in {ns}"));
     loop {
         let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
-        let relist = ctx.relist.notified();
+        let relist = ctx.index.relist_wanted();
         tokio::pin!(relist);
         loop {
             tokio::select! {
@@ -52,39 +48,37 @@ pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
 
 fn handle_pod_event(ctx: &Context, ev: Event<Pod>, scope: Option<&str>) {
     let now = Instant::now();
-    let keys = ctx.annotation_keys();
+    let keys = ctx.index.annotation_keys();
     let filter = |k: &str| k.starts_with("podkeeper.io/") || keys.contains(k);
-    match ev {
-        Event::Init => ctx.index.pods_relist_started(scope),
+    let project = |pod: &Pod| {
+        (
+            pod.namespace().unwrap_or_default(),
+            PodInfo::from_pod(pod, &filter),
+        )
+    };
+    let wake = match ev {
+        Event::Init => {
+            ctx.index.pods_relist_started(scope);
+            Vec::new()
+        }
         Event::InitApply(pod) | Event::Apply(pod) => {
-            let ns = pod.namespace().unwrap_or_default();
-            if let Some(change) = ctx
-                .index
-                .apply_pod(&ns, PodInfo::from_pod(&pod, &filter), now)
-            {
-                ctx.trigger_for(&change);
-            }
+            let (ns, info) = project(&pod);
+            ctx.index.apply_pod(&ns, info, now)
         }
         Event::Delete(pod) => {
-            let ns = pod.namespace().unwrap_or_default();
-            if let Some(change) =
-                ctx.index
-                    .delete_pod(&ns, PodInfo::from_pod(&pod, &filter), now, now_ms())
-            {
-                ctx.trigger_for(&change);
-            }
+            let (ns, info) = project(&pod);
+            ctx.index.delete_pod(&ns, info, now, crate::now_ms())
         }
         Event::InitDone => {
-            for change in ctx.index.pods_relist_done(scope, now, now_ms()) {
-                ctx.trigger_for(&change);
-            }
-            tracing::info!(pods = ctx.index.size().0, "pod list complete");
+            let wake = ctx.index.pods_relist_done(scope, now, crate::now_ms());
+            let pods = ctx.index.size().0;
+            tracing::info!(pods, "pod list complete");
+            crate::metrics::get().pod_lists_completed.inc();
             ctx.reconcile_all();
+            wake
         }
-    }
-    for change in ctx.index.take_purged() {
-        ctx.trigger_for(&change);
-    }
+    };
+    ctx.wake(&wake);
     let (n, bytes) = ctx.index.size();
     let m = crate::metrics::get();
     m.pods_indexed.set(n as i64);
@@ -117,7 +111,8 @@ pub async fn nodes(ctx: Arc<Context>, api: Api<Node>) {
                     }
                 };
                 if changed {
-                    ctx.node_changed();
+                    // Every record may change (zone, node readiness); the index moved its epoch.
+                    ctx.reconcile_all();
                 }
             }
         }

@@ -2,6 +2,8 @@
 //! No I/O and no clocks: callers pass time in, so every function here is deterministic.
 
 pub mod desired;
+pub mod guard;
+pub mod nodes;
 pub mod plan;
 pub mod pod;
 pub mod policy;

@@ -176,6 +176,17 @@ impl PodInfo {
         }
     }
 
+    /// Carries the drain decision over from the pod's previous projection: what counts is
+    /// whether the pod was ready at the moment termination began, not what kubelet says after
+    /// (it turns a terminating pod NotReady before the pod object goes).
+    pub fn carry_termination_readiness(&mut self, previous: &PodInfo) {
+        let was_ready = previous.ready_at_termination
+            || (previous.terminating_since_ms.is_none() && previous.ready);
+        if was_ready && self.terminating_since_ms.is_some() {
+            self.ready_at_termination = true;
+        }
+    }
+
     /// The port with this name.
     pub fn named_port(&self, name: &str) -> Option<u16> {
         self.ports

@@ -97,11 +97,6 @@ impl Session {
         let s = self.status.borrow();
         s.connected && s.client.is_some()
     }
-
-    /// Follows status changes.
-    pub fn subscribe(&self) -> watch::Receiver<SessionStatus> {
-        self.status.subscribe()
-    }
 }
 
 async fn connect(
@@ -245,19 +240,13 @@ impl Sessions {
         }
     }
 
-    /// Every session is connected.
-    pub fn all_available(&self) -> bool {
-        self.default.is_available()
-            && self
-                .others
-                .lock()
-                .expect("sessions lock")
-                .values()
-                .all(|s| s.is_available())
-    }
-
-    /// The default session.
-    pub fn default_session(&self) -> &Arc<Session> {
-        &self.default
+    /// The ensembles in use without a connected session (the default one first).
+    pub fn unavailable(&self) -> Vec<String> {
+        let others = self.others.lock().expect("sessions lock");
+        std::iter::once(&self.default)
+            .chain(others.values())
+            .filter(|s| !s.is_available())
+            .map(|s| s.target().to_string())
+            .collect()
     }
 }

@@ -3,6 +3,7 @@
 //! The only module that writes znodes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use zookeeper_client::{
@@ -10,31 +11,37 @@ use zookeeper_client::{
 };
 
 use super::ZkError;
+pub use super::fence::Fence;
 use super::format::{Codec, Format};
 use super::layout::{endpoint_path, endpoints_path};
 use crate::model::plan::{Current, Op, Plan};
-use crate::model::record::{Owner, ServiceRecord};
+use crate::model::record::{EndpointRecord, Owner, ServiceRecord};
 
 /// Bytes of operations per transaction; ZooKeeper's packet limit (jute.maxbuffer) is 1 MiB.
 pub const MAX_TXN_BYTES: usize = 512 * 1024;
 /// Per-operation framing overhead counted against the budget.
 const OP_OVERHEAD: usize = 64;
 
-fn persistent() -> CreateOptions<'static> {
+pub(super) fn persistent() -> CreateOptions<'static> {
     CreateMode::Persistent.with_acls(Acls::anyone_all())
 }
 
-/// The leader's fence: every transaction checks that the epoch znode still has this version,
-/// so a former leader (paused, partitioned) cannot write once a new leader bumped the epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// The epoch znode.
-    pub path: String,
-    /// The version the current leader set.
-    pub version: i32,
+/// Creates the parents of `path` that are missing.
+pub(super) async fn mkdir_parent(client: &Client, path: &str) -> Result<(), ZkError> {
+    let Some(parent) = path
+        .rsplit_once('/')
+        .map(|(p, _)| p)
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    client
+        .mkdir(parent, &persistent())
+        .await
+        .map_err(server("mkdir", parent))
 }
 
-/// How `sync` may write.
+/// How the writer writes.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     /// Checked by every transaction when set.
@@ -45,47 +52,6 @@ pub struct WriteOptions {
     pub max_deletes_per_txn: usize,
     /// The registry format written and read.
     pub format: Format,
-}
-
-/// Bumps the epoch znode at `path` and returns the fence for the new term.
-pub async fn bump_epoch(client: &Client, path: &str, holder: &str) -> Result<Fence, ZkError> {
-    let data = serde_json::to_vec(
-        &serde_json::json!({ "holder": holder, "at": chrono::Utc::now().to_rfc3339() }),
-    )
-    .expect("json");
-    loop {
-        match client.set_data(path, &data, None).await {
-            Ok(stat) => {
-                return Ok(Fence {
-                    path: path.to_string(),
-                    version: stat.version,
-                });
-            }
-            Err(zookeeper_client::Error::NoNode) => {
-                if let Some(parent) = path
-                    .rsplit_once('/')
-                    .map(|(p, _)| p)
-                    .filter(|p| !p.is_empty())
-                {
-                    client
-                        .mkdir(parent, &persistent())
-                        .await
-                        .map_err(server("mkdir", parent))?;
-                }
-                match client.create(path, &data, &persistent()).await {
-                    Ok((stat, _)) => {
-                        return Ok(Fence {
-                            path: path.to_string(),
-                            version: stat.version,
-                        });
-                    }
-                    Err(zookeeper_client::Error::NodeExists) => continue,
-                    Err(e) => return Err(server("create", path)(e)),
-                }
-            }
-            Err(e) => return Err(server("set", path)(e)),
-        }
-    }
 }
 
 /// A service path this resource owns, as last read or written.
@@ -127,7 +93,7 @@ async fn timed<T>(
     r
 }
 
-fn server<'p>(
+pub(super) fn server<'p>(
     op: &'static str,
     path: &'p str,
 ) -> impl FnOnce(zookeeper_client::Error) -> ZkError + 'p {
@@ -138,13 +104,8 @@ fn server<'p>(
     }
 }
 
-/// Reads the service record and endpoints at `path`.
-pub async fn load(client: &Client, path: &str, owner: &Owner) -> Result<Loaded, ZkError> {
-    load_as(client, path, owner, Format::Native).await
-}
-
 /// Reads the service record and endpoints at `path` in the given format.
-pub async fn load_as(
+pub async fn load(
     client: &Client,
     path: &str,
     owner: &Owner,
@@ -232,16 +193,7 @@ async fn claim_inner(
     options: &WriteOptions,
 ) -> Result<ServiceState, ZkError> {
     let fence = options.fence.as_ref();
-    if let Some(parent) = path
-        .rsplit_once('/')
-        .map(|(p, _)| p)
-        .filter(|p| !p.is_empty())
-    {
-        client
-            .mkdir(parent, &persistent())
-            .await
-            .map_err(server("mkdir", parent))?;
-    }
+    mkdir_parent(client, path).await?;
     let data = options.format.codec().encode_service(record);
     let mut w = client.new_multi_writer();
     if let Some(f) = fence {
@@ -574,43 +526,41 @@ pub enum Synced {
     },
 }
 
-/// Brings `path` to `desired`: loads (when `cache` is empty), claims a free path, refuses a
-/// foreign one, writes the difference, and re-reads once if ZooKeeper changed under it.
-/// On success `cache` holds what ZooKeeper holds; on error it is cleared.
+/// Brings `path` to what the caller plans: loads it (when `cache` is empty), claims a free
+/// path, refuses a foreign one, applies `plan_for(current state)`, and re-reads and re-plans
+/// once if ZooKeeper changed under the cache. On success `cache` holds what ZooKeeper holds
+/// (the caller may then [`adopt`] its records); on error it is cleared.
 pub async fn sync(
     client: &Client,
     path: &str,
     record: &ServiceRecord,
-    desired: &BTreeMap<String, std::sync::Arc<crate::model::record::EndpointRecord>>,
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
+    mut plan_for: impl FnMut(&BTreeMap<String, Current>) -> Plan,
 ) -> Result<Synced, ZkError> {
     let mut retried = false;
     loop {
-        let loading = cache.is_none();
-        if loading {
-            let loaded = load_as(client, path, &record.owner, options.format).await?;
-            *cache = Some(match loaded {
-                Loaded::Owned(state) => state,
-                Loaded::Absent if options.dry_run => {
-                    let plan = crate::model::plan::diff(desired, &BTreeMap::new());
-                    return Ok(Synced::DryRun { plan });
-                }
-                Loaded::Absent => claim(client, path, record, options).await?,
-                Loaded::Foreign(who) => return Ok(Synced::Conflict(who)),
-            });
+        if cache.is_none() {
+            *cache = Some(
+                match load(client, path, &record.owner, options.format).await? {
+                    Loaded::Owned(state) => state,
+                    Loaded::Absent if options.dry_run => {
+                        let plan = plan_for(&BTreeMap::new());
+                        return Ok(Synced::DryRun { plan });
+                    }
+                    Loaded::Absent => claim(client, path, record, options).await?,
+                    Loaded::Foreign(who) => return Ok(Synced::Conflict(who)),
+                },
+            );
         }
         let state = cache.as_mut().expect("loaded above");
-        let plan = crate::model::plan::diff(desired, &state.endpoints);
+        let plan = plan_for(&state.endpoints);
         if options.dry_run {
             *cache = None;
             return Ok(Synced::DryRun { plan });
         }
         match apply(client, path, state, &plan, record, options).await {
-            Ok(applied) => {
-                adopt(state, desired);
-                return Ok(Synced::Applied { plan, applied });
-            }
+            Ok(applied) => return Ok(Synced::Applied { plan, applied }),
             Err(ZkError::Stale { .. }) if !retried => {
                 retried = true;
                 *cache = None;
@@ -623,14 +573,53 @@ pub async fn sync(
     }
 }
 
+/// Removes what `owner` has at `path`, if anything: returns how many endpoints went.
+pub async fn remove_owned(
+    client: &Client,
+    path: &str,
+    owner: &Owner,
+    options: &WriteOptions,
+) -> Result<Option<usize>, ZkError> {
+    match load(client, path, owner, options.format).await? {
+        Loaded::Owned(state) => {
+            remove_all(client, path, &state, options.fence.as_ref()).await?;
+            Ok(Some(state.endpoints.len()))
+        }
+        Loaded::Absent | Loaded::Foreign(_) => Ok(None),
+    }
+}
+
+/// The endpoints clients may pick that `path` holds now (from `cache`, loaded if empty): what
+/// the keep-last guard keeps when no pod is ready any more.
+pub async fn pickable(
+    client: &Client,
+    path: &str,
+    owner: &Owner,
+    cache: &mut Option<ServiceState>,
+    options: &WriteOptions,
+) -> Result<BTreeMap<String, Arc<EndpointRecord>>, ZkError> {
+    if cache.is_none()
+        && let Loaded::Owned(state) = load(client, path, owner, options.format).await?
+    {
+        *cache = Some(state);
+    }
+    Ok(cache
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter_map(|(k, c)| {
+            c.record
+                .clone()
+                .filter(|r| r.pickable())
+                .map(|r| (k.clone(), r))
+        })
+        .collect())
+}
+
 /// Where the cache holds a record equal to the desired one but not the same `Arc` (after a
 /// load, or after the desired state was rebuilt from scratch), keep the desired `Arc`, so later
 /// diffs compare pointers, not contents. Both maps are sorted: one merge pass, and a content
 /// comparison only where the pointers differ.
-fn adopt(
-    state: &mut ServiceState,
-    desired: &BTreeMap<String, std::sync::Arc<crate::model::record::EndpointRecord>>,
-) {
+pub fn adopt(state: &mut ServiceState, desired: &BTreeMap<String, Arc<EndpointRecord>>) {
     let mut want = desired.iter().peekable();
     for (name, cur) in state.endpoints.iter_mut() {
         while want.next_if(|(w, _)| w.as_str() < name.as_str()).is_some() {}
@@ -638,7 +627,7 @@ fn adopt(
             continue;
         };
         if let Some(have) = cur.record.as_mut()
-            && !std::sync::Arc::ptr_eq(have, wanted)
+            && !Arc::ptr_eq(have, wanted)
             && **have == **wanted
         {
             *have = wanted.clone();
