@@ -34,7 +34,7 @@ async fn sync_once(
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
 ) -> Result<Synced, podkeeper::zk::ZkError> {
-    let planned = |current: &_| diff(desired, current);
+    let planned = |s: &ServiceState| (diff(desired, &s.endpoints), Default::default());
     let synced = writer::sync(c, path, record, cache, options, planned).await?;
     if let (Synced::Applied { .. }, Some(state)) = (&synced, cache.as_mut()) {
         writer::adopt(state, desired);
@@ -200,7 +200,7 @@ async fn count_children(c: &Client, path: &str) -> anyhow::Result<usize> {
 
 fn expect_applied(r: Synced) -> anyhow::Result<(usize, usize, usize, usize)> {
     match r {
-        Synced::Applied { plan, applied } => {
+        Synced::Applied { plan, applied, .. } => {
             let (c, u, d) = plan.counts();
             Ok((c, u, d, applied.transactions))
         }
@@ -359,7 +359,7 @@ async fn main() -> anyhow::Result<()> {
     let mut loads = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let loaded = writer::load(&c, &path, &record.owner, Default::default()).await?;
+        let loaded = writer::load(&c, &path, &record.owner, &Default::default()).await?;
         loads.push(ms(t.elapsed()));
         let Loaded::Owned(state) = loaded else {
             bail!("bench path is not owned after the first sync")
@@ -431,7 +431,7 @@ async fn main() -> anyhow::Result<()> {
     let r = sync_once(&c, &path, &record, &want, &mut cache, &opts).await?;
     let repair = t.elapsed();
     let (cr, up, de, txns) = expect_applied(r)?;
-    let after = writer::load(&observer, &path, &record.owner, Default::default()).await?;
+    let after = writer::load(&observer, &path, &record.owner, &Default::default()).await?;
     let Loaded::Owned(after) = after else {
         bail!("not owned after repair")
     };
@@ -562,7 +562,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // --- cleanup -------------------------------------------------------------------------------
-    let state = match writer::load(&c, &path, &record.owner, Default::default()).await? {
+    let state = match writer::load(&c, &path, &record.owner, &Default::default()).await? {
         Loaded::Owned(s) => s,
         other => bail!("cleanup: unexpected {other:?}"),
     };

@@ -27,7 +27,12 @@ async fn sync_once(
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
 ) -> Result<Synced, podkeeper::zk::ZkError> {
-    let planned = |current: &_| podkeeper::model::plan::diff(desired, current);
+    let planned = |s: &ServiceState| {
+        (
+            podkeeper::model::plan::diff(desired, &s.endpoints),
+            Default::default(),
+        )
+    };
     let synced = writer::sync(c, path, record, cache, options, planned).await?;
     if let (Synced::Applied { .. }, Some(state)) = (&synced, cache.as_mut()) {
         writer::adopt(state, desired);
@@ -204,7 +209,7 @@ async fn a_pod_failure_removes_and_rebalances_in_one_transaction_seen_whole_by_a
     )
     .await
     .unwrap();
-    let Synced::Applied { plan, applied } = r else {
+    let Synced::Applied { plan, applied, .. } = r else {
         panic!("{r:?}")
     };
     assert_eq!(applied.transactions, 1);
@@ -619,7 +624,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     let err = writer::remove_all(
         &c,
         path,
-        &writer::load(&c, path, &record("web", "u1").owner, Default::default())
+        &writer::load(&c, path, &record("web", "u1").owner, &Default::default())
             .await
             .map(|l| match l {
                 writer::Loaded::Owned(s) => s,
@@ -668,7 +673,7 @@ async fn a_dry_run_plans_but_writes_nothing() {
     )
     .await
     .unwrap();
-    let Synced::DryRun { plan } = r else {
+    let Synced::DryRun { plan, .. } = r else {
         panic!("{r:?}")
     };
     assert_eq!(plan.counts(), (8, 0, 0));
@@ -696,7 +701,7 @@ async fn a_dry_run_plans_but_writes_nothing() {
     .await
     .unwrap();
     assert!(
-        matches!(r, Synced::DryRun { ref plan } if plan.counts().2 == 5),
+        matches!(r, Synced::DryRun { ref plan, .. } if plan.counts().2 == 5),
         "{r:?}"
     );
     assert_eq!(read_endpoints(&c, path).await.len(), 8, "nothing removed");

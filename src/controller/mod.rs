@@ -60,6 +60,7 @@ impl Settings {
             dry_run: self.dry_run,
             max_deletes_per_txn: self.max_deletes_per_txn,
             format: Default::default(),
+            clients: None,
         }
     }
 }

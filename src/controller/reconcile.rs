@@ -480,7 +480,7 @@ async fn write(
     let endpoints = wanted.endpoints();
     let mut cache = entry.zk.take().map(|c| c.state);
     let (client, options) = (&conn.client, &conn.options);
-    let planned = |current: &_| plan::diff(endpoints, current);
+    let planned = |s: &ServiceState| (plan::diff(endpoints, &s.endpoints), Default::default());
     let synced = writer::sync(client, &res.path, &record, &mut cache, options, planned).await?;
     if let (Synced::Applied { .. }, Some(mut state)) = (&synced, cache) {
         writer::adopt(&mut state, endpoints);
@@ -529,11 +529,11 @@ fn report_written(
             report(ctx, sr, entry, &Outcome::Conflict(msg), None, path);
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
-        Ok(Synced::DryRun { plan }) => {
+        Ok(Synced::DryRun { plan, .. }) => {
             log_dry_run(&res.key, &res.path, &plan);
             return Ok(Action::requeue(ctx.settings.resync_interval));
         }
-        Ok(Synced::Applied { plan, applied }) => {
+        Ok(Synced::Applied { plan, applied, .. }) => {
             observe_latency(&plan, &wanted.changed_at);
             if applied.znodes > 0 {
                 tracing::debug!(namespace = %res.key.0, name = %res.key.1, znodes = applied.znodes, txns = applied.transactions, "applied");

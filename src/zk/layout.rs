@@ -92,6 +92,15 @@ pub fn endpoints_path(path: &str) -> String {
     format!("{path}/{ENDPOINTS}")
 }
 
+/// The path of child `name` of `parent`.
+pub fn child(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 /// `<path>/endpoints/<name>`.
 pub fn endpoint_path(path: &str, name: &str) -> String {
     format!("{path}/{ENDPOINTS}/{name}")

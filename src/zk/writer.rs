@@ -2,7 +2,7 @@
 //! service record's version so nothing is written once someone else owns the path.
 //! The only module that writes znodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use super::ZkError;
 pub use super::fence::Fence;
 use super::format::{Codec, Format};
 use super::layout::{endpoint_path, endpoints_path};
+use crate::model::nodes::{NodeOp, NodePlan, OwnedNode};
 use crate::model::plan::{Current, Op, Plan};
 use crate::model::record::{EndpointRecord, Owner, ServiceRecord};
 
@@ -41,6 +42,15 @@ pub(super) async fn mkdir_parent(client: &Client, path: &str) -> Result<(), ZkEr
         .map_err(server("mkdir", parent))
 }
 
+/// The client-format znodes a resource keeps beside its native records (Dubbo providers,
+/// Curator instances, ServerSet members): where they live and which of them are its own.
+pub trait ClientNodes: Send + Sync + std::fmt::Debug {
+    /// Folders that hold them (created when missing); other writers' nodes live there too.
+    fn dirs(&self) -> Vec<String>;
+    /// Did this resource write the node at `path` holding `data`?
+    fn owns(&self, path: &str, data: &[u8]) -> bool;
+}
+
 /// How the writer writes.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -52,6 +62,8 @@ pub struct WriteOptions {
     pub max_deletes_per_txn: usize,
     /// The registry format written and read.
     pub format: Format,
+    /// The resource's client-format nodes, when it publishes any.
+    pub clients: Option<Arc<dyn ClientNodes>>,
 }
 
 /// A service path this resource owns, as last read or written.
@@ -65,6 +77,24 @@ pub struct ServiceState {
     pub endpoints: BTreeMap<String, Current>,
     /// `<path>/endpoints` is missing (someone deleted it) and is recreated by the next apply.
     pub endpoints_missing: bool,
+    /// Client-format znodes this resource owns, by path.
+    pub nodes: BTreeMap<String, OwnedNode>,
+    /// Client-format znodes in the same folders that others wrote: never touched.
+    pub foreign: BTreeSet<String>,
+}
+
+impl ServiceState {
+    /// A path nothing was written to yet, as `record` would claim it.
+    pub fn empty(record: &ServiceRecord) -> ServiceState {
+        ServiceState {
+            record: record.clone(),
+            version: 0,
+            endpoints: BTreeMap::new(),
+            endpoints_missing: false,
+            nodes: BTreeMap::new(),
+            foreign: BTreeSet::new(),
+        }
+    }
 }
 
 /// What is at a service path.
@@ -104,22 +134,24 @@ pub(super) fn server<'p>(
     }
 }
 
-/// Reads the service record and endpoints at `path` in the given format.
+/// Reads the service record and endpoints at `path` in the options' format, and the
+/// resource's client-format nodes.
 pub async fn load(
     client: &Client,
     path: &str,
     owner: &Owner,
-    format: Format,
+    options: &WriteOptions,
 ) -> Result<Loaded, ZkError> {
-    timed("read", load_inner(client, path, owner, format.codec())).await
+    timed("read", load_inner(client, path, owner, options)).await
 }
 
 async fn load_inner(
     client: &Client,
     path: &str,
     owner: &Owner,
-    codec: &dyn Codec,
+    options: &WriteOptions,
 ) -> Result<Loaded, ZkError> {
+    let codec = options.format.codec();
     let (data, stat) = match client.get_data(path).await {
         Ok(x) => x,
         Err(zookeeper_client::Error::NoNode) => return Ok(Loaded::Absent),
@@ -168,12 +200,68 @@ async fn load_inner(
             Err(e) => return Err(server("get", &endpoint_path(path, &name))(e)),
         }
     }
+    let (nodes, foreign) = match &options.clients {
+        Some(clients) => load_clients(client, clients.as_ref()).await?,
+        None => Default::default(),
+    };
     Ok(Loaded::Owned(ServiceState {
         record,
         version: stat.version,
         endpoints,
         endpoints_missing,
+        nodes,
+        foreign,
     }))
+}
+
+/// Reads the client-format folders: the nodes this resource owns, and the paths of the others.
+/// Missing folders are created (empty folders are harmless to every client).
+async fn load_clients(
+    client: &Client,
+    clients: &dyn ClientNodes,
+) -> Result<(BTreeMap<String, OwnedNode>, BTreeSet<String>), ZkError> {
+    let (mut owned, mut foreign) = (BTreeMap::new(), BTreeSet::new());
+    for dir in clients.dirs() {
+        let children = match client.list_children(&dir).await {
+            Ok(c) => c,
+            Err(zookeeper_client::Error::NoNode) => {
+                client
+                    .mkdir(&dir, &persistent())
+                    .await
+                    .map_err(server("mkdir", &dir))?;
+                continue;
+            }
+            Err(e) => return Err(server("list", &dir)(e)),
+        };
+        let paths: Vec<String> = children
+            .iter()
+            .map(|c| super::layout::child(&dir, c))
+            .collect();
+        let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
+        for (path, r) in paths
+            .into_iter()
+            .zip(futures::future::join_all(reads).await)
+        {
+            match r {
+                Ok((data, stat)) if clients.owns(&path, &data) => {
+                    let data = Arc::from(data);
+                    owned.insert(
+                        path,
+                        OwnedNode {
+                            data,
+                            version: stat.version,
+                        },
+                    );
+                }
+                Ok(_) => {
+                    foreign.insert(path);
+                }
+                Err(zookeeper_client::Error::NoNode) => {}
+                Err(e) => return Err(server("get", &path)(e)),
+            }
+        }
+    }
+    Ok((owned, foreign))
 }
 
 /// Creates the service record and its endpoints folder in one transaction.
@@ -206,12 +294,20 @@ async fn claim_inner(
     w.add_create(&eps, &[], &persistent())
         .map_err(server("create", &eps))?;
     match w.commit().await {
-        Ok(_) => Ok(ServiceState {
-            record: record.clone(),
-            version: 0,
-            endpoints: BTreeMap::new(),
-            endpoints_missing: false,
-        }),
+        Ok(_) => {
+            let (nodes, foreign) = match &options.clients {
+                Some(clients) => load_clients(client, clients.as_ref()).await?,
+                None => Default::default(),
+            };
+            Ok(ServiceState {
+                record: record.clone(),
+                version: 0,
+                endpoints: BTreeMap::new(),
+                endpoints_missing: false,
+                nodes,
+                foreign,
+            })
+        }
         Err(e) => Err(multi_error(path, fence.is_some(), e)),
     }
 }
@@ -246,23 +342,95 @@ fn multi_error(path: &str, fenced: bool, e: MultiWriteError) -> ZkError {
     }
 }
 
-enum Encoded<'a> {
-    Put {
+/// One operation of a transaction, encoded.
+enum Write<'a> {
+    /// A native endpoint record; `data` is `None` for a delete.
+    Endpoint {
         op: &'a Op,
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
     },
-    Delete {
-        op: &'a Op,
-        path: String,
-    },
+    /// A client-format node.
+    Node(&'a NodeOp),
 }
 
-impl Encoded<'_> {
+impl Write<'_> {
     fn bytes(&self) -> usize {
+        OP_OVERHEAD
+            + match self {
+                Write::Endpoint { path, data, .. } => {
+                    path.len() + data.as_ref().map_or(0, Vec::len)
+                }
+                Write::Node(NodeOp::Create { path, data } | NodeOp::Update { path, data, .. }) => {
+                    path.len() + data.len()
+                }
+                Write::Node(NodeOp::Delete { path, .. }) => path.len(),
+            }
+    }
+
+    fn is_delete(&self) -> bool {
+        matches!(
+            self,
+            Write::Endpoint { data: None, .. } | Write::Node(NodeOp::Delete { .. })
+        )
+    }
+
+    fn add(&self, w: &mut zookeeper_client::MultiWriter<'_>) -> Result<(), ZkError> {
         match self {
-            Encoded::Put { path, data, .. } => path.len() + data.len() + OP_OVERHEAD,
-            Encoded::Delete { path, .. } => path.len() + OP_OVERHEAD,
+            Write::Endpoint { op, path, data } => match (op, data) {
+                (Op::Create { .. }, Some(data)) => w.add_create(path, data, &persistent()),
+                (Op::Update { version, .. }, Some(data)) => {
+                    w.add_set_data(path, data, Some(*version))
+                }
+                (Op::Delete { version, .. }, None) => w.add_delete(path, Some(*version)),
+                _ => unreachable!("endpoint writes keep their kind"),
+            }
+            .map_err(server("multi", path)),
+            Write::Node(NodeOp::Create { path, data }) => w
+                .add_create(path, data, &persistent())
+                .map_err(server("multi", path)),
+            Write::Node(NodeOp::Update {
+                path,
+                data,
+                version,
+            }) => w
+                .add_set_data(path, data, Some(*version))
+                .map_err(server("multi", path)),
+            Write::Node(NodeOp::Delete { path, version }) => w
+                .add_delete(path, Some(*version))
+                .map_err(server("multi", path)),
+        }
+    }
+
+    /// Records in `state` what the committed operation did.
+    fn record(&self, state: &mut ServiceState, result: MultiWriteResult) {
+        let version = match result {
+            MultiWriteResult::SetData { stat } => stat.version,
+            _ => 0,
+        };
+        match self {
+            Write::Endpoint { op, .. } => match op {
+                Op::Create { name, record } | Op::Update { name, record, .. } => {
+                    let current = Current {
+                        record: Some(record.clone()),
+                        version,
+                    };
+                    state.endpoints.insert(name.clone(), current);
+                }
+                Op::Delete { name, .. } => {
+                    state.endpoints.remove(name);
+                }
+            },
+            Write::Node(NodeOp::Create { path, data } | NodeOp::Update { path, data, .. }) => {
+                let node = OwnedNode {
+                    data: data.clone(),
+                    version,
+                };
+                state.nodes.insert(path.clone(), node);
+            }
+            Write::Node(NodeOp::Delete { path, .. }) => {
+                state.nodes.remove(path);
+            }
         }
     }
 }
@@ -272,84 +440,111 @@ impl Encoded<'_> {
 pub struct Applied {
     /// Transactions committed.
     pub transactions: usize,
-    /// Endpoint znodes written.
+    /// Endpoint and client-format znodes written.
     pub znodes: usize,
 }
 
-/// Applies `plan` and the service record, updating `state` to what ZooKeeper now holds.
+/// Applies `plan` (native endpoints), `nodes` (client formats) and the service record, updating
+/// `state` to what ZooKeeper now holds.
 ///
-/// A plan that fits the budget is one transaction, so clients never see half of it (a pod's
-/// removal and its group's re-weighting land together). Larger plans are split; each part still
-/// checks the service record's version.
+/// Plans that fit the budget are one transaction, so clients never see half of them (a pod's
+/// removal and its group's re-weighting land together, in every format). Larger plans are
+/// split; each part still checks the service record's version.
 pub async fn apply(
     client: &Client,
     path: &str,
     state: &mut ServiceState,
     plan: &Plan,
+    nodes: &NodePlan,
     record: &ServiceRecord,
     options: &WriteOptions,
 ) -> Result<Applied, ZkError> {
-    timed(
-        "multi",
-        apply_inner(client, path, state, plan, record, options),
-    )
-    .await
+    let work = apply_inner(client, path, state, plan, nodes, record, options);
+    timed("multi", work).await
 }
 
+fn encode<'a>(
+    path: &str,
+    plan: &'a Plan,
+    nodes: &'a NodePlan,
+    codec: &dyn Codec,
+) -> Result<Vec<Write<'a>>, ZkError> {
+    let mut writes = Vec::with_capacity(plan.ops.len() + nodes.ops.len());
+    for op in &plan.ops {
+        let p = endpoint_path(path, op.name());
+        let data = match op {
+            Op::Create { record, .. } | Op::Update { record, .. } => {
+                Some(codec.encode_endpoint(record))
+            }
+            Op::Delete { .. } => None,
+        };
+        writes.push(Write::Endpoint { op, path: p, data });
+    }
+    writes.extend(nodes.ops.iter().map(Write::Node));
+    for w in &writes {
+        if w.bytes() > MAX_TXN_BYTES / 2 {
+            let name = match w {
+                Write::Endpoint { op, .. } => op.name(),
+                Write::Node(op) => op.path(),
+            };
+            return Err(ZkError::TooLarge {
+                name: name.to_string(),
+                bytes: w.bytes(),
+                limit: MAX_TXN_BYTES / 2,
+            });
+        }
+    }
+    Ok(writes)
+}
+
+/// Splits the writes into transactions under the byte budget and the deletion cap.
+fn batches<'w, 'a>(
+    writes: &'w [Write<'a>],
+    first_size: usize,
+    next_size: usize,
+    max_deletes: usize,
+) -> Vec<&'w [Write<'a>]> {
+    let mut batches = Vec::new();
+    let (mut start, mut size, mut deletes) = (0, first_size, 0);
+    for (i, w) in writes.iter().enumerate() {
+        let over_cap = w.is_delete() && max_deletes > 0 && deletes >= max_deletes;
+        if (size + w.bytes() > MAX_TXN_BYTES || over_cap) && i > start {
+            batches.push(&writes[start..i]);
+            (start, size, deletes) = (i, next_size, 0);
+        }
+        size += w.bytes();
+        deletes += usize::from(w.is_delete());
+    }
+    batches.push(&writes[start..]);
+    batches
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn apply_inner(
     client: &Client,
     path: &str,
     state: &mut ServiceState,
     plan: &Plan,
+    nodes: &NodePlan,
     record: &ServiceRecord,
     options: &WriteOptions,
 ) -> Result<Applied, ZkError> {
     let fence = options.fence.as_ref();
     let codec = options.format.codec();
     let record_changed = state.record != *record;
-    if plan.is_empty() && !record_changed && !state.endpoints_missing {
+    if plan.is_empty() && nodes.ops.is_empty() && !record_changed && !state.endpoints_missing {
         return Ok(Applied::default());
     }
-    let mut encoded = Vec::with_capacity(plan.ops.len());
-    for op in &plan.ops {
-        let p = endpoint_path(path, op.name());
-        encoded.push(match op {
-            Op::Create { record, .. } | Op::Update { record, .. } => {
-                let data = codec.encode_endpoint(record);
-                if data.len() + p.len() + OP_OVERHEAD > MAX_TXN_BYTES / 2 {
-                    return Err(ZkError::TooLarge {
-                        name: op.name().to_string(),
-                        bytes: data.len(),
-                        limit: MAX_TXN_BYTES / 2,
-                    });
-                }
-                Encoded::Put { op, path: p, data }
-            }
-            Op::Delete { .. } => Encoded::Delete { op, path: p },
-        });
-    }
+    let writes = encode(path, plan, nodes, codec)?;
     let record_data = codec.encode_service(record);
-    let mut batches: Vec<&[Encoded]> = Vec::new();
-    let mut start = 0;
-    let mut size = record_data.len() + path.len() + OP_OVERHEAD * 3;
-    let mut deletes = 0;
-    for (i, e) in encoded.iter().enumerate() {
-        let is_delete = matches!(e, Encoded::Delete { .. });
-        let over_cap =
-            is_delete && options.max_deletes_per_txn > 0 && deletes >= options.max_deletes_per_txn;
-        if (size + e.bytes() > MAX_TXN_BYTES || over_cap) && i > start {
-            batches.push(&encoded[start..i]);
-            start = i;
-            size = path.len() + OP_OVERHEAD * 2;
-            deletes = 0;
-        }
-        size += e.bytes();
-        deletes += usize::from(is_delete);
-    }
-    batches.push(&encoded[start..]);
-
+    let first_size = record_data.len() + path.len() + OP_OVERHEAD * 3;
+    let next_size = path.len() + OP_OVERHEAD * 2;
     let mut applied = Applied::default();
-    for (i, batch) in batches.into_iter().enumerate() {
+    let eps = endpoints_path(path);
+    for (i, batch) in batches(&writes, first_size, next_size, options.max_deletes_per_txn)
+        .into_iter()
+        .enumerate()
+    {
         let first = i == 0;
         let mut w = client.new_multi_writer();
         if let Some(f) = fence {
@@ -363,30 +558,12 @@ async fn apply_inner(
             w.add_check_version(path, state.version)
                 .map_err(server("check", path))?;
         }
-        let eps = endpoints_path(path);
         if first && state.endpoints_missing {
             w.add_create(&eps, &[], &persistent())
                 .map_err(server("create", &eps))?;
         }
-        for e in batch {
-            match e {
-                Encoded::Put {
-                    op: Op::Create { .. },
-                    path,
-                    data,
-                } => w.add_create(path, data, &persistent()),
-                Encoded::Put {
-                    op: Op::Update { version, .. },
-                    path,
-                    data,
-                } => w.add_set_data(path, data, Some(*version)),
-                Encoded::Delete {
-                    op: Op::Delete { version, .. },
-                    path,
-                } => w.add_delete(path, Some(*version)),
-                _ => unreachable!("encoded ops keep their kind"),
-            }
-            .map_err(server("multi", path))?;
+        for write in batch {
+            write.add(&mut w)?;
         }
         let results = w
             .commit()
@@ -404,49 +581,8 @@ async fn apply_inner(
             results.next();
             state.endpoints_missing = false;
         }
-        for (e, r) in batch.iter().zip(results) {
-            match (e, r) {
-                (
-                    Encoded::Put {
-                        op: Op::Create { name, record },
-                        ..
-                    },
-                    _,
-                ) => {
-                    state.endpoints.insert(
-                        name.clone(),
-                        Current {
-                            record: Some(record.clone()),
-                            version: 0,
-                        },
-                    );
-                }
-                (
-                    Encoded::Put {
-                        op: Op::Update { name, record, .. },
-                        ..
-                    },
-                    MultiWriteResult::SetData { stat },
-                ) => {
-                    state.endpoints.insert(
-                        name.clone(),
-                        Current {
-                            record: Some(record.clone()),
-                            version: stat.version,
-                        },
-                    );
-                }
-                (
-                    Encoded::Delete {
-                        op: Op::Delete { name, .. },
-                        ..
-                    },
-                    _,
-                ) => {
-                    state.endpoints.remove(name);
-                }
-                _ => {}
-            }
+        for (write, result) in batch.iter().zip(results) {
+            write.record(state, result);
         }
         applied.transactions += 1;
         applied.znodes += batch.len();
@@ -457,7 +593,8 @@ async fn apply_inner(
     Ok(applied)
 }
 
-/// Deletes every endpoint, the endpoints folder and the service record, checking ownership.
+/// Deletes every endpoint, every owned client-format node, the endpoints folder and the service
+/// record, checking ownership.
 pub async fn remove_all(
     client: &Client,
     path: &str,
@@ -473,9 +610,15 @@ async fn remove_inner(
     state: &ServiceState,
     fence: Option<&Fence>,
 ) -> Result<(), ZkError> {
-    let names: Vec<&String> = state.endpoints.keys().collect();
-    let per_txn = MAX_TXN_BYTES / (path.len() + 300 + OP_OVERHEAD);
-    let mut chunks = names.chunks(per_txn.max(1)).peekable();
+    let paths: Vec<String> = state
+        .endpoints
+        .keys()
+        .map(|name| endpoint_path(path, name))
+        .chain(state.nodes.keys().cloned())
+        .collect();
+    let longest = paths.iter().map(String::len).max().unwrap_or(0);
+    let per_txn = MAX_TXN_BYTES / (longest + OP_OVERHEAD);
+    let mut chunks = paths.chunks(per_txn.max(1)).peekable();
     let eps = endpoints_path(path);
     loop {
         let chunk = chunks.next().unwrap_or(&[]);
@@ -487,9 +630,8 @@ async fn remove_inner(
         }
         w.add_check_version(path, state.version)
             .map_err(server("check", path))?;
-        for name in chunk {
-            let p = endpoint_path(path, name);
-            w.add_delete(&p, None).map_err(server("delete", &p))?;
+        for p in chunk {
+            w.add_delete(p, None).map_err(server("delete", p))?;
         }
         if last {
             if !state.endpoints_missing {
@@ -514,6 +656,8 @@ pub enum Synced {
     Applied {
         /// What was written.
         plan: Plan,
+        /// What was written in the client formats (and the paths others hold).
+        nodes: NodePlan,
         /// Transactions and znodes.
         applied: Applied,
     },
@@ -523,6 +667,8 @@ pub enum Synced {
     DryRun {
         /// The plan.
         plan: Plan,
+        /// The client formats' plan.
+        nodes: NodePlan,
     },
 }
 
@@ -536,31 +682,35 @@ pub async fn sync(
     record: &ServiceRecord,
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
-    mut plan_for: impl FnMut(&BTreeMap<String, Current>) -> Plan,
+    mut plan_for: impl FnMut(&ServiceState) -> (Plan, NodePlan),
 ) -> Result<Synced, ZkError> {
     let mut retried = false;
     loop {
         if cache.is_none() {
-            *cache = Some(
-                match load(client, path, &record.owner, options.format).await? {
-                    Loaded::Owned(state) => state,
-                    Loaded::Absent if options.dry_run => {
-                        let plan = plan_for(&BTreeMap::new());
-                        return Ok(Synced::DryRun { plan });
-                    }
-                    Loaded::Absent => claim(client, path, record, options).await?,
-                    Loaded::Foreign(who) => return Ok(Synced::Conflict(who)),
-                },
-            );
+            *cache = Some(match load(client, path, &record.owner, options).await? {
+                Loaded::Owned(state) => state,
+                Loaded::Absent if options.dry_run => {
+                    let (plan, nodes) = plan_for(&ServiceState::empty(record));
+                    return Ok(Synced::DryRun { plan, nodes });
+                }
+                Loaded::Absent => claim(client, path, record, options).await?,
+                Loaded::Foreign(who) => return Ok(Synced::Conflict(who)),
+            });
         }
         let state = cache.as_mut().expect("loaded above");
-        let plan = plan_for(&state.endpoints);
+        let (plan, nodes) = plan_for(state);
         if options.dry_run {
             *cache = None;
-            return Ok(Synced::DryRun { plan });
+            return Ok(Synced::DryRun { plan, nodes });
         }
-        match apply(client, path, state, &plan, record, options).await {
-            Ok(applied) => return Ok(Synced::Applied { plan, applied }),
+        match apply(client, path, state, &plan, &nodes, record, options).await {
+            Ok(applied) => {
+                return Ok(Synced::Applied {
+                    plan,
+                    nodes,
+                    applied,
+                });
+            }
             Err(ZkError::Stale { .. }) if !retried => {
                 retried = true;
                 *cache = None;
@@ -580,7 +730,7 @@ pub async fn remove_owned(
     owner: &Owner,
     options: &WriteOptions,
 ) -> Result<Option<usize>, ZkError> {
-    match load(client, path, owner, options.format).await? {
+    match load(client, path, owner, options).await? {
         Loaded::Owned(state) => {
             remove_all(client, path, &state, options.fence.as_ref()).await?;
             Ok(Some(state.endpoints.len()))
@@ -599,7 +749,7 @@ pub async fn pickable(
     options: &WriteOptions,
 ) -> Result<BTreeMap<String, Arc<EndpointRecord>>, ZkError> {
     if cache.is_none()
-        && let Loaded::Owned(state) = load(client, path, owner, options.format).await?
+        && let Loaded::Owned(state) = load(client, path, owner, options).await?
     {
         *cache = Some(state);
     }

@@ -482,6 +482,8 @@ async fn health_endpoints_and_metrics_tell_the_truth() {
         "podkeeper_pods_indexed",
         "podkeeper_zookeeper_sessions_total",
         "podkeeper_readiness_to_zookeeper_seconds_bucket",
+        "podkeeper_pod_lists_completed_total",
+        "podkeeper_leader_step_downs_total",
     ] {
         assert!(body.contains(m), "{m} missing from /metrics");
     }
@@ -705,11 +707,13 @@ async fn watchers_of_two_namespaces_relist_without_touching_endpoints() {
         })
         .await;
     }
+    // Completed pod lists, as the operator counts them on /metrics.
     let lists = || {
-        std::fs::read_to_string(&op.log)
-            .unwrap_or_default()
-            .matches("pod list complete")
-            .count()
+        let (_, body) = harness::http_get(&op.health, "/metrics").unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix("podkeeper_pod_lists_completed_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as usize
     };
     let before = lists();
     // From here on, every change under the chroot is recorded.
