@@ -463,4 +463,43 @@ async fn real_clients_read_every_format_and_see_rebalances_whole() {
     ] {
         r.close();
     }
+
+    // Why no unreadable instance may ever be written: one child with another payload class
+    // fails Curator's query for the whole service. podkeeper's reader still decodes it.
+    ensure_dir(&c, "/services/broken").await;
+    let good = nodes
+        .iter()
+        .find(|n| n.path.starts_with("/services/"))
+        .unwrap();
+    let foreign = String::from_utf8(good.data.clone())
+        .unwrap()
+        .replace(curator::SPRING_PAYLOAD_CLASS, "com.example.OtherPayload");
+    for (name, data) in [
+        ("good", good.data.clone()),
+        ("foreign", foreign.into_bytes()),
+    ] {
+        c.create(
+            &format!("/services/broken/{name}"),
+            &data,
+            &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    }
+    let query = clients::run(
+        Java::Curator,
+        &["query", &connect_s, "/services", "broken"],
+        b"",
+    );
+    assert!(
+        query[0]["error"].is_string(),
+        "Curator should refuse the whole service: {}",
+        query[0]
+    );
+    let (data, _) = c.get_data("/services/broken/foreign").await.unwrap();
+    assert!(!curator::curator_accepts(
+        &data,
+        curator::SPRING_PAYLOAD_CLASS
+    ));
+    assert!(curator::decode("foreign", &data).is_some());
 }
