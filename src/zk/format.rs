@@ -3,6 +3,12 @@
 
 use crate::model::record::{EndpointRecord, ServiceRecord};
 
+pub mod curator;
+pub mod dubbo;
+pub mod fixture;
+pub mod publish;
+pub mod serverset;
+
 /// Encodes and decodes the records of one registry format.
 pub trait Codec: Send + Sync {
     /// Name for logs and errors.
