@@ -29,13 +29,15 @@ pub struct RunArgs {
     /// Namespaces to watch, comma-separated; empty means all.
     #[arg(long, env = "PODKEEPER_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-    /// Resources may only write under this znode prefix.
+    /// Resources may only write under these znode prefixes (comma-separated). The first is
+    /// home: default service paths and the leader epoch live under it.
     #[arg(
         long,
         env = "PODKEEPER_ALLOWED_PATH_PREFIX",
-        default_value = "/podkeeper"
+        value_delimiter = ',',
+        default_value = "/podkeeper,/dubbo,/services"
     )]
-    pub allowed_path_prefix: String,
+    pub allowed_path_prefix: Vec<String>,
     /// Interval of the full resync that repairs tampering (e.g. 5m).
     #[arg(long, env = "PODKEEPER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,

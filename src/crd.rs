@@ -100,6 +100,53 @@ pub struct ServiceRegistrationSpec {
     /// keep the last published endpoints and mark the service record `stale` (with an Event).
     #[serde(default)]
     pub keep_last_endpoints: bool,
+
+    /// Where the endpoints are published, in which layouts; all of them change in the same
+    /// transaction. Without it: one `Native` registry at `path` (podkeeper's own records).
+    /// The service record at `path` (ownership and fencing) is written in every case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("size(self) <= 8").message("at most 8 registries"))]
+    #[x_kube(validation = Rule::new("self.filter(r, r.format == 'Native').size() <= 1").message("at most one Native registry (its place is spec.path)"))]
+    #[schemars(length(max = 8))]
+    pub registries: Vec<Registry>,
+}
+
+/// One place the endpoints are published, in the layout a client library reads.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.format == 'Dubbo') == has(self.dubbo)").message("registries: set `dubbo` exactly when format is Dubbo"))]
+#[x_kube(validation = Rule::new("(self.format == 'Curator') == has(self.curator)").message("registries: set `curator` exactly when format is Curator"))]
+#[x_kube(validation = Rule::new("(self.format == 'ServerSet') == has(self.serverSet)").message("registries: set `serverSet` exactly when format is ServerSet"))]
+#[x_kube(validation = Rule::new("!has(self.dubbo) || (size(self.dubbo.interfaces) >= 1 && size(self.dubbo.interfaces) <= 32)").message("dubbo.interfaces must list 1 to 32 Java interfaces"))]
+pub struct Registry {
+    /// Native (podkeeper's JSON at `spec.path`), Dubbo, Curator (Curator x-discovery and
+    /// Spring Cloud ZooKeeper) or ServerSet (Finagle, Aurora).
+    pub format: RegistryFormat,
+    /// Dubbo interface-level provider URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dubbo: Option<crate::zk::format::dubbo::Options>,
+    /// Curator `ServiceInstance` nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curator: Option<crate::zk::format::curator::Options>,
+    /// ServerSet members and weight vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_set: Option<crate::zk::format::serverset::Options>,
+}
+
+/// The layouts podkeeper writes.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum RegistryFormat {
+    /// podkeeper's own JSON records.
+    #[default]
+    Native,
+    /// Dubbo 2.7 / 3.x interface-level registry.
+    Dubbo,
+    /// Curator x-discovery / Spring Cloud ZooKeeper.
+    Curator,
+    /// Finagle / Aurora ServerSet.
+    ServerSet,
 }
 
 fn default_drain_seconds() -> u32 {
@@ -233,6 +280,26 @@ pub struct ServiceRegistrationStatus {
     /// When ZooKeeper last matched the desired state (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
+    /// One entry per registry of `spec.registries` (absent for the default native one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registries: Vec<RegistryStatus>,
+}
+
+/// What one registry holds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    /// The format.
+    pub format: RegistryFormat,
+    /// Where its nodes live (the folder of each Dubbo interface, the Curator service, ...).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Endpoints published there.
+    #[serde(default)]
+    pub published: u32,
+    /// Why it is not (fully) published, if it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A condition in the Kubernetes style.

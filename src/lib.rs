@@ -48,7 +48,13 @@ pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     if let Some(chroot) = &args.zk_chroot {
         zk::layout::validate(chroot).context("--zk-chroot")?;
     }
-    zk::layout::validate(&args.allowed_path_prefix).context("--allowed-path-prefix")?;
+    anyhow::ensure!(
+        !args.allowed_path_prefix.is_empty(),
+        "--allowed-path-prefix needs at least one prefix"
+    );
+    for prefix in &args.allowed_path_prefix {
+        zk::layout::validate(prefix).context("--allowed-path-prefix")?;
+    }
 
     let client = kube::Client::try_default()
         .await
@@ -104,7 +110,11 @@ pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
     }
     let wiring = controller::Wiring {
         settings: controller::Settings {
-            allowed_path_prefix: args.allowed_path_prefix.trim_end_matches('/').to_string(),
+            allowed_path_prefixes: args
+                .allowed_path_prefix
+                .iter()
+                .map(|p| p.trim_end_matches('/').to_string())
+                .collect(),
             cluster_id: args.cluster_id.clone(),
             resync_interval: args.resync_interval,
             dry_run: args.dry_run,
@@ -121,7 +131,7 @@ pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
             .collect(),
         leadership,
     };
-    tracing::info!(zk = %args.zk_connect, prefix = %args.allowed_path_prefix, cluster = %args.cluster_id, "podkeeper starting");
+    tracing::info!(zk = %args.zk_connect, prefixes = ?args.allowed_path_prefix, cluster = %args.cluster_id, "podkeeper starting");
     let controllers = controller::run(client, wiring, move |ctx| {
         let _ = slot.set(ctx);
     });

@@ -746,3 +746,128 @@ async fn the_deletion_cap_splits_mass_removals_into_small_transactions() {
     );
     assert_eq!(read_endpoints(&c, path).await, want(&pods[..5]));
 }
+
+/// The writer with client registries, as a reconcile runs it: native endpoints and the client
+/// formats' nodes from one desired state, one plan, one `writer::sync`.
+async fn sync_clients(
+    c: &Client,
+    path: &str,
+    want: &BTreeMap<String, Arc<EndpointRecord>>,
+    clients: &Arc<podkeeper::zk::clients::ClientRegistries>,
+    cache: &mut Option<ServiceState>,
+) -> Synced {
+    let options = WriteOptions {
+        clients: Some(clients.clone()),
+        ..Default::default()
+    };
+    let nodes = clients.desired(want.values()).nodes;
+    let planned = |s: &ServiceState| {
+        (
+            podkeeper::model::plan::diff(want, &s.endpoints),
+            podkeeper::model::nodes::diff(&nodes, &s.nodes, &s.foreign),
+        )
+    };
+    writer::sync(c, path, &record("web", "u1"), cache, &options, planned)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn client_formats_are_written_with_the_endpoints_and_foreign_nodes_beside_them_stay() {
+    use podkeeper::zk::clients::{ClientRegistries, ClientRegistry};
+    use podkeeper::zk::format::publish::OwnerTag;
+    use podkeeper::zk::format::{curator, dubbo};
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let iface = format!("org.example.Zk{}", std::process::id());
+    let prefixes = ["/podkeeper", "/dubbo", "/services"].map(String::from);
+    let owner = OwnerTag::new("test", "shop", "web");
+    let clients = Arc::new(
+        ClientRegistries::compile(
+            vec![
+                ClientRegistry::Dubbo(dubbo::Options::new(&[iface.as_str()])),
+                ClientRegistry::Curator(curator::Options {
+                    base_path: format!("/services/zk-sync-{}", std::process::id()),
+                    ..Default::default()
+                }),
+            ],
+            "web",
+            owner,
+            &prefixes,
+        )
+        .unwrap(),
+    );
+    let dirs = podkeeper::zk::writer::ClientNodes::dirs(clients.as_ref());
+    let providers = dirs[0].clone();
+    // A provider on a VM registered itself (ephemeral, as Dubbo does) before podkeeper came.
+    let vm = format!(
+        "{providers}/{}",
+        dubbo::java_url_encode(&format!(
+            "dubbo://192.168.0.9:20880/{iface}?interface={iface}&side=provider&weight=100"
+        ))
+    );
+    c.mkdir(
+        &providers,
+        &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    c.create(
+        &vm,
+        b"",
+        &CreateMode::Ephemeral.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    let path = "/podkeeper/shop/client-formats";
+    let mut pods = fleet();
+    let mut cache = None;
+    let r = sync_clients(&c, path, &want(&pods), &clients, &mut cache).await;
+    let Synced::Applied { applied, nodes, .. } = r else {
+        panic!("expected Applied, got {r:?}")
+    };
+    assert_eq!(
+        applied.transactions, 1,
+        "endpoints and every format in one transaction"
+    );
+    assert!(nodes.clashes.is_empty());
+    let dubbo_children = c.list_children(&providers).await.unwrap();
+    assert_eq!(dubbo_children.len(), 8 + 1, "8 pods and the VM provider");
+    assert_eq!(c.list_children(&dirs[1]).await.unwrap().len(), 8);
+    // A pod fails: its Dubbo node goes and the group's other weights are renamed, in one
+    // transaction with the native change; the VM's node is untouched.
+    let (_, vm_before) = c.get_data(&vm).await.unwrap();
+    pods[0].ready = false;
+    let r = sync_clients(&c, path, &want(&pods), &clients, &mut cache).await;
+    let Synced::Applied { applied, .. } = r else {
+        panic!("expected Applied, got {r:?}")
+    };
+    assert_eq!(applied.transactions, 1);
+    assert_eq!(c.list_children(&providers).await.unwrap().len(), 7 + 1);
+    let (_, vm_after) = c.get_data(&vm).await.unwrap();
+    assert_eq!(vm_after.mzxid, vm_before.mzxid);
+    // A fresh load (as after a restart) finds the same nodes ours and the VM's foreign.
+    let mut reloaded = None;
+    let r = sync_clients(&c, path, &want(&pods), &clients, &mut reloaded).await;
+    assert!(
+        matches!(&r, Synced::Applied { plan, nodes, .. } if plan.is_empty() && nodes.ops.is_empty()),
+        "{r:?}"
+    );
+    assert!(reloaded.as_ref().unwrap().foreign.contains(&vm));
+    // Removal deletes ours and nothing else.
+    writer::remove_owned(
+        &c,
+        path,
+        &record("web", "u1").owner,
+        &WriteOptions {
+            clients: Some(clients.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let left = c.list_children(&providers).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(format!("{providers}/{}", left[0]), vm);
+    assert!(c.list_children(&dirs[1]).await.unwrap().is_empty());
+}

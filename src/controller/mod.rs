@@ -38,8 +38,9 @@ pub use reconcile::Error;
 /// Operator-wide settings the reconciler needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Resources may only write under this prefix.
-    pub allowed_path_prefix: String,
+    /// Resources may only write under these prefixes; the first is home (default service
+    /// paths, the leader epoch).
+    pub allowed_path_prefixes: Vec<String>,
     /// Written into owner records.
     pub cluster_id: String,
     /// Full resync interval.
@@ -53,14 +54,26 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// How the writer writes under these settings and `fence`.
-    pub fn write_options(&self, fence: Option<Fence>) -> WriteOptions {
+    /// The first allowed prefix.
+    pub fn home_prefix(&self) -> &str {
+        self.allowed_path_prefixes
+            .first()
+            .map_or("", String::as_str)
+    }
+
+    /// How the writer writes under these settings and `fence`, with the resource's client
+    /// registries.
+    pub fn write_options(
+        &self,
+        fence: Option<Fence>,
+        clients: Option<Arc<crate::zk::clients::ClientRegistries>>,
+    ) -> WriteOptions {
         WriteOptions {
             fence,
             dry_run: self.dry_run,
             max_deletes_per_txn: self.max_deletes_per_txn,
             format: Default::default(),
-            clients: None,
+            clients: clients.map(|c| c as Arc<dyn crate::zk::writer::ClientNodes>),
         }
     }
 }
@@ -233,7 +246,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: Events::new(Recorder::new(client.clone(), reporter)),
-        fencer: Fencer::new(&settings.allowed_path_prefix, &settings.identity),
+        fencer: Fencer::new(settings.home_prefix(), &settings.identity),
         settings: settings.clone(),
         sessions,
         index: Index::default(),

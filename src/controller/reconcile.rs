@@ -16,11 +16,15 @@ use super::index::{Key, PodEntry};
 use super::status::{self, Counts, Outcome};
 use super::status_writer::StatusWriter;
 use crate::crd::{FINALIZER, ServiceRegistration};
+use crate::crd::{Registry, RegistryFormat, RegistryStatus};
 use crate::model::desired::{Desired, Registration, Tracker};
 use crate::model::guard::{self, Endpoints};
+use crate::model::nodes;
 use crate::model::plan::{self, Op, Plan};
 use crate::model::record::{Owner, ServiceRecord};
 use crate::zk::ZkError;
+use crate::zk::clients::{ClientRegistries, ClientRegistry, DesiredNodes, RegistryError};
+use crate::zk::format::publish::OwnerTag;
 use crate::zk::layout;
 use crate::zk::session::Target;
 use crate::zk::writer::{self, ServiceState, Synced, WriteOptions};
@@ -74,6 +78,8 @@ struct Last {
 struct Cached {
     session_generation: u64,
     epoch: u64,
+    /// The spec generation it was read under (client folders may differ in another).
+    generation: i64,
     target: Option<Target>,
     path: String,
     state: ServiceState,
@@ -88,6 +94,10 @@ pub(super) struct Resolved {
     pub path: String,
     pub target: Option<Target>,
     pub record: ServiceRecord,
+    /// Native endpoint records are published (no `spec.registries`, or a Native one).
+    pub native: bool,
+    /// The client-format registries, if any.
+    pub clients: Option<Arc<ClientRegistries>>,
 }
 
 /// Why a resource is not acted on; shown on its status, nothing is written.
@@ -244,9 +254,10 @@ pub(super) fn resolve(
             reg
         }
     };
+    let prefixes = &settings.allowed_path_prefixes;
     let path = layout::service_path(
         sr.spec.path.as_deref(),
-        &settings.allowed_path_prefix,
+        prefixes,
         &key.0,
         &sr.service_name(),
     )
@@ -258,6 +269,7 @@ pub(super) fn resolve(
         generation,
         stale: false,
     };
+    let (native, clients) = client_registries(&sr.spec.registries, &record, prefixes)?;
     Ok(Resolved {
         key,
         generation,
@@ -265,7 +277,37 @@ pub(super) fn resolve(
         path,
         target: target_of(sr),
         record,
+        native,
+        clients,
     })
+}
+
+/// Whether native records are published, and the client-format registries checked against
+/// the allowed prefixes.
+fn client_registries(
+    specs: &[Registry],
+    record: &ServiceRecord,
+    prefixes: &[String],
+) -> Result<(bool, Option<Arc<ClientRegistries>>), Rejected> {
+    let native = specs.is_empty() || specs.iter().any(|r| r.format == RegistryFormat::Native);
+    let list: Vec<ClientRegistry> = specs
+        .iter()
+        .filter_map(|r| match r.format {
+            RegistryFormat::Native => None,
+            RegistryFormat::Dubbo => r.dubbo.clone().map(ClientRegistry::Dubbo),
+            RegistryFormat::Curator => r.curator.clone().map(ClientRegistry::Curator),
+            RegistryFormat::ServerSet => r.server_set.clone().map(ClientRegistry::ServerSet),
+        })
+        .collect();
+    if list.is_empty() {
+        return Ok((native, None));
+    }
+    let owner = OwnerTag::of(&record.owner);
+    match ClientRegistries::compile(list, &record.service_name, owner, prefixes) {
+        Ok(c) => Ok((native, Some(Arc::new(c)))),
+        Err(e @ RegistryError::Path(_)) => Err(Rejected::PathRefused(e.to_string())),
+        Err(e @ RegistryError::Format(_)) => Err(Rejected::InvalidSpec(e.to_string())),
+    }
 }
 
 /// A rejected resource: stop routing pods to it if its spec is invalid, and say why.
@@ -303,7 +345,7 @@ async fn connect(ctx: &Context, res: &Resolved, term: u64) -> Result<Connection,
         client,
         session_generation,
         epoch,
-        options: ctx.settings.write_options(fence),
+        options: ctx.settings.write_options(fence, res.clients.clone()),
     })
 }
 
@@ -365,6 +407,7 @@ async fn desired(
     let fresh = entry.zk.as_ref().is_some_and(|c| {
         c.session_generation == conn.session_generation
             && c.epoch == epoch
+            && c.generation == res.generation
             && c.path == res.path
             && c.target == res.target
     });
@@ -468,31 +511,97 @@ fn track(
     })
 }
 
-/// Step 3: bring ZooKeeper to the wanted endpoints, planned against what it holds.
+/// Step 3: bring ZooKeeper to the wanted endpoints, in every registry of the resource,
+/// planned against what it holds. Returns what was written and the client formats' nodes.
 async fn write(
     entry: &mut Entry,
     res: &Resolved,
     conn: &Connection,
     wanted: &Wanted,
-) -> Result<Synced, ZkError> {
+) -> Result<(Synced, DesiredNodes), ZkError> {
     let mut record = res.record.clone();
     record.stale = wanted.kept.is_some();
     let endpoints = wanted.endpoints();
+    let no_endpoints = Endpoints::new();
+    let native = if res.native { endpoints } else { &no_endpoints };
+    let clients = res
+        .clients
+        .as_ref()
+        .map(|c| c.desired(endpoints.values()))
+        .unwrap_or_default();
     let mut cache = entry.zk.take().map(|c| c.state);
     let (client, options) = (&conn.client, &conn.options);
-    let planned = |s: &ServiceState| (plan::diff(endpoints, &s.endpoints), Default::default());
+    let planned = |s: &ServiceState| {
+        let plan = plan::diff(native, &s.endpoints);
+        (plan, nodes::diff(&clients.nodes, &s.nodes, &s.foreign))
+    };
     let synced = writer::sync(client, &res.path, &record, &mut cache, options, planned).await?;
     if let (Synced::Applied { .. }, Some(mut state)) = (&synced, cache) {
-        writer::adopt(&mut state, endpoints);
+        writer::adopt(&mut state, native);
         entry.zk = Some(cached(conn, res, state));
     }
-    Ok(synced)
+    Ok((synced, clients))
+}
+
+/// One status entry per declared registry: where it is, how many endpoints it carries, and
+/// what stops it (an encoder's refusal, nodes others hold at our names).
+fn registry_statuses(
+    res: &Resolved,
+    specs: &[Registry],
+    desired: &DesiredNodes,
+    clashes: &[String],
+    published: u32,
+) -> Vec<RegistryStatus> {
+    if specs.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if res.native {
+        out.push(RegistryStatus {
+            format: RegistryFormat::Native,
+            paths: vec![res.path.clone()],
+            published,
+            last_error: None,
+        });
+    }
+    let clients = res.clients.iter().flat_map(|c| c.iter());
+    for ((registry, dirs), result) in clients.zip(&desired.per_registry) {
+        let held: Vec<&str> = clashes
+            .iter()
+            .filter(|p| dirs.iter().any(|d| p.starts_with(&format!("{d}/"))))
+            .map(String::as_str)
+            .collect();
+        let (published, last_error) = match result {
+            Err(e) => (0, Some(e.to_string())),
+            Ok(_) if !held.is_empty() => (
+                0,
+                Some(format!(
+                    "{} node(s) podkeeper would write are held by another writer and left alone: {}",
+                    held.len(),
+                    held.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+                )),
+            ),
+            Ok(n) => (*n, None),
+        };
+        out.push(RegistryStatus {
+            format: match registry {
+                ClientRegistry::Dubbo(_) => RegistryFormat::Dubbo,
+                ClientRegistry::Curator(_) => RegistryFormat::Curator,
+                ClientRegistry::ServerSet(_) => RegistryFormat::ServerSet,
+            },
+            paths: dirs.clone(),
+            published,
+            last_error,
+        });
+    }
+    out
 }
 
 fn cached(conn: &Connection, res: &Resolved, state: ServiceState) -> Cached {
     Cached {
         session_generation: conn.session_generation,
         epoch: conn.epoch,
+        generation: res.generation,
         target: res.target.clone(),
         path: res.path.clone(),
         state,
@@ -507,10 +616,14 @@ fn report_written(
     res: &Resolved,
     conn: &Connection,
     wanted: Wanted,
-    written: Result<Synced, ZkError>,
+    written: Result<(Synced, DesiredNodes), ZkError>,
 ) -> Result<Action, ZkError> {
     let path = Some(res.path.as_str());
-    match written {
+    let (written, desired) = match written {
+        Ok((synced, desired)) => (Ok(synced), desired),
+        Err(e) => (Err(e), DesiredNodes::default()),
+    };
+    let clashes = match written {
         Err(err) => {
             report(
                 ctx,
@@ -533,14 +646,27 @@ fn report_written(
             log_dry_run(&res.key, &res.path, &plan);
             return Ok(Action::requeue(ctx.settings.resync_interval));
         }
-        Ok(Synced::Applied { plan, applied, .. }) => {
+        Ok(Synced::Applied {
+            plan,
+            applied,
+            nodes,
+        }) => {
             observe_latency(&plan, &wanted.changed_at);
+            if !nodes.clashes.is_empty() {
+                let note = format!(
+                    "{} client-format node(s) are held by another writer and left alone, e.g. {}",
+                    nodes.clashes.len(),
+                    nodes.clashes[0]
+                );
+                ctx.events.publish(sr, EventType::Warning, "Conflict", note);
+            }
             if applied.znodes > 0 {
                 tracing::debug!(namespace = %res.key.0, name = %res.key.1, znodes = applied.znodes, txns = applied.transactions, "applied");
             }
             announce(ctx, sr, &plan.ops, &mut entry.announced, &res.path);
+            nodes.clashes
         }
-    }
+    };
     let published = entry
         .zk
         .as_ref()
@@ -549,7 +675,8 @@ fn report_written(
         .endpoints_published
         .get_or_create(&resource_labels(&res.key))
         .set(i64::from(published));
-    let counts = counts(wanted.tracker.desired(), published);
+    let mut counts = counts(wanted.tracker.desired(), published);
+    counts.registries = registry_statuses(res, &sr.spec.registries, &desired, &clashes, published);
     report(ctx, sr, entry, &Outcome::Synced, Some(&counts), path);
     let action = next_wakeup(ctx, Some(&wanted.tracker));
     entry.last = Some(Last {
@@ -569,6 +696,7 @@ fn counts(want: &Desired, published: u32) -> Counts {
         draining: want.draining,
         groups: want.groups.clone(),
         warnings: want.warnings.clone(),
+        registries: Vec::new(),
     }
 }
 
@@ -688,8 +816,14 @@ async fn cleanup(
         .map(|c| c.path.clone())
         .or_else(|| sr.status.as_ref().and_then(|s| s.path.clone()))
         .or_else(|| {
-            let prefix = &ctx.settings.allowed_path_prefix;
-            layout::service_path(sr.spec.path.as_deref(), prefix, &key.0, &sr.service_name()).ok()
+            let prefixes = &ctx.settings.allowed_path_prefixes;
+            layout::service_path(
+                sr.spec.path.as_deref(),
+                prefixes,
+                &key.0,
+                &sr.service_name(),
+            )
+            .ok()
         });
     if let Some(path) = path {
         let session = ctx.sessions.get(target.as_ref());
@@ -700,9 +834,12 @@ async fn cleanup(
             return Ok(Action::await_change());
         }
         let term = ctx.leadership.is_elected().then_some(term);
-        let options = ctx
-            .settings
-            .write_options(ctx.fencer.fence(&session, &client, term).await?);
+        let fence = ctx.fencer.fence(&session, &client, term).await?;
+        // The client-format nodes go too; a spec that no longer resolves has none to remove.
+        let clients = resolve(&sr, &ctx.settings, &mut None)
+            .ok()
+            .and_then(|r| r.clients);
+        let options = ctx.settings.write_options(fence, clients);
         if let Some(n) = writer::remove_owned(&client, &path, &owner, &options).await? {
             let note = format!("removed {path} and its {n} endpoint(s)");
             ctx.events

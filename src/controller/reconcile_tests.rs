@@ -79,7 +79,7 @@ fn api_server(
 
 fn settings() -> Settings {
     Settings {
-        allowed_path_prefix: "/podkeeper".into(),
+        allowed_path_prefixes: vec!["/podkeeper".into(), "/dubbo".into(), "/services".into()],
         cluster_id: "unit".into(),
         resync_interval: Duration::from_secs(300),
         dry_run: false,
@@ -118,7 +118,7 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
     let s = settings();
     Arc::new(Context {
         events: Events::new(Recorder::new(client.clone(), reporter)),
-        fencer: Fencer::new(&s.allowed_path_prefix, &s.identity),
+        fencer: Fencer::new(s.home_prefix(), &s.identity),
         client,
         settings: s,
         sessions,

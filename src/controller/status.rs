@@ -37,6 +37,8 @@ pub struct Counts {
     pub groups: Vec<GroupStatus>,
     /// Notes about pods left out.
     pub warnings: Vec<String>,
+    /// Per registry of `spec.registries`.
+    pub registries: Vec<crate::crd::RegistryStatus>,
 }
 
 fn cond(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
@@ -85,6 +87,7 @@ pub fn build(
             published: c.published,
             draining: c.draining,
             groups: c.groups.clone(),
+            registries: c.registries.clone(),
             ..Default::default()
         },
         (None, Some(p)) => ServiceRegistrationStatus {

@@ -16,7 +16,7 @@ pub enum PathError {
     },
     /// Outside the operator's allowed prefix.
     #[error(
-        "path {path:?} is outside the allowed prefix {prefix:?} (operator flag --allowed-path-prefix)"
+        "path {path:?} is outside the allowed prefixes {prefix:?} (operator flag --allowed-path-prefix)"
     )]
     OutsidePrefix {
         /// The path.
@@ -64,27 +64,37 @@ pub fn validate(path: &str) -> Result<(), PathError> {
     Ok(())
 }
 
-/// The base path of a resource: `spec.path`, or `<prefix>/<namespace>/<serviceName>`; it must
-/// lie strictly under `prefix`.
+/// The base path of a resource: `spec.path`, or `<first prefix>/<namespace>/<serviceName>`; it
+/// must lie strictly under one of the allowed `prefixes`.
 pub fn service_path(
     spec_path: Option<&str>,
-    prefix: &str,
+    prefixes: &[String],
     namespace: &str,
     service: &str,
 ) -> Result<String, PathError> {
-    let prefix = prefix.trim_end_matches('/');
+    let home = prefixes.first().map_or("", |p| p.trim_end_matches('/'));
     let path = match spec_path {
         Some(p) => p.to_string(),
-        None => format!("{prefix}/{namespace}/{service}"),
+        None => format!("{home}/{namespace}/{service}"),
     };
-    validate(&path)?;
-    if !prefix.is_empty() && !path.starts_with(&format!("{prefix}/")) {
-        return Err(PathError::OutsidePrefix {
-            path,
-            prefix: prefix.to_string(),
-        });
-    }
+    allowed(&path, prefixes)?;
     Ok(path)
+}
+
+/// Checks that `path` is valid and lies strictly under one of `prefixes` (none: anywhere).
+pub fn allowed(path: &str, prefixes: &[String]) -> Result<(), PathError> {
+    validate(path)?;
+    let under = |prefix: &String| {
+        let prefix = prefix.trim_end_matches('/');
+        prefix.is_empty() || path.starts_with(&format!("{prefix}/"))
+    };
+    if prefixes.is_empty() || prefixes.iter().any(under) {
+        return Ok(());
+    }
+    Err(PathError::OutsidePrefix {
+        path: path.to_string(),
+        prefix: prefixes.join(","),
+    })
 }
 
 /// `<path>/endpoints`.
@@ -110,14 +120,18 @@ pub fn endpoint_path(path: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
+    fn pk() -> Vec<String> {
+        vec!["/podkeeper".to_string()]
+    }
+
     #[test]
     fn default_path_is_prefix_namespace_service() {
         assert_eq!(
-            service_path(None, "/podkeeper", "shop", "web").unwrap(),
+            service_path(None, &pk(), "shop", "web").unwrap(),
             "/podkeeper/shop/web"
         );
         assert_eq!(
-            service_path(None, "/podkeeper/", "shop", "web").unwrap(),
+            service_path(None, &["/podkeeper/".to_string()], "shop", "web").unwrap(),
             "/podkeeper/shop/web"
         );
     }
@@ -125,15 +139,15 @@ mod tests {
     #[test]
     fn paths_outside_the_prefix_or_malformed_are_refused() {
         assert!(matches!(
-            service_path(Some("/other/web"), "/podkeeper", "s", "w"),
+            service_path(Some("/other/web"), &pk(), "s", "w"),
             Err(PathError::OutsidePrefix { .. })
         ));
         assert!(matches!(
-            service_path(Some("/podkeeper"), "/podkeeper", "s", "w"),
+            service_path(Some("/podkeeper"), &pk(), "s", "w"),
             Err(PathError::OutsidePrefix { .. })
         ));
         assert!(matches!(
-            service_path(Some("/podkeeperx/a"), "/podkeeper", "s", "w"),
+            service_path(Some("/podkeeperx/a"), &pk(), "s", "w"),
             Err(PathError::OutsidePrefix { .. })
         ));
         for bad in [
@@ -147,9 +161,28 @@ mod tests {
             assert!(validate(bad).is_err(), "{bad:?} should be invalid");
         }
         assert_eq!(
-            service_path(Some("/podkeeper/x/y"), "/podkeeper", "s", "w").unwrap(),
+            service_path(Some("/podkeeper/x/y"), &pk(), "s", "w").unwrap(),
             "/podkeeper/x/y"
         );
         assert_eq!(endpoint_path("/p/s", "pod-1"), "/p/s/endpoints/pod-1");
+    }
+
+    #[test]
+    fn any_of_several_prefixes_allows_a_path_and_the_first_is_home() {
+        let prefixes: Vec<String> = ["/podkeeper", "/dubbo", "/services"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            service_path(None, &prefixes, "shop", "web").unwrap(),
+            "/podkeeper/shop/web"
+        );
+        assert!(allowed("/dubbo/com.example.Api/providers", &prefixes).is_ok());
+        assert!(allowed("/services/web", &prefixes).is_ok());
+        let err = allowed("/serversets/web", &prefixes).unwrap_err();
+        assert!(
+            err.to_string().contains("/podkeeper,/dubbo,/services"),
+            "{err}"
+        );
+        assert!(allowed("/anywhere/at/all", &[]).is_ok());
     }
 }

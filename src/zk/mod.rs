@@ -1,6 +1,7 @@
 //! Everything that talks to ZooKeeper: sessions, the transactional writer, and the path layout.
 //! The `zookeeper-client` crate is pre-1.0, so it is used only inside this module.
 
+pub mod clients;
 pub mod fence;
 pub mod format;
 pub mod layout;

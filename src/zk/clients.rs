@@ -1,0 +1,173 @@
+//! A resource's client-format registries (Dubbo, Curator, ServerSet) as the writer needs them:
+//! the folders their nodes live in, which nodes there are the resource's own, and the nodes
+//! its endpoints call for. Pure: the formats' encoders, dispatched.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::format::publish::{FormatError, OwnerTag, Publish, PublishedEndpoint};
+use super::format::{curator, dubbo, serverset};
+use super::layout::{PathError, allowed};
+use super::writer::ClientNodes;
+use crate::model::record::EndpointRecord;
+
+/// One client-format registry of a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientRegistry {
+    /// Dubbo interface-level providers.
+    Dubbo(dubbo::Options),
+    /// Curator x-discovery / Spring Cloud ZooKeeper instances.
+    Curator(curator::Options),
+    /// ServerSet members and weight vectors.
+    ServerSet(serverset::Options),
+}
+
+/// Why a client registry cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Its options cannot produce nodes the client reads.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// One of its folders is outside the operator's allowed prefixes.
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+impl ClientRegistry {
+    /// `dubbo`, `curator` or `serverset`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientRegistry::Dubbo(_) => "dubbo",
+            ClientRegistry::Curator(_) => "curator",
+            ClientRegistry::ServerSet(_) => "serverset",
+        }
+    }
+
+    /// The folders its nodes live in.
+    pub fn dirs(&self, service: &str) -> Vec<String> {
+        match self {
+            ClientRegistry::Dubbo(o) => dubbo::dirs(o, service),
+            ClientRegistry::Curator(o) => curator::dirs(o, service),
+            ClientRegistry::ServerSet(o) => serverset::dirs(o, service),
+        }
+    }
+
+    fn nodes(&self, publish: &Publish) -> Result<Vec<super::format::publish::Node>, FormatError> {
+        match self {
+            ClientRegistry::Dubbo(o) => dubbo::nodes(o, publish),
+            ClientRegistry::Curator(o) => curator::nodes(o, publish),
+            ClientRegistry::ServerSet(o) => serverset::nodes(o, publish),
+        }
+    }
+
+    fn is_ours(&self, path: &str, data: &[u8], owner: &OwnerTag) -> bool {
+        match self {
+            ClientRegistry::Dubbo(_) => dubbo::is_ours(path, data, owner),
+            ClientRegistry::Curator(_) => curator::is_ours(path, data, owner),
+            ClientRegistry::ServerSet(_) => serverset::is_ours(path, data, owner),
+        }
+    }
+}
+
+/// The client registries of one resource, checked against the allowed prefixes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRegistries {
+    service: String,
+    owner: OwnerTag,
+    list: Vec<(ClientRegistry, Vec<String>)>,
+}
+
+/// The nodes the endpoints call for, and how many endpoints each registry carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DesiredNodes {
+    /// Every registry's nodes by path.
+    pub nodes: BTreeMap<String, Arc<[u8]>>,
+    /// Per registry (in order): endpoints published, or why none are.
+    pub per_registry: Vec<Result<u32, FormatError>>,
+}
+
+impl ClientRegistries {
+    /// Checks each registry's options (by laying out one sample endpoint) and folders.
+    pub fn compile(
+        registries: Vec<ClientRegistry>,
+        service: &str,
+        owner: OwnerTag,
+        prefixes: &[String],
+    ) -> Result<ClientRegistries, RegistryError> {
+        let mut list = Vec::with_capacity(registries.len());
+        for registry in registries {
+            let dirs = registry.dirs(service);
+            for dir in &dirs {
+                allowed(dir, prefixes)?;
+            }
+            let sample = Publish {
+                service_name: service.to_string(),
+                owner: owner.clone(),
+                endpoints: Vec::new(),
+            };
+            registry.nodes(&sample)?;
+            list.push((registry, dirs));
+        }
+        Ok(ClientRegistries {
+            service: service.to_string(),
+            owner,
+            list,
+        })
+    }
+
+    /// No client registries?
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The registries with their folders.
+    pub fn iter(&self) -> impl Iterator<Item = &(ClientRegistry, Vec<String>)> {
+        self.list.iter()
+    }
+
+    /// The nodes of every registry for `endpoints`. A registry whose encoder refuses an
+    /// endpoint publishes nothing new (its error is reported); the others go on.
+    pub fn desired<'a>(
+        &self,
+        endpoints: impl IntoIterator<Item = &'a Arc<EndpointRecord>>,
+    ) -> DesiredNodes {
+        let publish = Publish {
+            service_name: self.service.clone(),
+            owner: self.owner.clone(),
+            endpoints: endpoints
+                .into_iter()
+                .map(|record| PublishedEndpoint {
+                    record: record.clone(),
+                    ready_since_ms: 0,
+                })
+                .collect(),
+        };
+        let mut out = DesiredNodes::default();
+        for (registry, _) in &self.list {
+            let result = registry.nodes(&publish).map(|nodes| {
+                for n in nodes {
+                    out.nodes.insert(n.path, Arc::from(n.data));
+                }
+                publish.endpoints.len() as u32
+            });
+            out.per_registry.push(result);
+        }
+        out
+    }
+}
+
+impl ClientNodes for ClientRegistries {
+    fn dirs(&self) -> Vec<String> {
+        self.list
+            .iter()
+            .flat_map(|(_, d)| d.iter().cloned())
+            .collect()
+    }
+
+    fn owns(&self, path: &str, data: &[u8]) -> bool {
+        let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+        self.list.iter().any(|(registry, dirs)| {
+            dirs.iter().any(|d| d == parent) && registry.is_ours(path, data, &self.owner)
+        })
+    }
+}
