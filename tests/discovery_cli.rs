@@ -134,13 +134,36 @@ async fn resolve_and_tree_show_what_is_registered() {
         └── web-c  10.0.0.3:8080  weight 0  DRAINING
 ";
     assert_eq!(tree, want);
+
+    // The same ZooKeeper flags as `run`: below a chroot, paths are relative to it.
+    let chrooted = podkeeper(zk, &["tree", "--zk-chroot", "/cli-tests", "/shop"]);
+    assert_eq!(
+        chrooted,
+        want.replace("/cli-tests/\n└── shop/\n    ", "/shop/\n")
+            .replace("\n    ", "\n")
+    );
+    let resolved = podkeeper(
+        zk,
+        &[
+            "resolve",
+            "--zk-chroot",
+            "/cli-tests",
+            "/shop/web",
+            "--picks",
+            "4",
+        ],
+    );
+    assert!(
+        resolved.contains("web-a  10.0.0.1:8080  3       default  z1    UP"),
+        "{resolved}"
+    );
 }
 
 #[test]
 fn resolve_fails_clearly_without_zookeeper() {
     let port = common::zk::free_port();
     let out = Command::new(env!("CARGO_BIN_EXE_podkeeper"))
-        .args(["resolve", "/x", "--session-timeout-secs", "1"])
+        .args(["resolve", "/x", "--zk-session-timeout", "1s"])
         .env("PODKEEPER_ZK_CONNECT", format!("127.0.0.1:{port}"))
         .output()
         .unwrap();
