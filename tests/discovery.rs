@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::records;
 use common::zk::ZkServer;
 use podkeeper::discovery::{Discovery, PickContext, Snapshot, Staleness};
 use podkeeper::model::policy::Policy;
@@ -24,20 +25,19 @@ async fn client(zk: &ZkServer) -> Client {
 }
 
 fn service_json(name: &str, policy: Policy) -> Vec<u8> {
-    serde_json::to_vec(&json!({
+    serde_json::to_vec(&records::service(json!({
         "serviceName": name,
         "policy": policy,
         "owner": {"clusterId": "test", "namespace": "shop", "name": name, "uid": "uid-1"},
-        "generation": 1,
-    }))
+    })))
     .unwrap()
 }
 
 fn endpoint_json(pod: &str, ip: &str, weight: u32, status: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "host": ip, "port": 8080, "ports": {"http": 8080}, "weight": weight, "group": "default",
-        "zone": "z1", "pod": pod, "namespace": "shop", "metadata": {}, "status": status,
-    }))
+    serde_json::to_vec(&records::endpoint(json!({
+        "host": ip, "weight": weight, "group": "default", "zone": "z1", "pod": pod,
+        "namespace": "shop", "status": status,
+    })))
     .unwrap()
 }
 
@@ -496,4 +496,28 @@ async fn bad_paths_and_unreachable_servers_fail_start() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
+
+/// The golden records decode into the library's types and encode back byte for byte, and the
+/// README shows them as they are.
+#[test]
+fn golden_records_round_trip_and_match_the_readme() {
+    use podkeeper::model::record::{EndpointRecord, ServiceRecord};
+    let service: ServiceRecord = serde_json::from_str(records::SERVICE).unwrap();
+    assert_eq!(
+        serde_json::to_string(&service).unwrap(),
+        records::SERVICE.trim_end()
+    );
+    let endpoint: EndpointRecord = serde_json::from_str(records::ENDPOINT).unwrap();
+    assert_eq!(
+        serde_json::to_string(&endpoint).unwrap(),
+        records::ENDPOINT.trim_end()
+    );
+    let readme = include_str!("../README.md");
+    for golden in [records::SERVICE, records::ENDPOINT] {
+        assert!(
+            readme.contains(&format!("`{}`", golden.trim_end())),
+            "README.md does not show the golden record {golden}"
+        );
+    }
 }

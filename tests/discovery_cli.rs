@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::records;
 use common::zk::ZkServer;
 use serde_json::json;
 use zookeeper_client::{Acls, Client, CreateMode};
@@ -24,10 +25,10 @@ async fn put(client: &Client, path: &str, data: serde_json::Value) {
 }
 
 fn endpoint(pod: &str, ip: &str, weight: u32, status: &str) -> serde_json::Value {
-    json!({
+    records::endpoint(json!({
         "host": ip, "port": 8080, "weight": weight, "group": "default", "zone": "z1",
         "pod": pod, "namespace": "shop", "status": status,
-    })
+    }))
 }
 
 async fn register(zk: &ZkServer) {
@@ -38,7 +39,12 @@ async fn register(zk: &ZkServer) {
         .unwrap();
     let owner = json!({"clusterId": "c1", "namespace": "shop", "name": "web", "uid": "u-1"});
     let web = "/cli-tests/shop/web";
-    put(&client, web, json!({"serviceName": "web", "policy": "WeightedRoundRobin", "owner": owner, "generation": 2})).await;
+    put(
+        &client,
+        web,
+        records::service(json!({"serviceName": "web", "policy": "WeightedRoundRobin", "owner": owner, "generation": 2})),
+    )
+    .await;
     put(
         &client,
         &format!("{web}/endpoints/web-a"),
@@ -60,7 +66,9 @@ async fn register(zk: &ZkServer) {
     put(
         &client,
         "/cli-tests/shop/api",
-        json!({"serviceName": "api", "policy": "Random", "owner": owner, "generation": 1}),
+        records::service(
+            json!({"serviceName": "api", "policy": "Random", "owner": owner, "generation": 1}),
+        ),
     )
     .await;
 }

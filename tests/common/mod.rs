@@ -1,1 +1,8 @@
+//! The one harness of the integration, e2e and fault suites: real ZooKeeper servers, the golden
+//! wire-format records, a registry reader, and (feature e2e) the local control plane.
+
+#[cfg(feature = "e2e")]
+pub mod cluster;
+pub mod records;
+pub mod registry;
 pub mod zk;

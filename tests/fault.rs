@@ -3,10 +3,7 @@
 //! the desired state and appends a row to the report table (PODKEEPER_FAULT_REPORT).
 //! Run through `scripts/test` or `scripts/faults` (they start the control plane).
 
-#[path = "../common/mod.rs"]
 mod common;
-#[path = "../e2e/harness.rs"]
-mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -14,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::cluster::{self, Operator, TestNs, kubectl, wait_until};
 use common::zk::{Ensemble, ZkServer};
-use harness::{Operator, TestNs, kubectl, wait_until};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -158,7 +155,7 @@ async fn converge(
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (want, settled) = desired_ready(pods).await;
-        let eps = harness::registry(&zk, path)
+        let eps = common::registry::read(&zk, path)
             .await
             .map(|(_, e)| e)
             .unwrap_or_default();
@@ -187,7 +184,7 @@ async fn setup(ns: &TestNs) -> (Api<Pod>, Vec<String>) {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {PODS}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: app, image: x, ports: [{{name: http, containerPort: 8080}}]}}]\n"
     ));
     ns.apply("apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  port: http\n  drainSeconds: 0\n");
-    let pods: Api<Pod> = Api::namespaced(harness::client().await, &ns.name);
+    let pods: Api<Pod> = Api::namespaced(cluster::client().await, &ns.name);
     let p = pods.clone();
     wait_until(Duration::from_secs(60), "pods ready", || {
         let p = p.clone();
@@ -351,7 +348,7 @@ async fn forced_session_expiry_triggers_a_full_resync() {
     let t = Instant::now();
     op.signal("CONT");
     let (converge, lost, stale, duplicated) = converge(&zk.connect_string(), &path, &pods, t).await;
-    let (_, metrics) = harness::http_get(&op.health, "/metrics").unwrap();
+    let (_, metrics) = cluster::http_get(&op.health, "/metrics").unwrap();
     assert!(
         metrics.contains("podkeeper_zookeeper_sessions_total 2"),
         "a second session was built:\n{}",
