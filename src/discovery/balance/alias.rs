@@ -1,5 +1,13 @@
 //! WeightedRandom's alias table (Vose): built once per snapshot, one random number per pick.
 //! Pure index arithmetic over weights; knows nothing of endpoints.
+//!
+//! Kept rather than `rand_distr::WeightedAliasIndex`, measured with `cargo bench --bench
+//! vs_crates` (1000 weights, the same generator behind both, fastest of 400 interleaved rounds
+//! on 2 shared cores, medians in brackets): a pick takes 1.44 ns (1.59) here and 10.2 ns (10.6)
+//! there, which draws two bounded uniforms with rejection per sample where this splits one
+//! 64-bit number. The crate builds faster, 4.8 µs against 7.6 µs, but that is once per
+//! snapshot. It would also need u64 weights: with u32 it refuses any weight above
+//! u32::MAX / n (4.3 million at 1000 endpoints), and a group's budget is share × 10,000.
 
 use super::rng::below;
 
