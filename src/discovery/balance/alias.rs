@@ -85,15 +85,15 @@ impl AliasTable {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rng::WyRand;
+    use super::super::rng::Rng;
     use super::*;
 
     fn shares(weights: &[u32], picks: usize, seed: u64) -> Vec<f64> {
         let table = AliasTable::new(weights).unwrap();
-        let mut rng = WyRand::seeded(seed);
+        let mut rng = Rng::with_seed(seed);
         let mut counts = vec![0usize; weights.len()];
         for _ in 0..picks {
-            counts[table.pick(rng.next_u64())] += 1;
+            counts[table.pick(rng.u64(..))] += 1;
         }
         counts.iter().map(|&c| c as f64 / picks as f64).collect()
     }
@@ -122,9 +122,9 @@ mod tests {
     #[test]
     fn zero_weights_are_never_picked() {
         let table = AliasTable::new(&[0, 3, 0, 1, 0]).unwrap();
-        let mut rng = WyRand::seeded(9);
+        let mut rng = Rng::with_seed(9);
         for _ in 0..100_000 {
-            let i = table.pick(rng.next_u64());
+            let i = table.pick(rng.u64(..));
             assert!(i == 1 || i == 3, "picked zero-weight index {i}");
         }
     }
