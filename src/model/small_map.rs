@@ -8,8 +8,8 @@
 //! Kept rather than `litemap::LiteMap` (the same sorted-pairs idea, with serde), measured with
 //! `cargo bench --bench vs_crates` and `examples/memory.rs` (fastest of 400 interleaved rounds
 //! on 2 shared cores; medians within 2-4% of each other, p90 up to 3x the fastest from other
-//! builds): collecting 4 strings 210 vs 220 ns, from JSON 295 vs 297 ns, `get` 25.5 vs 25.4 ns,
-//! `==` 19 vs 21 ns, so time is a tie. Memory is not: LiteMap's Vec is 24 bytes inline instead
+//! builds; three runs): collecting 4 strings 206-210 vs 213-220 ns, from JSON 283-295 vs
+//! 284-297 ns, `get` 24-26 ns both, `==` 18-21 ns both, so time is a tie. Memory is not: LiteMap's Vec is 24 bytes inline instead
 //! of 16 and keeps spare capacity, 163 B instead of 91 B for a record's two ports and 259 B
 //! instead of 251 B for four metadata strings, about 80 B more per record (390 B today).
 
