@@ -642,6 +642,20 @@ async fn api_server_restarted_during_churn() {
             .success()
     );
     let fault = Instant::now();
+    // SIGKILL is delivered asynchronously: `cluster up` must not find the old process alive.
+    wait_until(
+        Duration::from_secs(30),
+        "the API server process is gone",
+        || async {
+            !Command::new("kill")
+                .arg("-0")
+                .arg(pid.trim())
+                .status()
+                .unwrap()
+                .success()
+        },
+    )
+    .await;
     let up = tokio::task::block_in_place(|| {
         Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
             .arg("up")
