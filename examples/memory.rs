@@ -42,4 +42,42 @@ fn main() {
         (b3 - b1) / n
     );
     drop(recs);
+    maps_vs_litemap();
+}
+
+/// Bytes per map, inline part included (it lives inside every record), for `SmallMap` and
+/// `litemap::LiteMap`: the fleet's two ports built by collecting, and four metadata entries
+/// parsed from JSON as the discovery client does.
+fn maps_vs_litemap() {
+    use litemap::LiteMap;
+    use podkeeper::model::small_map::SmallMap;
+    let n = 10_000;
+    fn per_map<T>(n: usize, make: impl Fn(usize) -> T) -> usize {
+        let before = BYTES.load(Ordering::Relaxed);
+        let maps: Vec<T> = (0..n).map(make).collect();
+        let heap = BYTES.load(Ordering::Relaxed) - before - maps.capacity() * size_of::<T>();
+        drop(maps);
+        heap / n + size_of::<T>()
+    }
+    let ports = |i: usize| {
+        [
+            ("http".to_string(), 8080u16),
+            ("metrics".to_string(), 9100 + (i % 2) as u16),
+        ]
+    };
+    let json = r#"{"protocol":"http","team":"shop","track":"stable","version":"1.4.2"}"#;
+    println!(
+        "ports (2, collected): SmallMap {} B/map, LiteMap {} B/map",
+        per_map(n, |i| ports(i).into_iter().collect::<SmallMap<_, _>>()),
+        per_map(n, |i| ports(i).into_iter().collect::<LiteMap<_, _>>()),
+    );
+    println!(
+        "metadata (4, from JSON): SmallMap {} B/map, LiteMap {} B/map",
+        per_map(n, |_| serde_json::from_str::<SmallMap<String, String>>(
+            json
+        )
+        .unwrap()),
+        per_map(n, |_| serde_json::from_str::<LiteMap<String, String>>(json)
+            .unwrap()),
+    );
 }

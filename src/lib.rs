@@ -1,23 +1,37 @@
 //! podkeeper: mirrors ready pods selected by `ServiceRegistration` resources into ZooKeeper,
 //! and lets programs outside Kubernetes discover and load-balance across them.
+//!
+//! Feature `operator` (on by default) adds the operator; without it the library is the
+//! discovery client, the records and the ZooKeeper layer, and compiles no Kubernetes crate.
 
+#[cfg(feature = "operator")]
 pub mod config;
+#[cfg(feature = "operator")]
 pub mod controller;
+#[cfg(feature = "operator")]
 pub mod crd;
 pub mod discovery;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "operator")]
 pub mod server;
+#[cfg(feature = "operator")]
 pub mod telemetry;
 pub mod zk;
 
+#[cfg(feature = "operator")]
 use std::sync::{Arc, OnceLock};
 
+#[cfg(feature = "operator")]
 use anyhow::Context as _;
+#[cfg(feature = "operator")]
 use kube::Api;
+#[cfg(feature = "operator")]
 use kube::api::ListParams;
 
+#[cfg(feature = "operator")]
 use crate::crd::ServiceRegistration;
+#[cfg(feature = "operator")]
 use crate::zk::session::{SessionOptions, Sessions, Target};
 
 /// Wall-clock time in Unix milliseconds (pod timestamps are compared against it).
@@ -25,29 +39,10 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Runs the operator until a signal arrives.
-pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
+/// Runs the operator until a signal arrives. Flags are parsed and checked by the binary.
+#[cfg(feature = "operator")]
+pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
-    let digest = match &args.zk_auth_file {
-        Some(p) => Some(
-            std::fs::read(p)
-                .with_context(|| format!("reading --zk-auth-file {}", p.display()))?
-                .trim_ascii()
-                .to_vec(),
-        ),
-        None => None,
-    };
-    if let Some(dir) = &args.zk_tls_dir {
-        anyhow::bail!(
-            "--zk-tls-dir {} is set, but this build of podkeeper does not speak TLS to ZooKeeper yet; \
-             refusing to connect in plaintext. Unset PODKEEPER_ZK_TLS_DIR (zookeeper.tls.existingSecret in the chart) \
-             or use a TLS-terminating proxy",
-            dir.display()
-        );
-    }
-    if let Some(chroot) = &args.zk_chroot {
-        zk::layout::validate(chroot).context("--zk-chroot")?;
-    }
     anyhow::ensure!(
         !args.allowed_path_prefix.is_empty(),
         "--allowed-path-prefix needs at least one prefix"
@@ -69,7 +64,7 @@ pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
         },
         SessionOptions {
             timeout: args.zk_session_timeout,
-            digest,
+            digest: args.zk_digest.clone(),
         },
         changes_tx,
     );
@@ -146,6 +141,7 @@ pub async fn run(args: config::RunArgs) -> anyhow::Result<()> {
 }
 
 /// Fails with an instruction when the CRD is missing.
+#[cfg(feature = "operator")]
 async fn check_crd(client: &kube::Client) -> anyhow::Result<()> {
     let api: Api<ServiceRegistration> = Api::all(client.clone());
     match api.list(&ListParams::default().limit(1)).await {

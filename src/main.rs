@@ -1,29 +1,10 @@
 //! The podkeeper binary: `run` (the operator), `crd`, `resolve`, `tree`.
 
-use clap::{Parser, Subcommand};
+mod cli;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "podkeeper",
-    version,
-    about = "Mirrors ready Kubernetes pods into ZooKeeper for discovery and load balancing"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser as _;
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the operator.
-    Run(Box<podkeeper::config::RunArgs>),
-    /// Print the ServiceRegistration CRD as YAML.
-    Crd,
-    /// Show a service's endpoints and sample picks with its load-balancing policy.
-    Resolve(podkeeper::discovery::cli::ResolveArgs),
-    /// Show what is registered under a path.
-    Tree(podkeeper::discovery::cli::TreeArgs),
-}
+use crate::cli::{Cli, Command};
 
 fn main() {
     if let Err(err) = run(Cli::parse()) {
@@ -43,9 +24,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => podkeeper::run(*args).await,
-            Command::Resolve(args) => podkeeper::discovery::cli::resolve(args).await,
-            Command::Tree(args) => podkeeper::discovery::cli::tree(args).await,
+            Command::Run(args) => podkeeper::run(args.config()?).await,
+            Command::Resolve(args) => cli::resolve(args).await,
+            Command::Tree(args) => cli::tree(args).await,
             Command::Crd => unreachable!("handled above"),
         }
     })

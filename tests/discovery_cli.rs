@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::records;
 use common::zk::ZkServer;
 use serde_json::json;
 use zookeeper_client::{Acls, Client, CreateMode};
@@ -24,10 +25,10 @@ async fn put(client: &Client, path: &str, data: serde_json::Value) {
 }
 
 fn endpoint(pod: &str, ip: &str, weight: u32, status: &str) -> serde_json::Value {
-    json!({
+    records::endpoint(json!({
         "host": ip, "port": 8080, "weight": weight, "group": "default", "zone": "z1",
         "pod": pod, "namespace": "shop", "status": status,
-    })
+    }))
 }
 
 async fn register(zk: &ZkServer) {
@@ -38,7 +39,12 @@ async fn register(zk: &ZkServer) {
         .unwrap();
     let owner = json!({"clusterId": "c1", "namespace": "shop", "name": "web", "uid": "u-1"});
     let web = "/cli-tests/shop/web";
-    put(&client, web, json!({"serviceName": "web", "policy": "WeightedRoundRobin", "owner": owner, "generation": 2})).await;
+    put(
+        &client,
+        web,
+        records::service(json!({"serviceName": "web", "policy": "WeightedRoundRobin", "owner": owner, "generation": 2})),
+    )
+    .await;
     put(
         &client,
         &format!("{web}/endpoints/web-a"),
@@ -60,7 +66,9 @@ async fn register(zk: &ZkServer) {
     put(
         &client,
         "/cli-tests/shop/api",
-        json!({"serviceName": "api", "policy": "Random", "owner": owner, "generation": 1}),
+        records::service(
+            json!({"serviceName": "api", "policy": "Random", "owner": owner, "generation": 1}),
+        ),
     )
     .await;
 }
@@ -134,13 +142,36 @@ async fn resolve_and_tree_show_what_is_registered() {
         └── web-c  10.0.0.3:8080  weight 0  DRAINING
 ";
     assert_eq!(tree, want);
+
+    // The same ZooKeeper flags as `run`: below a chroot, paths are relative to it.
+    let chrooted = podkeeper(zk, &["tree", "--zk-chroot", "/cli-tests", "/shop"]);
+    assert_eq!(
+        chrooted,
+        want.replace("/cli-tests/\n└── shop/\n    ", "/shop/\n")
+            .replace("\n    ", "\n")
+    );
+    let resolved = podkeeper(
+        zk,
+        &[
+            "resolve",
+            "--zk-chroot",
+            "/cli-tests",
+            "/shop/web",
+            "--picks",
+            "4",
+        ],
+    );
+    assert!(
+        resolved.contains("web-a  10.0.0.1:8080  3       default  z1    UP"),
+        "{resolved}"
+    );
 }
 
 #[test]
 fn resolve_fails_clearly_without_zookeeper() {
     let port = common::zk::free_port();
     let out = Command::new(env!("CARGO_BIN_EXE_podkeeper"))
-        .args(["resolve", "/x", "--session-timeout-secs", "1"])
+        .args(["resolve", "/x", "--zk-session-timeout", "1s"])
         .env("PODKEEPER_ZK_CONNECT", format!("127.0.0.1:{port}"))
         .output()
         .unwrap();

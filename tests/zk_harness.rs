@@ -17,6 +17,8 @@ fn zookeeper_starts_restarts_and_stops() {
     assert_eq!(four_letter(port, "ruok").as_deref(), Some("imok"));
     zk.restart();
     assert_eq!(four_letter(port, "ruok").as_deref(), Some("imok"));
+    let dir = zk.data_dir().to_path_buf();
     drop(zk);
     assert_eq!(four_letter(port, "ruok"), None);
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }

@@ -73,7 +73,7 @@ impl Endpoint {
 }
 
 /// `host:port`, with brackets around an IPv6 host.
-pub(crate) fn host_port(host: &str, port: u16) -> String {
+pub fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

@@ -12,16 +12,41 @@
 //! ```
 
 pub mod balance;
-pub mod cli;
 mod endpoint;
 mod registry;
 mod snapshot;
 mod watch;
 
 pub use self::balance::Balancer;
-pub use self::endpoint::{Endpoint, InFlightGuard, PickContext, Picked};
+pub use self::endpoint::{Endpoint, InFlightGuard, PickContext, Picked, host_port};
+pub use self::registry::{Node, browse};
 pub use self::snapshot::{Registry, Snapshot, Staleness};
 pub use self::watch::{Discovery, DiscoveryBuilder};
+
+/// How to reach ZooKeeper: the ensemble, an optional chroot, the session timeout and credentials.
+#[derive(Clone, Debug)]
+pub struct Ensemble {
+    /// Connect string, e.g. `zk1:2181,zk2:2181`.
+    pub connect: String,
+    /// Every path is read below this one (e.g. `/prod`).
+    pub chroot: Option<String>,
+    /// Session timeout; connecting gives up after about twice as long.
+    pub session_timeout: std::time::Duration,
+    /// `user:password` for ZooKeeper's digest authentication.
+    pub digest: Option<Vec<u8>>,
+}
+
+impl Ensemble {
+    /// `connect` with no chroot, no credentials and a 10 s session timeout.
+    pub fn new(connect: impl Into<String>) -> Ensemble {
+        Ensemble {
+            connect: connect.into(),
+            chroot: None,
+            session_timeout: std::time::Duration::from_secs(10),
+            digest: None,
+        }
+    }
+}
 
 /// What can go wrong while discovering.
 #[derive(Debug, thiserror::Error)]

@@ -3,14 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use std::time::Duration;
-
 use futures::future::{BoxFuture, try_join_all};
 use tokio::time::timeout;
 use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
 
-use super::DiscoveryError;
 use super::snapshot::Registry;
+use super::{DiscoveryError, Ensemble};
 use crate::model::record::{ENDPOINTS, EndpointRecord, ServiceRecord};
 
 /// Reads per multi request: endpoint records are a few hundred bytes, so 128 of them stay far
@@ -213,18 +211,37 @@ fn decode_endpoint(layout: &Layout, name: &str, data: &[u8]) -> Option<EndpointR
 
 /// One node of what is registered under a path.
 #[derive(Debug)]
-pub(crate) enum Node {
+pub enum Node {
     /// A service path: its record and endpoints (nothing below it is browsed further).
-    Service { name: String, registry: Registry },
+    Service {
+        /// The last segment of its path.
+        name: String,
+        /// What a client reads there.
+        registry: Registry,
+    },
     /// Anything else: a folder, browsed into.
-    Folder { name: String, children: Vec<Node> },
+    Folder {
+        /// The last segment of its path (`/` for the root).
+        name: String,
+        /// What is below it, sorted by name.
+        children: Vec<Node>,
+    },
+}
+
+/// Reads everything registered under `path` (e.g. `/podkeeper`) in one short session: each
+/// service path as a client would read it, every other node as a folder.
+pub async fn browse(ensemble: &Ensemble, path: &str) -> Result<Node, DiscoveryError> {
+    let client = connect(ensemble).await?;
+    walk(&client, path)
+        .await
+        .map_err(|source| DiscoveryError::ZooKeeper {
+            connect: ensemble.connect.clone(),
+            source,
+        })
 }
 
 /// Walks the tree under `path`, reading each service path the way a client would.
-pub(crate) fn browse<'a>(
-    client: &'a Client,
-    path: &'a str,
-) -> BoxFuture<'a, Result<Node, ZkError>> {
+fn walk<'a>(client: &'a Client, path: &'a str) -> BoxFuture<'a, Result<Node, ZkError>> {
     Box::pin(async move {
         let name = if path == "/" {
             "/"
@@ -253,7 +270,7 @@ pub(crate) fn browse<'a>(
             } else {
                 format!("{path}/{child}")
             };
-            match browse(client, &child_path).await {
+            match walk(client, &child_path).await {
                 Ok(node) => children.push(node),
                 // Deleted between the listing and the read: nothing to show.
                 Err(ZkError::NoNode) => {}
@@ -264,21 +281,24 @@ pub(crate) fn browse<'a>(
     })
 }
 
-/// A session for one-off reads (the `tree` command).
-pub(crate) async fn connect(
-    connect: &str,
-    session_timeout: Duration,
-) -> Result<Client, DiscoveryError> {
-    let deadline = session_timeout * 2;
-    match timeout(
-        deadline,
-        Client::connector()
-            .with_session_timeout(session_timeout)
-            .connect(connect),
-    )
-    .await
-    {
-        Ok(Ok(client)) => Ok(client),
+/// A session on `ensemble`, below its chroot; gives up after twice the session timeout.
+pub(crate) async fn connect(ensemble: &Ensemble) -> Result<Client, DiscoveryError> {
+    let connect = &ensemble.connect;
+    let deadline = ensemble.session_timeout * 2;
+    let mut connector = Client::connector().with_session_timeout(ensemble.session_timeout);
+    if let Some(digest) = &ensemble.digest {
+        connector = connector.with_auth("digest", digest);
+    }
+    match timeout(deadline, connector.connect(connect)).await {
+        Ok(Ok(client)) => match &ensemble.chroot {
+            None => Ok(client),
+            Some(root) => client
+                .chroot(root.as_str())
+                .map_err(|_| DiscoveryError::InvalidPath {
+                    path: root.clone(),
+                    reason: "not a valid chroot",
+                }),
+        },
         Ok(Err(source)) => Err(DiscoveryError::ZooKeeper {
             connect: connect.to_string(),
             source,

@@ -16,21 +16,20 @@ use zookeeper_client::{
     WatchedEvent,
 };
 
-use super::DiscoveryError;
 use super::balance::rng::thread_u64;
 use super::endpoint::{PickContext, Picked};
 use super::registry::{self, Layout, Touched};
 use super::snapshot::{Registry, Snapshot, Staleness};
+use super::{DiscoveryError, Ensemble};
 use crate::model::policy::Policy;
 
 /// How to follow a service path; see [`Discovery::builder`].
 #[derive(Clone, Debug)]
 pub struct DiscoveryBuilder {
-    connect: String,
+    ensemble: Ensemble,
     path: String,
     pinned: Option<Policy>,
     fail_static: bool,
-    session_timeout: Duration,
     coalesce: Duration,
     vnodes: u32,
 }
@@ -57,7 +56,25 @@ impl DiscoveryBuilder {
 
     /// The ZooKeeper session timeout (default 10 s); connecting gives up after about as long.
     pub fn session_timeout(mut self, timeout: Duration) -> Self {
-        self.session_timeout = timeout;
+        self.ensemble.session_timeout = timeout;
+        self
+    }
+
+    /// Read below this chroot: the service path is relative to it.
+    pub fn chroot(mut self, chroot: Option<String>) -> Self {
+        self.ensemble.chroot = chroot;
+        self
+    }
+
+    /// Authenticate with ZooKeeper's digest scheme (`user:password`).
+    pub fn digest(mut self, digest: Option<Vec<u8>>) -> Self {
+        self.ensemble.digest = digest;
+        self
+    }
+
+    /// Connection settings all at once (connect string, chroot, timeout, credentials).
+    pub fn ensemble(mut self, ensemble: Ensemble) -> Self {
+        self.ensemble = ensemble;
         self
     }
 
@@ -129,11 +146,10 @@ impl Discovery {
     /// ensemble `connect` (e.g. `zk1:2181,zk2:2181`).
     pub fn builder(connect: impl Into<String>, path: impl Into<String>) -> DiscoveryBuilder {
         DiscoveryBuilder {
-            connect: connect.into(),
+            ensemble: Ensemble::new(connect),
             path: path.into(),
             pinned: None,
             fail_static: true,
-            session_timeout: Duration::from_secs(10),
             coalesce: Duration::from_millis(10),
             vnodes: super::balance::ring::DEFAULT_VNODES,
         }
@@ -279,13 +295,14 @@ impl Follower {
     /// Connects, sets the watch, then reads everything: in that order, so a change made while
     /// reading still raises an event and is read again.
     async fn open(&self) -> Result<(Session, Registry), DiscoveryError> {
-        let connect = &self.config.connect;
+        let ensemble = &self.config.ensemble;
+        let connect = &ensemble.connect;
         let zk = |source| DiscoveryError::ZooKeeper {
             connect: connect.clone(),
             source,
         };
-        let client = registry::connect(connect, self.config.session_timeout).await?;
-        let deadline = self.config.session_timeout;
+        let client = registry::connect(ensemble).await?;
+        let deadline = ensemble.session_timeout;
         let prepare = async {
             let watcher = client
                 .watch(self.layout.service(), AddWatchMode::PersistentRecursive)
@@ -399,7 +416,7 @@ impl Follower {
                     let watch = session
                         .client
                         .watch(self.layout.service(), AddWatchMode::PersistentRecursive);
-                    session.watcher = timeout(self.config.session_timeout, watch)
+                    session.watcher = timeout(self.config.ensemble.session_timeout, watch)
                         .await
                         .map_err(|_| ZkError::Timeout)??;
                 }
@@ -426,7 +443,7 @@ impl Follower {
     }
 
     async fn read(&mut self, client: &Client, full: bool, batch: Batch) -> Result<(), ZkError> {
-        let deadline = self.config.session_timeout;
+        let deadline = self.config.ensemble.session_timeout;
         let timed_out = |_| ZkError::Timeout;
         if full {
             self.registry = timeout(deadline, registry::read_all(client, &self.layout))

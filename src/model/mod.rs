@@ -1,16 +1,19 @@
 //! Pure domain logic: pods to endpoints, weights, and the plan of ZooKeeper changes.
 //! No I/O and no clocks: callers pass time in, so every function here is deterministic.
 
+#[cfg(feature = "operator")]
 pub mod desired;
 pub mod guard;
 pub mod nodes;
 pub mod plan;
+#[cfg(feature = "operator")]
 pub mod pod;
 pub mod policy;
 pub mod record;
+#[cfg(feature = "operator")]
 pub mod selector;
 pub mod small_map;
 pub mod weights;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "operator"))]
 mod desired_tests;

@@ -4,6 +4,14 @@
 //! two ports and 540 B for one metadata pair. At 10,000 endpoints that was most of a record's
 //! memory. `SmallMap` keeps the entries in one exactly sized, sorted boxed slice, serialises as
 //! the same JSON object (keys in the same order), and offers the read API callers use.
+//!
+//! Kept rather than `litemap::LiteMap` (the same sorted-pairs idea, with serde), measured with
+//! `cargo bench --bench vs_crates` and `examples/memory.rs` (fastest of 400 interleaved rounds
+//! on 2 shared cores; medians within 2-4% of each other, p90 up to 3x the fastest from other
+//! builds; three runs): collecting 4 strings 206-210 vs 213-220 ns, from JSON 283-295 vs
+//! 284-297 ns, `get` 24-26 ns both, `==` 18-21 ns both, so time is a tie. Memory is not: LiteMap's Vec is 24 bytes inline instead
+//! of 16 and keeps spare capacity, 163 B instead of 91 B for a record's two ports and 259 B
+//! instead of 251 B for four metadata strings, about 80 B more per record (390 B today).
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -97,17 +105,18 @@ impl<K: Ord, V> FromIterator<(K, V)> for SmallMap<K, V> {
     /// Later entries win over earlier ones with the same key, as with `BTreeMap`.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut v: Vec<(K, V)> = iter.into_iter().collect();
-        // Stable: among equal keys the last inserted stays last, and is kept below.
+        // Stable: among equal keys the last inserted stays last. In place, one allocation:
+        // a duplicate hands its value to the entry kept before it, then goes.
         v.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(K, V)> = Vec::with_capacity(v.len());
-        for (k, val) in v {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = val,
-                _ => out.push((k, val)),
+        v.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
             }
-        }
+            same
+        });
         SmallMap {
-            entries: out.into_boxed_slice(),
+            entries: v.into_boxed_slice(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! A real ZooKeeper server (Debian's package) for integration tests: free loopback port,
-//! temporary data dir, stopped on drop, or when the test process exits (watchdog).
+//! temporary data dir, stopped and removed on drop, or when the test process exits (watchdog).
 
 #![allow(dead_code)]
 
@@ -109,14 +109,18 @@ impl ZkServer {
         )
         .unwrap();
         let log = std::fs::File::create(self.dir.path().join("zk.log")).unwrap();
-        // The watchdog ends java when this test process goes away, even on a panic or SIGKILL.
+        // The watchdog ends java when this test process goes away, even on a panic or SIGKILL,
+        // and then removes the data directory, which a server kept in a static never drops.
+        let dir = self.dir.path();
         let script = format!(
             "java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.admin.enableServer=false \
              -cp '{cp}' org.apache.zookeeper.server.ZooKeeperServerMain '{cfg}' & jpid=$!; \
              trap 'kill -9 $jpid 2>/dev/null; exit 0' TERM INT; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $jpid 2>/dev/null; do sleep 0.5; done; kill -9 $jpid 2>/dev/null",
+             while kill -0 {parent} 2>/dev/null && kill -0 $jpid 2>/dev/null; do sleep 0.5; done; kill -9 $jpid 2>/dev/null; \
+             kill -0 {parent} 2>/dev/null || rm -rf '{dir}' 2>/dev/null",
             cp = classpath(),
             cfg = cfg.display(),
+            dir = dir.display(),
             parent = std::process::id()
         );
         let child = Command::new("bash")
@@ -236,13 +240,16 @@ impl Ensemble {
     fn start_server(&mut self, i: usize) {
         let cfg = self.dir.path().join(format!("zoo{}.cfg", i + 1));
         let log = std::fs::File::create(self.dir.path().join(format!("zk{}.log", i + 1))).unwrap();
+        let dir = self.dir.path();
         let script = format!(
             "java -Xms32m -Xmx192m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.admin.enableServer=false \
              -cp '{cp}' org.apache.zookeeper.server.quorum.QuorumPeerMain '{cfg}' & jpid=$!; \
              trap 'kill -9 $jpid 2>/dev/null; exit 0' TERM INT; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $jpid 2>/dev/null; do sleep 0.5; done; kill -9 $jpid 2>/dev/null",
+             while kill -0 {parent} 2>/dev/null && kill -0 $jpid 2>/dev/null; do sleep 0.5; done; kill -9 $jpid 2>/dev/null; \
+             kill -0 {parent} 2>/dev/null || rm -rf '{dir}' 2>/dev/null",
             cp = classpath(),
             cfg = cfg.display(),
+            dir = dir.display(),
             parent = std::process::id()
         );
         let child = Command::new("bash")

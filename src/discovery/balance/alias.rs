@@ -1,5 +1,13 @@
 //! WeightedRandom's alias table (Vose): built once per snapshot, one random number per pick.
 //! Pure index arithmetic over weights; knows nothing of endpoints.
+//!
+//! Kept rather than `rand_distr::WeightedAliasIndex`, measured with `cargo bench --bench
+//! vs_crates` (1000 weights, the same generator behind both, fastest of 400 interleaved rounds
+//! on 2 shared cores, medians in brackets): a pick takes 1.44 ns (1.59) here and 10.2 ns (10.6)
+//! there, which draws two bounded uniforms with rejection per sample where this splits one
+//! 64-bit number. The crate builds faster, 4.8 µs against 7.6 µs, but that is once per
+//! snapshot. It would also need u64 weights: with u32 it refuses any weight above
+//! u32::MAX / n (4.3 million at 1000 endpoints), and a group's budget is share × 10,000.
 
 use super::rng::below;
 
@@ -77,15 +85,15 @@ impl AliasTable {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rng::WyRand;
+    use super::super::rng::Rng;
     use super::*;
 
     fn shares(weights: &[u32], picks: usize, seed: u64) -> Vec<f64> {
         let table = AliasTable::new(weights).unwrap();
-        let mut rng = WyRand::seeded(seed);
+        let mut rng = Rng::with_seed(seed);
         let mut counts = vec![0usize; weights.len()];
         for _ in 0..picks {
-            counts[table.pick(rng.next_u64())] += 1;
+            counts[table.pick(rng.u64(..))] += 1;
         }
         counts.iter().map(|&c| c as f64 / picks as f64).collect()
     }
@@ -114,9 +122,9 @@ mod tests {
     #[test]
     fn zero_weights_are_never_picked() {
         let table = AliasTable::new(&[0, 3, 0, 1, 0]).unwrap();
-        let mut rng = WyRand::seeded(9);
+        let mut rng = Rng::with_seed(9);
         for _ in 0..100_000 {
-            let i = table.pick(rng.next_u64());
+            let i = table.pick(rng.u64(..));
             assert!(i == 1 || i == 3, "picked zero-weight index {i}");
         }
     }

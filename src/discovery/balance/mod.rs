@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use self::alias::AliasTable;
 use self::ring::HashRing;
-use self::rng::{WyRand, below};
+use self::rng::{Rng, below};
 use self::smooth::SmoothWrr;
 use super::endpoint::{Endpoint, PickContext, Picked};
 use crate::model::policy::Policy;
@@ -142,9 +142,8 @@ impl Balancer {
     }
 
     /// Picks one endpoint with randomness from `rng`, for reproducible tests.
-    pub fn pick_with(&self, ctx: &PickContext<'_>, rng: &mut WyRand) -> Option<Picked> {
-        self.pick_index(ctx, || rng.next_u64())
-            .map(|i| self.picked(i))
+    pub fn pick_with(&self, ctx: &PickContext<'_>, rng: &mut Rng) -> Option<Picked> {
+        self.pick_index(ctx, || rng.u64(..)).map(|i| self.picked(i))
     }
 
     #[inline]
@@ -223,7 +222,7 @@ mod tests {
     }
 
     fn counts(balancer: &Balancer, picks: usize, seed: u64) -> BTreeMap<String, usize> {
-        let mut rng = WyRand::seeded(seed);
+        let mut rng = rng::Rng::with_seed(seed);
         let mut out = BTreeMap::new();
         for i in 0..picks {
             let key = format!("k{i}");
@@ -336,7 +335,7 @@ mod tests {
         let balancer = Balancer::new(Policy::LeastRequest, &eps);
         let held: Vec<_> = (0..10).map(|_| eps[0].start_request()).collect();
         assert_eq!(eps[0].in_flight(), 10);
-        let mut rng = WyRand::seeded(11);
+        let mut rng = rng::Rng::with_seed(11);
         let mut seen = [0usize; 4];
         for _ in 0..10_000 {
             let picked = balancer
@@ -445,7 +444,7 @@ mod tests {
             let any_pickable = eps.iter().any(|e| e.pickable());
             for policy in Policy::ALL {
                 let balancer = Balancer::new(policy, &eps);
-                let mut rng = WyRand::seeded(seed);
+                let mut rng = rng::Rng::with_seed(seed);
                 for i in 0..200u32 {
                     let key = i.to_le_bytes();
                     let ctx = if i % 2 == 0 { PickContext::with_key(&key) } else { PickContext::default() };

@@ -1,21 +1,20 @@
 //! Fault suite: real operator processes, a real API server and real ZooKeeper servers, with
 //! faults injected during pod churn. Each scenario checks that the registry converges to exactly
 //! the desired state and appends a row to the report table (PODKEEPER_FAULT_REPORT).
+//! Every fault window is checked to have overlapped the churn: the changes made inside it are
+//! counted, and a scenario with none fails instead of trusting a sleep.
 //! Run through `scripts/test` or `scripts/faults` (they start the control plane).
 
-#[path = "../common/mod.rs"]
 mod common;
-#[path = "../e2e/harness.rs"]
-mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::zk::{Ensemble, ZkServer};
-use harness::{Operator, TestNs, kubectl, wait_until};
+use common::cluster::{self, Operator, TestNs, kubectl, wait_until};
+use common::zk::{Ensemble, ZkServer, four_letter};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -26,18 +25,19 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PODS: usize = 12;
 
-/// Flips pod readiness through the kwok annotation contract until stopped.
+/// Flips pod readiness through the kwok annotation contract until stopped, and remembers when
+/// each flip was accepted by the API server.
 struct Churn {
     stop: Arc<AtomicBool>,
-    changes: Arc<AtomicUsize>,
+    accepted: Arc<Mutex<Vec<Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Churn {
     fn start(pods: Api<Pod>, names: Vec<String>, every: Duration) -> Churn {
         let stop = Arc::new(AtomicBool::new(false));
-        let changes = Arc::new(AtomicUsize::new(0));
-        let (s, c) = (stop.clone(), changes.clone());
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let (s, a) = (stop.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             let mut seed = 0x9e3779b97f4a7c15u64;
             let mut state: BTreeMap<String, bool> =
@@ -60,28 +60,54 @@ impl Churn {
                     .is_ok()
                 {
                     state.insert(name.clone(), ready);
-                    c.fetch_add(1, Ordering::AcqRel);
+                    a.lock().unwrap().push(Instant::now());
                 }
                 tokio::time::sleep(every).await;
             }
         });
         Churn {
             stop,
-            changes,
+            accepted,
             task,
         }
     }
 
-    async fn finish(self) -> usize {
+    /// Flips accepted at or after `since` (and before `until`, if given).
+    fn count(&self, since: Instant, until: Option<Instant>) -> usize {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&t| t >= since && until.is_none_or(|u| t < u))
+            .count()
+    }
+
+    /// Waits until at least `n` flips were accepted since `since`: the churn really runs in
+    /// the window, however slow the machine.
+    async fn wait_for(&self, n: usize, since: Instant, what: &str) {
+        wait_until(Duration::from_secs(60), what, || async move {
+            self.count(since, None) >= n
+        })
+        .await;
+    }
+
+    /// Stops flipping; returns the flips accepted inside `[since, until)`, failing when there
+    /// were none: a fault that no change overlapped tests nothing.
+    async fn finish(self, scenario: &str, since: Instant, until: Instant) -> usize {
         self.stop.store(true, Ordering::Release);
+        let n = self.count(since, Some(until));
         let _ = self.task.await;
-        self.changes.load(Ordering::Acquire)
+        assert!(
+            n > 0,
+            "{scenario}: no pod change was made inside the fault window"
+        );
+        n
     }
 }
 
 /// What the scenario measured.
 struct Row {
-    scenario: &'static str,
+    scenario: String,
     changes: usize,
     lost: usize,
     stale: usize,
@@ -158,7 +184,7 @@ async fn converge(
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (want, settled) = desired_ready(pods).await;
-        let eps = harness::registry(&zk, path)
+        let eps = common::registry::read(&zk, path)
             .await
             .map(|(_, e)| e)
             .unwrap_or_default();
@@ -187,7 +213,7 @@ async fn setup(ns: &TestNs) -> (Api<Pod>, Vec<String>) {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {PODS}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: app, image: x, ports: [{{name: http, containerPort: 8080}}]}}]\n"
     ));
     ns.apply("apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  port: http\n  drainSeconds: 0\n");
-    let pods: Api<Pod> = Api::namespaced(harness::client().await, &ns.name);
+    let pods: Api<Pod> = Api::namespaced(cluster::client().await, &ns.name);
     let p = pods.clone();
     wait_until(Duration::from_secs(60), "pods ready", || {
         let p = p.clone();
@@ -234,6 +260,40 @@ fn finish(row: Row) {
     );
 }
 
+/// The convergence before any fault is checked like the one after: a scenario that starts from
+/// a wrong registry proves nothing.
+async fn converged_before_the_fault(zk_connect: &str, path: &str, pods: &Api<Pod>) {
+    let (took, lost, stale, duplicated) = converge(zk_connect, path, pods, Instant::now()).await;
+    assert_eq!(
+        (lost, stale, duplicated),
+        (0, 0, 0),
+        "the registry at {path} did not converge before the fault (gave up after {took:?}): lost, stale, duplicated"
+    );
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// An operator's `/metrics`.
+fn metrics_of(op: &Operator) -> String {
+    let (code, body) = cluster::http_get(&op.health, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200, "GET /metrics answered {code}");
+    body
+}
+
+/// Connections ZooKeeper at `port` holds open (`mntr`'s zk_num_alive_connections).
+fn alive_connections(port: u16) -> Option<u64> {
+    four_letter(port, "mntr")?.lines().find_map(|l| {
+        l.strip_prefix("zk_num_alive_connections")
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_leader_killed_during_churn() {
     let _g = SERIAL.lock().await;
@@ -243,24 +303,25 @@ async fn zookeeper_leader_killed_during_churn() {
     wait_ready(&op).await;
     let ns = TestNs::new("zk-leader").await;
     let (pods, names) = setup(&ns).await;
-    converge(
-        &ens.connect_string(),
-        &ns.path("web"),
-        &pods,
-        Instant::now(),
-    )
-    .await;
+    converged_before_the_fault(&ens.connect_string(), &ns.path("web"), &pods).await;
     let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    churn
+        .wait_for(10, Instant::now(), "churn under way before the kill")
+        .await;
     let killed = tokio::task::block_in_place(|| ens.kill_leader());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let changes = churn.finish().await;
-    let t = Instant::now();
+    let fault = Instant::now();
+    // The fault lasts until the two survivors have elected a new leader.
+    tokio::task::block_in_place(|| ens.wait_quorum());
+    churn
+        .wait_for(20, fault, "changes while the ensemble lost its leader")
+        .await;
+    let end = Instant::now();
+    let changes = churn.finish("ZooKeeper leader killed", fault, end).await;
     let (converge, lost, stale, duplicated) =
-        converge(&ens.connect_string(), &ns.path("web"), &pods, t).await;
+        converge(&ens.connect_string(), &ns.path("web"), &pods, end).await;
     tokio::task::block_in_place(|| ens.restart_server(killed));
     finish(Row {
-        scenario: "ZooKeeper leader killed (3-server ensemble)",
+        scenario: "ZooKeeper leader killed (3-server ensemble)".into(),
         changes,
         lost,
         stale,
@@ -283,11 +344,13 @@ async fn zookeeper_down_during_churn_then_back() {
     wait_ready(&op).await;
     let ns = TestNs::new("zk-down").await;
     let (pods, names) = setup(&ns).await;
-    converge(&zk.connect_string(), &ns.path("web"), &pods, Instant::now()).await;
+    converged_before_the_fault(&zk.connect_string(), &ns.path("web"), &pods).await;
     tokio::task::block_in_place(|| zk.stop());
+    let fault = Instant::now();
     let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let changes = churn.finish().await;
+    churn
+        .wait_for(40, fault, "changes while ZooKeeper is down")
+        .await;
     wait_until(
         Duration::from_secs(30),
         "ZooKeeperAvailable=False on the status",
@@ -303,12 +366,17 @@ async fn zookeeper_down_during_churn_then_back() {
     )
     .await;
     assert!(!op.ready(), "/readyz must say not ready without ZooKeeper");
+    let end = Instant::now();
+    let changes = churn.finish("ZooKeeper down", fault, end).await;
     tokio::task::block_in_place(|| zk.restart());
     let t = Instant::now();
     let (converge, lost, stale, duplicated) =
         converge(&zk.connect_string(), &ns.path("web"), &pods, t).await;
     finish(Row {
-        scenario: "ZooKeeper down 4 s during churn, then back",
+        scenario: format!(
+            "ZooKeeper down {:.0} s during churn, then back",
+            t.duration_since(fault).as_secs_f64()
+        ),
         changes,
         lost,
         stale,
@@ -323,6 +391,13 @@ async fn forced_session_expiry_triggers_a_full_resync() {
     let _g = SERIAL.lock().await;
     install_crd();
     let zk = ZkServer::start();
+    let port: u16 = zk
+        .connect_string()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let op = Operator::start(
         "op",
         &zk.connect_string(),
@@ -332,34 +407,47 @@ async fn forced_session_expiry_triggers_a_full_resync() {
     let ns = TestNs::new("expiry").await;
     let (pods, _) = setup(&ns).await;
     let path = ns.path("web");
-    converge(&zk.connect_string(), &path, &pods, Instant::now()).await;
-    // Freeze the operator past its session timeout: the server expires the session. Meanwhile
-    // someone tampers with the registry; only a full resync can notice.
-    op.signal("STOP");
+    converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
     let raw = zookeeper_client::Client::connect(&zk.connect_string())
         .await
         .unwrap();
-    let victim = raw
+    let with_operator = alive_connections(port).expect("mntr answers");
+    // Freeze the operator past its session timeout: the server expires the session and closes
+    // its connection. Meanwhile someone tampers with the registry; only a full resync can notice.
+    op.signal("STOP");
+    let victims: Vec<String> = raw
         .list_children(&format!("{path}/endpoints"))
         .await
-        .unwrap()[0]
-        .clone();
-    raw.delete(&format!("{path}/endpoints/{victim}"), None)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+        .unwrap()
+        .into_iter()
+        .take(1)
+        .collect();
+    let mut changes = 0;
+    for victim in &victims {
+        raw.delete(&format!("{path}/endpoints/{victim}"), None)
+            .await
+            .unwrap();
+        changes += 1;
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the frozen operator's session expired",
+        || async move { alive_connections(port).is_some_and(|n| n < with_operator) },
+    )
+    .await;
     let t = Instant::now();
     op.signal("CONT");
     let (converge, lost, stale, duplicated) = converge(&zk.connect_string(), &path, &pods, t).await;
-    let (_, metrics) = harness::http_get(&op.health, "/metrics").unwrap();
-    assert!(
-        metrics.contains("podkeeper_zookeeper_sessions_total 2"),
+    let metrics = metrics_of(&op);
+    assert_eq!(
+        metric(&metrics, "podkeeper_zookeeper_sessions_total"),
+        Some(2.0),
         "a second session was built:\n{}",
         op.log_tail()
     );
     finish(Row {
-        scenario: "forced session expiry (operator frozen 5 s, 2 s timeout)",
-        changes: 1,
+        scenario: "forced session expiry (operator frozen past its 2 s timeout)".into(),
+        changes,
         lost,
         stale,
         duplicated,
@@ -377,21 +465,30 @@ async fn operator_killed_during_heavy_churn_then_restarted() {
     wait_ready(&op).await;
     let ns = TestNs::new("kill9").await;
     let (pods, names) = setup(&ns).await;
-    converge(&zk.connect_string(), &ns.path("web"), &pods, Instant::now()).await;
+    converged_before_the_fault(&zk.connect_string(), &ns.path("web"), &pods).await;
     let churn = Churn::start(pods.clone(), names, Duration::from_millis(20));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    churn
+        .wait_for(20, Instant::now(), "churn under way before the kill")
+        .await;
     op.signal("KILL");
+    let fault = Instant::now();
     drop(op);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    churn
+        .wait_for(20, fault, "changes while no operator runs")
+        .await;
     let op = Operator::start("op2", &zk.connect_string(), &[]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let changes = churn.finish().await;
+    let restarted = Instant::now();
+    churn
+        .wait_for(20, restarted, "changes while the new operator starts")
+        .await;
+    let end = Instant::now();
+    let changes = churn.finish("operator kill -9", fault, end).await;
     wait_ready(&op).await;
     let t = Instant::now();
     let (converge, lost, stale, duplicated) =
         converge(&zk.connect_string(), &ns.path("web"), &pods, t).await;
     finish(Row {
-        scenario: "operator kill -9 during churn, restarted",
+        scenario: "operator kill -9 during churn, restarted".into(),
         changes,
         lost,
         stale,
@@ -449,12 +546,13 @@ async fn paused_leader_is_fenced_and_steps_down() {
     let ns = TestNs::new("fence").await;
     let (pods, names) = setup(&ns).await;
     let path = ns.path("web");
-    converge(&zk.connect_string(), &path, &pods, Instant::now()).await;
+    converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
 
     let raw = zookeeper_client::Client::connect(&zk.connect_string())
         .await
         .unwrap();
     let (_, epoch_before) = raw.get_data("/podkeeper/.leader-epoch").await.unwrap();
+    let written_by_a = metric(&metrics_of(&a), "podkeeper_znodes_written_total");
     a.signal("STOP");
     let paused = Instant::now();
     let churn = Churn::start(pods.clone(), names, Duration::from_millis(100));
@@ -476,22 +574,39 @@ async fn paused_leader_is_fenced_and_steps_down() {
     )
     .await;
     let failover = paused.elapsed();
+    churn
+        .wait_for(5, paused, "changes while replica-a is paused")
+        .await;
     a.signal("CONT");
-    let changes = churn.finish().await;
+    let resumed = Instant::now();
+    // Keep changing pods after the old leader wakes, so it has something it would write.
+    churn
+        .wait_for(5, resumed, "changes after replica-a resumed")
+        .await;
+    let changes = churn.finish("leader paused", paused, Instant::now()).await;
     let t = Instant::now();
     let (converge, lost, stale, duplicated) = converge(&zk.connect_string(), &path, &pods, t).await;
+    // Stepping down shows in state: the Lease stays with replica-b, and replica-a, whose writes
+    // the epoch fences, has written no znode since it was paused.
     wait_until(
         Duration::from_secs(30),
-        "replica-a stepped down",
-        || async {
-            std::fs::read_to_string(&a.log)
-                .unwrap_or_default()
-                .contains("stepping down")
-        },
+        "replica-a answers /metrics again",
+        || async { cluster::http_get(&a.health, "/metrics").is_some() },
     )
     .await;
+    assert_eq!(
+        leader_of(),
+        "replica-b",
+        "the old leader took the Lease back"
+    );
+    let after = metrics_of(&a);
+    assert_eq!(
+        metric(&after, "podkeeper_znodes_written_total"),
+        written_by_a,
+        "replica-a wrote to ZooKeeper after it lost the Lease; its metrics:\n{after}"
+    );
     finish(Row {
-        scenario: "leader SIGSTOPped, standby takes over, old leader fenced",
+        scenario: "leader SIGSTOPped, standby takes over, old leader fenced".into(),
         changes,
         lost,
         stale,
@@ -510,9 +625,11 @@ async fn api_server_restarted_during_churn() {
     wait_ready(&op).await;
     let ns = TestNs::new("apiserver").await;
     let (pods, names) = setup(&ns).await;
-    converge(&zk.connect_string(), &ns.path("web"), &pods, Instant::now()).await;
+    converged_before_the_fault(&zk.connect_string(), &ns.path("web"), &pods).await;
     let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    churn
+        .wait_for(10, Instant::now(), "churn under way before the kill")
+        .await;
     let state = std::env::var("PODKEEPER_CLUSTER_DIR")
         .expect("PODKEEPER_CLUSTER_DIR (set by scripts/test)");
     let pid = std::fs::read_to_string(format!("{state}/pids/kube-apiserver.pid")).unwrap();
@@ -524,7 +641,21 @@ async fn api_server_restarted_during_churn() {
             .unwrap()
             .success()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fault = Instant::now();
+    // SIGKILL is delivered asynchronously: `cluster up` must not find the old process alive.
+    wait_until(
+        Duration::from_secs(30),
+        "the API server process is gone",
+        || async {
+            !Command::new("kill")
+                .arg("-0")
+                .arg(pid.trim())
+                .status()
+                .unwrap()
+                .success()
+        },
+    )
+    .await;
     let up = tokio::task::block_in_place(|| {
         Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
             .arg("up")
@@ -536,13 +667,17 @@ async fn api_server_restarted_during_churn() {
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let changes = churn.finish().await;
-    let t = Instant::now();
+    // The fault lasts until the operator's watches are back: changes made while they resume
+    // are the ones a careless relist would lose.
+    churn
+        .wait_for(20, fault, "changes while the operator's watches resume")
+        .await;
+    let end = Instant::now();
+    let changes = churn.finish("API server restarted", fault, end).await;
     let (converge, lost, stale, duplicated) =
-        converge(&zk.connect_string(), &ns.path("web"), &pods, t).await;
+        converge(&zk.connect_string(), &ns.path("web"), &pods, end).await;
     finish(Row {
-        scenario: "API server killed and restarted during churn",
+        scenario: "API server killed and restarted during churn".into(),
         changes,
         lost,
         stale,

@@ -1,24 +1,202 @@
-//! `podkeeper resolve` and `podkeeper tree`: what a client would see, printed for people.
-//! Reads ZooKeeper through the discovery library only; formatting is pure and unit-tested.
+//! The command line: `run` (the operator), `crd`, `resolve` and `tree`, with one set of
+//! ZooKeeper flags shared by all. Parsing, checking and printing only; the work is the library's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use podkeeper::config::{LogFormat, RunConfig};
+use podkeeper::discovery::{
+    Discovery, Ensemble, Node, PickContext, Snapshot, Staleness, host_port,
+};
+use podkeeper::model::policy::Policy;
+use podkeeper::model::record::EndpointStatus;
 
-use super::endpoint::host_port;
-use super::registry::{self, Node};
-use super::{Discovery, PickContext, Snapshot, Staleness};
-use crate::model::policy::Policy;
-use crate::model::record::EndpointStatus;
+/// `podkeeper` and its subcommands.
+#[derive(Parser, Debug)]
+#[command(
+    name = "podkeeper",
+    version,
+    about = "Mirrors ready Kubernetes pods into ZooKeeper for discovery and load balancing"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator.
+    Run(Box<RunArgs>),
+    /// Print the ServiceRegistration CRD as YAML.
+    Crd,
+    /// Show a service's endpoints and sample picks with its load-balancing policy.
+    Resolve(ResolveArgs),
+    /// Show what is registered under a path.
+    Tree(TreeArgs),
+}
+
+/// How to reach ZooKeeper; the same flags and environment variables for every subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ZkArgs {
+    /// ZooKeeper connect string (comma-separated host:port).
+    #[arg(long, env = "PODKEEPER_ZK_CONNECT", default_value = "127.0.0.1:2181")]
+    pub zk_connect: String,
+    /// Chroot below which every path is written and read (e.g. /prod).
+    #[arg(long, env = "PODKEEPER_ZK_CHROOT")]
+    pub zk_chroot: Option<String>,
+    /// ZooKeeper session timeout (e.g. 10s, 500ms; a bare number is seconds).
+    #[arg(
+        long,
+        env = "PODKEEPER_ZK_SESSION_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration,
+        alias = "session-timeout-secs"
+    )]
+    pub zk_session_timeout: Duration,
+    /// File with `user:password` for ZooKeeper digest authentication.
+    #[arg(long, env = "PODKEEPER_ZK_AUTH_FILE")]
+    pub zk_auth_file: Option<PathBuf>,
+    /// Directory with ca.crt, tls.crt and tls.key for TLS to ZooKeeper. Not supported by this
+    /// build yet: podkeeper refuses to start rather than fall back to plaintext.
+    #[arg(long, env = "PODKEEPER_ZK_TLS_DIR")]
+    pub zk_tls_dir: Option<PathBuf>,
+}
+
+impl ZkArgs {
+    /// Checks the flags and reads the credentials file.
+    pub fn ensemble(&self) -> anyhow::Result<Ensemble> {
+        if let Some(dir) = &self.zk_tls_dir {
+            anyhow::bail!(
+                "--zk-tls-dir {} is set, but this build of podkeeper does not speak TLS to ZooKeeper yet; \
+                 refusing to connect in plaintext. Unset PODKEEPER_ZK_TLS_DIR (zookeeper.tls.existingSecret in the chart) \
+                 or use a TLS-terminating proxy",
+                dir.display()
+            );
+        }
+        if let Some(chroot) = &self.zk_chroot {
+            podkeeper::zk::layout::validate(chroot).context("--zk-chroot")?;
+        }
+        let digest = match &self.zk_auth_file {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .with_context(|| format!("reading --zk-auth-file {}", p.display()))?
+                    .trim_ascii()
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        Ok(Ensemble {
+            connect: self.zk_connect.clone(),
+            chroot: self.zk_chroot.clone(),
+            session_timeout: self.zk_session_timeout,
+            digest,
+        })
+    }
+}
+
+/// `podkeeper run` flags; each has an environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub zk: ZkArgs,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "PODKEEPER_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    pub health_addr: SocketAddr,
+    /// Namespaces to watch, comma-separated; empty means all.
+    #[arg(long, env = "PODKEEPER_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Resources may only write under these znode prefixes (comma-separated); the first is
+    /// home: default service paths and the leader epoch live under it.
+    #[arg(
+        long,
+        env = "PODKEEPER_ALLOWED_PATH_PREFIX",
+        value_delimiter = ',',
+        default_value = "/podkeeper,/dubbo,/services"
+    )]
+    pub allowed_path_prefix: Vec<String>,
+    /// Interval of the full resync that repairs tampering (e.g. 5m).
+    #[arg(long, env = "PODKEEPER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// Identifies this Kubernetes cluster in owner records.
+    #[arg(long, env = "PODKEEPER_CLUSTER_ID", default_value = "default")]
+    pub cluster_id: String,
+    /// Elect one leader among replicas through a Lease; only the leader writes, fenced by an
+    /// epoch znode.
+    #[arg(long, env = "PODKEEPER_LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else `default`).
+    #[arg(long, env = "PODKEEPER_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, env = "PODKEEPER_LEASE_NAME", default_value = "podkeeper")]
+    pub lease_name: String,
+    /// How long a leader's Lease lasts without renewal; failover takes at most about this long.
+    #[arg(long, env = "PODKEEPER_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (default: POD_NAME, else hostname-pid).
+    #[arg(long, env = "PODKEEPER_IDENTITY")]
+    pub identity: Option<String>,
+    /// Log the plan of every write and write nothing.
+    #[arg(long, env = "PODKEEPER_DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: bool,
+    /// At most this many endpoint deletions per ZooKeeper transaction (0: no cap).
+    #[arg(long, env = "PODKEEPER_MAX_DELETES_PER_TXN", default_value_t = 0)]
+    pub max_deletes_per_txn: usize,
+    /// Log format: text or json.
+    #[arg(long, env = "PODKEEPER_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormatArg,
+}
+
+/// `--log-format` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl RunArgs {
+    /// The operator's settings, with the ZooKeeper flags checked and the credentials read.
+    pub fn config(self) -> anyhow::Result<RunConfig> {
+        let ensemble = self.zk.ensemble()?;
+        Ok(RunConfig {
+            zk_connect: ensemble.connect,
+            zk_chroot: ensemble.chroot,
+            zk_session_timeout: ensemble.session_timeout,
+            zk_digest: ensemble.digest,
+            health_addr: self.health_addr,
+            namespaces: self.namespaces,
+            allowed_path_prefix: self.allowed_path_prefix,
+            resync_interval: self.resync_interval,
+            cluster_id: self.cluster_id,
+            leader_elect: self.leader_elect,
+            lease_namespace: self.lease_namespace,
+            lease_name: self.lease_name,
+            lease_duration: self.lease_duration,
+            identity: self.identity,
+            dry_run: self.dry_run,
+            max_deletes_per_txn: self.max_deletes_per_txn,
+            log_format: match self.log_format {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            },
+        })
+    }
+}
 
 /// Arguments of `podkeeper resolve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ResolveArgs {
-    /// ZooKeeper connect string.
-    #[arg(long, env = "PODKEEPER_ZK_CONNECT", default_value = "127.0.0.1:2181")]
-    pub zk_connect: String,
+    #[command(flatten)]
+    pub zk: ZkArgs,
     /// Service path, e.g. /podkeeper/shop/web.
     pub path: String,
     /// Pick with this policy instead of the service record's.
@@ -33,30 +211,47 @@ pub struct ResolveArgs {
     /// Affinity key for the sample picks (ConsistentHash sends them all to one endpoint).
     #[arg(long)]
     pub key: Option<String>,
-    /// ZooKeeper session timeout in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub session_timeout_secs: u64,
 }
 
 /// Arguments of `podkeeper tree`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TreeArgs {
-    /// ZooKeeper connect string.
-    #[arg(long, env = "PODKEEPER_ZK_CONNECT", default_value = "127.0.0.1:2181")]
-    pub zk_connect: String,
+    #[command(flatten)]
+    pub zk: ZkArgs,
     /// Where to start.
     #[arg(default_value = "/podkeeper")]
     pub path: String,
-    /// ZooKeeper session timeout in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub session_timeout_secs: u64,
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Runs `podkeeper resolve`.
 pub async fn resolve(args: ResolveArgs) -> anyhow::Result<()> {
-    let discovery = Discovery::builder(&args.zk_connect, &args.path)
+    let ensemble = args.zk.ensemble()?;
+    let discovery = Discovery::builder(ensemble.connect.clone(), &args.path)
+        .ensemble(ensemble)
         .pinned_policy(args.policy)
-        .session_timeout(Duration::from_secs(args.session_timeout_secs))
         .start()
         .await
         .with_context(|| format!("resolving {}", args.path))?;
@@ -81,12 +276,7 @@ pub async fn resolve(args: ResolveArgs) -> anyhow::Result<()> {
 
 /// Runs `podkeeper tree`.
 pub async fn tree(args: TreeArgs) -> anyhow::Result<()> {
-    let client = registry::connect(
-        &args.zk_connect,
-        Duration::from_secs(args.session_timeout_secs),
-    )
-    .await?;
-    let root = registry::browse(&client, &args.path)
+    let root = podkeeper::discovery::browse(&args.zk.ensemble()?, &args.path)
         .await
         .with_context(|| format!("reading {}", args.path))?;
     let mut out = String::new();
@@ -308,8 +498,8 @@ fn draw_children(node: &Node, prefix: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::Registry;
-    use crate::model::record::EndpointRecord;
+    use podkeeper::discovery::Registry;
+    use podkeeper::model::record::EndpointRecord;
 
     fn endpoint(i: u8, weight: u32, status: EndpointStatus) -> EndpointRecord {
         EndpointRecord {
@@ -351,15 +541,11 @@ mod tests {
     }
 
     fn args(picks: usize) -> ResolveArgs {
-        ResolveArgs {
-            zk_connect: String::new(),
-            path: "/podkeeper/shop/web".into(),
-            policy: None,
-            picks,
-            watch: false,
-            key: None,
-            session_timeout_secs: 10,
-        }
+        let cli = Cli::parse_from(["podkeeper", "resolve", "/podkeeper/shop/web"]);
+        let Command::Resolve(args) = cli.command else {
+            unreachable!()
+        };
+        ResolveArgs { picks, ..args }
     }
 
     #[test]
@@ -421,5 +607,70 @@ mod tests {
         └── (no endpoints)
 ";
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn every_subcommand_takes_the_same_zookeeper_flags() {
+        let zk = [
+            "--zk-connect",
+            "zk-a:2181",
+            "--zk-chroot",
+            "/team",
+            "--zk-session-timeout",
+            "1500ms",
+        ];
+        for sub in [
+            vec!["run"],
+            vec!["resolve", "/podkeeper/shop/web"],
+            vec!["tree"],
+        ] {
+            let argv = ["podkeeper"].into_iter().chain(sub.clone()).chain(zk);
+            let args = match Cli::try_parse_from(argv).unwrap().command {
+                Command::Run(a) => a.zk,
+                Command::Resolve(a) => a.zk,
+                Command::Tree(a) => a.zk,
+                Command::Crd => unreachable!(),
+            };
+            assert_eq!(args.zk_connect, "zk-a:2181", "{sub:?}");
+            assert_eq!(args.zk_chroot.as_deref(), Some("/team"), "{sub:?}");
+            assert_eq!(
+                args.zk_session_timeout,
+                Duration::from_millis(1500),
+                "{sub:?}"
+            );
+        }
+        // The old spelling of resolve's and tree's timeout still works, in seconds.
+        let cli =
+            Cli::try_parse_from(["podkeeper", "tree", "--session-timeout-secs", "3"]).unwrap();
+        let Command::Tree(tree) = cli.command else {
+            unreachable!()
+        };
+        assert_eq!(tree.zk.zk_session_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn tls_dir_is_refused_and_a_bad_chroot_named() {
+        let zk = |extra: &[&str]| {
+            let argv = ["podkeeper", "tree"].iter().chain(extra).copied();
+            let Command::Tree(tree) = Cli::try_parse_from(argv).unwrap().command else {
+                unreachable!()
+            };
+            tree.zk.ensemble()
+        };
+        let err = zk(&["--zk-tls-dir", "/tls"]).unwrap_err();
+        assert!(format!("{err:#}").contains("does not speak TLS"), "{err:#}");
+        let err = zk(&["--zk-chroot", "team"]).unwrap_err();
+        assert!(format!("{err:#}").starts_with("--zk-chroot"), "{err:#}");
+        assert!(zk(&["--zk-chroot", "/team"]).is_ok());
     }
 }

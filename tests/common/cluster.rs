@@ -1,0 +1,399 @@
+//! The local control plane's side of the harness (feature e2e): the running cluster
+//! (KUBECONFIG from `scripts/cluster`), test namespaces, and operator processes.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+use super::zk::{ZkServer, free_port};
+
+/// The kubeconfig of the running cluster.
+pub fn kubeconfig() -> PathBuf {
+    PathBuf::from(std::env::var("PODKEEPER_E2E_KUBECONFIG").expect(
+        "PODKEEPER_E2E_KUBECONFIG is not set: run the e2e suite through scripts/test (it starts the local control plane)",
+    ))
+}
+
+/// A kube client for the cluster.
+pub async fn client() -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig()).expect("read kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(cfg).expect("client")
+}
+
+/// Runs kubectl against the cluster and returns (success, stdout+stderr).
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let bin = std::env::var("PODKEEPER_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut child = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).to_string();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// The shared ZooKeeper and operator.
+pub struct Shared {
+    /// ZooKeeper.
+    pub zk: &'static ZkServer,
+    /// Operator log file.
+    pub log: PathBuf,
+    /// Health address.
+    pub health: String,
+    _op: Operator,
+}
+
+/// Starts (once) ZooKeeper and the operator, and waits for /readyz.
+pub fn shared() -> &'static Shared {
+    static S: OnceLock<Shared> = OnceLock::new();
+    S.get_or_init(|| {
+        let zk = ZkServer::shared();
+        let (ok, out) = kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/crds/serviceregistration.yaml"),
+            ],
+            None,
+        );
+        assert!(ok, "installing the CRD failed: {out}");
+        let (ok, out) = kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/serviceregistrations.podkeeper.io",
+                "--timeout=30s",
+            ],
+            None,
+        );
+        assert!(ok, "CRD not established: {out}");
+        let op = Operator::start(
+            "shared",
+            &zk.connect_string(),
+            &[
+                ("PODKEEPER_CLUSTER_ID", "e2e"),
+                ("PODKEEPER_RESYNC_INTERVAL", "30s"),
+            ],
+        );
+        let (log, health) = (op.log.clone(), op.health.clone());
+        let s = Shared {
+            zk,
+            log,
+            health,
+            _op: op,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if http_get(&s.health, "/readyz").is_some_and(|(code, _)| code == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator not ready within 60s; log:\n{}",
+                s.log_tail(80)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    })
+}
+
+impl Shared {
+    /// The last `n` lines of the operator's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// An operator process.
+pub struct Operator {
+    child: Child,
+    /// Holds the log and pid files; removed with the operator (or by its watchdog when the
+    /// test process ends first, as it does for the shared operator).
+    dir: tempfile::TempDir,
+    pid_file: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Its health address.
+    pub health: String,
+}
+
+impl Operator {
+    /// Starts `podkeeper run` against the e2e cluster; `extra` env vars override the defaults.
+    pub fn start(name: &str, zk: &str, extra: &[(&str, &str)]) -> Operator {
+        let dir = tempfile::Builder::new()
+            .prefix("podkeeper-operator-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        let pid_file = dir.path().join(format!("{name}.pid"));
+        let health = format!("127.0.0.1:{}", free_port());
+        let bin = env!("CARGO_BIN_EXE_podkeeper");
+        let script = format!(
+            "'{bin}' run & op=$!; echo $op > '{pid}'; trap 'kill -9 $op 2>/dev/null; exit 0' TERM INT; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $op 2>/dev/null; do sleep 0.5; done; kill -9 $op 2>/dev/null; \
+             kill -0 {parent} 2>/dev/null || rm -rf '{dir}'",
+            pid = pid_file.display(),
+            dir = dir.path().display(),
+            parent = std::process::id()
+        );
+        let f = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .env("KUBECONFIG", kubeconfig())
+            .env("PODKEEPER_ZK_CONNECT", zk)
+            .env("PODKEEPER_HEALTH_ADDR", &health)
+            .env("PODKEEPER_CLUSTER_ID", "fault")
+            .env("PODKEEPER_RESYNC_INTERVAL", "5m")
+            .env("PODKEEPER_ZK_SESSION_TIMEOUT", "4s")
+            .env("PODKEEPER_IDENTITY", name)
+            .env("RUST_LOG", "info,podkeeper=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the operator");
+        let op = Operator {
+            child,
+            dir,
+            pid_file,
+            log,
+            health,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while op.pid().is_none() {
+            assert!(Instant::now() < deadline, "operator did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        op
+    }
+
+    /// The operator's pid, once it runs.
+    pub fn pid(&self) -> Option<String> {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Sends a signal (STOP, CONT, KILL...).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().unwrap();
+        assert!(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(&pid)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// /readyz answers 200.
+    pub fn ready(&self) -> bool {
+        http_get(&self.health, "/readyz").is_some_and(|(c, _)| c == 200)
+    }
+
+    /// The end of its log.
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- operator log {}\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+        if self.pid().is_some() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.pid().unwrap())
+                .status();
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// A namespace for one test; deleted afterwards, dumped when the test fails.
+pub struct TestNs {
+    /// The namespace name.
+    pub name: String,
+}
+
+impl TestNs {
+    /// Creates a fresh namespace named after the test.
+    pub async fn new(test: &str) -> TestNs {
+        let name = format!(
+            "e2e-{}-{}",
+            test.replace('_', "-").chars().take(40).collect::<String>(),
+            std::process::id() % 10_000
+        );
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client().await);
+        let _ = api.delete(&name, &DeleteParams::default()).await;
+        wait_until(Duration::from_secs(60), "old namespace gone", || async {
+            api.get_opt(&name).await.unwrap().is_none()
+        })
+        .await;
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+        TestNs { name }
+    }
+
+    /// The ZooKeeper path a resource named `svc` gets by default.
+    pub fn path(&self, svc: &str) -> String {
+        format!("/podkeeper/{}/{svc}", self.name)
+    }
+
+    /// `kubectl apply -n <ns> -f -`.
+    pub fn apply(&self, yaml: &str) -> String {
+        let (ok, out) = kubectl(&["apply", "-n", &self.name, "-f", "-"], Some(yaml));
+        assert!(ok, "kubectl apply failed: {out}");
+        out
+    }
+
+    /// `kubectl apply` that must fail; returns the message.
+    pub fn apply_rejected(&self, yaml: &str) -> String {
+        let (ok, out) = kubectl(&["apply", "-n", &self.name, "-f", "-"], Some(yaml));
+        assert!(
+            !ok,
+            "expected the API server to reject:\n{yaml}\ngot: {out}"
+        );
+        out
+    }
+
+    /// `kubectl -n <ns> ...`.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        let (ok, out) = kubectl(&a, None);
+        assert!(ok, "kubectl {args:?} failed: {out}");
+        out
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("==== dump of namespace {} ====", self.name);
+            for what in [
+                "deploy,rs,pods -o wide",
+                "svcreg -o yaml",
+                "events --sort-by=.lastTimestamp",
+            ] {
+                let mut args = vec!["-n", self.name.as_str(), "get"];
+                args.extend(what.split(' '));
+                eprintln!("---- kubectl get {what}\n{}", kubectl(&args, None).1);
+            }
+            if let Some(s) = SHARED_STARTED.get() {
+                eprintln!("---- operator log (tail)\n{}", s.log_tail(120));
+            }
+        }
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}
+
+static SHARED_STARTED: OnceLock<&'static Shared> = OnceLock::new();
+
+/// Starts the shared environment and remembers it for failure dumps.
+pub fn env() -> &'static Shared {
+    let s = shared();
+    let _ = SHARED_STARTED.set(s);
+    s
+}
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` at the deadline.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A ZooKeeper client on the shared server.
+pub async fn zk_client() -> zookeeper_client::Client {
+    zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&env().zk.connect_string())
+        .await
+        .expect("connect to ZooKeeper")
+}

@@ -1,0 +1,80 @@
+//! Reads a service path the way a test must: ZooKeeper has no snapshot read, so one pass of
+//! `list_children` and `get_data` calls can mix two states; read until two passes agree.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use podkeeper::model::record::{EndpointRecord, ServiceRecord};
+
+/// A service record and its endpoints by name.
+pub type Registry = (ServiceRecord, BTreeMap<String, EndpointRecord>);
+
+/// The service record and endpoints at `path`; `None` if the path is absent, a record does not
+/// parse, or fifty passes in a row never agreed.
+pub async fn read(zk: &zookeeper_client::Client, path: &str) -> Option<Registry> {
+    // A transaction landing between the listing and the reads would show a mix of two states
+    // (or skip a node deleted meanwhile): two consecutive passes that agree on every znode's
+    // modification zxid saw one state.
+    let mut previous = read_once(zk, path).await?;
+    for _ in 0..50 {
+        let next = read_once(zk, path).await?;
+        if next.0 == previous.0 {
+            let (_, svc, eps) = next;
+            return Some((svc, eps));
+        }
+        previous = next;
+    }
+    None
+}
+
+/// One pass, and the zxids that identify the versions it read.
+async fn read_once(
+    zk: &zookeeper_client::Client,
+    path: &str,
+) -> Option<(
+    Vec<(String, i64)>,
+    ServiceRecord,
+    BTreeMap<String, EndpointRecord>,
+)> {
+    let (data, stat) = zk.get_data(path).await.ok()?;
+    let svc = serde_json::from_slice(&data).ok()?;
+    let mut seen = vec![(String::new(), stat.mzxid)];
+    let mut eps = BTreeMap::new();
+    for child in zk.list_children(&format!("{path}/endpoints")).await.ok()? {
+        match zk.get_data(&format!("{path}/endpoints/{child}")).await {
+            Ok((d, stat)) => {
+                seen.push((child.clone(), stat.mzxid));
+                eps.insert(child, serde_json::from_slice(&d).ok()?);
+            }
+            // Deleted after the listing: this pass is torn, the caller reads again.
+            Err(_) => seen.push((child, -1)),
+        }
+    }
+    seen.sort();
+    Some((seen, svc, eps))
+}
+
+/// Waits up to 60 s until the registry at `path` satisfies `pred`; returns what it saw.
+pub async fn wait_for(
+    zk: &zookeeper_client::Client,
+    path: &str,
+    what: &str,
+    pred: impl Fn(&ServiceRecord, &BTreeMap<String, EndpointRecord>) -> bool,
+) -> Registry {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((svc, eps)) = read(zk, path).await {
+            if pred(&svc, &eps) {
+                return (svc, eps);
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what} at {path}; last seen: {svc:?}\n{eps:#?}");
+            }
+        } else if Instant::now() > deadline {
+            panic!("timed out waiting for {what}: {path} does not exist");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
