@@ -258,7 +258,14 @@ async fn real_clients_read_every_format_and_see_rebalances_whole() {
         assert_eq!(p["port"], 20880);
         assert_eq!(p["warmup"], "120000");
         assert_eq!(p["owner"], "test/shop/web");
-        eprintln!("dubbo 3.3.6 consumer sees timestamp={}", p["timestamp"]);
+        // Dubbo 3.3.6 strips `timestamp` from ZooKeeper provider URLs, so warm-up cannot
+        // apply (docs/formats.md). When a Dubbo upgrade makes this fail, the upstream fix
+        // (apache/dubbo#16033) has landed: update the docs and expect the ready time here.
+        assert_eq!(
+            p["timestamp"],
+            Value::Null,
+            "Dubbo now keeps timestamp: {p}"
+        );
     }
     let zone_of = |host: &str| -> &str {
         match host {
