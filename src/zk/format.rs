@@ -7,6 +7,7 @@ pub mod curator;
 pub mod dubbo;
 pub mod fixture;
 pub mod publish;
+pub mod registry;
 pub mod serverset;
 
 /// Encodes and decodes the records of one registry format.

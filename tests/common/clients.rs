@@ -1,5 +1,5 @@
-//! The real registry clients of tests/clients/ (Curator + Spring's payload, Dubbo's registry,
-//! Finagle's zk2 resolver): built with Maven once per input hash, run as JSON-line programs.
+//! The real registry clients of tests/clients/ (Curator + Spring's payload, Dubbo 3.3's and 2.7's
+//! registry, Finagle's zk2 resolver): built with Maven once per input hash, run as JSON-line programs.
 
 #![allow(dead_code)]
 
@@ -18,6 +18,8 @@ pub enum Client {
     Curator,
     /// Dubbo 3.3's ZooKeeper registry: consumer and provider.
     Dubbo,
+    /// Dubbo 2.7's ZooKeeper registry: consumer.
+    Dubbo27,
     /// Finagle's ServerSet resolver.
     ServerSet,
 }
@@ -27,6 +29,7 @@ impl Client {
         match self {
             Client::Curator => "curator",
             Client::Dubbo => "dubbo",
+            Client::Dubbo27 => "dubbo27",
             Client::ServerSet => "serverset",
         }
     }
@@ -35,6 +38,7 @@ impl Client {
         match self {
             Client::Curator => "io.podkeeper.clients.CuratorClient",
             Client::Dubbo => "io.podkeeper.clients.DubboClient",
+            Client::Dubbo27 => "io.podkeeper.clients.Dubbo27Client",
             Client::ServerSet => "io.podkeeper.clients.ServerSetClient",
         }
     }

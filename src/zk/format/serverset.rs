@@ -63,6 +63,13 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Checks the base path.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        check_base_path(FORMAT, "basePath", &self.base_path)
+    }
+}
+
 /// `<basePath>/<serviceName>`.
 pub fn dirs(options: &Options, service_name: &str) -> Vec<String> {
     vec![child_path(&options.base_path, service_name)]
@@ -102,7 +109,7 @@ struct VectorJson<'a> {
 /// Members (one per endpoint) and, when there is any endpoint, the one weight vector; in path
 /// order.
 pub fn nodes(options: &Options, publish: &Publish) -> Result<Vec<Node>, FormatError> {
-    check_base_path(FORMAT, "basePath", &options.base_path)?;
+    options.validate()?;
     let dir = &dirs(options, &publish.service_name)[0];
     crate::zk::layout::validate(dir).map_err(|_| FormatError::Value {
         format: FORMAT,
