@@ -6,21 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::format::publish::{FormatError, OwnerTag, Publish, PublishedEndpoint};
-use super::format::{curator, dubbo, serverset};
 use super::layout::{PathError, allowed};
 use super::writer::ClientNodes;
 use crate::model::record::EndpointRecord;
 
-/// One client-format registry of a resource.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientRegistry {
-    /// Dubbo interface-level providers.
-    Dubbo(dubbo::Options),
-    /// Curator x-discovery / Spring Cloud ZooKeeper instances.
-    Curator(curator::Options),
-    /// ServerSet members and weight vectors.
-    ServerSet(serverset::Options),
-}
+/// One client-format registry of a resource (the formats' own dispatch).
+pub use super::format::registry::Registry as ClientRegistry;
 
 /// Why a client registry cannot be published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,42 +22,6 @@ pub enum RegistryError {
     /// One of its folders is outside the operator's allowed prefixes.
     #[error(transparent)]
     Path(#[from] PathError),
-}
-
-impl ClientRegistry {
-    /// `dubbo`, `curator` or `serverset`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ClientRegistry::Dubbo(_) => "dubbo",
-            ClientRegistry::Curator(_) => "curator",
-            ClientRegistry::ServerSet(_) => "serverset",
-        }
-    }
-
-    /// The folders its nodes live in.
-    pub fn dirs(&self, service: &str) -> Vec<String> {
-        match self {
-            ClientRegistry::Dubbo(o) => dubbo::dirs(o, service),
-            ClientRegistry::Curator(o) => curator::dirs(o, service),
-            ClientRegistry::ServerSet(o) => serverset::dirs(o, service),
-        }
-    }
-
-    fn nodes(&self, publish: &Publish) -> Result<Vec<super::format::publish::Node>, FormatError> {
-        match self {
-            ClientRegistry::Dubbo(o) => dubbo::nodes(o, publish),
-            ClientRegistry::Curator(o) => curator::nodes(o, publish),
-            ClientRegistry::ServerSet(o) => serverset::nodes(o, publish),
-        }
-    }
-
-    fn is_ours(&self, path: &str, data: &[u8], owner: &OwnerTag) -> bool {
-        match self {
-            ClientRegistry::Dubbo(_) => dubbo::is_ours(path, data, owner),
-            ClientRegistry::Curator(_) => curator::is_ours(path, data, owner),
-            ClientRegistry::ServerSet(_) => serverset::is_ours(path, data, owner),
-        }
-    }
 }
 
 /// The client registries of one resource, checked against the allowed prefixes.
