@@ -764,3 +764,104 @@ async fn watchers_of_two_namespaces_relist_without_touching_endpoints() {
     let (_, eps) = harness::registry(&zk, &path_a).await.unwrap();
     assert_eq!(up(&eps), 2, "{eps:?}");
 }
+
+/// Providers a Dubbo consumer's line lists, by host.
+fn dubbo_providers(line: &serde_json::Value) -> Option<std::collections::BTreeMap<String, i64>> {
+    let list = line.get("providers")?.as_array()?;
+    Some(
+        list.iter()
+            .map(|p| {
+                (
+                    p["host"].as_str().unwrap().to_string(),
+                    p["weight"].as_i64().unwrap(),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dubbo_and_spring_consumers_read_what_the_operator_publishes_beside_a_vm_provider() {
+    use common::clients::{self, Client as Java};
+    let shared = env();
+    let ns = TestNs::new("formats").await;
+    let zk = shared.zk.connect_string();
+    let iface = format!("org.example.{}.Greeter", ns.name.replace('-', "_"));
+    let service = format!("greeter-{}", ns.name);
+    const LIMIT: Duration = Duration::from_secs(120);
+    // A provider on a VM registered itself through Dubbo's own registry, as before the move.
+    let vm_url = format!(
+        "dubbo://127.0.0.9:20880/{iface}?application=vm-app&group=g1&version=1.0.0\
+         &interface={iface}&side=provider&weight=100"
+    );
+    let vm = clients::spawn(Java::Dubbo, &["provide", &zk, "dubbo", &vm_url]);
+    vm.wait_for(0, LIMIT, "the VM registration", |l| {
+        l.get("registered").is_some()
+    });
+    let consumer = clients::spawn(
+        Java::Dubbo,
+        &["consume", &zk, "dubbo", &iface, "g1", "1.0.0"],
+    );
+
+    ns.apply(&deployment("web-stable", "stable", 3, ""));
+    ns.apply(&format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: web}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  port: http
+  serviceName: {service}
+  registries:
+  - format: Native
+  - format: Dubbo
+    dubbo: {{interfaces: ["{iface}"], group: g1, version: "1.0.0", application: web}}
+  - format: Curator
+    curator: {{}}
+"#
+    ));
+    let pods_and_vm = |n: usize| {
+        move |l: &serde_json::Value| {
+            dubbo_providers(l).is_some_and(|p| {
+                p.len() == n + 1
+                    && p.get("127.0.0.9") == Some(&100)
+                    && p.iter()
+                        .filter(|(h, _)| *h != "127.0.0.9")
+                        .all(|(_, w)| *w > 0)
+            })
+        }
+    };
+    let (three, _) = consumer.wait_for(0, LIMIT, "3 pods and the VM", pods_and_vm(3));
+    let query = clients::run(Java::Curator, &["query", &zk, "/services", &service], b"");
+    let instances = query[0]["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("Spring's queryForInstances failed: {}", query[0]));
+    assert_eq!(instances.len(), 3, "{}", query[0]);
+    for i in instances {
+        assert_eq!(i["port"], 8080);
+        assert_eq!(i["metadata"]["instance_status"], "UP", "{i}");
+    }
+
+    // Scale down: the consumer's next view has one pod fewer, the VM still there.
+    ns.kubectl(&["scale", "deploy/web-stable", "--replicas=2"]);
+    let (two, _) = consumer.wait_for(three + 1, LIMIT, "2 pods and the VM", pods_and_vm(2));
+    // The resource goes: ours go, the VM stays.
+    ns.kubectl(&["delete", "serviceregistration", "web", "--wait=true"]);
+    consumer.wait_for(two + 1, LIMIT, "only the VM", pods_and_vm(0));
+    assert!(
+        consumer
+            .lines()
+            .iter()
+            .skip(three)
+            .filter_map(dubbo_providers)
+            .all(|p| p.get("127.0.0.9") == Some(&100)),
+        "the VM provider was visible in every notification"
+    );
+    let query = clients::run(Java::Curator, &["query", &zk, "/services", &service], b"");
+    assert_eq!(
+        query[0]["instances"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        query[0]
+    );
+}
