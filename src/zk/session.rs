@@ -128,6 +128,9 @@ async fn run(
     options: SessionOptions,
     changed: mpsc::UnboundedSender<()>,
 ) {
+    // Reconnect backoff: 100 ms doubling to 5 s, reset by a session. Kept as three lines rather
+    // than `backon`: there is no retried future to wrap (the loop also follows session states),
+    // no jitter is wanted (one client per ensemble), and it costs nothing per attempt.
     let mut backoff = Duration::from_millis(100);
     let mut generation = 0u64;
     loop {
