@@ -205,6 +205,9 @@ fn maps() {
 
 fn main() {
     // `cargo bench` passes `--bench`; a name filter is not supported, everything runs (~1 min).
+    if rounds() < 400 {
+        println!("vs_crates: smoke run under cargo test (two rounds, not a measurement)");
+    }
     println!("| operation | implementation | fastest round | median | p90 |");
     println!("|---|---|---:|---:|---:|");
     generators();
