@@ -22,7 +22,14 @@ use podkeeper::model::small_map::SmallMap;
 use rand_distr::Distribution as _;
 use rand_distr::weighted::WeightedAliasIndex;
 
-const ROUNDS: usize = 400;
+/// Rounds per pair under `cargo bench`; `cargo test --all-targets` runs two, as a smoke test.
+fn rounds() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        400
+    } else {
+        2
+    }
+}
 
 /// Nanoseconds per call of `f`, over `iters` calls.
 #[inline(never)]
@@ -47,13 +54,14 @@ fn compare<A, B>(
     mut ours: impl FnMut() -> A,
     mut other: impl FnMut() -> B,
 ) {
+    let rounds = rounds();
     // Warm both up before measuring.
-    for _ in 0..20 {
+    for _ in 0..rounds.min(20) {
         round(iters, &mut ours);
         round(iters, &mut other);
     }
-    let (mut a, mut b) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
-    for i in 0..ROUNDS {
+    let (mut a, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for i in 0..rounds {
         if i % 2 == 0 {
             a.push(round(iters, &mut ours));
             b.push(round(iters, &mut other));
@@ -197,6 +205,9 @@ fn maps() {
 
 fn main() {
     // `cargo bench` passes `--bench`; a name filter is not supported, everything runs (~1 min).
+    if rounds() < 400 {
+        println!("vs_crates: smoke run under cargo test (two rounds, not a measurement)");
+    }
     println!("| operation | implementation | fastest round | median | p90 |");
     println!("|---|---|---:|---:|---:|");
     generators();
