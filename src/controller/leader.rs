@@ -134,7 +134,7 @@ pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leadership: std::sync::Arc<L
 }
 
 fn spec(cfg: &LeaseConfig, transitions: i32, acquire: bool, old: Option<&LeaseSpec>) -> LeaseSpec {
-    let now = MicroTime(jiff::Timestamp::now());
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
     LeaseSpec {
         holder_identity: Some(cfg.identity.clone()),
         lease_duration_seconds: Some(cfg.duration.as_secs().max(1) as i32),

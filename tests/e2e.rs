@@ -1,13 +1,12 @@
 //! End-to-end: the operator binary against a real API server (kwok plays kubelet) and a real
 //! ZooKeeper. Run through `scripts/test`, which starts the control plane.
 
-#[path = "../common/mod.rs"]
 mod common;
-mod harness;
 
 use std::time::Duration;
 
-use harness::{TestNs, env, kubectl, wait_registry, wait_until, zk_client};
+use common::cluster::{self as harness, TestNs, env, kubectl, wait_until, zk_client};
+use common::registry::wait_for as wait_registry;
 use podkeeper::crd::ServiceRegistration;
 use podkeeper::model::record::EndpointStatus;
 
@@ -266,7 +265,7 @@ async fn deleted_pods_drain_with_weight_zero_then_leave_and_rolling_updates_join
     let mut saw_overlap = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let (_, eps) = harness::registry(&zk, &path).await.unwrap();
+        let (_, eps) = common::registry::read(&zk, &path).await.unwrap();
         let new_up = eps
             .values()
             .filter(|e| !old.contains(&e.pod) && e.status == EndpointStatus::Up)
@@ -457,7 +456,7 @@ async fn a_second_resource_on_the_same_path_gets_conflict_and_writes_nothing() {
     .await;
     let (_, stat_after) = zk.get_data(&path).await.unwrap();
     assert_eq!(stat.mzxid, stat_after.mzxid, "service record untouched");
-    let (_, after) = harness::registry(&zk, &path).await.unwrap();
+    let (_, after) = common::registry::read(&zk, &path).await.unwrap();
     assert_eq!(before, after, "endpoints untouched");
     // Deleting the loser removes nothing of the winner's.
     let (ok, out) = kubectl(
@@ -465,7 +464,7 @@ async fn a_second_resource_on_the_same_path_gets_conflict_and_writes_nothing() {
         None,
     );
     assert!(ok, "{out}");
-    assert_eq!(harness::registry(&zk, &path).await.unwrap().1, before);
+    assert_eq!(common::registry::read(&zk, &path).await.unwrap().1, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,7 +760,7 @@ async fn watchers_of_two_namespaces_relist_without_touching_endpoints() {
         op.log_tail()
     );
     let path_a = format!("{chroot}{}", a.path("web"));
-    let (_, eps) = harness::registry(&zk, &path_a).await.unwrap();
+    let (_, eps) = common::registry::read(&zk, &path_a).await.unwrap();
     assert_eq!(up(&eps), 2, "{eps:?}");
 }
 
