@@ -50,6 +50,7 @@ build() {
 }
 
 build kind/cmd demo-app ./demo-app
+build kind/cmd zkstat ./zkstat
 kind_version="$(cd "$ROOT/tools/kind/kind" && "$GO" list -m -f '{{.Version}}' sigs.k8s.io/kind)"
 build kind/kind kind sigs.k8s.io/kind
 if [[ "$mode" == local ]]; then
