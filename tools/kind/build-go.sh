@@ -2,12 +2,12 @@
 # Builds the Go programs of the kind setup into $PODKEEPER_KIND_STATE/bin (default
 # ~/.cache/podkeeper-kind/bin, outside the clone), like tools/build.sh: from the Go module
 # proxy, CGO off, rebuilt only when the inputs' hash (Go version, the go.mod/go.sum/*.go under
-# tools/kind and tools/k8s, this script) changes.
+# tools/kind, this script) changes.
 #
 # Usage: tools/kind/build-go.sh upstream|local
 #   upstream  demo-app and kind (a laptop that pulls kind's stock node image)
 #   local     also everything the local node image needs: kubelet, kubeadm, kube-proxy
-#             (tools/k8s, version-stamped like tools/build.sh), containerd 2 with its shim and
+#             (tools/kind/k8s-node, version-stamped like tools/build.sh), containerd 2 with its shim and
 #             ctr, crictl, CoreDNS with kubeadm's plugins, pause
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -23,7 +23,7 @@ hash_inputs() {
     cd "$ROOT"
     "$GO" version
     echo "$mode"
-    find tools/kind tools/k8s -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) \
+    find tools/kind -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) \
       | LC_ALL=C sort | xargs sha256sum
     sha256sum tools/kind/build-go.sh
   ) | sha256sum | cut -d' ' -f1
@@ -64,7 +64,7 @@ if [[ "$mode" == local ]]; then
       "-X $pkg.gitTreeState=clean")
   done
   for c in kubelet kubeadm kube-proxy; do
-    build k8s "$c" "k8s.io/kubernetes/cmd/$c" "${stamp[@]}"
+    build kind/k8s-node "$c" "k8s.io/kubernetes/cmd/$c" "${stamp[@]}"
   done
   cd_version="$(cd "$ROOT/tools/kind/containerd" && "$GO" list -m -f '{{.Version}}' github.com/containerd/containerd/v2)"
   for c in containerd containerd-shim-runc-v2 ctr; do

@@ -155,7 +155,7 @@ zk_port_forward_stop() {
 
 # resolve_from_host <resolve args...>: the host's release binary through a port-forward.
 resolve_from_host() {
-  local bin="${CARGO_TARGET_DIR:-$PODKEEPER_ROOT/target}/release/podkeeper" rc=0
+  local bin; bin="$(kind_target_dir)/release/podkeeper"; local rc=0
   [[ -x "$bin" ]] || return 1
   zk_port_forward
   PODKEEPER_ZK_CONNECT="127.0.0.1:$ZK_PF_PORT" "$bin" resolve "$@" || rc=$?

@@ -109,6 +109,10 @@ docker_build() {
   fi
 }
 
+# Where the host's release binary is built: CARGO_TARGET_DIR, else a directory beside the
+# other caches, outside the clone (a fresh clone reuses the compiled dependencies).
+kind_target_dir() { echo "${CARGO_TARGET_DIR:-$KIND_STATE/target}"; }
+
 go_tools() {
   tools/kind/build-go.sh "$(kind_mode)" >&2
 }
@@ -133,12 +137,14 @@ build_podkeeper() {
     docker_build "$PODKEEPER_IMAGE" "$hash" .
     return
   fi
-  local target="${CARGO_TARGET_DIR:-$PODKEEPER_ROOT/target}" t=$SECONDS
-  log "cargo build --release --bin podkeeper (target dir $target)"
-  CARGO_TARGET_DIR="$target" nice -n 10 cargo build --release --locked --bin podkeeper --quiet
-  hash="$(inputs_hash Dockerfile "$target/release/podkeeper" \
+  # Keyed by the sources, so that an unchanged tree skips cargo entirely (a fresh clone too).
+  local target; target="$(kind_target_dir)"
+  hash="$(inputs_hash Dockerfile Cargo.toml Cargo.lock src "$(rustc --version)" \
     "$(docker image inspect -f '{{.Id}}' "$RUNTIME_IMAGE")")"
   image_current "$PODKEEPER_IMAGE" "$hash" && { log "$PODKEEPER_IMAGE is current"; return; }
+  local t=$SECONDS
+  log "cargo build --release --bin podkeeper (target dir $target)"
+  CARGO_TARGET_DIR="$target" nice -n 10 cargo build --release --locked --bin podkeeper --quiet
   local ctx; ctx="$(mktemp -d)"
   cp "$target/release/podkeeper" "$ctx/podkeeper"
   log "building $PODKEEPER_IMAGE from the host's release binary (cargo took $((SECONDS - t)) s)"
