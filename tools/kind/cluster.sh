@@ -101,8 +101,10 @@ kind_chart_args() {
   fi
 }
 
+# kind_install_chart <timeout> [helm args...]
 kind_install_chart() {
   local timeout="${1:-300}"
+  shift || true
   # Helm installs crds/ only once and never upgrades them: apply the current CRD first.
   log "applying the ServiceRegistration CRD"
   k apply --server-side -f charts/podkeeper/crds/ >/dev/null
@@ -131,11 +133,16 @@ show_tree() {
   k -n "$KIND_NAMESPACE" exec "deploy/$KIND_RELEASE" -- /podkeeper tree /podkeeper
 }
 
-# resolve_in_pod <resolve args...>: `podkeeper resolve` in a throwaway client pod.
+# resolve_in_pod <resolve args...>: `podkeeper resolve` in a throwaway client pod (its log is
+# read after it ends: attaching to so short a container loses the output).
 resolve_in_pod() {
-  k -n "$KIND_NAMESPACE" run "podkeeper-client-$$-$RANDOM" --rm -i --quiet --restart=Never \
-    --image="$PODKEEPER_IMAGE" --image-pull-policy=Never \
-    --env="PODKEEPER_ZK_CONNECT=$KIND_ZK_CONNECT" -- resolve "$@"
+  local name="podkeeper-client-$$-$RANDOM" rc=0
+  k -n "$KIND_NAMESPACE" run "$name" --restart=Never --image="$PODKEEPER_IMAGE" --image-pull-policy=Never \
+    --env="PODKEEPER_ZK_CONNECT=$KIND_ZK_CONNECT" -- resolve "$@" >/dev/null
+  k -n "$KIND_NAMESPACE" wait "pod/$name" --for=jsonpath='{.status.phase}'=Succeeded --timeout=60s >/dev/null || rc=1
+  k -n "$KIND_NAMESPACE" logs "pod/$name"
+  k -n "$KIND_NAMESPACE" delete pod "$name" --wait=false >/dev/null
+  return "$rc"
 }
 
 # zk_port_forward: forwards a free loopback port to the embedded ZooKeeper; sets ZK_PF_PID and
