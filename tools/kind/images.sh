@@ -29,7 +29,7 @@ inputs_hash() {
     if [[ -d "$x" ]]; then
       find "$x" -type f | LC_ALL=C sort | xargs sha256sum
     elif [[ -f "$x" ]]; then
-      sha256sum "$x"
+      printf '%s %s\n' "$(sha256sum <"$x" | cut -d' ' -f1)" "${x##*/}" # content, not where it lies
     else
       printf 'literal %s\n' "$x"
     fi
@@ -162,11 +162,12 @@ build_zookeeper() {
   docker_build "$ZK_IMAGE" "$hash" tools/kind/images/zookeeper --build-arg BASE="$BASE_IMAGE"
 }
 
-# static_image <image> <binary> <path in image> [hash extra]: FROM scratch, one static binary,
-# which is also the entrypoint.
+# static_image <image> <binary> <path in image> <key>: FROM scratch, one static binary, which
+# is also the entrypoint. <key> names the binary's inputs (a build stamp), so that the image
+# stays current in a fresh clone where the same inputs were relinked.
 static_image() {
-  local image="$1" bin="$2" path="$3" hash ctx
-  hash="$(inputs_hash "$bin" "$path" static-v1)"
+  local image="$1" bin="$2" path="$3" key="$4" hash ctx
+  hash="$(inputs_hash "$key" "$path" "$(declare -f static_image)")"
   image_current "$image" "$hash" && return
   ctx="$(mktemp -d)"
   cp "$bin" "$ctx/$(basename "$path")"
@@ -181,7 +182,7 @@ DOCKERFILE
 }
 
 build_demo_app() {
-  static_image "$DEMO_APP_IMAGE" "$KIND_BIN/demo-app" /demo-app
+  static_image "$DEMO_APP_IMAGE" "$KIND_BIN/demo-app" /demo-app "$(cat "$KIND_BIN/stamp")"
   log "$DEMO_APP_IMAGE ready"
 }
 
@@ -198,7 +199,9 @@ build_app_images() {
 
 # The images kubeadm v1.37.2 asks for, under the names `kubeadm config images list` prints.
 build_k8s_images() {
-  local list name ref tag
+  local list name ref tag tools_key kind_key
+  tools_key="tools/build.sh $(cat "$PODKEEPER_TOOLS_BIN/../stamp" 2>/dev/null)"
+  kind_key="tools/kind $(cat "$KIND_BIN/stamp")"
   list="$("$KIND_BIN/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null)"
   [[ -n "$list" ]] || pk_die "kubeadm config images list printed nothing"
   K8S_IMAGES=()
@@ -206,13 +209,13 @@ build_k8s_images() {
     name="${ref##*/}"; name="${name%%:*}"
     case "$name" in
       kube-apiserver|kube-controller-manager|kube-scheduler)
-        static_image "$ref" "$PODKEEPER_TOOLS_BIN/$name" "/usr/local/bin/$name" ;;
-      etcd) static_image "$ref" "$PODKEEPER_TOOLS_BIN/etcd" /usr/local/bin/etcd ;;
-      coredns) static_image "$ref" "$KIND_BIN/coredns" /coredns ;;
-      pause) static_image "$ref" "$KIND_BIN/pause" /pause ;;
+        static_image "$ref" "$PODKEEPER_TOOLS_BIN/$name" "/usr/local/bin/$name" "$tools_key" ;;
+      etcd) static_image "$ref" "$PODKEEPER_TOOLS_BIN/etcd" /usr/local/bin/etcd "$tools_key" ;;
+      coredns) static_image "$ref" "$KIND_BIN/coredns" /coredns "$kind_key" ;;
+      pause) static_image "$ref" "$KIND_BIN/pause" /pause "$kind_key" ;;
       kube-proxy)
         local hash ctx
-        hash="$(inputs_hash tools/kind/images/kube-proxy "$KIND_BIN/kube-proxy" \
+        hash="$(inputs_hash tools/kind/images/kube-proxy "$kind_key" \
           "$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")")"
         if ! image_current "$ref" "$hash"; then
           ctx="$(mktemp -d)"
