@@ -1,9 +1,21 @@
-# syntax=docker/dockerfile:1
-# The podkeeper image: one static (musl) binary on distroless, no shell, user 65532.
-# Build from the repository root:  docker build -t podkeeper:dev .
-# Needs BuildKit (the default builder of current Docker) for the cache mounts.
+# The podkeeper image: one binary on a distroless base, no shell, user 65532; the chart runs it
+# with a read-only root filesystem. Build from the repository root (BuildKit, the default
+# builder of current Docker, is needed for the cache mounts and to skip unused stages):
+#
+#   docker build -t podkeeper:dev .
+#
+# Build arguments; the defaults are the upstream images:
+#   BUILDER_IMAGE  Rust image of the build stage                  rust:1-bookworm
+#   RUNTIME_IMAGE  base of the final image                        gcr.io/distroless/static-debian12:nonroot
+#   BINARY_FROM    build: compile a static musl binary in BUILDER_IMAGE;
+#                  prebuilt: take the file `podkeeper` from the build context instead (a binary
+#                  built on the host; scripts/kind-image does this on machines that cannot pull
+#                  images, with a glibc RUNTIME_IMAGE made from Debian's packages to match)
+ARG BUILDER_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
+ARG BINARY_FROM=build
 
-FROM rust:1-bookworm AS build
+FROM ${BUILDER_IMAGE} AS build
 # ring compiles C code: the musl target needs musl-gcc.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
@@ -18,11 +30,16 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --target x86_64-unknown-linux-musl --bin podkeeper \
  && cp target/x86_64-unknown-linux-musl/release/podkeeper /podkeeper
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch AS prebuilt
+COPY podkeeper /podkeeper
+
+FROM ${BINARY_FROM} AS binary
+
+FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="podkeeper" \
       org.opencontainers.image.description="Kubernetes operator that mirrors ready pods into Apache ZooKeeper" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /podkeeper /podkeeper
+COPY --from=binary /podkeeper /podkeeper
 USER 65532:65532
 # /healthz, /readyz and /metrics (PODKEEPER_HEALTH_ADDR).
 EXPOSE 8080
