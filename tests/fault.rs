@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{self, Operator, TestNs, kubectl, wait_until};
+use common::cluster::{self, Operator, TestNs, install_crd, kubectl, wait_until};
 use common::zk::{Ensemble, ZkServer, four_letter};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -222,20 +222,6 @@ async fn setup(ns: &TestNs) -> (Api<Pod>, Vec<String>) {
     .await;
     let names = desired_ready(&pods).await.0.into_iter().collect();
     (pods, names)
-}
-
-fn install_crd() {
-    let (ok, out) = kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/crds/serviceregistration.yaml"),
-        ],
-        None,
-    );
-    assert!(ok, "{out}");
 }
 
 async fn wait_ready(op: &Operator) {

@@ -74,22 +74,27 @@ pub struct Shared {
     _op: Operator,
 }
 
+/// Applies the committed ServiceRegistration CRD (server-side, taking over conflicting fields).
+pub fn install_crd() {
+    let (ok, out) = kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/crds/serviceregistration.yaml"),
+        ],
+        None,
+    );
+    assert!(ok, "installing the CRD failed: {out}");
+}
+
 /// Starts (once) ZooKeeper and the operator, and waits for /readyz.
 pub fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
         let zk = ZkServer::shared();
-        let (ok, out) = kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "-f",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/crds/serviceregistration.yaml"),
-            ],
-            None,
-        );
-        assert!(ok, "installing the CRD failed: {out}");
+        install_crd();
         let (ok, out) = kubectl(
             &[
                 "wait",
