@@ -226,14 +226,54 @@ async fn apply(
         Err(err) => return Err(err.into()),
     };
     relocate(ctx, &sr, &mut entry, &res, &conn.options, term).await?;
+    forget_tampered(ctx, &mut entry, &res);
     let Some(wanted) = desired(ctx, &sr, &mut entry, &res, &conn, last_start).await? else {
         // Nothing this resource depends on changed (typically our own status patch came back).
         return Ok(next_wakeup(ctx, entry.last.as_ref().map(|l| &l.tracker)));
     };
     let written = write(&mut entry, &res, &conn, &wanted).await;
+    if written.is_ok() {
+        watch_owned(ctx, &res, &conn).await;
+    }
     Ok(report_written(
         ctx, &sr, &mut entry, &res, &conn, wanted, written,
     )?)
+}
+
+/// Another client changed what this resource owns: drop the cache, so this reconcile reads
+/// ZooKeeper again and writes back what should be there. Changes to others' nodes beside ours
+/// (VM providers in a Dubbo folder) are left alone.
+fn forget_tampered(ctx: &Context, entry: &mut Entry, res: &Resolved) {
+    let paths = ctx.take_tampered(&res.key);
+    let Some(cached) = &entry.zk else { return };
+    let root = format!("{}/", cached.path);
+    let owned = paths.iter().find(|p| {
+        **p == cached.path || p.starts_with(&root) || cached.state.nodes.contains_key(p.as_str())
+    });
+    if let Some(path) = owned {
+        tracing::warn!(%path, resource = %format!("{}/{}", res.key.0, res.key.1), "repairing a znode changed by another client");
+        entry.zk = None;
+    }
+}
+
+/// Watches the resource's folders for changes by others (once per session).
+async fn watch_owned(ctx: &Context, res: &Resolved, conn: &Connection) {
+    if conn.options.dry_run {
+        return;
+    }
+    let tag = format!("{}/{}", res.key.0, res.key.1);
+    let dirs = res
+        .clients
+        .iter()
+        .flat_map(|c| crate::zk::writer::ClientNodes::dirs(c.as_ref()));
+    for root in std::iter::once(res.path.clone()).chain(dirs) {
+        let watched = ctx
+            .tamper
+            .watch(&conn.client, conn.session_generation, &root, &tag);
+        if let Err(err) = watched.await {
+            tracing::warn!(%root, %err, "cannot watch for tampering; the periodic resync repairs instead");
+        }
+    }
 }
 
 /// Step 1, pure: compile the spec (reusing the last compile of this generation) and place it.
@@ -341,11 +381,15 @@ async fn connect(ctx: &Context, res: &Resolved, term: u64) -> Result<Connection,
     let (client, session_generation) = session.client()?;
     let term = ctx.leadership.is_elected().then_some(term);
     let fence = ctx.fencer.fence(&session, &client, term).await?;
+    let mut options = ctx
+        .settings
+        .write_options(fence, res.clients.clone(), session.acls());
+    options.ledger = Some(ctx.tamper.ledger());
     Ok(Connection {
         client,
         session_generation,
         epoch,
-        options: ctx.settings.write_options(fence, res.clients.clone()),
+        options,
     })
 }
 
@@ -378,6 +422,7 @@ async fn relocate(
     let term = ctx.leadership.is_elected().then_some(term);
     let old_options = WriteOptions {
         fence: ctx.fencer.fence(&old_session, &old_client, term).await?,
+        acls: old_session.acls(),
         ..options.clone()
     };
     let removed =
@@ -804,6 +849,7 @@ async fn cleanup(
 ) -> Result<Action, Error> {
     let key = key_of(&sr);
     ctx.index.register(&key.0, &key.1, None);
+    ctx.tamper.unwatch(&format!("{}/{}", key.0, key.1));
     let entry = ctx.entry(&key);
     let entry = entry.lock().await;
     let target = entry
@@ -839,7 +885,7 @@ async fn cleanup(
         let clients = resolve(&sr, &ctx.settings, &mut None)
             .ok()
             .and_then(|r| r.clients);
-        let options = ctx.settings.write_options(fence, clients);
+        let options = ctx.settings.write_options(fence, clients, session.acls());
         if let Some(n) = writer::remove_owned(&client, &path, &owner, &options).await? {
             let note = format!("removed {path} and its {n} endpoint(s)");
             ctx.events

@@ -97,10 +97,7 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
             connect: zk.into(),
             chroot: None,
         },
-        SessionOptions {
-            timeout: Duration::from_secs(5),
-            digest: None,
-        },
+        SessionOptions::anonymous(Duration::from_secs(5)),
         changes,
     );
     let index = Index::default();
@@ -131,6 +128,8 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
         },
         resync_epoch: Default::default(),
         watch_errors: Mutex::default(),
+        tamper: crate::zk::tamper::Tamper::new(tokio::sync::mpsc::unbounded_channel().0),
+        tampered: Mutex::default(),
     })
 }
 
