@@ -80,8 +80,9 @@ pub struct SecureOptions {
     pub sasl_users: Vec<Credential>,
     /// The `digest` superuser (`zookeeper.DigestAuthenticationProvider.superDigest`).
     pub super_user: Credential,
-    /// `ssl.enabledProtocols` (e.g. `["TLSv1.3", "TLSv1.2"]`); empty keeps ZooKeeper 3.8's
-    /// default, which is TLSv1.2 only.
+    /// `ssl.enabledProtocols` (e.g. `["TLSv1.3", "TLSv1.2"]`, the first is also `ssl.protocol`;
+    /// with TLSv1.3, `ssl.ciphersuites` gets its suites); empty keeps ZooKeeper 3.8.0's default,
+    /// which is TLSv1.2 only.
     pub tls_protocols: Vec<String>,
 }
 
@@ -109,7 +110,8 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn classpath() -> &'static str {
+/// The java classpath of Debian's ZooKeeper (`scripts/zk classpath`), for servers and Java clients.
+pub fn classpath() -> &'static str {
     static CP: OnceLock<String> = OnceLock::new();
     CP.get_or_init(|| {
         let out = Command::new("bash")
@@ -302,6 +304,13 @@ impl ZkServer {
                 secure.options.tls_protocols[0],
                 secure.options.tls_protocols.join(",")
             );
+            // ZooKeeper 3.8.0's default cipher list has only TLS 1.2 suites, so TLS 1.3 is never
+            // negotiated unless its suites are listed too.
+            if secure.options.tls_protocols.iter().any(|p| p == "TLSv1.3") {
+                cfg += "ssl.ciphersuites=TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384,\
+                        TLS_CHACHA20_POLY1305_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,\
+                        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\n";
+            }
         }
         let users: String = secure
             .options
