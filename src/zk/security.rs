@@ -238,17 +238,23 @@ impl Credentials {
             }
             connector = connector.with_tls(options);
         }
-        match self.login() {
-            Some(l) if l.mechanism == Mechanism::Digest => {
-                connector =
-                    connector.with_auth("digest", format!("{}:{}", l.user, l.password).as_bytes());
-            }
-            Some(l) => {
-                connector = connector.with_sasl(SaslOptions::digest_md5(l.user, l.password));
-            }
-            None => {}
+        // A digest login is sent after the session is up (`digest_auth`): sent with the connect
+        // request, ZooKeeper 3.8's Netty handler may answer it first and the client misreads
+        // the connect reply. SASL has no such later call; the session loop retries instead.
+        if let Some(l) = self
+            .login()
+            .filter(|l| l.mechanism == Mechanism::SaslDigestMd5)
+        {
+            connector = connector.with_sasl(SaslOptions::digest_md5(l.user, l.password));
         }
         connector
+    }
+
+    /// The `digest` login to add to a new session, if that is the mechanism.
+    pub(super) fn digest_auth(&self) -> Option<Vec<u8>> {
+        self.login()
+            .filter(|l| l.mechanism == Mechanism::Digest)
+            .map(|l| format!("{}:{}", l.user, l.password).into_bytes())
     }
 
     /// Turns a failed connect into a message that says what to fix.

@@ -145,11 +145,18 @@ pub async fn establish(
         Some(c) if c.is_tls() => connector.secure_connect(connect).await,
         _ => connector.connect(connect).await,
     };
-    match (connected, creds) {
-        (Ok(client), _) => Ok(client),
-        (Err(err), Some(c)) => Err(c.diagnose(connect, &err).await),
-        (Err(err), None) => Err(err.to_string()),
+    let client = match (connected, creds) {
+        (Ok(client), _) => client,
+        (Err(err), Some(c)) => return Err(c.diagnose(connect, &err).await),
+        (Err(err), None) => return Err(err.to_string()),
+    };
+    if let Some(auth) = creds.and_then(Credentials::digest_auth) {
+        if let Err(err) = client.auth("digest", &auth).await {
+            let c = creds.expect("digest_auth came from creds");
+            return Err(c.diagnose(connect, &err).await);
+        }
     }
+    Ok(client)
 }
 
 /// A new session, authenticated, below the chroot, with the ACLs its identity gets.

@@ -20,17 +20,29 @@ const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct Ledger {
     expected: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Only writes below these raise events: expecting others would mask a later change.
+    watched: Mutex<Vec<String>>,
 }
 
 impl Ledger {
-    /// Before a commit: each path will raise one event.
+    /// Before a commit: each path below a watched folder will raise one event.
     pub fn expect<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
         let now = Instant::now();
+        let watched = self.watched.lock().expect("ledger lock");
+        let under = |p: &str| {
+            watched.iter().any(|r| {
+                p == r || (p.starts_with(r.as_str()) && p.as_bytes().get(r.len()) == Some(&b'/'))
+            })
+        };
         let mut expected = self.expected.lock().expect("ledger lock");
-        for p in paths {
+        for p in paths.into_iter().filter(|p| under(p)) {
             let e = expected.entry(p.to_string()).or_insert((0, now));
             *e = (e.0 + 1, now);
         }
+    }
+
+    fn set_watched(&self, roots: Vec<String>) {
+        *self.watched.lock().expect("ledger lock") = roots;
     }
 
     /// After a failed commit: nothing was written, no event comes.
@@ -165,29 +177,27 @@ impl Tamper {
                 }
             }
         });
-        if let Some((_, _, old)) = self
-            .watches
-            .lock()
-            .expect("watches lock")
-            .insert(root.to_string(), (generation, tag.to_string(), task))
+        let mut watches = self.watches.lock().expect("watches lock");
+        if let Some((_, _, old)) =
+            watches.insert(root.to_string(), (generation, tag.to_string(), task))
         {
             old.abort();
         }
+        self.ledger.set_watched(watches.keys().cloned().collect());
         Ok(())
     }
 
     /// Stops every watch set for `tag` (the resource went away).
     pub fn unwatch(&self, tag: &str) {
-        self.watches
-            .lock()
-            .expect("watches lock")
-            .retain(|_, (_, t, task)| {
-                let keep = t != tag;
-                if !keep {
-                    task.abort();
-                }
-                keep
-            });
+        let mut watches = self.watches.lock().expect("watches lock");
+        watches.retain(|_, (_, t, task)| {
+            let keep = t != tag;
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        self.ledger.set_watched(watches.keys().cloned().collect());
     }
 
     /// Folders watched now.
@@ -206,9 +216,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ledger_masks_exactly_the_expected_events() {
+    fn the_ledger_masks_exactly_the_expected_events_below_watched_folders() {
         let l = Ledger::default();
-        l.expect(["/a", "/a", "/b"]);
+        l.set_watched(vec!["/a".into(), "/b".into()]);
+        l.expect(["/a", "/a", "/b", "/c/x", "/ab"]);
+        assert!(
+            !l.consume("/c/x") && !l.consume("/ab"),
+            "not watched: not expected"
+        );
         assert!(l.consume("/a"));
         assert!(l.consume("/a"));
         assert!(!l.consume("/a"), "a third event on /a is not ours");

@@ -4,8 +4,7 @@
 
 #![allow(dead_code)]
 
-#[path = "pki.rs"]
-pub mod pki;
+use super::pki;
 
 #[allow(unused_imports)]
 pub use pki::{CertKey, Pki};
