@@ -444,6 +444,7 @@ fn report(label: &str, flips: &[Flip], seen: &Seen, extra: &str) -> [f64; 4] {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let overall = Instant::now() + args.timeout;
+    podkeeper::zk::security::install_crypto_provider();
     let client = kube::Client::try_default()
         .await
         .context("kube client (KUBECONFIG)")?;

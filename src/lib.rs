@@ -51,6 +51,8 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
         zk::layout::validate(prefix).context("--allowed-path-prefix")?;
     }
 
+    // Before any TLS: kube and zookeeper-client share rustls, which links two providers.
+    zk::security::install_crypto_provider();
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (kubeconfig or in-cluster config)")?;

@@ -324,13 +324,16 @@ impl Sessions {
         }
     }
 
-    /// The ensembles in use without a connected session (the default one first).
+    /// The ensembles in use without a connected session (the default one first), each with why.
     pub fn unavailable(&self) -> Vec<String> {
         let others = self.others.lock().expect("sessions lock");
         std::iter::once(&self.default)
             .chain(others.values())
             .filter(|s| !s.is_available())
-            .map(|s| s.target().to_string())
+            .map(|s| match s.last_error() {
+                Some(why) => format!("{} ({why})", s.target()),
+                None => s.target().to_string(),
+            })
             .collect()
     }
 }

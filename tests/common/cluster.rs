@@ -25,6 +25,8 @@ pub fn kubeconfig() -> PathBuf {
 
 /// A kube client for the cluster.
 pub async fn client() -> Client {
+    // rustls has two providers linked (ring for kube, aws-lc-rs via zookeeper-client): pick one.
+    podkeeper::zk::security::install_crypto_provider();
     let kc = Kubeconfig::read_from(kubeconfig()).expect("read kubeconfig");
     let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await

@@ -252,6 +252,19 @@ impl ZkServer {
             .unwrap_or_else(|| panic!("no SASL user {name}"))
     }
 
+    /// Changes a SASL user's password; the server uses it from its next (re)start, as a real
+    /// server reads its JAAS file only at start.
+    pub fn set_sasl_password(&mut self, user: &str, password: &str) {
+        let secure = self.secure.as_mut().expect("not a secure server");
+        let c = secure
+            .options
+            .sasl_users
+            .iter_mut()
+            .find(|c| c.user == user)
+            .unwrap_or_else(|| panic!("no SASL user {user}"));
+        c.password = password.to_string();
+    }
+
     /// The `digest` superuser.
     pub fn super_user(&self) -> &Credential {
         &self.secure_options().super_user
