@@ -116,6 +116,19 @@ async fn ready_pods_are_published_with_addresses_ports_metadata_weights_status_a
     }
     assert_eq!(group_sum(&eps, "stable"), 900_000);
     assert_eq!(group_sum(&eps, "canary"), 100_000);
+    // Over TLS + SASL the endpoints are the operator's alone: this anonymous client reads them
+    // (above) but may not change them. In plaintext they are open, as before.
+    let ep = format!(
+        "{}/endpoints/{}",
+        ns.path("web"),
+        eps.keys().next().unwrap()
+    );
+    let rewrite = zk.set_data(&ep, b"{}", Some(i32::MAX)).await.unwrap_err();
+    let want = match common::cluster::secure_mode() {
+        true => zookeeper_client::Error::NoAuth,
+        false => zookeeper_client::Error::BadVersion,
+    };
+    assert_eq!(rewrite, want, "an anonymous rewrite of {ep}");
 
     wait_until(
         Duration::from_secs(30),

@@ -150,11 +150,11 @@ pub async fn establish(
         (Err(err), Some(c)) => return Err(c.diagnose(connect, &err).await),
         (Err(err), None) => return Err(err.to_string()),
     };
-    if let Some(auth) = creds.and_then(Credentials::digest_auth) {
-        if let Err(err) = client.auth("digest", &auth).await {
-            let c = creds.expect("digest_auth came from creds");
-            return Err(c.diagnose(connect, &err).await);
-        }
+    if let Some(c) = creds
+        && let Some(auth) = c.digest_auth()
+        && let Err(err) = client.auth("digest", &auth).await
+    {
+        return Err(c.diagnose(connect, &err).await);
     }
     Ok(client)
 }
