@@ -413,3 +413,39 @@ async fn the_tamper_watch_ignores_our_writes_and_reports_a_superusers_at_once() 
     );
     assert!(events.try_recv().is_err(), "nothing else was reported");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_discovery_client_reads_over_tls_as_a_read_only_identity() {
+    let zk = ZkServer::shared_secure();
+    let (session, c, _tls, _login) = operator(zk).await;
+    let options = WriteOptions {
+        acls: session.acls(),
+        ..Default::default()
+    };
+    let path = "/podkeeper/sec/discovered";
+    publish(&c, path, &endpoints(3), &mut None, &options).await;
+    // The reader: its own certificate (the intruder's, a valid identity without rights) and the
+    // SASL user `reader`.
+    let pki = zk.pki();
+    let tls = tls_dir(&pki.ca, Some(&pki.intruder));
+    let reader = zk.sasl_user("reader");
+    let login = login_file(&reader.user, &reader.password);
+    let mut ensemble = podkeeper::discovery::Ensemble::new(zk.secure_connect_string());
+    ensemble.security = files(tls.path(), login.path());
+    ensemble.session_timeout = Duration::from_secs(3);
+    let discovery = podkeeper::discovery::Discovery::builder(zk.secure_connect_string(), path)
+        .ensemble(ensemble.clone())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(discovery.snapshot().endpoints().len(), 3);
+    // A wrong CA fails with the reason, not a bare timeout.
+    write_tls(tls.path(), &pki.wrong_ca, None);
+    let err = podkeeper::discovery::Discovery::builder(zk.secure_connect_string(), path)
+        .ensemble(ensemble)
+        .start()
+        .await
+        .err()
+        .expect("a wrong CA is refused");
+    assert!(err.to_string().contains("not signed by a CA in ca.crt"), "{err}");
+}
