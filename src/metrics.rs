@@ -43,6 +43,15 @@ pub struct OpLabels {
     pub op: String,
 }
 
+/// Labels of a readiness-gate write.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    /// The condition status written: True or False.
+    pub status: String,
+    /// ok, gone (the pod went first) or error.
+    pub result: String,
+}
+
 /// All metrics.
 pub struct Metrics {
     registry: Registry,
@@ -70,6 +79,8 @@ pub struct Metrics {
     pub pod_lists_completed: Counter,
     /// Times this replica stopped leading because a write was fenced.
     pub leader_step_downs: Counter,
+    /// `podkeeper.io/registered` condition patches by status written and result.
+    pub gate_patches: Family<GateLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -153,8 +164,15 @@ impl Metrics {
             "Times this replica stepped down because a newer leader fenced its write",
             leader_step_downs.clone(),
         );
+        let gate_patches = Family::<GateLabels, Counter>::default();
+        registry.register(
+            "readiness_gate_patches",
+            "podkeeper.io/registered pod condition patches (pods/status) by status and result",
+            gate_patches.clone(),
+        );
         Metrics {
             registry,
+            gate_patches,
             pod_lists_completed,
             leader_step_downs,
             reconciles,

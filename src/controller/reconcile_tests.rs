@@ -111,6 +111,8 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
     index.pods_relist_done(None, std::time::Instant::now(), crate::now_ms());
     index.nodes_relist_started();
     index.nodes_relist_done();
+    index.services_relist_started(None);
+    index.services_relist_done(None);
     let reporter = Reporter {
         controller: "podkeeper".into(),
         instance: None,
@@ -169,6 +171,9 @@ fn pod(name: &str, weight: Option<&str>) -> PodInfo {
         ports: Box::new([]),
         node: None,
         ready: true,
+        registered: None,
+        host_network: false,
+        host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
     }
