@@ -48,7 +48,7 @@ pub struct OpLabels {
 pub struct GateLabels {
     /// The condition status written: True or False.
     pub status: String,
-    /// ok, gone (the pod went first) or error.
+    /// ok, gone (the pod went first), forbidden or error.
     pub result: String,
 }
 

@@ -556,6 +556,10 @@ async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
         ("create", "pods", "no"),
         ("delete", "pods", "no"),
         ("watch", "pods", "yes"),
+        ("watch", "services", "yes"),
+        ("patch", "services", "no"),
+        ("patch", "pods/status", "yes"),
+        ("update", "pods/status", "no"),
     ] {
         let (_, got) = kubectl(
             &[
@@ -863,4 +867,271 @@ spec:
         "{}",
         query[0]
     );
+}
+
+/// Two kwok nodes of this test only (tainted, so other tests' pods stay off; ours name them):
+/// the first with an ExternalIP, the second without. Deleted on drop.
+struct AddressNodes {
+    names: [String; 2],
+    internal: [String; 2],
+}
+
+impl AddressNodes {
+    async fn create() -> AddressNodes {
+        let id = std::process::id() % 10_000;
+        let names = [format!("e2e-addr-a-{id}"), format!("e2e-addr-b-{id}")];
+        let internal = ["127.0.0.21".to_string(), "127.0.0.22".to_string()];
+        for (name, ip) in names.iter().zip(&internal) {
+            let yaml = format!(
+                r#"apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  annotations: {{kwok.x-k8s.io/node: fake, podkeeper.io/node-ip: "{ip}"}}
+  labels: {{type: kwok, kubernetes.io/hostname: {name}}}
+spec:
+  taints: [{{key: podkeeper.io/e2e, value: addresses, effect: NoSchedule}}]
+"#
+            );
+            let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&yaml));
+            assert!(ok, "{out}");
+        }
+        let (ok, out) = kubectl(
+            &[
+                "patch",
+                "node",
+                &names[0],
+                "--subresource=status",
+                "--type=strategic",
+                "-p",
+                r#"{"status":{"addresses":[{"type":"ExternalIP","address":"203.0.113.21"}]}}"#,
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        let nodes = AddressNodes { names, internal };
+        for name in &nodes.names {
+            wait_until(
+                Duration::from_secs(30),
+                "test node initialised by kwok",
+                || async {
+                    let jp = "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}";
+                    let (_, out) = kubectl(&["get", "node", name, "-o", jp], None);
+                    !out.trim().is_empty()
+                },
+            )
+            .await;
+        }
+        nodes
+    }
+}
+
+impl Drop for AddressNodes {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = kubectl(&["delete", "node", n, "--wait=false"], None);
+        }
+    }
+}
+
+fn address_pod(name: &str, node: &str, host_port: bool) -> String {
+    let hp = if host_port { ", hostPort: 30080" } else { "" };
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: addr, hp: "{host_port}"}}
+spec:
+  nodeName: {node}
+  tolerations: [{{key: podkeeper.io/e2e, operator: Exists}}]
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: example.invalid/web:1
+    ports: [{{name: http, containerPort: 8080{hp}}}, {{name: admin, containerPort: 9090}}]
+"#
+    )
+}
+
+fn address_registration(name: &str, selector: &str, address: &str) -> String {
+    format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {selector}}}
+  port: http
+  address: {address}
+"#
+    )
+}
+
+/// (host, port) of each endpoint at `path`, once `n` are published.
+async fn addresses(
+    zk: &zookeeper_client::Client,
+    path: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, (String, u16)> {
+    let (_, eps) = wait_registry(zk, path, &format!("{n} endpoints"), |_, e| e.len() == n).await;
+    eps.into_iter()
+        .map(|(k, e)| (k, (e.host, e.port)))
+        .collect()
+}
+
+/// The unresolved pods on a resource's status, once there are `n`.
+async fn unresolved(ns: &TestNs, name: &str, n: usize) -> Vec<(String, String)> {
+    wait_until(
+        Duration::from_secs(30),
+        "unresolved pods on the status",
+        || async {
+            let st = svcreg(ns, name).await.status.unwrap_or_default();
+            st.unresolved as usize == n && st.unresolved_addresses.len() == n
+        },
+    )
+    .await;
+    let st = svcreg(ns, name).await.status.unwrap_or_default();
+    st.unresolved_addresses
+        .into_iter()
+        .map(|u| (u.pod, u.reason))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_address_mode_publishes_the_chosen_address_and_reports_what_it_cannot_resolve() {
+    env();
+    let nodes = AddressNodes::create().await;
+    let ns = TestNs::new("addresses").await;
+    let [a, b] = &nodes.names;
+    ns.apply(&address_pod("on-a", a, true));
+    ns.apply(&address_pod("on-b", b, true));
+    ns.apply(&address_pod("no-hostport", a, false));
+    let pod_ip = |pod: &str| {
+        ns.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"])
+            .trim()
+            .to_string()
+    };
+    ns.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: local}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: addr}
+  ports: [{name: web, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cluster}
+spec:
+  type: NodePort
+  selector: {app: addr}
+  ports: [{name: web, port: 80, targetPort: http}]
+"#,
+    );
+    let node_port: u16 = ns
+        .kubectl(&[
+            "get",
+            "svc",
+            "local",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let every = "{app: addr}";
+    let with_hp = "{app: addr, hp: \"true\"}";
+    for (name, selector, address) in [
+        ("podip", every, "{}"),
+        ("hostip", every, "{mode: HostIP}"),
+        (
+            "external",
+            with_hp,
+            "{mode: HostIP, nodeAddressType: ExternalIP}",
+        ),
+        ("nodeport", every, "{mode: NodePort, service: local}"),
+        ("refused", every, "{mode: NodePort, service: cluster}"),
+        (
+            "template",
+            every,
+            "{mode: Template, host: '{pod}.addr.{namespace}.svc', port: 7000}",
+        ),
+    ] {
+        ns.apply(&address_registration(name, selector, address));
+    }
+    let zk = zk_client().await;
+    let (ia, ib) = (nodes.internal[0].clone(), nodes.internal[1].clone());
+
+    let got = addresses(&zk, &ns.path("podip"), 3).await;
+    for pod in ["on-a", "on-b", "no-hostport"] {
+        assert_eq!(got[pod], (pod_ip(pod), 8080), "PodIP: {pod}");
+    }
+    let got = addresses(&zk, &ns.path("hostip"), 2).await;
+    assert_eq!(got["on-a"], (ia.clone(), 30080));
+    assert_eq!(got["on-b"], (ib.clone(), 30080));
+    assert!(
+        !got.contains_key("no-hostport"),
+        "never published with another address"
+    );
+    assert_eq!(
+        unresolved(&ns, "hostip", 1).await,
+        vec![(
+            "no-hostport".to_string(),
+            "container port 8080 has no hostPort".to_string()
+        )]
+    );
+    let got = addresses(&zk, &ns.path("external"), 1).await;
+    assert_eq!(got["on-a"], ("203.0.113.21".to_string(), 30080));
+    assert_eq!(
+        unresolved(&ns, "external", 1).await,
+        vec![(
+            "on-b".to_string(),
+            format!("node {b} has no ExternalIP address")
+        )]
+    );
+    let got = addresses(&zk, &ns.path("nodeport"), 3).await;
+    assert_eq!(got["on-a"], (ia.clone(), node_port));
+    assert_eq!(got["no-hostport"], (ia.clone(), node_port));
+    assert_eq!(got["on-b"], (ib.clone(), node_port));
+    let got = addresses(&zk, &ns.path("template"), 3).await;
+    assert_eq!(got["on-a"], (format!("on-a.addr.{}.svc", ns.name), 7000));
+
+    // Without externalTrafficPolicy: Local the node port may land on any node: refused.
+    wait_until(
+        Duration::from_secs(30),
+        "NodePort without Local refused on the status",
+        || async {
+            let sr = svcreg(&ns, "refused").await;
+            condition(&sr, "Synced").is_some_and(|(s, r)| s == "False" && r == "AddressRefused")
+        },
+    )
+    .await;
+    let sr = svcreg(&ns, "refused").await;
+    let msg = &sr.status.unwrap().conditions[1].message;
+    assert!(msg.contains("externalTrafficPolicy: Local"), "{msg}");
+    assert!(
+        common::registry::read(&zk, &ns.path("refused"))
+            .await
+            .is_none(),
+        "nothing published for a refused address"
+    );
+    // Fixing the Service is picked up from the Service watch.
+    ns.kubectl(&[
+        "patch",
+        "svc",
+        "cluster",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    addresses(&zk, &ns.path("refused"), 3).await;
+
+    // The API server refuses a mode without its field.
+    let out = ns.apply_rejected(&address_registration("bad", every, "{mode: NodePort}"));
+    assert!(
+        out.contains("set `service` exactly when mode is NodePort"),
+        "{out}"
+    );
+    drop(nodes);
 }

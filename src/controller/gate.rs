@@ -33,6 +33,9 @@ async fn patch_one(ctx: Arc<Context>, key: Key, pod: String, registered: bool) {
     let outcome = match &result {
         Ok(_) => "ok",
         Err(kube::Error::Api(e)) if e.code == 404 => "gone",
+        // No pods/status permission (chart value rbac.readinessGate=false): retrying would
+        // only load the API server; the next change of the pod tries again.
+        Err(kube::Error::Api(e)) if e.code == 403 => "forbidden",
         Err(_) => "error",
     };
     crate::metrics::get()
@@ -42,6 +45,9 @@ async fn patch_one(ctx: Arc<Context>, key: Key, pod: String, registered: bool) {
             result: outcome.into(),
         })
         .inc();
+    if let (Err(err), "forbidden") = (&result, outcome) {
+        tracing::warn!(namespace = %key.0, %pod, %err, "no permission to patch pods/status: the readiness gate stays as it is");
+    }
     if let (Err(err), "error") = (result, outcome) {
         tracing::warn!(namespace = %key.0, %pod, registered, %err, "readiness gate patch failed; retrying");
         ctx.entry(&key).lock().await.gate_failed(&pod);
