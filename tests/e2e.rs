@@ -1135,3 +1135,299 @@ spec:
     );
     drop(nodes);
 }
+
+fn gated_deployment(version: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: gated}}
+spec:
+  replicas: 3
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
+  selector: {{matchLabels: {{app: gated}}}}
+  template:
+    metadata:
+      labels: {{app: gated}}
+      annotations: {{version: "{version}"}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      readinessGates: [{{conditionType: podkeeper.io/registered}}]
+      containers:
+      - name: app
+        image: example.invalid/web:{version}
+        ports: [{{name: http, containerPort: 8080}}]
+"#
+    )
+}
+
+/// Pod name → (Ready, ContainersReady, podkeeper.io/registered, terminating, version).
+async fn gated_pods(
+    ns: &TestNs,
+) -> std::collections::BTreeMap<String, (bool, bool, Option<bool>, bool, String)> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(harness::client().await, &ns.name);
+    let pods = api
+        .list(&kube::api::ListParams::default().labels("app=gated"))
+        .await
+        .unwrap();
+    pods.items
+        .into_iter()
+        .map(|p| {
+            let conds = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let get = |t: &str| {
+                conds
+                    .iter()
+                    .find(|c| c.type_ == t)
+                    .map(|c| c.status == "True")
+            };
+            let version = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("version").cloned())
+                .unwrap_or_default();
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                (
+                    get("Ready").unwrap_or(false),
+                    get("ContainersReady").unwrap_or(false),
+                    get("podkeeper.io/registered"),
+                    p.metadata.deletion_timestamp.is_some(),
+                    version,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Reads the registry every 50 ms from its own client (reconnecting after failures) and keeps
+/// the fewest serving endpoints seen and when reads failed.
+struct RegistryWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<RegistrySeen>,
+}
+
+#[derive(Debug, Default)]
+struct RegistrySeen {
+    reads: usize,
+    min_up: Option<usize>,
+    failed: Vec<std::time::Instant>,
+}
+
+impl RegistryWatch {
+    fn start(connect: String, path: String) -> RegistryWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = RegistrySeen::default();
+            let mut client: Option<zookeeper_client::Client> = None;
+            let limit = Duration::from_millis(500);
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                if client.is_none() {
+                    let connect = zookeeper_client::Client::connector()
+                        .with_session_timeout(Duration::from_secs(4))
+                        .connect(&connect);
+                    client = tokio::time::timeout(limit, connect)
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+                let read = match &client {
+                    Some(c) => tokio::time::timeout(limit, common::registry::read(c, &path))
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                match read {
+                    Some((_, eps)) => {
+                        seen.reads += 1;
+                        let n = up(&eps);
+                        seen.min_up = Some(seen.min_up.map_or(n, |m| m.min(n)));
+                    }
+                    None => {
+                        seen.failed.push(std::time::Instant::now());
+                        client = None;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        });
+        RegistryWatch { stop, task }
+    }
+
+    async fn finish(self) -> RegistrySeen {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.task.await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registered_gate_holds_a_rolling_update_while_zookeeper_is_down() {
+    use std::time::Instant;
+    env();
+    let mut zk = common::zk::ZkServer::start();
+    let ns = TestNs::new("gate").await;
+    ns.apply(&gated_deployment(1));
+    ns.apply(&format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: gated}}
+spec:
+  selector: {{matchLabels: {{app: gated}}}}
+  port: http
+  drainSeconds: 1
+  zookeeper: {{connect: "{}"}}
+"#,
+        zk.connect_string()
+    ));
+    let path = ns.path("gated");
+    let zkc = zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&zk.connect_string())
+        .await
+        .unwrap();
+    wait_registry(&zkc, &path, "3 gated pods published", |_, e| up(e) == 3).await;
+    // Set: every pod's gate True, and Ready follows (kwok plays the kubelet's part).
+    wait_until(
+        Duration::from_secs(30),
+        "gates True and pods Ready",
+        || async {
+            let pods = gated_pods(&ns).await;
+            pods.len() == 3
+                && pods
+                    .values()
+                    .all(|(ready, _, gate, _, _)| *ready && *gate == Some(true))
+        },
+    )
+    .await;
+
+    // Cleared: a pod whose containers stop being ready leaves the registry and its gate goes
+    // False; it comes back once they are ready again.
+    let victim = gated_pods(&ns).await.into_keys().next().unwrap();
+    ns.kubectl(&[
+        "annotate",
+        "pod",
+        &victim,
+        "podkeeper.io/test-state=NotReady",
+    ]);
+    wait_registry(&zkc, &path, "the not-ready pod removed", |_, e| {
+        up(e) == 2 && !e.contains_key(&victim)
+    })
+    .await;
+    wait_until(Duration::from_secs(30), "its gate False", || async {
+        gated_pods(&ns).await[&victim].2 == Some(false)
+    })
+    .await;
+    ns.kubectl(&[
+        "annotate",
+        "pod",
+        &victim,
+        "--overwrite",
+        "podkeeper.io/test-state=Ready",
+    ]);
+    wait_registry(&zkc, &path, "it is back", |_, e| up(e) == 3).await;
+    wait_until(Duration::from_secs(30), "its gate True again", || async {
+        let p = &gated_pods(&ns).await[&victim];
+        p.0 && p.2 == Some(true)
+    })
+    .await;
+    wait_until(Duration::from_secs(60), "deployment available", || async {
+        let out = ns.kubectl(&[
+            "get",
+            "deploy",
+            "gated",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ]);
+        out.trim() == "3"
+    })
+    .await;
+
+    // Rolling update with ZooKeeper down: it must not advance.
+    let watch = RegistryWatch::start(zk.connect_string(), path.clone());
+    wait_until(Duration::from_secs(10), "the poller reads", || async {
+        zkc.get_data(&path).await.is_ok()
+    })
+    .await;
+    let before: Vec<String> = gated_pods(&ns).await.into_keys().collect();
+    tokio::task::block_in_place(|| zk.stop());
+    let down_at = Instant::now();
+    ns.apply(&gated_deployment(2));
+    wait_until(
+        Duration::from_secs(30),
+        "a new pod with ready containers",
+        || async {
+            gated_pods(&ns)
+                .await
+                .values()
+                .any(|(_, containers, _, _, v)| *containers && v == "2")
+        },
+    )
+    .await;
+    let hold = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < hold {
+        let pods = gated_pods(&ns).await;
+        for (name, (ready, _, gate, terminating, v)) in &pods {
+            if v == "2" {
+                assert!(
+                    !ready && *gate != Some(true),
+                    "new pod {name} Ready while ZooKeeper is down: {pods:?}"
+                );
+            } else {
+                assert!(
+                    !terminating,
+                    "old pod {name} deleted while ZooKeeper is down: {pods:?}"
+                );
+            }
+        }
+        assert!(
+            before.iter().all(|p| pods.contains_key(p)),
+            "an old pod went: {pods:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::task::block_in_place(|| zk.restart());
+    let up_at = Instant::now();
+    wait_until(Duration::from_secs(120), "rollout complete", || async {
+        let pods = gated_pods(&ns).await;
+        pods.len() == 3
+            && pods
+                .values()
+                .all(|(ready, _, gate, t, v)| *ready && *gate == Some(true) && !t && v == "2")
+    })
+    .await;
+    let (_, eps) = wait_registry(&zkc, &path, "exactly the new pods", |_, e| {
+        e.len() == 3 && up(e) == 3
+    })
+    .await;
+    let now: Vec<String> = gated_pods(&ns).await.into_keys().collect();
+    assert_eq!(eps.keys().cloned().collect::<Vec<_>>(), now);
+    let seen = watch.finish().await;
+    let down_reads = seen
+        .failed
+        .iter()
+        .filter(|t| **t >= down_at && **t <= up_at)
+        .count();
+    eprintln!(
+        "registry reads: {} ok, {} failed ({down_reads} while ZooKeeper was down for {:?}); fewest serving endpoints: {:?}",
+        seen.reads,
+        seen.failed.len(),
+        up_at - down_at,
+        seen.min_up
+    );
+    assert!(
+        down_reads > 10,
+        "the outage overlapped the rollout: {seen:?}"
+    );
+    assert!(seen.reads > 10, "{seen:?}");
+    assert!(
+        seen.min_up.is_some_and(|m| m >= 1),
+        "the registry emptied: {seen:?}"
+    );
+}
