@@ -472,8 +472,12 @@ async fn health_endpoints_and_metrics_tell_the_truth() {
     let s = env();
     let (code, body) = harness::http_get(&s.health, "/healthz").unwrap();
     assert_eq!((code, body.trim()), (200, "ok"));
-    let (code, _) = harness::http_get(&s.health, "/readyz").unwrap();
-    assert_eq!(code, 200);
+    // Ready means every ensemble in use has a session: a test that stops its own ensemble (the
+    // readiness-gate rollout) makes it 503 for a while, so wait for 200 rather than sample it.
+    wait_until(Duration::from_secs(60), "/readyz 200", || async {
+        harness::http_get(&s.health, "/readyz").is_some_and(|(code, _)| code == 200)
+    })
+    .await;
     let (code, body) = harness::http_get(&s.health, "/metrics").unwrap();
     assert_eq!(code, 200);
     for m in [
@@ -561,18 +565,16 @@ async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
         ("patch", "pods/status", "yes"),
         ("update", "pods/status", "no"),
     ] {
-        let (_, got) = kubectl(
-            &[
-                "auth",
-                "can-i",
-                verb,
-                what,
-                "-n",
-                &app.name,
-                &format!("--as=system:serviceaccount:{}:podkeeper", ops.name),
-            ],
-            None,
-        );
+        // `pods/status` would read as the pod named "status": ask for the subresource.
+        let (resource, sub) = what.split_once('/').unwrap_or((what, ""));
+        let sub = format!("--subresource={sub}");
+        let mut args = vec!["auth", "can-i", verb, resource, "-n", &app.name];
+        let who = format!("--as=system:serviceaccount:{}:podkeeper", ops.name);
+        args.push(&who);
+        if what.contains('/') {
+            args.push(&sub);
+        }
+        let (_, got) = kubectl(&args, None);
         assert_eq!(got.trim(), want, "can-i {verb} {what}");
     }
 
@@ -1098,6 +1100,71 @@ spec:
     let got = addresses(&zk, &ns.path("template"), 3).await;
     assert_eq!(got["on-a"], (format!("on-a.addr.{}.svc", ns.name), 7000));
 
+    // Every format publishes the chosen address, not the pod IP.
+    let service = format!("addr-{}", ns.name);
+    ns.apply(&format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: formats}}
+spec:
+  selector: {{matchLabels: {with_hp}}}
+  port: http
+  serviceName: {service}
+  address: {{mode: HostIP}}
+  registries:
+  - format: Native
+  - format: Dubbo
+    dubbo: {{interfaces: ["e2e.Addr{pid}"], application: addr}}
+  - format: Curator
+    curator: {{}}
+  - format: ServerSet
+    serverSet: {{basePath: /services/serversets}}
+"#,
+        pid = std::process::id()
+    ));
+    wait_until(
+        Duration::from_secs(30),
+        "4 registries with 2 endpoints each",
+        || async {
+            let st = svcreg(&ns, "formats").await.status.unwrap_or_default();
+            st.registries.len() == 4 && st.registries.iter().all(|r| r.published == 2)
+        },
+    )
+    .await;
+    let st = svcreg(&ns, "formats").await.status.unwrap();
+    for reg in st.registries.iter().skip(1) {
+        let mut leaves = Vec::new();
+        let mut todo: Vec<(String, usize)> = reg.paths.iter().map(|p| (p.clone(), 0)).collect();
+        while let Some((path, depth)) = todo.pop() {
+            let children = zk.list_children(&path).await.unwrap_or_default();
+            if children.is_empty() || depth == 2 {
+                let data = zk.get_data(&path).await.map(|(d, _)| d).unwrap_or_default();
+                let name = path.replace("%3A", ":").replace("%2F", "/");
+                leaves.push(format!("{name} {}", String::from_utf8_lossy(&data)));
+            }
+            todo.extend(
+                children
+                    .into_iter()
+                    .map(|c| (format!("{path}/{c}"), depth + 1)),
+            );
+        }
+        for (node_ip, pod) in [(&ia, "on-a"), (&ib, "on-b")] {
+            let pod_ip = pod_ip(pod);
+            assert!(
+                leaves
+                    .iter()
+                    .any(|l| l.contains(node_ip.as_str()) && l.contains("30080")),
+                "{:?}: no node with {node_ip}:30080 in {leaves:#?}",
+                reg.format
+            );
+            assert!(
+                leaves.iter().all(|l| !l.contains(&pod_ip)),
+                "{:?}: the pod IP {pod_ip} is published: {leaves:#?}",
+                reg.format
+            );
+        }
+    }
+
     // Without externalTrafficPolicy: Local the node port may land on any node: refused.
     wait_until(
         Duration::from_secs(30),
@@ -1273,6 +1340,27 @@ async fn the_registered_gate_holds_a_rolling_update_while_zookeeper_is_down() {
     env();
     let mut zk = common::zk::ZkServer::start();
     let ns = TestNs::new("gate").await;
+    // Dropped before the private ZooKeeper: a resource left behind on a stopped ensemble would
+    // keep its finalizer (and the shared operator's readiness) forever.
+    struct Unfinalize(String);
+    impl Drop for Unfinalize {
+        fn drop(&mut self) {
+            let _ = kubectl(
+                &[
+                    "-n",
+                    &self.0,
+                    "patch",
+                    "svcreg",
+                    "gated",
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ],
+                None,
+            );
+        }
+    }
+    let _unfinalize = Unfinalize(ns.name.clone());
     ns.apply(&gated_deployment(1));
     ns.apply(&format!(
         r#"apiVersion: podkeeper.io/v1alpha1
@@ -1430,4 +1518,7 @@ spec:
         seen.min_up.is_some_and(|m| m >= 1),
         "the registry emptied: {seen:?}"
     );
+    // Deregister while the ensemble still runs.
+    ns.kubectl(&["delete", "svcreg", "gated", "--wait=true", "--timeout=60s"]);
+    assert!(common::registry::read(&zkc, &path).await.is_none());
 }
