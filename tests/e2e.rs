@@ -1458,6 +1458,7 @@ spec:
         },
     )
     .await;
+    let new_pod_seen = Instant::now();
     let hold = Instant::now() + Duration::from_secs(8);
     while Instant::now() < hold {
         let pods = gated_pods(&ns).await;
@@ -1490,6 +1491,7 @@ spec:
                 .all(|(ready, _, gate, t, v)| *ready && *gate == Some(true) && !t && v == "2")
     })
     .await;
+    let rolled_in = up_at.elapsed();
     let (_, eps) = wait_registry(&zkc, &path, "exactly the new pods", |_, e| {
         e.len() == 3 && up(e) == 3
     })
@@ -1503,11 +1505,15 @@ spec:
         .filter(|t| **t >= down_at && **t <= up_at)
         .count();
     eprintln!(
-        "registry reads: {} ok, {} failed ({down_reads} while ZooKeeper was down for {:?}); fewest serving endpoints: {:?}",
+        "registry reads: {} ok, {} failed ({down_reads} while ZooKeeper was down for {:?}); fewest serving endpoints: {:?}; rollout done {rolled_in:?} after ZooKeeper came back",
         seen.reads,
         seen.failed.len(),
         up_at - down_at,
         seen.min_up
+    );
+    assert!(
+        down_at < new_pod_seen && new_pod_seen < up_at,
+        "the new pod came up while ZooKeeper was down"
     );
     assert!(
         down_reads > 10,
