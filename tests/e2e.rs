@@ -1345,6 +1345,11 @@ async fn the_registered_gate_holds_a_rolling_update_while_zookeeper_is_down() {
     struct Unfinalize(String);
     impl Drop for Unfinalize {
         fn drop(&mut self) {
+            // Deleted first, or the operator would put the finalizer back.
+            let _ = kubectl(
+                &["-n", &self.0, "delete", "svcreg", "gated", "--wait=false"],
+                None,
+            );
             let _ = kubectl(
                 &[
                     "-n",
