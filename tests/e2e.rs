@@ -1529,6 +1529,17 @@ spec:
         seen.min_up.is_some_and(|m| m >= 1),
         "the registry emptied: {seen:?}"
     );
+    // Only this test has gated pods: the shared operator's counters are its writes.
+    let (_, metrics) = harness::http_get(&env().health, "/metrics").unwrap();
+    let patches: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("podkeeper_readiness_gate_patches_total{"))
+        .collect();
+    eprintln!("gate patches: {patches:?}");
+    assert!(
+        patches.iter().all(|l| !l.contains("result=\"error\"")),
+        "{patches:?}"
+    );
     // Deregister while the ensemble still runs.
     ns.kubectl(&["delete", "svcreg", "gated", "--wait=true", "--timeout=60s"]);
     assert!(common::registry::read(&zkc, &path).await.is_none());
