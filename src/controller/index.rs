@@ -40,6 +40,9 @@ struct Inner {
     /// Tombstones dropped after their drain, not yet reported.
     purged: Vec<PodChange>,
     node_relisting: Option<HashSet<String>>,
+    /// Live pods per namespace that list the `podkeeper.io/registered` gate: a resource whose
+    /// namespace has none skips the gate pass.
+    gated: HashMap<String, usize>,
     /// Services by (namespace, name): the node ports NodePort addresses read.
     services: HashMap<Key, ServiceInfo>,
     /// Per watcher scope, like `relisting` for pods.
@@ -199,7 +202,9 @@ impl Index {
                 return None;
             }
         }
+        let was_gated = old.is_some_and(|e| !e.deleted && e.info.registered.is_some());
         let old_info = old.map(|e| e.info.clone());
+        let is_gated = info.registered.is_some();
         let delta = info.memory_bytes() as isize
             - old_info.as_ref().map_or(0, |o| o.memory_bytes() as isize);
         ns.insert(
@@ -211,6 +216,7 @@ impl Index {
             },
         );
         inner.bytes = (inner.bytes as isize + delta).max(0) as usize;
+        Self::count_gated(inner, namespace, was_gated, is_gated);
         Some(PodChange {
             namespace: namespace.to_string(),
             old: old_info,
@@ -227,6 +233,7 @@ impl Index {
     ) -> Option<PodChange> {
         let ns = inner.pods.entry(namespace.to_string()).or_default();
         let old = ns.remove(&info.name)?;
+        let was_gated = !old.deleted && old.info.registered.is_some();
         let mut freed = old.info.memory_bytes();
         info.carry_termination_readiness(&old.info);
         let change = if info.ready_at_termination
@@ -256,8 +263,24 @@ impl Index {
             }
         };
         inner.bytes = inner.bytes.saturating_sub(freed);
+        // Tombstones are not counted: the gate pass skips them.
+        Self::count_gated(inner, namespace, was_gated, false);
         Self::gc_tombstones(inner, now_ms);
         Some(change)
+    }
+
+    fn count_gated(inner: &mut Inner, namespace: &str, was: bool, is: bool) {
+        if was == is {
+            return;
+        }
+        let n = inner.gated.entry(namespace.to_string()).or_default();
+        *n = if is { *n + 1 } else { n.saturating_sub(1) };
+    }
+
+    /// Does the namespace hold a live pod with the `podkeeper.io/registered` gate?
+    pub fn has_gated_pods(&self, namespace: &str) -> bool {
+        let inner = self.inner.read().expect("index lock");
+        inner.gated.get(namespace).is_some_and(|n| *n > 0)
     }
 
     fn gc_tombstones(inner: &mut Inner, now_ms: i64) {
@@ -540,6 +563,35 @@ mod tests {
             terminating_since_ms: terminating,
             ready_at_termination: false,
         }
+    }
+
+    #[test]
+    fn gated_pods_are_counted_per_namespace_while_they_live() {
+        let idx = Index::default();
+        let now = Instant::now();
+        let gated = |name: &str, ready: bool, t: Option<i64>| PodInfo {
+            registered: Some(false),
+            ..info(name, ready, t)
+        };
+        assert!(!idx.has_gated_pods("ns"));
+        idx.applied("ns", info("plain", true, None), now);
+        assert!(!idx.has_gated_pods("ns"));
+        idx.applied("ns", gated("g", true, None), now);
+        idx.applied("ns", gated("g", false, None), now);
+        assert!(idx.has_gated_pods("ns") && !idx.has_gated_pods("other"));
+        idx.applied("ns", info("g", true, None), now);
+        assert!(
+            !idx.has_gated_pods("ns"),
+            "the gate was dropped from the spec"
+        );
+        idx.applied("ns", gated("g", true, None), now);
+        // Deleted while ready: it drains as a tombstone, which the gate pass skips.
+        idx.deleted("ns", gated("g", true, Some(1_000)), now, 2_000);
+        assert_eq!(idx.size().0, 2);
+        assert!(!idx.has_gated_pods("ns"));
+        // The same name again (a StatefulSet pod) counts anew.
+        idx.applied("ns", gated("g", true, None), now);
+        assert!(idx.has_gated_pods("ns"));
     }
 
     #[test]

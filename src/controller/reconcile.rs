@@ -293,6 +293,10 @@ fn registered(
         }
         _ => return Vec::new(),
     };
+    if !ctx.index.has_gated_pods(&res.key.0) {
+        entry.gates_sent.clear();
+        return Vec::new();
+    }
     let sent = &mut entry.gates_sent;
     // One pass over the namespace's pods; the cheap field test comes before the selector.
     ctx.index.with_namespace_map(&res.key.0, |pods, _| {
