@@ -180,20 +180,49 @@ impl Mode {
         nodes: &HashMap<String, NodeInfo>,
         container_port: u16,
     ) -> Result<(String, u16), Unresolved> {
+        let port = self.port(pod, nodes, container_port)?;
+        let host = match self {
+            Mode::PodIp => pod_ip(pod)?.to_string(),
+            Mode::HostIp(kind) | Mode::NodePort { kind, .. } => {
+                node_address(pod, nodes, *kind)?.to_string()
+            }
+            Mode::Template { host, .. } => render(host, namespace, pod)?,
+        };
+        Ok((host, port))
+    }
+
+    /// The published port, or why the address cannot be resolved: [`Mode::resolve`] without
+    /// building the host (the desired-state pass asks this of every pod).
+    pub fn port(
+        &self,
+        pod: &PodInfo,
+        nodes: &HashMap<String, NodeInfo>,
+        container_port: u16,
+    ) -> Result<u16, Unresolved> {
         match self {
-            Mode::PodIp => Ok((pod_ip(pod)?.to_string(), container_port)),
+            Mode::PodIp => pod_ip(pod).map(|_| container_port),
             Mode::HostIp(kind) => {
-                let host = node_address(pod, nodes, *kind)?;
-                Ok((host, host_port(pod, container_port)?))
+                node_address(pod, nodes, *kind)?;
+                host_port(pod, container_port)
             }
             Mode::NodePort { kind, ports, .. } => {
                 let port = ports.as_ref().ok_or(Unresolved::NoNodePort)?.main;
-                Ok((node_address(pod, nodes, *kind)?, port))
+                node_address(pod, nodes, *kind).map(|_| port)
             }
-            Mode::Template { host, port } => Ok((
-                render(host, namespace, pod)?,
-                port.unwrap_or(container_port),
-            )),
+            Mode::Template { host, port } => {
+                for piece in host {
+                    match piece {
+                        Piece::Node if pod.node.is_none() => {
+                            return Err(Unresolved::NoNode(String::new()));
+                        }
+                        Piece::PodIp => {
+                            pod_ip(pod)?;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(port.unwrap_or(container_port))
+            }
         }
     }
 
@@ -217,11 +246,11 @@ fn pod_ip(pod: &PodInfo) -> Result<&str, Unresolved> {
     pod.ip.as_deref().ok_or(Unresolved::NoPodIp)
 }
 
-fn node_address(
+fn node_address<'a>(
     pod: &PodInfo,
-    nodes: &HashMap<String, NodeInfo>,
+    nodes: &'a HashMap<String, NodeInfo>,
     kind: NodeAddressType,
-) -> Result<String, Unresolved> {
+) -> Result<&'a str, Unresolved> {
     let name = pod.node.as_deref().unwrap_or_default();
     let node = nodes
         .get(name)
@@ -230,12 +259,10 @@ fn node_address(
         NodeAddressType::InternalIP => node.internal_ip.as_deref(),
         NodeAddressType::ExternalIP => node.external_ip.as_deref(),
     };
-    address
-        .map(str::to_string)
-        .ok_or(Unresolved::NoNodeAddress {
-            node: name.to_string(),
-            kind,
-        })
+    address.ok_or(Unresolved::NoNodeAddress {
+        node: name.to_string(),
+        kind,
+    })
 }
 
 fn host_port(pod: &PodInfo, container_port: u16) -> Result<u16, Unresolved> {

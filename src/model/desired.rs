@@ -298,8 +298,8 @@ fn slot(
         return Some(out);
     };
     let container_port = port;
-    let port = match reg.address.resolve(&reg.namespace, pod, nodes, port) {
-        Ok((_, port)) => port,
+    let port = match reg.address.port(pod, nodes, port) {
+        Ok(port) => port,
         Err(why) => {
             if why.reported() {
                 out.unresolved = Some(why.to_string());

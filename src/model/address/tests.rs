@@ -177,3 +177,32 @@ proptest! {
         prop_assert_eq!(mode.resolve("shop", &pod(), &nodes(), 1), Ok((want, 1)));
     }
 }
+
+proptest! {
+    /// `port` (asked of every pod) and `resolve` (per published record) never disagree.
+    #[test]
+    fn port_agrees_with_resolve(
+        ip in any::<bool>(),
+        node in 0u8..3,
+        host_network in any::<bool>(),
+        host_port in any::<bool>(),
+        mode in 0usize..6,
+    ) {
+        let mut p = pod();
+        if !ip { p.ip = None; }
+        p.node = [Some("n1".into()), Some("gone".into()), None][node as usize].clone();
+        p.host_network = host_network;
+        if !host_port { p.host_ports = Box::new([]); }
+        let modes = [
+            "{}",
+            "mode: HostIP",
+            "{mode: HostIP, nodeAddressType: ExternalIP}",
+            "{mode: Template, host: '{pod}.x'}",
+            "{mode: Template, host: '{podIP}-{node}', port: 9}",
+            "{mode: NodePort, service: web}",
+        ];
+        let m = Mode::compile(&spec(modes[mode])).unwrap();
+        let resolved = m.resolve("shop", &p, &nodes(), 8080);
+        prop_assert_eq!(m.port(&p, &nodes(), 8080), resolved.map(|(_, port)| port));
+    }
+}
