@@ -59,6 +59,8 @@ fn api_server(
             // Events echo what was posted; everything else answers with the resource.
             let answer = if path.contains("/events") {
                 body.clone()
+            } else if path.contains("/pods/") {
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}})
             } else {
                 serde_json::to_value(&sr).unwrap()
             };
@@ -412,4 +414,51 @@ async fn deleting_the_resource_removes_its_znodes_and_then_its_finalizer() {
             .contains("/metadata/finalizers"),
         "{finalizer_patch:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_pods_get_their_condition_patched_once_and_only_when_it_differs() {
+    let zk = LocalZk::start();
+    let gated = |name: &str, ready: bool, registered: bool| PodInfo {
+        ready,
+        registered: Some(registered),
+        ..pod(name, None)
+    };
+    let pods = vec![
+        gated("web-1", true, false), // published now: True
+        gated("web-2", true, true),  // already True
+        gated("web-3", false, true), // not published: False
+        pod("web-4", None),          // no gate: never patched
+    ];
+    let (results, seen) = run(resource(""), &zk.connect(), pods, 2).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let patches: Vec<(&str, &Value)> = seen
+        .iter()
+        .filter(|s| s.method == "PATCH" && s.path.contains("/pods/"))
+        .map(|s| {
+            let c = s.condition(crate::model::pod::REGISTERED_GATE).unwrap();
+            (s.path.as_str(), &c["status"])
+        })
+        .collect();
+    assert_eq!(
+        patches,
+        vec![
+            (
+                "/api/v1/namespaces/shop/pods/web-1/status",
+                &Value::from("True")
+            ),
+            (
+                "/api/v1/namespaces/shop/pods/web-3/status",
+                &Value::from("False")
+            ),
+        ],
+        "{seen:#?}"
+    );
+    let c = zk.client().await;
+    let mut published = c
+        .list_children("/podkeeper/shop/web/endpoints")
+        .await
+        .unwrap();
+    published.sort();
+    assert_eq!(published, ["web-1", "web-2", "web-4"]);
 }
