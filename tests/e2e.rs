@@ -1194,7 +1194,38 @@ spec:
     ]);
     addresses(&zk, &ns.path("refused"), 3).await;
 
-    // The API server refuses a mode without its field.
+    // A hostNetwork pod is reached on its node at its container port.
+    ns.apply(
+        &address_pod("host-net", a, false)
+            .replace("app: addr,", "app: addr-hn,")
+            .replace("  nodeName:", "  hostNetwork: true\n  nodeName:"),
+    );
+    ns.apply(&address_registration(
+        "hostnet",
+        "{app: addr-hn}",
+        "{mode: HostIP}",
+    ));
+    let got = addresses(&zk, &ns.path("hostnet"), 1).await;
+    assert_eq!(got["host-net"], (ia.clone(), 8080));
+
+    // The API server refuses a mode without its field, another mode's field, unknown placeholders.
+    for (address, why) in [
+        (
+            "{mode: HostIP, port: 80}",
+            "address.port is only for mode Template",
+        ),
+        (
+            "{mode: Template, host: '{ip}.x'}",
+            "the placeholders {pod}, {namespace}, {node}, {podIP}",
+        ),
+        (
+            "{mode: PodIP, nodeAddressType: ExternalIP}",
+            "nodeAddressType is only for modes HostIP and NodePort",
+        ),
+    ] {
+        let out = ns.apply_rejected(&address_registration("bad", every, address));
+        assert!(out.contains(why), "{address}: {out}");
+    }
     let out = ns.apply_rejected(&address_registration("bad", every, "{mode: NodePort}"));
     assert!(
         out.contains("set `service` exactly when mode is NodePort"),
