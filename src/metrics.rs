@@ -43,6 +43,15 @@ pub struct OpLabels {
     pub op: String,
 }
 
+/// Labels of a readiness-gate write.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    /// The condition status written: True or False.
+    pub status: String,
+    /// ok, gone (the pod went first), forbidden or error.
+    pub result: String,
+}
+
 /// All metrics.
 pub struct Metrics {
     registry: Registry,
@@ -78,6 +87,8 @@ pub struct Metrics {
     pub credential_reloads: Counter,
     /// Credential files found unusable (the last good ones stay in use).
     pub credential_reload_errors: Counter,
+    /// `podkeeper.io/registered` condition patches by status written and result.
+    pub gate_patches: Family<GateLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -185,12 +196,19 @@ impl Metrics {
             "ZooKeeper credential files found unusable on re-read",
             credential_reload_errors.clone(),
         );
+        let gate_patches = Family::<GateLabels, Counter>::default();
+        registry.register(
+            "readiness_gate_patches",
+            "podkeeper.io/registered pod condition patches (pods/status) by status and result",
+            gate_patches.clone(),
+        );
         Metrics {
             registry,
             acl_repairs,
             tamper_events,
             credential_reloads,
             credential_reload_errors,
+            gate_patches,
             pod_lists_completed,
             leader_step_downs,
             reconciles,

@@ -63,6 +63,9 @@ fn pod(i: usize, track: &str, ready: bool) -> PodInfo {
         ports: Box::new([]),
         node: None,
         ready,
+        registered: None,
+        host_network: false,
+        host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
     }

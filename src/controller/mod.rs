@@ -3,6 +3,7 @@
 //! The index routes pod changes to resources; a reconcile reads as its steps (reconcile.rs).
 
 pub mod events;
+mod gate;
 pub mod index;
 pub mod leader;
 mod reconcile;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -348,6 +349,11 @@ pub async fn run(
             ),
         };
         tokio::spawn(watch::pods(ctx.clone(), pods, scope.clone()));
+        let services = match &scope {
+            None => Api::<Service>::all(client.clone()),
+            Some(ns) => Api::namespaced(client.clone(), ns),
+        };
+        tokio::spawn(watch::services(ctx.clone(), services, scope.clone()));
         let controller = Controller::new(srs, watcher::Config::default().any_semantic())
             .with_config(ControllerConfig::default().concurrency(32))
             .reconcile_on(triggers)
