@@ -128,6 +128,7 @@ fn pod(i: usize) -> PodInfo {
         ready: true,
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 

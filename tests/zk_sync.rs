@@ -65,6 +65,7 @@ fn pod(i: usize, track: &str, ready: bool) -> PodInfo {
         ready,
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 
@@ -86,6 +87,7 @@ fn record(name: &str, uid: &str) -> ServiceRecord {
         },
         generation: 1,
         stale: false,
+        warmup_seconds: 0,
     }
 }
 

@@ -31,6 +31,7 @@ pub fn pod(i: usize, ready: bool) -> PodInfo {
         ready,
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 

@@ -437,6 +437,7 @@ mod tests {
             ready,
             terminating_since_ms: terminating,
             ready_at_termination: false,
+            ready_since_ms: 0,
         }
     }
 
@@ -557,6 +558,7 @@ mod routing_tests {
             ready,
             terminating_since_ms: None,
             ready_at_termination: false,
+            ready_since_ms: 0,
         }
     }
 

@@ -171,6 +171,7 @@ fn pod(name: &str, weight: Option<&str>) -> PodInfo {
         ready: true,
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 

@@ -113,6 +113,9 @@ pub struct PodInfo {
     pub node: Option<Box<str>>,
     /// Ready condition is True.
     pub ready: bool,
+    /// When the pod began to serve, Unix milliseconds; 0 when unknown. See
+    /// [`serving_since_ms`]. Kept through a drain by [`PodInfo::carry_termination_readiness`].
+    pub ready_since_ms: i64,
     /// When termination began (deletionTimestamp minus grace period), Unix milliseconds.
     pub terminating_since_ms: Option<i64>,
     /// The pod was ready when termination began, so it drains instead of vanishing.
@@ -153,6 +156,7 @@ impl PodInfo {
         let ready = status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ready_since_ms = serving_since_ms(pod);
         let ip = status
             .and_then(|s| s.pod_ip.clone())
             .filter(|ip| !ip.is_empty())
@@ -171,6 +175,7 @@ impl PodInfo {
                 .and_then(|s| s.node_name.clone())
                 .map(String::into_boxed_str),
             ready,
+            ready_since_ms,
             ready_at_termination: terminating_since_ms.is_some() && ready,
             terminating_since_ms,
         }
@@ -184,6 +189,12 @@ impl PodInfo {
             || (previous.terminating_since_ms.is_none() && previous.ready);
         if was_ready && self.terminating_since_ms.is_some() {
             self.ready_at_termination = true;
+        }
+        // kubelet turns Ready False when termination begins, which would make the serving time
+        // unknown (or move it): a draining endpoint keeps the time it served from, so its
+        // Dubbo URL keeps its `timestamp` and consumers do not restart a warm-up.
+        if self.ready_at_termination && previous.ready_since_ms != 0 {
+            self.ready_since_ms = previous.ready_since_ms;
         }
     }
 
@@ -219,6 +230,25 @@ impl PodInfo {
             + self.node.as_ref().map_or(0, |s| s.len())
             + allocations * PER_ALLOCATION
     }
+}
+
+/// When the pod began to serve, Unix milliseconds: the earliest `lastTransitionTime` of its
+/// `Ready` and `ContainersReady` conditions among those that are True (ContainersReady is the
+/// earlier one when a readiness gate turned True after the containers were ready, so a gate
+/// flip does not restart a warm-up). 0 when neither is True or neither carries a time: an
+/// unknown time reads as "long ago" everywhere (no warm-up), never as "just now".
+pub fn serving_since_ms(pod: &Pod) -> i64 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| (c.type_ == "Ready" || c.type_ == "ContainersReady") && c.status == "True")
+        .filter_map(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.as_millisecond())
+        .filter(|&ms| ms > 0)
+        .min()
+        .unwrap_or(0)
 }
 
 /// What the operator remembers of a node.
@@ -313,6 +343,79 @@ status:
         assert_eq!(p.terminating_since_ms, Some(1_767_225_600_000));
         let y = READY_POD.replace("  podIP: 10.1.2.3\n", "");
         assert_eq!(PodInfo::from_pod(&pod_yaml(&y), &keep).ip, None);
+    }
+
+    const READY_AT: &str = "2026-01-01T00:00:00Z";
+    const READY_MS: i64 = 1_767_225_600_000;
+
+    fn with_conditions(conditions: &str) -> Pod {
+        let y = READY_POD.replace(
+            "  conditions: [{type: Ready, status: \"True\"}]\n",
+            &format!("  conditions: {conditions}\n"),
+        );
+        pod_yaml(&y)
+    }
+
+    #[test]
+    fn the_serving_time_is_the_ready_transition_and_survives_a_later_gate() {
+        let keep = |_: &str| false;
+        let ready = with_conditions(&format!(
+            "[{{type: Ready, status: \"True\", lastTransitionTime: \"{READY_AT}\"}}]"
+        ));
+        assert_eq!(PodInfo::from_pod(&ready, &keep).ready_since_ms, READY_MS);
+        // A readiness gate turned True 20 s after the containers: the containers' time counts.
+        let gated = with_conditions(&format!(
+            "[{{type: Ready, status: \"True\", lastTransitionTime: \"2026-01-01T00:00:20Z\"}}, \
+             {{type: ContainersReady, status: \"True\", lastTransitionTime: \"{READY_AT}\"}}]"
+        ));
+        assert_eq!(PodInfo::from_pod(&gated, &keep).ready_since_ms, READY_MS);
+        // Not serving, or no time given: unknown (0), never "now".
+        let not_ready = with_conditions(&format!(
+            "[{{type: Ready, status: \"False\", lastTransitionTime: \"{READY_AT}\"}}]"
+        ));
+        assert_eq!(PodInfo::from_pod(&not_ready, &keep).ready_since_ms, 0);
+        assert_eq!(
+            PodInfo::from_pod(&pod_yaml(READY_POD), &keep).ready_since_ms,
+            0
+        );
+        assert_eq!(
+            PodInfo::from_pod(&with_conditions("[]"), &keep).ready_since_ms,
+            0
+        );
+    }
+
+    #[test]
+    fn a_draining_pod_keeps_its_serving_time_when_kubelet_turns_it_not_ready() {
+        let keep = |_: &str| false;
+        let ready = with_conditions(&format!(
+            "[{{type: Ready, status: \"True\", lastTransitionTime: \"{READY_AT}\"}}]"
+        ));
+        let before = PodInfo::from_pod(&ready, &keep);
+        let mut terminating = ready.clone();
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T01:00:30Z".parse().unwrap(),
+            ));
+        terminating.metadata.deletion_grace_period_seconds = Some(30);
+        // kubelet: Ready False from the moment termination began.
+        let status = terminating.status.as_mut().unwrap();
+        let cond = &mut status.conditions.as_mut().unwrap()[0];
+        cond.status = "False".into();
+        cond.last_transition_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T01:00:00Z".parse().unwrap(),
+        ));
+        let mut draining = PodInfo::from_pod(&terminating, &keep);
+        assert_eq!(draining.ready_since_ms, 0);
+        draining.carry_termination_readiness(&before);
+        assert!(draining.ready_at_termination);
+        assert_eq!(
+            draining.ready_since_ms, READY_MS,
+            "the drain keeps the time"
+        );
+        // A pod that was never ready when termination began carries nothing.
+        let mut never = PodInfo::from_pod(&terminating, &keep);
+        never.carry_termination_readiness(&never.clone());
+        assert_eq!(never.ready_since_ms, 0);
     }
 
     #[test]
