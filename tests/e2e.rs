@@ -234,6 +234,8 @@ async fn deleted_pods_drain_with_weight_zero_then_leave_and_rolling_updates_join
     let path = ns.path("web");
     let (_, eps) = wait_registry(&zk, &path, "2 endpoints", |_, e| up(e) == 2).await;
     let victim = eps.keys().next().unwrap().clone();
+    let ready_since = eps[&victim].ready_since_ms;
+    assert_ne!(ready_since, 0, "the pod's ready time is published");
     ns.kubectl(&["delete", "pod", &victim, "--wait=false"]);
     let (_, eps) = wait_registry(&zk, &path, "victim draining", |_, e| {
         e.get(&victim)
@@ -245,10 +247,39 @@ async fn deleted_pods_drain_with_weight_zero_then_leave_and_rolling_updates_join
             .filter(|e| e.pod != victim)
             .all(|e| e.weight > 0)
     );
-    wait_registry(&zk, &path, "victim removed after drainSeconds", |_, e| {
-        !e.contains_key(&victim)
-    })
-    .await;
+    // What kubelet does to a terminating pod (kwok does not): Ready and ContainersReady turn
+    // False, with a new
+    // transition time. The draining record keeps the time the pod served from, so Dubbo
+    // consumers do not restart a warm-up. (The patch fails only if the pod is already gone.)
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let _ = kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "patch",
+            "pod",
+            &victim,
+            "--subresource=status",
+            "-p",
+            &format!(
+                r#"{{"status":{{"conditions":[{{"type":"Ready","status":"False","lastTransitionTime":"{now}"}},{{"type":"ContainersReady","status":"False","lastTransitionTime":"{now}"}}]}}}}"#
+            ),
+        ],
+        None,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, eps) = common::registry::read(&zk, &path).await.unwrap();
+        match eps.get(&victim) {
+            None => break,
+            Some(v) => assert_eq!(v.ready_since_ms, ready_since, "{v:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "victim not removed after drainSeconds"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Rolling update: new pods are published before the old ones stop serving.
     let old: Vec<String> = wait_registry(&zk, &path, "2 up", |_, e| up(e) == 2)
