@@ -93,65 +93,47 @@ impl Balancer {
         previous: Option<&Balancer>,
         shaping: Shaping<'_>,
     ) -> Balancer {
-        let (warmup, now) = (shaping.warmup_ms, shaping.now_ms);
-        let pickable: Vec<&Arc<Endpoint>> = endpoints.iter().filter(|e| e.pickable()).collect();
-        let ramped: Vec<u32> = pickable
-            .iter()
-            .map(|e| ramped_weight(e.record().weight, e.record().ready_since_ms, warmup, now))
-            .collect();
-        let next_step_ms = pickable
-            .iter()
-            .filter_map(|e| next_step_ms(e.record().weight, e.record().ready_since_ms, warmup, now))
-            .min();
-        let keep = match shaping.zone {
-            Some(pref) => {
-                let zones: Vec<Option<&str>> = pickable
-                    .iter()
-                    .map(|e| e.record().zone.as_deref())
-                    .collect();
-                zone_mask(&zones, &ramped, pref)
-            }
-            None => vec![true; pickable.len()],
-        };
-        let (targets, weights): (Vec<Arc<Endpoint>>, Vec<u32>) = pickable
-            .into_iter()
-            .zip(ramped)
-            .zip(keep)
-            .filter(|(_, kept)| *kept)
-            .map(|((e, w), _)| (Arc::clone(e), w))
-            .unzip();
-        let targets = targets.into_boxed_slice();
+        let (targets, weights, next_step_ms) = shape(endpoints, shaping);
         let state = if targets.is_empty() {
             State::Empty
         } else {
-            match policy {
-                Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(0))),
-                Policy::Random => State::Random,
-                Policy::LeastRequest => State::LeastRequest,
-                // Targets all have weight > 0, so these builders always return Some.
-                Policy::WeightedRandom => {
-                    AliasTable::new(&weights).map_or(State::Empty, State::WeightedRandom)
-                }
-                Policy::WeightedRoundRobin => {
-                    SmoothWrr::new(&weights).map_or(State::Empty, State::WeightedRoundRobin)
-                }
-                Policy::ConsistentHash => match previous.and_then(|p| p.ring_for(&targets, vnodes))
-                {
-                    Some(ring) => State::ConsistentHash(ring),
-                    None => {
-                        let names: Vec<&[u8]> =
-                            targets.iter().map(|e| e.name().as_bytes()).collect();
-                        HashRing::new(&names, vnodes)
-                            .map_or(State::Empty, |ring| State::ConsistentHash(Arc::new(ring)))
-                    }
-                },
-            }
+            Balancer::state(policy, &targets, &weights, vnodes, previous)
         };
         Balancer {
             policy,
             targets,
             state,
             next_step_ms,
+        }
+    }
+
+    /// `policy`'s structure over non-empty `targets` weighing `weights`.
+    fn state(
+        policy: Policy,
+        targets: &[Arc<Endpoint>],
+        weights: &[u32],
+        vnodes: u32,
+        previous: Option<&Balancer>,
+    ) -> State {
+        match policy {
+            Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(0))),
+            Policy::Random => State::Random,
+            Policy::LeastRequest => State::LeastRequest,
+            // Targets all weigh at least 1, so these builders always return Some.
+            Policy::WeightedRandom => {
+                AliasTable::new(weights).map_or(State::Empty, State::WeightedRandom)
+            }
+            Policy::WeightedRoundRobin => {
+                SmoothWrr::new(weights).map_or(State::Empty, State::WeightedRoundRobin)
+            }
+            Policy::ConsistentHash => match previous.and_then(|p| p.ring_for(targets, vnodes)) {
+                Some(ring) => State::ConsistentHash(ring),
+                None => {
+                    let names: Vec<&[u8]> = targets.iter().map(|e| e.name().as_bytes()).collect();
+                    HashRing::new(&names, vnodes)
+                        .map_or(State::Empty, |ring| State::ConsistentHash(Arc::new(ring)))
+                }
+            },
         }
     }
 
@@ -243,6 +225,42 @@ impl Balancer {
         let b_is_lighter = self.targets[b].in_flight() < self.targets[a].in_flight();
         std::hint::select_unpredictable(b_is_lighter, b, a)
     }
+}
+
+/// The pickable endpoints a balancer keeps under `shaping`, their ramped weights, and when the
+/// next ramp step is due.
+fn shape(
+    endpoints: &[Arc<Endpoint>],
+    shaping: Shaping<'_>,
+) -> (Box<[Arc<Endpoint>]>, Vec<u32>, Option<i64>) {
+    let (warmup, now) = (shaping.warmup_ms, shaping.now_ms);
+    let pickable: Vec<&Arc<Endpoint>> = endpoints.iter().filter(|e| e.pickable()).collect();
+    let ramped: Vec<u32> = pickable
+        .iter()
+        .map(|e| ramped_weight(e.record().weight, e.record().ready_since_ms, warmup, now))
+        .collect();
+    let next_step = pickable
+        .iter()
+        .filter_map(|e| next_step_ms(e.record().weight, e.record().ready_since_ms, warmup, now))
+        .min();
+    let keep = match shaping.zone {
+        Some(pref) => {
+            let zones: Vec<Option<&str>> = pickable
+                .iter()
+                .map(|e| e.record().zone.as_deref())
+                .collect();
+            zone_mask(&zones, &ramped, pref)
+        }
+        None => vec![true; pickable.len()],
+    };
+    let (targets, weights): (Vec<Arc<Endpoint>>, Vec<u32>) = pickable
+        .into_iter()
+        .zip(ramped)
+        .zip(keep)
+        .filter(|(_, kept)| *kept)
+        .map(|((e, w), _)| (Arc::clone(e), w))
+        .unzip();
+    (targets.into_boxed_slice(), weights, next_step)
 }
 
 #[cfg(test)]
