@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use podkeeper::discovery::{Balancer, Endpoint, PickContext, Registry, Snapshot};
+use podkeeper::discovery::{Balancer, Endpoint, PickContext, Registry, Snapshot, ZonePreference};
 use podkeeper::model::policy::Policy;
 use podkeeper::model::record::{EndpointRecord, ServiceRecord};
 
@@ -177,6 +177,67 @@ fn build_and_swap(c: &mut Criterion) {
     group.finish();
 }
 
+/// A 1000-endpoint registry with a 10-minute warm-up in which every tenth endpoint became
+/// ready a minute ago (still warming) and the rest long ago, as after a partial rollout.
+fn warming_registry(policy: Policy, now_ms: i64) -> Registry {
+    let mut registry = registry(1000, policy);
+    registry.service.as_mut().unwrap().warmup_seconds = 600;
+    for (i, record) in registry.endpoints.values_mut().enumerate() {
+        if i % 10 == 0 {
+            record.ready_since_ms = now_ms - 60_000;
+        }
+    }
+    registry
+}
+
+/// Picks while endpoints warm up, and with the caller's zone preferred: the ramp and the zone
+/// are decided when the snapshot is built, so these should match `pick_1_thread` at 1000.
+fn picks_shaped(c: &mut Criterion) {
+    let keys = keys();
+    let now = podkeeper::now_ms();
+    let mut group = c.benchmark_group("pick_shaped");
+    for policy in Policy::ALL {
+        let warming =
+            Snapshot::build_at(&warming_registry(policy, now), None, None, 160, None, now);
+        assert!(warming.next_step_ms().is_some(), "endpoints are warming");
+        let zone = Some(Arc::new(ZonePreference::new("z0")));
+        let zoned = Snapshot::build_at(&registry(1000, policy), None, None, 160, zone, now);
+        assert_eq!(zoned.pickable().len(), 334, "zone z0 only");
+        for (name, snapshot) in [("warming", &warming), ("zone", &zoned)] {
+            let mut i = 0usize;
+            group.bench_function(BenchmarkId::new(format!("{policy}-{name}"), 1000), |b| {
+                b.iter(|| {
+                    i = i.wrapping_add(1);
+                    let ctx = PickContext {
+                        key: Some(&keys[i & 1023]),
+                    };
+                    black_box(snapshot.pick(&ctx));
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// The rebuild a warm-up step costs (once per step, at most every 500 ms, while any endpoint
+/// warms): the same endpoints, new tables.
+fn warmup_step(c: &mut Criterion) {
+    let now = podkeeper::now_ms();
+    let mut group = c.benchmark_group("warmup_step");
+    for policy in [Policy::WeightedRandom, Policy::WeightedRoundRobin] {
+        let snapshot =
+            Snapshot::build_at(&warming_registry(policy, now), None, None, 160, None, now);
+        let mut t = now;
+        group.bench_function(BenchmarkId::new(policy.as_str(), 1000), |b| {
+            b.iter(|| {
+                t += 30_000;
+                black_box(snapshot.restepped(t));
+            })
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -186,6 +247,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = picks_one_thread, picks_two_threads, pick_through_arc_swap, build_and_swap
+    targets = picks_one_thread, picks_two_threads, pick_through_arc_swap, build_and_swap, picks_shaped, warmup_step
 }
 criterion_main!(benches);

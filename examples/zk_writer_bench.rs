@@ -131,6 +131,7 @@ fn pod(i: usize) -> PodInfo {
         host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 

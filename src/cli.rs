@@ -539,6 +539,7 @@ mod tests {
             namespace: "shop".into(),
             metadata: Default::default(),
             status,
+            ready_since_ms: 0,
         }
     }
 

@@ -92,6 +92,13 @@ pub struct ServiceRegistrationSpec {
     #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("drainSeconds must be between 0 and 3600"))]
     pub drain_seconds: u32,
 
+    /// Seconds over which clients ramp a newly ready pod's weight up linearly from 1 to its full
+    /// weight, counted from the pod's ready time (published in every format). 0 (default): no
+    /// warm-up. Dubbo's `warmup` parameter carries it unless the registry sets its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("warmupSeconds must be between 0 and 3600"))]
+    pub warmup_seconds: u32,
+
     /// Stop writing to ZooKeeper and keep what is there.
     #[serde(default)]
     pub suspend: bool,
@@ -218,6 +225,10 @@ pub enum RegistryFormat {
     Curator,
     /// Finagle / Aurora ServerSet.
     ServerSet,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn default_drain_seconds() -> u32 {
@@ -360,10 +371,6 @@ pub struct ServiceRegistrationStatus {
     /// The first few of them, with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved_addresses: Vec<UnresolvedAddress>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 /// A ready pod that is not published because its address cannot be resolved.

@@ -525,3 +525,75 @@ fn golden_records_round_trip_and_match_the_readme() {
         );
     }
 }
+
+/// A warm-up ramps on the client's own clock: the snapshot says when the next step is due, the
+/// client rebuilds its tables then (a new revision, the same endpoints), nothing is written to
+/// ZooKeeper, and the stepping stops once the warm-up is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_is_stepped_by_the_client_without_writes() {
+    let zk = ZkServer::start();
+    let c = client(&zk).await;
+    let path = "/podkeeper/shop/warm";
+    let service = records::service(json!({
+        "serviceName": "warm", "policy": Policy::WeightedRandom, "warmupSeconds": 3,
+        "owner": {"clusterId": "test", "namespace": "shop", "name": "warm", "uid": "uid-1"},
+    }));
+    put(&c, path, &serde_json::to_vec(&service).unwrap()).await;
+    put(&c, &format!("{path}/endpoints"), b"").await;
+    // web-0 has been ready for long (the golden record's time); web-1 turns ready now.
+    put(
+        &c,
+        &format!("{path}/endpoints/web-0"),
+        &endpoint_json("web-0", "10.0.0.1", 100, "UP"),
+    )
+    .await;
+    let fresh = records::endpoint(json!({
+        "host": "10.0.0.2", "weight": 100, "group": "default", "pod": "web-1",
+        "namespace": "shop", "status": "UP", "readySinceMs": podkeeper::now_ms(),
+    }));
+    put(
+        &c,
+        &format!("{path}/endpoints/web-1"),
+        &serde_json::to_vec(&fresh).unwrap(),
+    )
+    .await;
+    let (_, written) = c
+        .get_data(&format!("{path}/endpoints/web-1"))
+        .await
+        .unwrap();
+
+    let discovery = Discovery::builder(zk.connect_string(), path)
+        .start()
+        .await
+        .unwrap();
+    let first = discovery.snapshot();
+    assert_eq!(first.pickable().len(), 2);
+    assert!(first.next_step_ms().is_some(), "web-1 is warming");
+    let mut updates = discovery.subscribe();
+    let mut steps = 0;
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let s = updates.borrow_and_update().clone();
+            if s.next_step_ms().is_none() {
+                break;
+            }
+            assert!(
+                Arc::ptr_eq(&s.endpoints()[1], &first.endpoints()[1]),
+                "a step reuses the endpoints"
+            );
+            updates.changed().await.unwrap();
+            steps += 1;
+        }
+    })
+    .await
+    .expect("the warm-up ends within the deadline");
+    // 3 s in steps of 500 ms: about six rebuilds, at least the five after the first read.
+    assert!(steps >= 5, "{steps} steps");
+    let last = discovery.snapshot();
+    assert!(last.revision() >= first.revision() + 5);
+    let (_, now) = c
+        .get_data(&format!("{path}/endpoints/web-1"))
+        .await
+        .unwrap();
+    assert_eq!(now.mzxid, written.mzxid, "nothing was written");
+}

@@ -247,6 +247,8 @@ async fn deleted_pods_drain_with_weight_zero_then_leave_and_rolling_updates_join
     let path = ns.path("web");
     let (_, eps) = wait_registry(&zk, &path, "2 endpoints", |_, e| up(e) == 2).await;
     let victim = eps.keys().next().unwrap().clone();
+    let ready_since = eps[&victim].ready_since_ms;
+    assert_ne!(ready_since, 0, "the pod's ready time is published");
     ns.kubectl(&["delete", "pod", &victim, "--wait=false"]);
     let (_, eps) = wait_registry(&zk, &path, "victim draining", |_, e| {
         e.get(&victim)
@@ -258,10 +260,39 @@ async fn deleted_pods_drain_with_weight_zero_then_leave_and_rolling_updates_join
             .filter(|e| e.pod != victim)
             .all(|e| e.weight > 0)
     );
-    wait_registry(&zk, &path, "victim removed after drainSeconds", |_, e| {
-        !e.contains_key(&victim)
-    })
-    .await;
+    // What kubelet does to a terminating pod (kwok does not): Ready and ContainersReady turn
+    // False, with a new
+    // transition time. The draining record keeps the time the pod served from, so Dubbo
+    // consumers do not restart a warm-up. (The patch fails only if the pod is already gone.)
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let _ = kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "patch",
+            "pod",
+            &victim,
+            "--subresource=status",
+            "-p",
+            &format!(
+                r#"{{"status":{{"conditions":[{{"type":"Ready","status":"False","lastTransitionTime":"{now}"}},{{"type":"ContainersReady","status":"False","lastTransitionTime":"{now}"}}]}}}}"#
+            ),
+        ],
+        None,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, eps) = common::registry::read(&zk, &path).await.unwrap();
+        match eps.get(&victim) {
+            None => break,
+            Some(v) => assert_eq!(v.ready_since_ms, ready_since, "{v:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "victim not removed after drainSeconds"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Rolling update: new pods are published before the old ones stop serving.
     let old: Vec<String> = wait_registry(&zk, &path, "2 up", |_, e| up(e) == 2)
@@ -1587,4 +1618,190 @@ spec:
     // Deregister while the ensemble still runs.
     ns.kubectl(&["delete", "svcreg", "gated", "--wait=true", "--timeout=60s"]);
     assert!(common::registry::read(&zkc, &path).await.is_none());
+}
+
+/// The children of `dir` with their data and modification zxid; empty when `dir` is absent.
+async fn children(
+    zk: &zookeeper_client::Client,
+    dir: &str,
+) -> std::collections::BTreeMap<String, (Vec<u8>, i64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for name in zk.list_children(dir).await.unwrap_or_default() {
+        if let Ok((data, stat)) = zk.get_data(&format!("{dir}/{name}")).await {
+            out.insert(name, (data, stat.mzxid));
+        }
+    }
+    out
+}
+
+/// Each Ready pod's Ready condition `lastTransitionTime` (Unix ms), by pod IP. (kwok turns
+/// ContainersReady True at the same moment, so this is the time the operator publishes.)
+async fn ready_times(ns: &TestNs) -> std::collections::BTreeMap<String, i64> {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(harness::client().await, &ns.name);
+    let list = pods.list(&Default::default()).await.unwrap();
+    list.items
+        .iter()
+        .filter_map(|p| {
+            let status = p.status.as_ref()?;
+            let ready = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Ready" && c.status == "True")?;
+            let at = ready.last_transition_time.as_ref()?.0.as_millisecond();
+            Some((status.pod_ip.clone()?, at))
+        })
+        .collect()
+}
+
+/// Issue 9's leftover, end to end: a provider a VM registered itself (a Dubbo URL) and a
+/// Spring/Curator instance beside podkeeper's nodes survive an operator restart untouched (same
+/// bytes, same modification zxid), while podkeeper's own nodes converge on a scale-up made
+/// while it was down. Every format carries each pod's ready time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_nodes_survive_an_operator_restart_and_ours_converge() {
+    use podkeeper::zk::format::curator;
+    use podkeeper::zk::format::dubbo;
+    use podkeeper::zk::format::publish::OwnerTag;
+    use zookeeper_client::{Acls, CreateMode};
+    const LIMIT: Duration = Duration::from_secs(120);
+    let shared = env();
+    let ns = TestNs::new("restart-foreign").await;
+    let chroot = format!("/restart-{}", std::process::id());
+    let iface = format!("org.example.{}.Greeter", ns.name.replace('-', "_"));
+    let service = format!("greeter-{}", ns.name);
+    ns.apply(&deployment("web-stable", "stable", 2, ""));
+    ns.apply(&format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: web}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  port: http
+  serviceName: {service}
+  warmupSeconds: 60
+  registries:
+  - format: Native
+  - format: Dubbo
+    dubbo: {{interfaces: ["{iface}"], group: g1, version: "1.0.0"}}
+  - format: Curator
+    curator: {{}}
+"#
+    ));
+    // An operator of our own, on a chroot: it can be restarted without touching the shared one.
+    let zk_connect = shared.zk.connect_string();
+    let settings = [
+        ("PODKEEPER_NAMESPACES", ns.name.as_str()),
+        ("PODKEEPER_ZK_CHROOT", chroot.as_str()),
+        ("PODKEEPER_CLUSTER_ID", "e2e"),
+    ];
+    let op = harness::Operator::start("restart-first", &zk_connect, &settings);
+    let zk = zk_client().await;
+    let owner = OwnerTag::new("e2e", &ns.name, "web");
+    let providers = format!("{chroot}/dubbo/{iface}/providers");
+    let instances = format!("{chroot}/services/{service}");
+    let ours = |dir: &str, nodes: &std::collections::BTreeMap<String, (Vec<u8>, i64)>| {
+        let dubbo_dir = dir.contains("/dubbo/");
+        nodes
+            .iter()
+            .filter(|(name, (data, _))| {
+                if dubbo_dir {
+                    dubbo::is_ours(name, data, &owner)
+                } else {
+                    curator::is_ours(name, data, &owner)
+                }
+            })
+            .count()
+    };
+    for dir in [&providers, &instances] {
+        wait_until(LIMIT, "2 pods in each format", || async {
+            ours(dir, &children(&zk, dir).await) == 2
+        })
+        .await;
+    }
+
+    // The VM registers itself as Dubbo and Spring do: ephemeral nodes of its own session.
+    let vm_url = format!(
+        "dubbo://127.0.0.9:20880/{iface}?application=vm-app&dynamic=true&group=g1\
+         &interface={iface}&side=provider&timestamp=1767225000000&version=1.0.0&weight=100"
+    );
+    let vm_provider = format!("{providers}/{}", dubbo::java_url_encode(&vm_url));
+    let vm_instance = format!("{instances}/1d2c6a9e-6d3f-4a7b-9c52-0f3c2b1a9e77");
+    let instance_json = format!(
+        r#"{{"name":"{service}","id":"1d2c6a9e-6d3f-4a7b-9c52-0f3c2b1a9e77","address":"192.168.7.9","port":8080,"sslPort":null,"payload":{{"@class":"{}","id":"vm-app-1","name":"{service}","metadata":{{"instance_status":"UP"}}}},"registrationTimeUTC":1767225000000,"serviceType":"DYNAMIC","uriSpec":{{"parts":[{{"value":"scheme","variable":true}},{{"value":"://","variable":false}},{{"value":"address","variable":true}},{{"value":":","variable":false}},{{"value":"port","variable":true}}]}}}}"#,
+        curator::SPRING_PAYLOAD_CLASS
+    );
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    for (path, data) in [
+        (&vm_provider, b"127.0.0.9".to_vec()),
+        (&vm_instance, instance_json.into_bytes()),
+    ] {
+        zk.create(path, &data, &ephemeral).await.unwrap();
+    }
+    let foreign = || async {
+        let mut out = Vec::new();
+        for path in [&vm_provider, &vm_instance] {
+            let (data, stat) = zk.get_data(path).await.expect("the foreign node is there");
+            out.push((data, stat.mzxid, stat.version));
+        }
+        out
+    };
+    let before = foreign().await;
+
+    // Restart, with a scale-up while the operator is down.
+    drop(op);
+    ns.kubectl(&["scale", "deploy/web-stable", "--replicas=3"]);
+    let op = harness::Operator::start("restart-second", &zk_connect, &settings);
+    for dir in [&providers, &instances] {
+        wait_until(LIMIT, "3 pods in each format after the restart", || async {
+            ours(dir, &children(&zk, dir).await) == 3
+        })
+        .await;
+    }
+    let native = format!("{chroot}{}", ns.path(&service));
+    wait_registry(&zk, &native, "3 native endpoints", |_, e| up(e) == 3).await;
+    assert_eq!(
+        foreign().await,
+        before,
+        "the VM's nodes were rewritten\n{}",
+        op.log_tail()
+    );
+    assert_eq!(
+        children(&zk, &providers).await.len(),
+        4,
+        "3 pods and the VM"
+    );
+    assert_eq!(
+        children(&zk, &instances).await.len(),
+        4,
+        "3 pods and the VM"
+    );
+
+    // The ready time, in every format, is each pod's.
+    let ready = ready_times(&ns).await;
+    let (service_record, endpoints) = common::registry::read(&zk, &native).await.unwrap();
+    assert_eq!(service_record.warmup_seconds, 60);
+    for e in endpoints.values() {
+        assert_ne!(e.ready_since_ms, 0, "{e:?}");
+        assert_eq!(Some(&e.ready_since_ms), ready.get(&e.host), "{e:?}");
+    }
+    for (name, (data, _)) in children(&zk, &providers).await {
+        let d = dubbo::decode(&name, &data).unwrap();
+        if d.owner.is_some() {
+            assert_eq!(
+                d.metadata["timestamp"],
+                ready[&d.host].to_string(),
+                "{name}"
+            );
+            assert_eq!(d.metadata["warmup"], "60000");
+        }
+    }
+    for (name, (data, _)) in children(&zk, &instances).await {
+        let json: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        if name != "1d2c6a9e-6d3f-4a7b-9c52-0f3c2b1a9e77" {
+            let host = json["address"].as_str().unwrap();
+            assert_eq!(json["registrationTimeUTC"], ready[host], "{name}");
+        }
+    }
 }

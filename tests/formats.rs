@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::clients::{self, Client as Java};
 use common::zk::ZkServer;
 use podkeeper::model::record::EndpointRecord;
+use podkeeper::zk::clients::{ClientRegistries, ClientRegistry};
 use podkeeper::zk::format::publish::{Node, OwnerTag, Publish};
 use podkeeper::zk::format::{curator, dubbo, fixture, serverset};
 use serde_json::Value;
@@ -34,18 +35,47 @@ fn curator_options() -> curator::Options {
     }
 }
 
-/// Every node of the three formats, and their parent directories.
+/// Every node of the three formats, and their parent directories, laid out from the endpoint
+/// records the way the operator's writer does it (so the ready time comes from the records).
 fn layout(publish: &Publish) -> (Vec<String>, Vec<Node>) {
-    let mut dirs = dubbo::dirs(&dubbo_options(), &publish.service_name);
-    dirs.extend(curator::dirs(&curator_options(), &publish.service_name));
-    dirs.extend(serverset::dirs(
-        &serverset::Options::default(),
+    let registries = ClientRegistries::compile(
+        vec![
+            ClientRegistry::Dubbo(dubbo_options()),
+            ClientRegistry::Curator(curator_options()),
+            ClientRegistry::ServerSet(serverset::Options::default()),
+        ],
         &publish.service_name,
-    ));
-    let mut nodes = dubbo::nodes(&dubbo_options(), publish).unwrap();
-    nodes.extend(curator::nodes(&curator_options(), publish).unwrap());
-    nodes.extend(serverset::nodes(&serverset::Options::default(), publish).unwrap());
+        publish.owner.clone(),
+        &["/".to_string()],
+    )
+    .unwrap();
+    let dirs = registries
+        .iter()
+        .flat_map(|(_, dirs)| dirs.iter().cloned())
+        .collect();
+    let desired = registries.desired(publish.endpoints.iter().map(|e| &e.record));
+    assert!(desired.per_registry.iter().all(|r| *r == Ok(4)));
+    let nodes = desired
+        .nodes
+        .into_iter()
+        .map(|(path, data)| Node {
+            path,
+            data: data.to_vec(),
+        })
+        .collect();
     (dirs, nodes)
+}
+
+/// The ready time of each fixture pod, by host (Unix ms).
+fn ready_of(host: &str) -> i64 {
+    fixture::READY_MS
+        + 1000
+            * match host {
+                "10.1.0.10" => 0,
+                "10.1.0.11" => 1,
+                "10.1.0.20" => 2,
+                _ => 3,
+            }
 }
 
 fn is_ours(dir: &str, name: &str, data: &[u8], owner: &OwnerTag) -> bool {
@@ -289,15 +319,10 @@ async fn real_clients_read_every_format_and_see_rebalances_whole() {
             (&p["group"], &p["version"]),
             (&Value::from("g1"), &Value::from("1.0.0"))
         );
-        // Dubbo 2.7's registry passes the ready time through (3.3.6 strips it, above).
-        let ready = fixture::READY_MS
-            + 1000
-                * match p["host"].as_str().unwrap() {
-                    "10.1.0.10" => 0,
-                    "10.1.0.11" => 1,
-                    "10.1.0.20" => 2,
-                    _ => 3,
-                };
+        // Dubbo 2.7's registry passes the ready time through (3.3.6 strips it, above): the
+        // pod's ready time to the millisecond, from the endpoint record.
+        let ready = ready_of(p["host"].as_str().unwrap());
+        assert_ne!(ready, 0);
         assert_eq!(p["timestamp"], ready.to_string());
     }
     any_group.wait_for(0, WAIT, "the four providers (group *)", |l| {
@@ -366,6 +391,8 @@ async fn real_clients_read_every_format_and_see_rebalances_whole() {
             _ => "1",
         };
         assert_eq!(i["metadata"]["weight"], want_weight);
+        // Curator's `registrationTimeUTC` is the pod's ready time, to the millisecond.
+        assert_eq!(i["registrationTimeUTC"], ready_of(host), "{i}");
     }
     // Curator's own serializer writes back exactly the document we wrote.
     for n in nodes.iter().filter(|n| n.path.starts_with("/services/")) {
@@ -434,6 +461,13 @@ async fn real_clients_read_every_format_and_see_rebalances_whole() {
             w == with_vm || w == new_dubbo,
             "Dubbo 2.7 saw a partial rebalance: {l}"
         );
+    }
+    // The rebalance renamed two URLs; their `timestamp` stayed, so no warm-up restarts.
+    for p in dubbo27.lines()[last27]["providers"].as_array().unwrap() {
+        let host = p["host"].as_str().unwrap();
+        if host != "127.0.0.9" {
+            assert_eq!(p["timestamp"], ready_of(host).to_string(), "{p}");
+        }
     }
     for l in &consumer.lines()[seen..=last] {
         let w = dubbo_weights(l).unwrap();

@@ -116,6 +116,7 @@ fn record(uid: &str) -> ServiceRecord {
         },
         generation: 1,
         stale: false,
+        warmup_seconds: 0,
     }
 }
 

@@ -68,6 +68,7 @@ fn pod(i: usize, track: &str, ready: bool) -> PodInfo {
         host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 
@@ -89,6 +90,7 @@ fn record(name: &str, uid: &str) -> ServiceRecord {
         },
         generation: 1,
         stale: false,
+        warmup_seconds: 0,
     }
 }
 

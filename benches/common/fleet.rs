@@ -34,6 +34,7 @@ pub fn pod(i: usize, ready: bool) -> PodInfo {
         host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 

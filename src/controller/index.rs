@@ -562,6 +562,7 @@ mod tests {
             host_ports: Box::new([]),
             terminating_since_ms: terminating,
             ready_at_termination: false,
+            ready_since_ms: 0,
         }
     }
 
@@ -721,6 +722,7 @@ mod routing_tests {
             host_ports: Box::new([]),
             terminating_since_ms: None,
             ready_at_termination: false,
+            ready_since_ms: 0,
         }
     }
 

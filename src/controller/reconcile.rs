@@ -381,6 +381,7 @@ pub(super) fn resolve(
         owner: owner(settings, sr),
         generation,
         stale: false,
+        warmup_seconds: sr.spec.warmup_seconds,
     };
     let (native, clients) = client_registries(&sr.spec.registries, &record, prefixes)?;
     Ok(Resolved {
@@ -407,7 +408,12 @@ fn client_registries(
         .iter()
         .filter_map(|r| match r.format {
             RegistryFormat::Native => None,
-            RegistryFormat::Dubbo => r.dubbo.clone().map(ClientRegistry::Dubbo),
+            RegistryFormat::Dubbo => r.dubbo.clone().map(|mut o| {
+                // Always written, 0 included: without it Dubbo consumers that read `timestamp`
+                // would ramp over their 10-minute default where the spec asks for none.
+                o.warmup_seconds = o.warmup_seconds.or(Some(record.warmup_seconds));
+                ClientRegistry::Dubbo(o)
+            }),
             RegistryFormat::Curator => r.curator.clone().map(ClientRegistry::Curator),
             RegistryFormat::ServerSet => r.server_set.clone().map(ClientRegistry::ServerSet),
         })

@@ -177,6 +177,7 @@ fn pod(name: &str, weight: Option<&str>) -> PodInfo {
         host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 

@@ -18,6 +18,7 @@ mod snapshot;
 mod watch;
 
 pub use self::balance::Balancer;
+pub use self::balance::shape::ZonePreference;
 pub use self::endpoint::{Endpoint, InFlightGuard, PickContext, Picked, host_port};
 pub use self::registry::{Node, browse};
 pub use self::snapshot::{Registry, Snapshot, Staleness};

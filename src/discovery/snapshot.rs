@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::balance::{Balancer, ring};
+use super::balance::shape::ZonePreference;
+use super::balance::{Balancer, Shaping, ring};
 use super::endpoint::{Endpoint, PickContext, Picked};
 use crate::model::policy::Policy;
 use crate::model::record::{EndpointRecord, ServiceRecord};
@@ -43,6 +44,10 @@ pub struct Snapshot {
     balancer: Arc<Balancer>,
     staleness: Staleness,
     revision: u64,
+    /// How the balancer was built, so a rebuild (a registry change or a warm-up step) builds
+    /// the same way.
+    vnodes: u32,
+    zone: Option<Arc<ZonePreference>>,
 }
 
 impl Snapshot {
@@ -54,6 +59,8 @@ impl Snapshot {
             balancer: Arc::new(Balancer::new(policy, &[])),
             staleness: Staleness::Fresh,
             revision: 0,
+            vnodes: ring::DEFAULT_VNODES,
+            zone: None,
         }
     }
 
@@ -68,12 +75,27 @@ impl Snapshot {
         Snapshot::build_with_vnodes(registry, pinned, previous, ring::DEFAULT_VNODES)
     }
 
-    /// [`Snapshot::build`] with a chosen number of ring points per endpoint.
+    /// [`Snapshot::build`] with a chosen number of ring points per endpoint. The zone preference
+    /// is `previous`'s, and weights are ramped for the current time.
     pub fn build_with_vnodes(
         registry: &Registry,
         pinned: Option<Policy>,
         previous: Option<&Snapshot>,
         vnodes: u32,
+    ) -> Snapshot {
+        let zone = previous.and_then(|p| p.zone.clone());
+        Snapshot::build_at(registry, pinned, previous, vnodes, zone, crate::now_ms())
+    }
+
+    /// The full form: ring points per endpoint, the caller's zone preference, and the time
+    /// (Unix ms) weights are ramped for when the service record sets a warm-up.
+    pub fn build_at(
+        registry: &Registry,
+        pinned: Option<Policy>,
+        previous: Option<&Snapshot>,
+        vnodes: u32,
+        zone: Option<Arc<ZonePreference>>,
+        now_ms: i64,
     ) -> Snapshot {
         let counters: HashMap<&str, &Arc<Endpoint>> = previous
             .map(|p| p.endpoints.iter().map(|e| (e.name(), e)).collect())
@@ -94,22 +116,52 @@ impl Snapshot {
         let policy = pinned
             .or(registry.service.as_ref().map(|s| s.policy))
             .unwrap_or_default();
-        let balancer = Arc::new(Balancer::rebuild(
-            policy,
-            &endpoints,
-            vnodes,
-            previous.map(|p| &*p.balancer),
-        ));
+        let service = registry.service.clone().map(Arc::new);
         let staleness = match &registry.service {
             Some(service) if service.stale => Staleness::KeptByOperator,
             _ => Staleness::Fresh,
         };
-        Snapshot {
-            service: registry.service.clone().map(Arc::new),
+        let mut snapshot = Snapshot {
+            service,
             endpoints,
-            balancer,
+            balancer: Arc::new(Balancer::new(policy, &[])),
             staleness,
             revision: previous.map_or(1, |p| p.revision + 1),
+            vnodes,
+            zone,
+        };
+        snapshot.balancer =
+            Arc::new(snapshot.balance(policy, previous.map(|p| &*p.balancer), now_ms));
+        snapshot
+    }
+
+    fn balance(&self, policy: Policy, previous: Option<&Balancer>, now_ms: i64) -> Balancer {
+        let warmup_s = self.service.as_ref().map_or(0, |s| s.warmup_seconds);
+        let shaping = Shaping {
+            warmup_ms: i64::from(warmup_s) * 1000,
+            now_ms,
+            zone: self.zone.as_deref(),
+        };
+        Balancer::shaped(policy, &self.endpoints, self.vnodes, previous, shaping)
+    }
+
+    /// When a warming endpoint's weight next moves (Unix ms), so the holder can call
+    /// [`Snapshot::restepped`] then; `None` while nothing warms (the common case: picks never
+    /// look at a clock).
+    pub fn next_step_ms(&self) -> Option<i64> {
+        self.balancer.next_step_ms()
+    }
+
+    /// The same endpoints with the balancer rebuilt for `now_ms` (the next warm-up step).
+    pub fn restepped(&self, now_ms: i64) -> Snapshot {
+        Snapshot {
+            service: self.service.clone(),
+            endpoints: Arc::clone(&self.endpoints),
+            balancer: Arc::new(self.balance(self.policy(), Some(&self.balancer), now_ms)),
+            staleness: self.staleness,
+            revision: self.revision + 1,
+            vnodes: self.vnodes,
+            zone: self.zone.clone(),
         }
     }
 
@@ -121,6 +173,8 @@ impl Snapshot {
             balancer: Arc::clone(&self.balancer),
             staleness,
             revision: self.revision + 1,
+            vnodes: self.vnodes,
+            zone: self.zone.clone(),
         }
     }
 
@@ -189,6 +243,7 @@ mod tests {
             namespace: "shop".into(),
             metadata: Default::default(),
             status: EndpointStatus::Up,
+            ready_since_ms: 0,
         }
     }
 
@@ -263,6 +318,44 @@ mod tests {
         assert_eq!(second.revision(), first.revision() + 1);
         drop(running);
         assert_eq!(same.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_warm_up_is_stepped_by_rebuilds_not_by_picks() {
+        const READY: i64 = 1_767_225_600_000;
+        let mut reg = registry(Policy::WeightedRandom, &[100, 100]);
+        reg.service.as_mut().unwrap().warmup_seconds = 60;
+        reg.endpoints.get_mut("web-1").unwrap().ready_since_ms = READY;
+        let first = Snapshot::build_at(&reg, None, None, 16, None, READY + 1_000);
+        assert_eq!(first.next_step_ms(), Some(READY + 3_000));
+        let later = first.restepped(READY + 3_000);
+        assert_eq!(later.next_step_ms(), Some(READY + 6_000));
+        assert_eq!(later.revision(), first.revision() + 1);
+        assert!(Arc::ptr_eq(&first.endpoints, &later.endpoints));
+        let done = later.restepped(READY + 60_000);
+        assert_eq!(
+            done.next_step_ms(),
+            None,
+            "warm-up over: nothing more to do"
+        );
+        reg.service.as_mut().unwrap().warmup_seconds = 0;
+        let off = Snapshot::build_at(&reg, None, None, 16, None, READY + 1_000);
+        assert_eq!(off.next_step_ms(), None, "warmupSeconds 0: no ramp at all");
+    }
+
+    #[test]
+    fn the_zone_preference_carries_over_to_later_builds() {
+        let mut reg = registry(Policy::RoundRobin, &[1, 1, 1]);
+        for (i, rec) in reg.endpoints.values_mut().enumerate() {
+            rec.zone = Some(if i == 0 { "a" } else { "b" }.into());
+        }
+        let pref = Arc::new(ZonePreference::new("a"));
+        let first = Snapshot::build_at(&reg, None, None, 16, Some(pref), 0);
+        assert_eq!(first.pickable().len(), 1);
+        let second = Snapshot::build(&reg, None, Some(&first));
+        assert_eq!(second.pickable().len(), 1);
+        assert_eq!(second.pickable()[0].record().zone.as_deref(), Some("a"));
+        assert_eq!(Snapshot::build(&reg, None, None).pickable().len(), 3);
     }
 
     #[test]

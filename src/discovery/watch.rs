@@ -17,6 +17,7 @@ use zookeeper_client::{
 };
 
 use super::balance::rng::thread_u64;
+use super::balance::shape::ZonePreference;
 use super::endpoint::{PickContext, Picked};
 use super::registry::{self, Layout, Touched};
 use super::snapshot::{Registry, Snapshot, Staleness};
@@ -32,9 +33,17 @@ pub struct DiscoveryBuilder {
     fail_static: bool,
     coalesce: Duration,
     vnodes: u32,
+    zone: Option<Arc<ZonePreference>>,
 }
 
 impl DiscoveryBuilder {
+    /// Pick only endpoints in the caller's zone while that zone holds at least
+    /// `pref.min_share` of the ready weight, and all endpoints otherwise (off by default).
+    pub fn prefer_zone(mut self, pref: ZonePreference) -> Self {
+        self.zone = pref.zone.is_some().then(|| Arc::new(pref));
+        self
+    }
+
     /// Follow this policy whatever the service record says.
     pub fn policy(mut self, policy: Policy) -> Self {
         self.pinned = Some(policy);
@@ -102,11 +111,13 @@ impl DiscoveryBuilder {
             registry: Registry::default(),
         };
         let (session, registry) = follower.open().await?;
-        let first = Snapshot::build_with_vnodes(
+        let first = Snapshot::build_at(
             &registry,
             follower.config.pinned,
             None,
             follower.config.vnodes,
+            follower.config.zone.clone(),
+            crate::now_ms(),
         );
         let first = Arc::new(first);
         let (updates, _) = watch::channel(Arc::clone(&first));
@@ -120,7 +131,13 @@ impl DiscoveryBuilder {
             ..follower
         };
         let task = tokio::spawn(follower.run(Arc::clone(&shared), session));
-        Ok(Discovery { shared, task, path })
+        let ramp = tokio::spawn(ramp(Arc::clone(&shared)));
+        Ok(Discovery {
+            shared,
+            task,
+            ramp,
+            path,
+        })
     }
 }
 
@@ -132,6 +149,7 @@ impl DiscoveryBuilder {
 pub struct Discovery {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    ramp: JoinHandle<()>,
     path: String,
 }
 
@@ -152,6 +170,7 @@ impl Discovery {
             fail_static: true,
             coalesce: Duration::from_millis(10),
             vnodes: super::balance::ring::DEFAULT_VNODES,
+            zone: None,
         }
     }
 
@@ -185,6 +204,35 @@ impl Discovery {
 impl Drop for Discovery {
     fn drop(&mut self) {
         self.task.abort();
+        self.ramp.abort();
+    }
+}
+
+/// Rebuilds the current snapshot's tables when a warming endpoint's next ramp step is due. The
+/// snapshot says when, so picks never read a clock, and nothing runs while nothing warms.
+async fn ramp(shared: Arc<Shared>) {
+    let mut updates = shared.updates.subscribe();
+    loop {
+        let current = shared.current.load_full();
+        let Some(at) = current.next_step_ms() else {
+            if updates.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let wait = Duration::from_millis((at - crate::now_ms()).max(0) as u64);
+        tokio::select! {
+            changed = updates.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(wait) => {
+                let next = Arc::new(current.restepped(crate::now_ms()));
+                // Only over the snapshot it was built from: a newer read wins. Subscribers get
+                // whatever is current after the swap, so they never see an older view last.
+                let before = shared.current.compare_and_swap(&current, next);
+                if Arc::ptr_eq(&before, &current) {
+                    shared.updates.send_replace(shared.current.load_full());
+                }
+            }
+        }
     }
 }
 

@@ -652,5 +652,6 @@ fn endpoint_record(
         namespace: reg.namespace.clone(),
         metadata,
         status,
+        ready_since_ms: pod.ready_since_ms,
     }
 }

@@ -34,6 +34,7 @@ fn pod(name: &str, labels: &[(&str, &str)], ready: bool) -> PodInfo {
         host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
+        ready_since_ms: 0,
     }
 }
 
@@ -92,6 +93,40 @@ fn ready_pods_become_endpoints_with_ports_metadata_zone_and_group_weights() {
         .map(|g| (g.name.as_str(), g.ready, g.weight))
         .collect();
     assert_eq!(groups, vec![("stable", 2, 900_000), ("canary", 1, 100_000)]);
+}
+
+#[test]
+fn the_ready_time_is_published_and_survives_rebalance_and_drain() {
+    let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
+    let mut s1 = pod("web-s1", &[("app", "web"), ("track", "stable")], true);
+    s1.ready_since_ms = 1_767_225_600_000;
+    let s2 = pod("web-s2", &[("app", "web"), ("track", "stable")], true);
+    let nodes = nodes();
+    let alone = desired(&reg, [&s1], &nodes, 0);
+    let pair = desired(&reg, [&s1, &s2], &nodes, 0);
+    assert_ne!(
+        alone.endpoints["web-s1"].weight,
+        pair.endpoints["web-s1"].weight
+    );
+    for d in [&alone, &pair] {
+        assert_eq!(d.endpoints["web-s1"].ready_since_ms, 1_767_225_600_000);
+    }
+    assert_eq!(
+        pair.endpoints["web-s2"].ready_since_ms, 0,
+        "unknown stays 0"
+    );
+    // Draining (the index carried the time over from the ready pod).
+    s1.terminating_since_ms = Some(1_000);
+    s1.ready_at_termination = true;
+    let draining = desired(&reg, [&s1, &s2], &nodes, 2_000);
+    assert_eq!(
+        draining.endpoints["web-s1"].status,
+        EndpointStatus::Draining
+    );
+    assert_eq!(
+        draining.endpoints["web-s1"].ready_since_ms,
+        1_767_225_600_000
+    );
 }
 
 #[test]

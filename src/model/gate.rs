@@ -71,6 +71,7 @@ mod tests {
             registered,
             host_network: false,
             host_ports: Box::new([]),
+            ready_since_ms: 0,
             terminating_since_ms: None,
             ready_at_termination: false,
         }

@@ -39,6 +39,7 @@ mod tests {
             namespace: "n".into(),
             metadata: Default::default(),
             status,
+            ready_since_ms: 0,
         })
     }
 

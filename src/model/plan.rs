@@ -150,6 +150,7 @@ mod tests {
             namespace: "ns".into(),
             metadata: Default::default(),
             status: EndpointStatus::Up,
+            ready_since_ms: 0,
         })
     }
 

@@ -121,6 +121,9 @@ pub struct PodInfo {
     pub host_network: bool,
     /// (container port, host port) of the ports that have a `hostPort`.
     pub host_ports: Box<[(u16, u16)]>,
+    /// When the pod began to serve, Unix milliseconds; 0 when unknown. See
+    /// [`serving_since_ms`]. Kept through a drain by [`PodInfo::carry_termination_readiness`].
+    pub ready_since_ms: i64,
     /// When termination began (deletionTimestamp minus grace period), Unix milliseconds.
     pub terminating_since_ms: Option<i64>,
     /// The pod was ready when termination began, so it drains instead of vanishing.
@@ -170,6 +173,7 @@ impl PodInfo {
         host_ports.dedup_by_key(|(c, _)| *c);
         let readiness = Readiness::of(pod);
         let status = pod.status.as_ref();
+        let ready_since_ms = serving_since_ms(pod);
         let ip = status
             .and_then(|s| s.pod_ip.clone())
             .filter(|ip| !ip.is_empty())
@@ -192,6 +196,7 @@ impl PodInfo {
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             host_ports: host_ports.into_boxed_slice(),
             ready_at_termination: terminating_since_ms.is_some() && readiness.counts_ready(),
+            ready_since_ms,
             terminating_since_ms,
         }
     }
@@ -204,6 +209,12 @@ impl PodInfo {
             || (previous.terminating_since_ms.is_none() && previous.ready);
         if was_ready && self.terminating_since_ms.is_some() {
             self.ready_at_termination = true;
+        }
+        // kubelet turns Ready False when termination begins, which would make the serving time
+        // unknown (or move it): a draining endpoint keeps the time it served from, so its
+        // Dubbo URL keeps its `timestamp` and consumers do not restart a warm-up.
+        if self.ready_at_termination && previous.ready_since_ms != 0 {
+            self.ready_since_ms = previous.ready_since_ms;
         }
     }
 
@@ -294,6 +305,25 @@ impl Readiness {
     pub fn counts_ready(&self) -> bool {
         self.ready || (self.registered.is_some() && self.containers_ready && self.other_gates_true)
     }
+}
+
+/// When the pod began to serve, Unix milliseconds: the earliest `lastTransitionTime` of its
+/// `Ready` and `ContainersReady` conditions among those that are True (ContainersReady is the
+/// earlier one when a readiness gate turned True after the containers were ready, so a gate
+/// flip does not restart a warm-up). 0 when neither is True or neither carries a time: an
+/// unknown time reads as "long ago" everywhere (no warm-up), never as "just now".
+pub fn serving_since_ms(pod: &Pod) -> i64 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| (c.type_ == "Ready" || c.type_ == "ContainersReady") && c.status == "True")
+        .filter_map(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.as_millisecond())
+        .filter(|&ms| ms > 0)
+        .min()
+        .unwrap_or(0)
 }
 
 /// What the operator remembers of a node.
@@ -416,6 +446,79 @@ status:
         assert_eq!(p.terminating_since_ms, Some(1_767_225_600_000));
         let y = READY_POD.replace("  podIP: 10.1.2.3\n", "");
         assert_eq!(PodInfo::from_pod(&pod_yaml(&y), &keep).ip, None);
+    }
+
+    const READY_AT: &str = "2026-01-01T00:00:00Z";
+    const READY_MS: i64 = 1_767_225_600_000;
+
+    fn with_conditions(conditions: &str) -> Pod {
+        let y = READY_POD.replace(
+            "  conditions: [{type: Ready, status: \"True\"}]\n",
+            &format!("  conditions: {conditions}\n"),
+        );
+        pod_yaml(&y)
+    }
+
+    #[test]
+    fn the_serving_time_is_the_ready_transition_and_survives_a_later_gate() {
+        let keep = |_: &str| false;
+        let ready = with_conditions(&format!(
+            "[{{type: Ready, status: \"True\", lastTransitionTime: \"{READY_AT}\"}}]"
+        ));
+        assert_eq!(PodInfo::from_pod(&ready, &keep).ready_since_ms, READY_MS);
+        // A readiness gate turned True 20 s after the containers: the containers' time counts.
+        let gated = with_conditions(&format!(
+            "[{{type: Ready, status: \"True\", lastTransitionTime: \"2026-01-01T00:00:20Z\"}}, \
+             {{type: ContainersReady, status: \"True\", lastTransitionTime: \"{READY_AT}\"}}]"
+        ));
+        assert_eq!(PodInfo::from_pod(&gated, &keep).ready_since_ms, READY_MS);
+        // Not serving, or no time given: unknown (0), never "now".
+        let not_ready = with_conditions(&format!(
+            "[{{type: Ready, status: \"False\", lastTransitionTime: \"{READY_AT}\"}}]"
+        ));
+        assert_eq!(PodInfo::from_pod(&not_ready, &keep).ready_since_ms, 0);
+        assert_eq!(
+            PodInfo::from_pod(&pod_yaml(READY_POD), &keep).ready_since_ms,
+            0
+        );
+        assert_eq!(
+            PodInfo::from_pod(&with_conditions("[]"), &keep).ready_since_ms,
+            0
+        );
+    }
+
+    #[test]
+    fn a_draining_pod_keeps_its_serving_time_when_kubelet_turns_it_not_ready() {
+        let keep = |_: &str| false;
+        let ready = with_conditions(&format!(
+            "[{{type: Ready, status: \"True\", lastTransitionTime: \"{READY_AT}\"}}]"
+        ));
+        let before = PodInfo::from_pod(&ready, &keep);
+        let mut terminating = ready.clone();
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T01:00:30Z".parse().unwrap(),
+            ));
+        terminating.metadata.deletion_grace_period_seconds = Some(30);
+        // kubelet: Ready False from the moment termination began.
+        let status = terminating.status.as_mut().unwrap();
+        let cond = &mut status.conditions.as_mut().unwrap()[0];
+        cond.status = "False".into();
+        cond.last_transition_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T01:00:00Z".parse().unwrap(),
+        ));
+        let mut draining = PodInfo::from_pod(&terminating, &keep);
+        assert_eq!(draining.ready_since_ms, 0);
+        draining.carry_termination_readiness(&before);
+        assert!(draining.ready_at_termination);
+        assert_eq!(
+            draining.ready_since_ms, READY_MS,
+            "the drain keeps the time"
+        );
+        // A pod that was never ready when termination began carries nothing.
+        let mut never = PodInfo::from_pod(&terminating, &keep);
+        never.carry_termination_readiness(&never.clone());
+        assert_eq!(never.ready_since_ms, 0);
     }
 
     #[test]

@@ -48,6 +48,18 @@ pub struct ServiceRecord {
     /// dropped to none in one step (opt-in guard `spec.keepLastEndpoints`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stale: bool,
+    /// Clients ramp a new endpoint's weight up over this many seconds from its `readySinceMs`
+    /// (`spec.warmupSeconds`); 0: no warm-up.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub warmup_seconds: u32,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Whether clients may send new requests to an endpoint.
@@ -91,6 +103,10 @@ pub struct EndpointRecord {
     pub metadata: SmallMap<String, String>,
     /// UP or DRAINING.
     pub status: EndpointStatus,
+    /// When the pod began to serve (its Ready condition's transition), Unix milliseconds; left
+    /// out when unknown. Stays the same through a drain and any weight change.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub ready_since_ms: i64,
 }
 
 impl EndpointRecord {
@@ -118,11 +134,13 @@ mod tests {
             namespace: "shop".into(),
             metadata: SmallMap::new(),
             status: EndpointStatus::Draining,
+            ready_since_ms: 1_767_225_600_000,
         };
         let json = serde_json::to_value(&rec).unwrap();
         assert_eq!(json["status"], "DRAINING");
         assert_eq!(json["ports"]["http"], 8080);
         assert!(json.get("node").is_none());
+        assert_eq!(json["readySinceMs"], 1_767_225_600_000_i64);
         let back: EndpointRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, rec);
         assert!(!back.pickable());

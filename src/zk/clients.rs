@@ -92,8 +92,8 @@ impl ClientRegistries {
             endpoints: endpoints
                 .into_iter()
                 .map(|record| PublishedEndpoint {
+                    ready_since_ms: record.ready_since_ms,
                     record: record.clone(),
-                    ready_since_ms: 0,
                 })
                 .collect(),
         };
@@ -124,5 +124,51 @@ impl ClientNodes for ClientRegistries {
         self.list.iter().any(|(registry, dirs)| {
             dirs.iter().any(|d| d == parent) && registry.is_ours(path, data, &self.owner)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::record::EndpointStatus;
+    use crate::zk::format::{curator, dubbo};
+
+    #[test]
+    fn every_node_carries_the_record_s_ready_time() {
+        let registries = ClientRegistries::compile(
+            vec![
+                ClientRegistry::Dubbo(dubbo::Options::new(&["a.B"])),
+                ClientRegistry::Curator(curator::Options::default()),
+            ],
+            "web",
+            OwnerTag::new("c", "shop", "web"),
+            &["/".to_string()],
+        )
+        .unwrap();
+        let record = Arc::new(EndpointRecord {
+            host: "10.0.0.1".into(),
+            port: 80,
+            ports: Default::default(),
+            weight: 7,
+            group: "default".into(),
+            zone: None,
+            node: None,
+            pod: "web-1".into(),
+            namespace: "shop".into(),
+            metadata: Default::default(),
+            status: EndpointStatus::Up,
+            ready_since_ms: 1_767_225_600_123,
+        });
+        let out = registries.desired([&record]);
+        assert_eq!(out.per_registry, vec![Ok(1), Ok(1)]);
+        let dubbo = out.nodes.keys().find(|p| p.starts_with("/dubbo/")).unwrap();
+        assert!(dubbo.contains("timestamp%3D1767225600123%26"), "{dubbo}");
+        let (_, curator) = out
+            .nodes
+            .iter()
+            .find(|(p, _)| p.starts_with("/services/"))
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(curator).unwrap();
+        assert_eq!(json["registrationTimeUTC"], 1_767_225_600_123_i64);
     }
 }

@@ -81,6 +81,7 @@ mod tests {
             },
             generation: 3,
             stale: false,
+            warmup_seconds: 0,
         };
         assert_eq!(codec.decode_service(&codec.encode_service(&svc)), Some(svc));
         let ep = EndpointRecord {
@@ -95,6 +96,7 @@ mod tests {
             namespace: "n".into(),
             metadata: Default::default(),
             status: EndpointStatus::Up,
+            ready_since_ms: 0,
         };
         assert_eq!(codec.decode_endpoint(&codec.encode_endpoint(&ep)), Some(ep));
         assert_eq!(codec.decode_endpoint(b"garbage"), None);

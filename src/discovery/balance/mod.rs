@@ -4,6 +4,7 @@
 pub mod alias;
 pub mod ring;
 pub mod rng;
+pub mod shape;
 pub mod smooth;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use self::alias::AliasTable;
 use self::ring::HashRing;
 use self::rng::{Rng, below};
+use self::shape::{ZonePreference, next_step_ms, ramped_weight, zone_mask};
 use self::smooth::SmoothWrr;
 use super::endpoint::{Endpoint, PickContext, Picked};
 use crate::model::policy::Policy;
@@ -29,6 +31,20 @@ pub struct Balancer {
     /// Only endpoints that are UP with weight above 0: nothing else can ever be picked.
     targets: Box<[Arc<Endpoint>]>,
     state: State,
+    /// When a warming target's ramped weight next moves (Unix ms): the tables are rebuilt then.
+    next_step_ms: Option<i64>,
+}
+
+/// What a balancer is built for beyond the endpoints: the time and warm-up that ramp new
+/// endpoints' weights, and the caller's zone preference.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shaping<'a> {
+    /// The service's warm-up, in ms (0: none).
+    pub warmup_ms: i64,
+    /// Wall-clock time the weights are ramped for, Unix ms.
+    pub now_ms: i64,
+    /// Prefer the caller's zone, if it has one.
+    pub zone: Option<&'a ZonePreference>,
 }
 
 #[derive(Debug)]
@@ -64,45 +80,67 @@ impl Balancer {
         vnodes: u32,
         previous: Option<&Balancer>,
     ) -> Balancer {
-        let targets: Box<[Arc<Endpoint>]> =
-            endpoints.iter().filter(|e| e.pickable()).cloned().collect();
-        let weights = || {
-            targets
-                .iter()
-                .map(|e| e.record().weight)
-                .collect::<Vec<u32>>()
-        };
+        Balancer::shaped(policy, endpoints, vnodes, previous, Shaping::default())
+    }
+
+    /// Like [`Balancer::rebuild`], with weights ramped for warm-up at `shaping.now_ms` and the
+    /// targets narrowed to the caller's zone while it qualifies. Picks cost the same either
+    /// way: all of it is decided here, and [`Balancer::next_step_ms`] says when to build again.
+    pub fn shaped(
+        policy: Policy,
+        endpoints: &[Arc<Endpoint>],
+        vnodes: u32,
+        previous: Option<&Balancer>,
+        shaping: Shaping<'_>,
+    ) -> Balancer {
+        let (targets, weights, next_step_ms) = shape(endpoints, shaping);
         let state = if targets.is_empty() {
             State::Empty
         } else {
-            match policy {
-                Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(0))),
-                Policy::Random => State::Random,
-                Policy::LeastRequest => State::LeastRequest,
-                // Targets all have weight > 0, so these builders always return Some.
-                Policy::WeightedRandom => {
-                    AliasTable::new(&weights()).map_or(State::Empty, State::WeightedRandom)
-                }
-                Policy::WeightedRoundRobin => {
-                    SmoothWrr::new(&weights()).map_or(State::Empty, State::WeightedRoundRobin)
-                }
-                Policy::ConsistentHash => match previous.and_then(|p| p.ring_for(&targets, vnodes))
-                {
-                    Some(ring) => State::ConsistentHash(ring),
-                    None => {
-                        let names: Vec<&[u8]> =
-                            targets.iter().map(|e| e.name().as_bytes()).collect();
-                        HashRing::new(&names, vnodes)
-                            .map_or(State::Empty, |ring| State::ConsistentHash(Arc::new(ring)))
-                    }
-                },
-            }
+            Balancer::state(policy, &targets, &weights, vnodes, previous)
         };
         Balancer {
             policy,
             targets,
             state,
+            next_step_ms,
         }
+    }
+
+    /// `policy`'s structure over non-empty `targets` weighing `weights`.
+    fn state(
+        policy: Policy,
+        targets: &[Arc<Endpoint>],
+        weights: &[u32],
+        vnodes: u32,
+        previous: Option<&Balancer>,
+    ) -> State {
+        match policy {
+            Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(0))),
+            Policy::Random => State::Random,
+            Policy::LeastRequest => State::LeastRequest,
+            // Targets all weigh at least 1, so these builders always return Some.
+            Policy::WeightedRandom => {
+                AliasTable::new(weights).map_or(State::Empty, State::WeightedRandom)
+            }
+            Policy::WeightedRoundRobin => {
+                SmoothWrr::new(weights).map_or(State::Empty, State::WeightedRoundRobin)
+            }
+            Policy::ConsistentHash => match previous.and_then(|p| p.ring_for(targets, vnodes)) {
+                Some(ring) => State::ConsistentHash(ring),
+                None => {
+                    let names: Vec<&[u8]> = targets.iter().map(|e| e.name().as_bytes()).collect();
+                    HashRing::new(&names, vnodes)
+                        .map_or(State::Empty, |ring| State::ConsistentHash(Arc::new(ring)))
+                }
+            },
+        }
+    }
+
+    /// When a warming endpoint's weight next moves (Unix ms); `None` when none is warming.
+    /// The balancer does not look at the clock: whoever holds it builds a new one then.
+    pub fn next_step_ms(&self) -> Option<i64> {
+        self.next_step_ms
     }
 
     /// This balancer's ring, if it was built with `vnodes` over the same names in the same order.
@@ -189,12 +227,49 @@ impl Balancer {
     }
 }
 
+/// The pickable endpoints a balancer keeps under `shaping`, their ramped weights, and when the
+/// next ramp step is due.
+fn shape(
+    endpoints: &[Arc<Endpoint>],
+    shaping: Shaping<'_>,
+) -> (Box<[Arc<Endpoint>]>, Vec<u32>, Option<i64>) {
+    let (warmup, now) = (shaping.warmup_ms, shaping.now_ms);
+    let pickable: Vec<&Arc<Endpoint>> = endpoints.iter().filter(|e| e.pickable()).collect();
+    let ramped: Vec<u32> = pickable
+        .iter()
+        .map(|e| ramped_weight(e.record().weight, e.record().ready_since_ms, warmup, now))
+        .collect();
+    let next_step = pickable
+        .iter()
+        .filter_map(|e| next_step_ms(e.record().weight, e.record().ready_since_ms, warmup, now))
+        .min();
+    let keep = match shaping.zone {
+        Some(pref) => {
+            let zones: Vec<Option<&str>> = pickable
+                .iter()
+                .map(|e| e.record().zone.as_deref())
+                .collect();
+            zone_mask(&zones, &ramped, pref)
+        }
+        None => vec![true; pickable.len()],
+    };
+    let (targets, weights): (Vec<Arc<Endpoint>>, Vec<u32>) = pickable
+        .into_iter()
+        .zip(ramped)
+        .zip(keep)
+        .filter(|(_, kept)| *kept)
+        .map(|((e, w), _)| (Arc::clone(e), w))
+        .unzip();
+    (targets.into_boxed_slice(), weights, next_step)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
 
+    use super::shape::ZonePreference;
     use super::*;
     use crate::model::record::{EndpointRecord, EndpointStatus};
 
@@ -211,6 +286,7 @@ mod tests {
             namespace: "shop".into(),
             metadata: Default::default(),
             status,
+            ready_since_ms: 0,
         }
     }
 
@@ -425,6 +501,76 @@ mod tests {
                 third.pick(&ctx).unwrap().name(),
                 fresh.pick(&ctx).unwrap().name()
             );
+        }
+    }
+
+    fn zoned(spec: &[(u32, Option<u8>, i64)]) -> Vec<Arc<Endpoint>> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(w, zone, ready))| {
+                let mut r = record(i, w, EndpointStatus::Up);
+                r.zone = zone.map(|z| format!("z{z}"));
+                r.ready_since_ms = ready;
+                Arc::new(Endpoint::new(format!("web-{i}"), r))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_warming_endpoint_weighs_its_ramp_until_the_next_step() {
+        const READY: i64 = 1_767_225_600_000;
+        // web-1 became ready 30 s into a 60 s warm-up: half its weight.
+        let eps = zoned(&[(100, None, 0), (100, None, READY)]);
+        for policy in [Policy::WeightedRandom, Policy::WeightedRoundRobin] {
+            let shaping = |now| Shaping {
+                warmup_ms: 60_000,
+                now_ms: now,
+                zone: None,
+            };
+            let half = Balancer::shaped(policy, &eps, 1, None, shaping(READY + 30_000));
+            assert_eq!(half.next_step_ms(), Some(READY + 33_000));
+            let got = counts(&half, 150_000, 5);
+            let share = got["web-1"] as f64 / 150_000.0;
+            assert!((share - 50.0 / 150.0).abs() < 0.01, "{policy}: {share}");
+            let done = Balancer::shaped(policy, &eps, 1, None, shaping(READY + 60_000));
+            assert_eq!(done.next_step_ms(), None);
+            let share = counts(&done, 100_000, 5)["web-1"] as f64 / 100_000.0;
+            assert!((share - 0.5).abs() < 0.01, "{policy}: {share}");
+        }
+        let plain = Balancer::new(Policy::WeightedRandom, &eps);
+        assert_eq!(plain.next_step_ms(), None, "no warm-up, no steps");
+    }
+
+    proptest! {
+        /// With a zone preference, no policy picks outside the zone while the zone holds its
+        /// share of the weight, every pickable endpoint stays reachable when it does not, and
+        /// an empty or unknown zone never panics.
+        #[test]
+        fn zone_preference_keeps_picks_in_the_zone_while_it_qualifies(
+            spec in prop::collection::vec((1u32..100, prop::option::of(0u8..3)), 0..30),
+            min_share in 0.0f64..0.9,
+            seed in any::<u64>(),
+        ) {
+            let eps = zoned(&spec.iter().map(|&(w, z)| (w, z, 0)).collect::<Vec<_>>());
+            let pref = ZonePreference { zone: Some("z0".into()), min_share };
+            let local: u64 = spec.iter().filter(|(_, z)| *z == Some(0)).map(|(w, _)| u64::from(*w)).sum();
+            let total: u64 = spec.iter().map(|(w, _)| u64::from(*w)).sum();
+            let qualifies = local > 0 && local as f64 >= min_share * total as f64;
+            for policy in Policy::ALL {
+                let shaping = Shaping { zone: Some(&pref), ..Shaping::default() };
+                let balancer = Balancer::shaped(policy, &eps, 16, None, shaping);
+                let want = if qualifies { spec.iter().filter(|(_, z)| *z == Some(0)).count() } else { spec.len() };
+                prop_assert_eq!(balancer.targets().len(), want, "{}", policy);
+                let mut rng = rng::Rng::with_seed(seed);
+                for i in 0..100u32 {
+                    let key = i.to_le_bytes();
+                    match balancer.pick_with(&PickContext::with_key(&key), &mut rng) {
+                        Some(p) if qualifies => prop_assert_eq!(p.record().zone.as_deref(), Some("z0"), "{}", policy),
+                        Some(_) => {}
+                        None => prop_assert!(spec.is_empty(), "{} picked nothing", policy),
+                    }
+                }
+            }
         }
     }
 

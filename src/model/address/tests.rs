@@ -14,6 +14,7 @@ fn pod() -> PodInfo {
         registered: None,
         host_network: false,
         host_ports: Box::new([(8080, 30080)]),
+        ready_since_ms: 0,
         terminating_since_ms: None,
         ready_at_termination: false,
     }

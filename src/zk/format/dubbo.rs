@@ -53,8 +53,9 @@ pub struct Options {
     /// `methods` parameter (comma-joined), left out when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
-    /// Warm-up in seconds (`warmup` parameter, in ms); Dubbo ramps a provider's weight up over
-    /// this time from its `timestamp` (the pod's ready time). Dubbo's default (600) unless set.
+    /// Warm-up in seconds (`warmup` parameter, in ms); Dubbo consumers that keep `timestamp`
+    /// (the pod's ready time) ramp a provider's weight up over this time. `spec.warmupSeconds`
+    /// unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_seconds: Option<u32>,
     /// `release` parameter (the Dubbo release the pods run), left out unless set.

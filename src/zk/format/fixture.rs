@@ -40,6 +40,7 @@ pub fn endpoint(
         ]
         .into(),
         status,
+        ready_since_ms: 0,
     }
 }
 
@@ -86,9 +87,12 @@ pub fn publish() -> Publish {
         endpoints: eps
             .into_iter()
             .enumerate()
-            .map(|(i, record)| PublishedEndpoint {
-                record: Arc::new(record),
-                ready_since_ms: READY_MS + 1000 * i as i64,
+            .map(|(i, mut record)| {
+                record.ready_since_ms = READY_MS + 1000 * i as i64;
+                PublishedEndpoint {
+                    ready_since_ms: record.ready_since_ms,
+                    record: Arc::new(record),
+                }
             })
             .collect(),
     }
