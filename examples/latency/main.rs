@@ -1249,12 +1249,15 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
             .expect("checked by the caller"),
         env: Vec::new(),
     };
-    let variants = if run.args.variants.is_empty() {
-        vec![base.clone()]
+    // The allocator comparison runs in the last configuration only (it costs a cold start per
+    // variant and round); the others get one cold start of the base binary.
+    let last = run.args.configs.last() == Some(&resources);
+    let (variants, rounds) = if run.args.variants.is_empty() || !last {
+        (vec![base.clone()], 1)
     } else {
-        run.args.variants.clone()
+        (run.args.variants.clone(), run.args.variant_rounds)
     };
-    for round in 0..run.args.variant_rounds {
+    for round in 0..rounds {
         for v in &variants {
             run.op.stop().await?;
             run.op
@@ -1278,10 +1281,13 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
                 .await?;
             let rss_published = rss_kib(run.op.pid());
             tokio::time::sleep(Duration::from_secs(5)).await;
+            let rss5 = rss_kib(run.op.pid());
+            // jemalloc returns dirty pages after 10 s (its default decay): read again later.
+            tokio::time::sleep(Duration::from_secs(10)).await;
             let rss = rss_kib(run.op.pid());
             let name = format!("{label}_cold_{}", v.name);
             println!(
-                "{name} round {round}: start -> pods listed {:.2}s -> all published {:.2}s; RSS idle {idle:?} KiB, at publish {rss_published:?} KiB, 5 s later {rss:?} KiB; load {}",
+                "{name} round {round}: start -> pods listed {:.2}s -> all published {:.2}s; RSS idle {idle:?} KiB, at publish {rss_published:?} KiB, 5 s later {rss5:?} KiB, 15 s later {rss:?} KiB; load {}",
                 ms(listed - t0) / 1e3,
                 ms(done - t0) / 1e3,
                 load_avg()
@@ -1303,7 +1309,7 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
                     &format!("{name}_rss_per_pod"),
                     r as f64 * 1024.0 / want as f64,
                     "B",
-                    &format!("round {round}: RSS / pods, all in"),
+                    &format!("round {round}: RSS 15 s after publishing / pods, all in"),
                 );
                 if let Some(i) = idle {
                     result(
