@@ -130,6 +130,9 @@ fn pod(i: usize) -> PodInfo {
         ports: Box::new([("http".into(), 8080), ("metrics".into(), 9100)]),
         node: Some(format!("kwok-node-{}", i % 3).into()),
         ready: true,
+        registered: None,
+        host_network: false,
+        host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
     }
@@ -143,6 +146,7 @@ fn nodes() -> HashMap<String, NodeInfo> {
                 NodeInfo {
                     zone: Some(format!("zone-{}", ["a", "b", "c"][i]).into()),
                     ready: true,
+                    ..Default::default()
                 },
             )
         })

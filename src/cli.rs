@@ -15,6 +15,8 @@ use podkeeper::discovery::{
 };
 use podkeeper::model::policy::Policy;
 use podkeeper::model::record::EndpointStatus;
+use podkeeper::zk::acl::{AclPolicy, Identity};
+use podkeeper::zk::security::{Credentials, Mechanism, SecurityFiles};
 
 /// `podkeeper` and its subcommands.
 #[derive(Parser, Debug)]
@@ -60,43 +62,45 @@ pub struct ZkArgs {
         alias = "session-timeout-secs"
     )]
     pub zk_session_timeout: Duration,
-    /// File with `user:password` for ZooKeeper digest authentication.
+    /// File with `user:password`: the login to ZooKeeper (re-read when it changes).
     #[arg(long, env = "PODKEEPER_ZK_AUTH_FILE")]
     pub zk_auth_file: Option<PathBuf>,
-    /// Directory with ca.crt, tls.crt and tls.key for TLS to ZooKeeper. Not supported by this
-    /// build yet: podkeeper refuses to start rather than fall back to plaintext.
+    /// How the login authenticates: digest, or sasl-digest-md5 (SASL DIGEST-MD5).
+    #[arg(long, env = "PODKEEPER_ZK_AUTH_MECHANISM", default_value = "digest")]
+    pub zk_auth_mechanism: Mechanism,
+    /// Directory with ca.crt, and tls.crt + tls.key for mutual TLS: connect to ZooKeeper with
+    /// TLS (files re-read when they change).
     #[arg(long, env = "PODKEEPER_ZK_TLS_DIR")]
     pub zk_tls_dir: Option<PathBuf>,
+    /// Accept a ZooKeeper certificate that does not name the host connected to.
+    #[arg(long, env = "PODKEEPER_ZK_TLS_SKIP_HOSTNAME_VERIFICATION")]
+    pub zk_tls_skip_hostname_verification: bool,
 }
 
 impl ZkArgs {
-    /// Checks the flags and reads the credentials file.
+    /// Checks the flags and the credential files (read once here to fail early and clearly).
     pub fn ensemble(&self) -> anyhow::Result<Ensemble> {
-        if let Some(dir) = &self.zk_tls_dir {
-            anyhow::bail!(
-                "--zk-tls-dir {} is set, but this build of podkeeper does not speak TLS to ZooKeeper yet; \
-                 refusing to connect in plaintext. Unset PODKEEPER_ZK_TLS_DIR (zookeeper.tls.existingSecret in the chart) \
-                 or use a TLS-terminating proxy",
-                dir.display()
-            );
-        }
         if let Some(chroot) = &self.zk_chroot {
             podkeeper::zk::layout::validate(chroot).context("--zk-chroot")?;
         }
-        let digest = match &self.zk_auth_file {
-            Some(p) => Some(
-                std::fs::read(p)
-                    .with_context(|| format!("reading --zk-auth-file {}", p.display()))?
-                    .trim_ascii()
-                    .to_vec(),
-            ),
-            None => None,
+        anyhow::ensure!(
+            self.zk_tls_dir.is_some() || !self.zk_tls_skip_hostname_verification,
+            "--zk-tls-skip-hostname-verification needs --zk-tls-dir"
+        );
+        let security = SecurityFiles {
+            tls_dir: self.zk_tls_dir.clone(),
+            skip_hostname_verification: self.zk_tls_skip_hostname_verification,
+            auth_file: self.zk_auth_file.clone(),
+            mechanism: self.zk_auth_mechanism,
         };
+        if !security.is_empty() {
+            Credentials::load(security.clone()).context("ZooKeeper credentials")?;
+        }
         Ok(Ensemble {
             connect: self.zk_connect.clone(),
             chroot: self.zk_chroot.clone(),
             session_timeout: self.zk_session_timeout,
-            digest,
+            security,
         })
     }
 }
@@ -149,6 +153,22 @@ pub struct RunArgs {
     /// At most this many endpoint deletions per ZooKeeper transaction (0: no cap).
     #[arg(long, env = "PODKEEPER_MAX_DELETES_PER_TXN", default_value_t = 0)]
     pub max_deletes_per_txn: usize,
+    /// Who may read the znodes podkeeper creates (comma-separated `scheme:id`); podkeeper's own
+    /// identity (login or client certificate) may do everything, nobody else may write.
+    #[arg(
+        long,
+        env = "PODKEEPER_ZK_ACL_READERS",
+        value_delimiter = ',',
+        default_value = "world:anyone"
+    )]
+    pub zk_acl_readers: Vec<Identity>,
+    /// Identities that may also create and delete children in the client-format folders
+    /// podkeeper creates (VM providers registering beside the pods), comma-separated.
+    #[arg(long, env = "PODKEEPER_ZK_ACL_NEIGHBOURS", value_delimiter = ',')]
+    pub zk_acl_neighbours: Vec<Identity>,
+    /// Create every znode writable by anyone (podkeeper before ACLs).
+    #[arg(long, env = "PODKEEPER_ZK_ACL_OPEN")]
+    pub zk_acl_open: bool,
     /// Log format: text or json.
     #[arg(long, env = "PODKEEPER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormatArg,
@@ -171,7 +191,12 @@ impl RunArgs {
             zk_connect: ensemble.connect,
             zk_chroot: ensemble.chroot,
             zk_session_timeout: ensemble.session_timeout,
-            zk_digest: ensemble.digest,
+            zk_security: ensemble.security,
+            zk_acl: AclPolicy {
+                open: self.zk_acl_open,
+                readers: self.zk_acl_readers,
+                neighbours: self.zk_acl_neighbours,
+            },
             health_addr: self.health_addr,
             namespaces: self.namespaces,
             allowed_path_prefix: self.allowed_path_prefix,
@@ -659,7 +684,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_dir_is_refused_and_a_bad_chroot_named() {
+    fn unusable_credential_files_and_a_bad_chroot_are_named() {
         let zk = |extra: &[&str]| {
             let argv = ["podkeeper", "tree"].iter().chain(extra).copied();
             let Command::Tree(tree) = Cli::try_parse_from(argv).unwrap().command else {
@@ -667,8 +692,16 @@ mod tests {
             };
             tree.zk.ensemble()
         };
-        let err = zk(&["--zk-tls-dir", "/tls"]).unwrap_err();
-        assert!(format!("{err:#}").contains("does not speak TLS"), "{err:#}");
+        let err = zk(&["--zk-tls-dir", "/nonexistent-tls"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent-tls/ca.crt"),
+            "{err:#}"
+        );
+        let err = zk(&["--zk-tls-skip-hostname-verification"]).unwrap_err();
+        assert!(format!("{err:#}").contains("needs --zk-tls-dir"), "{err:#}");
+        let argv = ["podkeeper", "tree", "--zk-auth-mechanism", "gssapi"];
+        let err = Cli::try_parse_from(argv).expect_err("gssapi is refused");
+        assert!(err.to_string().contains("not supported"), "{err}");
         let err = zk(&["--zk-chroot", "team"]).unwrap_err();
         assert!(format!("{err:#}").starts_with("--zk-chroot"), "{err:#}");
         assert!(zk(&["--zk-chroot", "/team"]).is_ok());

@@ -13,8 +13,10 @@ pub struct RunConfig {
     pub zk_chroot: Option<String>,
     /// ZooKeeper session timeout.
     pub zk_session_timeout: Duration,
-    /// `user:password` for ZooKeeper digest authentication.
-    pub zk_digest: Option<Vec<u8>>,
+    /// TLS and login files, re-read when they change.
+    pub zk_security: crate::zk::security::SecurityFiles,
+    /// The ACLs of the znodes the operator creates.
+    pub zk_acl: crate::zk::acl::AclPolicy,
     /// Address of /healthz, /readyz and /metrics.
     pub health_addr: SocketAddr,
     /// Namespaces to watch; empty means all.

@@ -101,6 +101,11 @@ pub struct ServiceRegistrationSpec {
     #[serde(default)]
     pub keep_last_endpoints: bool,
 
+    /// Which host and port each endpoint carries: the pod IP (default), the node's address,
+    /// a NodePort Service, or a host template. Every registry publishes the same address.
+    #[serde(default)]
+    pub address: AddressSpec,
+
     /// Where the endpoints are published, in which layouts; all of them change in the same
     /// transaction. Without it: one `Native` registry at `path` (podkeeper's own records).
     /// The service record at `path` (ownership and fencing) is written in every case.
@@ -109,6 +114,72 @@ pub struct ServiceRegistrationSpec {
     #[x_kube(validation = Rule::new("self.filter(r, r.format == 'Native').size() <= 1").message("at most one Native registry (its place is spec.path)"))]
     #[schemars(length(max = 8))]
     pub registries: Vec<Registry>,
+}
+
+/// How an endpoint's host and port are chosen. A pod whose address cannot be resolved is left
+/// out and named on the status (`unresolvedAddresses`), never published with another address.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.mode == 'NodePort') == has(self.service)").message("address: set `service` exactly when mode is NodePort"))]
+#[x_kube(validation = Rule::new("(self.mode == 'Template') == has(self.host)").message("address: set `host` exactly when mode is Template"))]
+#[x_kube(validation = Rule::new("!has(self.port) || self.mode == 'Template'").message("address.port is only for mode Template"))]
+#[x_kube(validation = Rule::new("!has(self.nodeAddressType) || self.mode == 'HostIP' || self.mode == 'NodePort'").message("address.nodeAddressType is only for modes HostIP and NodePort"))]
+pub struct AddressSpec {
+    /// PodIP (default): the pod IP and container port. HostIP: the node's address and the
+    /// port's `hostPort` (the container port for `hostNetwork` pods). NodePort: the node's
+    /// address and the node port of `service`, whose `externalTrafficPolicy` must be `Local`.
+    /// Template: `host` with placeholders, and `port` or the container port.
+    #[serde(default)]
+    pub mode: AddressMode,
+    /// Which node address HostIP and NodePort publish: InternalIP (default) or ExternalIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_address_type: Option<NodeAddressType>,
+    /// NodePort: the Service (in the resource's namespace) whose node port is published: its
+    /// port whose `targetPort` is `spec.port` (or named like it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 63 && self.matches('^[a-z]([a-z0-9-]*[a-z0-9])?$')").message("address.service must be a Service name"))]
+    #[schemars(length(max = 63))]
+    pub service: Option<String>,
+    /// Template: the host, with `{pod}`, `{namespace}`, `{node}` and `{podIP}` replaced per
+    /// pod, e.g. `{pod}.web-headless.{namespace}.svc.cluster.local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 253 && self.matches('^([a-zA-Z0-9.:-]|[{](pod|namespace|node|podIP)[}])+$')").message("address.host may hold letters, digits, '.', ':', '-' and the placeholders {pod}, {namespace}, {node}, {podIP}"))]
+    #[schemars(length(max = 253))]
+    pub host: Option<String>,
+    /// Template: a fixed port; defaults to the container port of `spec.port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("address.port must be between 1 and 65535"))]
+    pub port: Option<i32>,
+}
+
+/// Where an endpoint's address comes from.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum AddressMode {
+    /// The pod IP and container port.
+    #[default]
+    #[serde(rename = "PodIP")]
+    PodIp,
+    /// The node's address and the `hostPort`.
+    #[serde(rename = "HostIP")]
+    HostIp,
+    /// The node's address and a Service's node port.
+    NodePort,
+    /// A host template and a fixed or container port.
+    Template,
+}
+
+/// Which of a node's `status.addresses` is published.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum NodeAddressType {
+    /// The node's InternalIP.
+    #[default]
+    InternalIP,
+    /// The node's ExternalIP.
+    ExternalIP,
 }
 
 /// One place the endpoints are published, in the layout a client library reads.
@@ -283,6 +354,26 @@ pub struct ServiceRegistrationStatus {
     /// One entry per registry of `spec.registries` (absent for the default native one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registries: Vec<RegistryStatus>,
+    /// Ready pods left out because their address (`spec.address`) cannot be resolved.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unresolved: u32,
+    /// The first few of them, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved_addresses: Vec<UnresolvedAddress>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A ready pod that is not published because its address cannot be resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnresolvedAddress {
+    /// Pod name.
+    pub pod: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// What one registry holds.

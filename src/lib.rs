@@ -51,11 +51,23 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
         zk::layout::validate(prefix).context("--allowed-path-prefix")?;
     }
 
+    // Before any TLS: kube and zookeeper-client share rustls, which links two providers.
+    zk::security::install_crypto_provider();
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (kubeconfig or in-cluster config)")?;
     check_crd(&client).await?;
 
+    let credentials = match args.zk_security.is_empty() {
+        true => None,
+        false => {
+            let creds = zk::security::Credentials::load(args.zk_security.clone())
+                .context("ZooKeeper credentials")?;
+            creds.watch(std::time::Duration::from_secs(2));
+            tracing::info!(credentials = %creds.describe(), "ZooKeeper credentials loaded");
+            Some(creds)
+        }
+    };
     let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
     let sessions = Sessions::new(
         Target {
@@ -64,7 +76,8 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
         },
         SessionOptions {
             timeout: args.zk_session_timeout,
-            digest: args.zk_digest.clone(),
+            credentials,
+            acl: args.zk_acl.clone(),
         },
         changes_tx,
     );

@@ -43,6 +43,15 @@ pub struct OpLabels {
     pub op: String,
 }
 
+/// Labels of a readiness-gate write.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    /// The condition status written: True or False.
+    pub status: String,
+    /// ok, gone (the pod went first), forbidden or error.
+    pub result: String,
+}
+
 /// All metrics.
 pub struct Metrics {
     registry: Registry,
@@ -70,6 +79,16 @@ pub struct Metrics {
     pub pod_lists_completed: Counter,
     /// Times this replica stopped leading because a write was fenced.
     pub leader_step_downs: Counter,
+    /// ACLs of owned znodes found changed and set back.
+    pub acl_repairs: Counter,
+    /// Owned znodes changed behind podkeeper's back, seen by the tamper watch.
+    pub tamper_events: Counter,
+    /// Credential files re-read with a change.
+    pub credential_reloads: Counter,
+    /// Credential files found unusable (the last good ones stay in use).
+    pub credential_reload_errors: Counter,
+    /// `podkeeper.io/registered` condition patches by status written and result.
+    pub gate_patches: Family<GateLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -153,8 +172,43 @@ impl Metrics {
             "Times this replica stepped down because a newer leader fenced its write",
             leader_step_downs.clone(),
         );
+        let acl_repairs = Counter::default();
+        registry.register(
+            "acl_repairs",
+            "ACLs of znodes podkeeper owns found changed and set back",
+            acl_repairs.clone(),
+        );
+        let tamper_events = Counter::default();
+        registry.register(
+            "tamper_events",
+            "Owned znodes changed by another client, seen by the tamper watch",
+            tamper_events.clone(),
+        );
+        let credential_reloads = Counter::default();
+        registry.register(
+            "credential_reloads",
+            "ZooKeeper credential files re-read after a change",
+            credential_reloads.clone(),
+        );
+        let credential_reload_errors = Counter::default();
+        registry.register(
+            "credential_reload_errors",
+            "ZooKeeper credential files found unusable on re-read",
+            credential_reload_errors.clone(),
+        );
+        let gate_patches = Family::<GateLabels, Counter>::default();
+        registry.register(
+            "readiness_gate_patches",
+            "podkeeper.io/registered pod condition patches (pods/status) by status and result",
+            gate_patches.clone(),
+        );
         Metrics {
             registry,
+            acl_repairs,
+            tamper_events,
+            credential_reloads,
+            credential_reload_errors,
+            gate_patches,
             pod_lists_completed,
             leader_step_downs,
             reconciles,

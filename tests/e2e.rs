@@ -116,6 +116,19 @@ async fn ready_pods_are_published_with_addresses_ports_metadata_weights_status_a
     }
     assert_eq!(group_sum(&eps, "stable"), 900_000);
     assert_eq!(group_sum(&eps, "canary"), 100_000);
+    // Over TLS + SASL the endpoints are the operator's alone: this anonymous client reads them
+    // (above) but may not change them. In plaintext they are open, as before.
+    let ep = format!(
+        "{}/endpoints/{}",
+        ns.path("web"),
+        eps.keys().next().unwrap()
+    );
+    let rewrite = zk.set_data(&ep, b"{}", Some(i32::MAX)).await.unwrap_err();
+    let want = match common::cluster::secure_mode() {
+        true => zookeeper_client::Error::NoAuth,
+        false => zookeeper_client::Error::BadVersion,
+    };
+    assert_eq!(rewrite, want, "an anonymous rewrite of {ep}");
 
     wait_until(
         Duration::from_secs(30),
@@ -472,8 +485,12 @@ async fn health_endpoints_and_metrics_tell_the_truth() {
     let s = env();
     let (code, body) = harness::http_get(&s.health, "/healthz").unwrap();
     assert_eq!((code, body.trim()), (200, "ok"));
-    let (code, _) = harness::http_get(&s.health, "/readyz").unwrap();
-    assert_eq!(code, 200);
+    // Ready means every ensemble in use has a session: a test that stops its own ensemble (the
+    // readiness-gate rollout) makes it 503 for a while, so wait for 200 rather than sample it.
+    wait_until(Duration::from_secs(60), "/readyz 200", || async {
+        harness::http_get(&s.health, "/readyz").is_some_and(|(code, _)| code == 200)
+    })
+    .await;
     let (code, body) = harness::http_get(&s.health, "/metrics").unwrap();
     assert_eq!(code, 200);
     for m in [
@@ -556,19 +573,21 @@ async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
         ("create", "pods", "no"),
         ("delete", "pods", "no"),
         ("watch", "pods", "yes"),
+        ("watch", "services", "yes"),
+        ("patch", "services", "no"),
+        ("patch", "pods/status", "yes"),
+        ("update", "pods/status", "no"),
     ] {
-        let (_, got) = kubectl(
-            &[
-                "auth",
-                "can-i",
-                verb,
-                what,
-                "-n",
-                &app.name,
-                &format!("--as=system:serviceaccount:{}:podkeeper", ops.name),
-            ],
-            None,
-        );
+        // `pods/status` would read as the pod named "status": ask for the subresource.
+        let (resource, sub) = what.split_once('/').unwrap_or((what, ""));
+        let sub = format!("--subresource={sub}");
+        let mut args = vec!["auth", "can-i", verb, resource, "-n", &app.name];
+        let who = format!("--as=system:serviceaccount:{}:podkeeper", ops.name);
+        args.push(&who);
+        if what.contains('/') {
+            args.push(&sub);
+        }
+        let (_, got) = kubectl(&args, None);
         assert_eq!(got.trim(), want, "can-i {verb} {what}");
     }
 
@@ -863,4 +882,709 @@ spec:
         "{}",
         query[0]
     );
+}
+
+/// Two kwok nodes of this test only (tainted, so other tests' pods stay off; ours name them):
+/// the first with an ExternalIP, the second without. Deleted on drop.
+struct AddressNodes {
+    names: [String; 2],
+    internal: [String; 2],
+}
+
+impl AddressNodes {
+    async fn create() -> AddressNodes {
+        let id = std::process::id() % 10_000;
+        let names = [format!("e2e-addr-a-{id}"), format!("e2e-addr-b-{id}")];
+        let internal = ["127.0.0.21".to_string(), "127.0.0.22".to_string()];
+        for (name, ip) in names.iter().zip(&internal) {
+            let yaml = format!(
+                r#"apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  annotations: {{kwok.x-k8s.io/node: fake, podkeeper.io/node-ip: "{ip}"}}
+  labels: {{type: kwok, kubernetes.io/hostname: {name}}}
+spec:
+  taints: [{{key: podkeeper.io/e2e, value: addresses, effect: NoSchedule}}]
+"#
+            );
+            let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&yaml));
+            assert!(ok, "{out}");
+        }
+        let (ok, out) = kubectl(
+            &[
+                "patch",
+                "node",
+                &names[0],
+                "--subresource=status",
+                "--type=strategic",
+                "-p",
+                r#"{"status":{"addresses":[{"type":"ExternalIP","address":"203.0.113.21"}]}}"#,
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        let nodes = AddressNodes { names, internal };
+        for name in &nodes.names {
+            wait_until(
+                Duration::from_secs(30),
+                "test node initialised by kwok",
+                || async {
+                    let jp = "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}";
+                    let (_, out) = kubectl(&["get", "node", name, "-o", jp], None);
+                    !out.trim().is_empty()
+                },
+            )
+            .await;
+        }
+        nodes
+    }
+}
+
+impl Drop for AddressNodes {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = kubectl(&["delete", "node", n, "--wait=false"], None);
+        }
+    }
+}
+
+fn address_pod(name: &str, node: &str, host_port: bool) -> String {
+    let hp = if host_port { ", hostPort: 30080" } else { "" };
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: addr, hp: "{host_port}"}}
+spec:
+  nodeName: {node}
+  tolerations: [{{key: podkeeper.io/e2e, operator: Exists}}]
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: example.invalid/web:1
+    ports: [{{name: http, containerPort: 8080{hp}}}, {{name: admin, containerPort: 9090}}]
+"#
+    )
+}
+
+fn address_registration(name: &str, selector: &str, address: &str) -> String {
+    format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {selector}}}
+  port: http
+  address: {address}
+"#
+    )
+}
+
+/// (host, port) of each endpoint at `path`, once `n` are published.
+async fn addresses(
+    zk: &zookeeper_client::Client,
+    path: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, (String, u16)> {
+    let (_, eps) = wait_registry(zk, path, &format!("{n} endpoints"), |_, e| e.len() == n).await;
+    eps.into_iter()
+        .map(|(k, e)| (k, (e.host, e.port)))
+        .collect()
+}
+
+/// The unresolved pods on a resource's status, once there are `n`.
+async fn unresolved(ns: &TestNs, name: &str, n: usize) -> Vec<(String, String)> {
+    wait_until(
+        Duration::from_secs(30),
+        "unresolved pods on the status",
+        || async {
+            let st = svcreg(ns, name).await.status.unwrap_or_default();
+            st.unresolved as usize == n && st.unresolved_addresses.len() == n
+        },
+    )
+    .await;
+    let st = svcreg(ns, name).await.status.unwrap_or_default();
+    st.unresolved_addresses
+        .into_iter()
+        .map(|u| (u.pod, u.reason))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_address_mode_publishes_the_chosen_address_and_reports_what_it_cannot_resolve() {
+    env();
+    let nodes = AddressNodes::create().await;
+    let ns = TestNs::new("addresses").await;
+    let [a, b] = &nodes.names;
+    ns.apply(&address_pod("on-a", a, true));
+    ns.apply(&address_pod("on-b", b, true));
+    ns.apply(&address_pod("no-hostport", a, false));
+    let pod_ip = |pod: &str| {
+        ns.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"])
+            .trim()
+            .to_string()
+    };
+    ns.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: local}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: addr}
+  ports: [{name: web, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cluster}
+spec:
+  type: NodePort
+  selector: {app: addr}
+  ports: [{name: web, port: 80, targetPort: http}]
+"#,
+    );
+    let node_port: u16 = ns
+        .kubectl(&[
+            "get",
+            "svc",
+            "local",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let every = "{app: addr}";
+    let with_hp = "{app: addr, hp: \"true\"}";
+    for (name, selector, address) in [
+        ("podip", every, "{}"),
+        ("hostip", every, "{mode: HostIP}"),
+        (
+            "external",
+            with_hp,
+            "{mode: HostIP, nodeAddressType: ExternalIP}",
+        ),
+        ("nodeport", every, "{mode: NodePort, service: local}"),
+        ("refused", every, "{mode: NodePort, service: cluster}"),
+        (
+            "template",
+            every,
+            "{mode: Template, host: '{pod}.addr.{namespace}.svc', port: 7000}",
+        ),
+    ] {
+        ns.apply(&address_registration(name, selector, address));
+    }
+    let zk = zk_client().await;
+    let (ia, ib) = (nodes.internal[0].clone(), nodes.internal[1].clone());
+
+    let got = addresses(&zk, &ns.path("podip"), 3).await;
+    for pod in ["on-a", "on-b", "no-hostport"] {
+        assert_eq!(got[pod], (pod_ip(pod), 8080), "PodIP: {pod}");
+    }
+    let got = addresses(&zk, &ns.path("hostip"), 2).await;
+    assert_eq!(got["on-a"], (ia.clone(), 30080));
+    assert_eq!(got["on-b"], (ib.clone(), 30080));
+    assert!(
+        !got.contains_key("no-hostport"),
+        "never published with another address"
+    );
+    assert_eq!(
+        unresolved(&ns, "hostip", 1).await,
+        vec![(
+            "no-hostport".to_string(),
+            "container port 8080 has no hostPort".to_string()
+        )]
+    );
+    let got = addresses(&zk, &ns.path("external"), 1).await;
+    assert_eq!(got["on-a"], ("203.0.113.21".to_string(), 30080));
+    assert_eq!(
+        unresolved(&ns, "external", 1).await,
+        vec![(
+            "on-b".to_string(),
+            format!("node {b} has no ExternalIP address")
+        )]
+    );
+    let got = addresses(&zk, &ns.path("nodeport"), 3).await;
+    assert_eq!(got["on-a"], (ia.clone(), node_port));
+    assert_eq!(got["no-hostport"], (ia.clone(), node_port));
+    assert_eq!(got["on-b"], (ib.clone(), node_port));
+    let got = addresses(&zk, &ns.path("template"), 3).await;
+    assert_eq!(got["on-a"], (format!("on-a.addr.{}.svc", ns.name), 7000));
+
+    // Every format publishes the chosen address, not the pod IP.
+    let service = format!("addr-{}", ns.name);
+    ns.apply(&format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: formats}}
+spec:
+  selector: {{matchLabels: {with_hp}}}
+  port: http
+  serviceName: {service}
+  address: {{mode: HostIP}}
+  registries:
+  - format: Native
+  - format: Dubbo
+    dubbo: {{interfaces: ["e2e.Addr{pid}"], application: addr}}
+  - format: Curator
+    curator: {{}}
+  - format: ServerSet
+    serverSet: {{basePath: /services/serversets}}
+"#,
+        pid = std::process::id()
+    ));
+    wait_until(
+        Duration::from_secs(30),
+        "4 registries with 2 endpoints each",
+        || async {
+            let st = svcreg(&ns, "formats").await.status.unwrap_or_default();
+            st.registries.len() == 4 && st.registries.iter().all(|r| r.published == 2)
+        },
+    )
+    .await;
+    let st = svcreg(&ns, "formats").await.status.unwrap();
+    for reg in st.registries.iter().skip(1) {
+        let mut leaves = Vec::new();
+        let mut todo: Vec<(String, usize)> = reg.paths.iter().map(|p| (p.clone(), 0)).collect();
+        while let Some((path, depth)) = todo.pop() {
+            let children = zk.list_children(&path).await.unwrap_or_default();
+            if children.is_empty() || depth == 2 {
+                let data = zk.get_data(&path).await.map(|(d, _)| d).unwrap_or_default();
+                let name = path.replace("%3A", ":").replace("%2F", "/");
+                leaves.push(format!("{name} {}", String::from_utf8_lossy(&data)));
+            }
+            todo.extend(
+                children
+                    .into_iter()
+                    .map(|c| (format!("{path}/{c}"), depth + 1)),
+            );
+        }
+        for (node_ip, pod) in [(&ia, "on-a"), (&ib, "on-b")] {
+            let pod_ip = pod_ip(pod);
+            assert!(
+                leaves
+                    .iter()
+                    .any(|l| l.contains(node_ip.as_str()) && l.contains("30080")),
+                "{:?}: no node with {node_ip}:30080 in {leaves:#?}",
+                reg.format
+            );
+            assert!(
+                leaves.iter().all(|l| !l.contains(&pod_ip)),
+                "{:?}: the pod IP {pod_ip} is published: {leaves:#?}",
+                reg.format
+            );
+        }
+    }
+
+    // Without externalTrafficPolicy: Local the node port may land on any node: refused.
+    wait_until(
+        Duration::from_secs(30),
+        "NodePort without Local refused on the status",
+        || async {
+            let sr = svcreg(&ns, "refused").await;
+            condition(&sr, "Synced").is_some_and(|(s, r)| s == "False" && r == "AddressRefused")
+        },
+    )
+    .await;
+    let sr = svcreg(&ns, "refused").await;
+    let msg = &sr.status.unwrap().conditions[1].message;
+    assert!(msg.contains("externalTrafficPolicy: Local"), "{msg}");
+    assert!(
+        common::registry::read(&zk, &ns.path("refused"))
+            .await
+            .is_none(),
+        "nothing published for a refused address"
+    );
+    // Fixing the Service is picked up from the Service watch.
+    ns.kubectl(&[
+        "patch",
+        "svc",
+        "cluster",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    addresses(&zk, &ns.path("refused"), 3).await;
+
+    // A hostNetwork pod is reached on its node at its container port.
+    ns.apply(
+        &address_pod("host-net", a, false)
+            .replace("app: addr,", "app: addr-hn,")
+            .replace("  nodeName:", "  hostNetwork: true\n  nodeName:"),
+    );
+    ns.apply(&address_registration(
+        "hostnet",
+        "{app: addr-hn}",
+        "{mode: HostIP}",
+    ));
+    let got = addresses(&zk, &ns.path("hostnet"), 1).await;
+    assert_eq!(got["host-net"], (ia.clone(), 8080));
+
+    // The API server refuses a mode without its field, another mode's field, unknown placeholders.
+    for (address, why) in [
+        (
+            "{mode: HostIP, port: 80}",
+            "address.port is only for mode Template",
+        ),
+        (
+            "{mode: Template, host: '{ip}.x'}",
+            "the placeholders {pod}, {namespace}, {node}, {podIP}",
+        ),
+        (
+            "{mode: PodIP, nodeAddressType: ExternalIP}",
+            "nodeAddressType is only for modes HostIP and NodePort",
+        ),
+    ] {
+        let out = ns.apply_rejected(&address_registration("bad", every, address));
+        assert!(out.contains(why), "{address}: {out}");
+    }
+    let out = ns.apply_rejected(&address_registration("bad", every, "{mode: NodePort}"));
+    assert!(
+        out.contains("set `service` exactly when mode is NodePort"),
+        "{out}"
+    );
+    drop(nodes);
+}
+
+fn gated_deployment(version: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: gated}}
+spec:
+  replicas: 3
+  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
+  selector: {{matchLabels: {{app: gated}}}}
+  template:
+    metadata:
+      labels: {{app: gated}}
+      annotations: {{version: "{version}"}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      readinessGates: [{{conditionType: podkeeper.io/registered}}]
+      containers:
+      - name: app
+        image: example.invalid/web:{version}
+        ports: [{{name: http, containerPort: 8080}}]
+"#
+    )
+}
+
+/// Pod name → (Ready, ContainersReady, podkeeper.io/registered, terminating, version).
+async fn gated_pods(
+    ns: &TestNs,
+) -> std::collections::BTreeMap<String, (bool, bool, Option<bool>, bool, String)> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(harness::client().await, &ns.name);
+    let pods = api
+        .list(&kube::api::ListParams::default().labels("app=gated"))
+        .await
+        .unwrap();
+    pods.items
+        .into_iter()
+        .map(|p| {
+            let conds = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let get = |t: &str| {
+                conds
+                    .iter()
+                    .find(|c| c.type_ == t)
+                    .map(|c| c.status == "True")
+            };
+            let version = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("version").cloned())
+                .unwrap_or_default();
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                (
+                    get("Ready").unwrap_or(false),
+                    get("ContainersReady").unwrap_or(false),
+                    get("podkeeper.io/registered"),
+                    p.metadata.deletion_timestamp.is_some(),
+                    version,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Reads the registry every 50 ms from its own client (reconnecting after failures) and keeps
+/// the fewest serving endpoints seen and when reads failed.
+struct RegistryWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<RegistrySeen>,
+}
+
+#[derive(Debug, Default)]
+struct RegistrySeen {
+    reads: usize,
+    min_up: Option<usize>,
+    failed: Vec<std::time::Instant>,
+}
+
+impl RegistryWatch {
+    fn start(connect: String, path: String) -> RegistryWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = RegistrySeen::default();
+            let mut client: Option<zookeeper_client::Client> = None;
+            let limit = Duration::from_millis(500);
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                if client.is_none() {
+                    let connect = zookeeper_client::Client::connector()
+                        .with_session_timeout(Duration::from_secs(4))
+                        .connect(&connect);
+                    client = tokio::time::timeout(limit, connect)
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+                let read = match &client {
+                    Some(c) => tokio::time::timeout(limit, common::registry::read(c, &path))
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                match read {
+                    Some((_, eps)) => {
+                        seen.reads += 1;
+                        let n = up(&eps);
+                        seen.min_up = Some(seen.min_up.map_or(n, |m| m.min(n)));
+                    }
+                    None => {
+                        seen.failed.push(std::time::Instant::now());
+                        client = None;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        });
+        RegistryWatch { stop, task }
+    }
+
+    async fn finish(self) -> RegistrySeen {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.task.await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registered_gate_holds_a_rolling_update_while_zookeeper_is_down() {
+    use std::time::Instant;
+    env();
+    let mut zk = common::zk::ZkServer::start();
+    let ns = TestNs::new("gate").await;
+    // Dropped before the private ZooKeeper: a resource left behind on a stopped ensemble would
+    // keep its finalizer (and the shared operator's readiness) forever.
+    struct Unfinalize(String);
+    impl Drop for Unfinalize {
+        fn drop(&mut self) {
+            // Deleted first, or the operator would put the finalizer back.
+            let _ = kubectl(
+                &["-n", &self.0, "delete", "svcreg", "gated", "--wait=false"],
+                None,
+            );
+            let _ = kubectl(
+                &[
+                    "-n",
+                    &self.0,
+                    "patch",
+                    "svcreg",
+                    "gated",
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ],
+                None,
+            );
+        }
+    }
+    let _unfinalize = Unfinalize(ns.name.clone());
+    ns.apply(&gated_deployment(1));
+    ns.apply(&format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: gated}}
+spec:
+  selector: {{matchLabels: {{app: gated}}}}
+  port: http
+  drainSeconds: 1
+  zookeeper: {{connect: "{}"}}
+"#,
+        zk.connect_string()
+    ));
+    let path = ns.path("gated");
+    let zkc = zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&zk.connect_string())
+        .await
+        .unwrap();
+    wait_registry(&zkc, &path, "3 gated pods published", |_, e| up(e) == 3).await;
+    // Set: every pod's gate True, and Ready follows (kwok plays the kubelet's part).
+    wait_until(
+        Duration::from_secs(30),
+        "gates True and pods Ready",
+        || async {
+            let pods = gated_pods(&ns).await;
+            pods.len() == 3
+                && pods
+                    .values()
+                    .all(|(ready, _, gate, _, _)| *ready && *gate == Some(true))
+        },
+    )
+    .await;
+
+    // Cleared: a pod whose containers stop being ready leaves the registry and its gate goes
+    // False; it comes back once they are ready again.
+    let victim = gated_pods(&ns).await.into_keys().next().unwrap();
+    ns.kubectl(&[
+        "annotate",
+        "pod",
+        &victim,
+        "podkeeper.io/test-state=NotReady",
+    ]);
+    wait_registry(&zkc, &path, "the not-ready pod removed", |_, e| {
+        up(e) == 2 && !e.contains_key(&victim)
+    })
+    .await;
+    wait_until(Duration::from_secs(30), "its gate False", || async {
+        gated_pods(&ns).await[&victim].2 == Some(false)
+    })
+    .await;
+    ns.kubectl(&[
+        "annotate",
+        "pod",
+        &victim,
+        "--overwrite",
+        "podkeeper.io/test-state=Ready",
+    ]);
+    wait_registry(&zkc, &path, "it is back", |_, e| up(e) == 3).await;
+    wait_until(Duration::from_secs(30), "its gate True again", || async {
+        let p = &gated_pods(&ns).await[&victim];
+        p.0 && p.2 == Some(true)
+    })
+    .await;
+    wait_until(Duration::from_secs(60), "deployment available", || async {
+        let out = ns.kubectl(&[
+            "get",
+            "deploy",
+            "gated",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ]);
+        out.trim() == "3"
+    })
+    .await;
+
+    // Rolling update with ZooKeeper down: it must not advance.
+    let watch = RegistryWatch::start(zk.connect_string(), path.clone());
+    wait_until(Duration::from_secs(10), "the poller reads", || async {
+        zkc.get_data(&path).await.is_ok()
+    })
+    .await;
+    let before: Vec<String> = gated_pods(&ns).await.into_keys().collect();
+    tokio::task::block_in_place(|| zk.stop());
+    let down_at = Instant::now();
+    ns.apply(&gated_deployment(2));
+    wait_until(
+        Duration::from_secs(30),
+        "a new pod with ready containers",
+        || async {
+            gated_pods(&ns)
+                .await
+                .values()
+                .any(|(_, containers, _, _, v)| *containers && v == "2")
+        },
+    )
+    .await;
+    let new_pod_seen = Instant::now();
+    let hold = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < hold {
+        let pods = gated_pods(&ns).await;
+        for (name, (ready, _, gate, terminating, v)) in &pods {
+            if v == "2" {
+                assert!(
+                    !ready && *gate != Some(true),
+                    "new pod {name} Ready while ZooKeeper is down: {pods:?}"
+                );
+            } else {
+                assert!(
+                    !terminating,
+                    "old pod {name} deleted while ZooKeeper is down: {pods:?}"
+                );
+            }
+        }
+        assert!(
+            before.iter().all(|p| pods.contains_key(p)),
+            "an old pod went: {pods:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::task::block_in_place(|| zk.restart());
+    let up_at = Instant::now();
+    wait_until(Duration::from_secs(120), "rollout complete", || async {
+        let pods = gated_pods(&ns).await;
+        pods.len() == 3
+            && pods
+                .values()
+                .all(|(ready, _, gate, t, v)| *ready && *gate == Some(true) && !t && v == "2")
+    })
+    .await;
+    let rolled_in = up_at.elapsed();
+    let (_, eps) = wait_registry(&zkc, &path, "exactly the new pods", |_, e| {
+        e.len() == 3 && up(e) == 3
+    })
+    .await;
+    let now: Vec<String> = gated_pods(&ns).await.into_keys().collect();
+    assert_eq!(eps.keys().cloned().collect::<Vec<_>>(), now);
+    let seen = watch.finish().await;
+    let down_reads = seen
+        .failed
+        .iter()
+        .filter(|t| **t >= down_at && **t <= up_at)
+        .count();
+    eprintln!(
+        "registry reads: {} ok, {} failed ({down_reads} while ZooKeeper was down for {:?}); fewest serving endpoints: {:?}; rollout done {rolled_in:?} after ZooKeeper came back",
+        seen.reads,
+        seen.failed.len(),
+        up_at - down_at,
+        seen.min_up
+    );
+    assert!(
+        down_at < new_pod_seen && new_pod_seen < up_at,
+        "the new pod came up while ZooKeeper was down"
+    );
+    assert!(
+        down_reads > 10,
+        "the outage overlapped the rollout: {seen:?}"
+    );
+    assert!(seen.reads > 10, "{seen:?}");
+    assert!(
+        seen.min_up.is_some_and(|m| m >= 1),
+        "the registry emptied: {seen:?}"
+    );
+    // Only this test has gated pods: the shared operator's counters are its writes.
+    let (_, metrics) = harness::http_get(&env().health, "/metrics").unwrap();
+    let patches: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("podkeeper_readiness_gate_patches_total{"))
+        .collect();
+    eprintln!("gate patches: {patches:?}");
+    assert!(
+        patches.iter().all(|l| !l.contains("result=\"error\"")),
+        "{patches:?}"
+    );
+    // Deregister while the ensemble still runs.
+    ns.kubectl(&["delete", "svcreg", "gated", "--wait=true", "--timeout=60s"]);
+    assert!(common::registry::read(&zkc, &path).await.is_none());
 }

@@ -63,6 +63,9 @@ fn pod(i: usize, track: &str, ready: bool) -> PodInfo {
         ports: Box::new([]),
         node: None,
         ready,
+        registered: None,
+        host_network: false,
+        host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
     }
@@ -503,10 +506,7 @@ async fn after_a_zookeeper_restart_the_session_reconnects_and_sync_converges() {
             connect: zk.connect_string(),
             chroot: Some("/chrooted".into()),
         },
-        SessionOptions {
-            timeout: Duration::from_secs(10),
-            digest: None,
-        },
+        SessionOptions::anonymous(Duration::from_secs(10)),
         tx,
     );
     // The session announces every state change on `changes`; wait for the one we need.
@@ -572,7 +572,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     let epoch = "/podkeeper/.leader-epoch-test";
     let old_leader = WriteOptions {
         fence: Some(
-            podkeeper::zk::fence::bump_epoch(&c, epoch, "replica-a")
+            podkeeper::zk::fence::bump_epoch(&c, epoch, "replica-a", &Default::default())
                 .await
                 .unwrap(),
         ),
@@ -595,7 +595,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     // A new leader takes over and bumps the epoch; the old one wakes up and tries to write.
     let new_leader = WriteOptions {
         fence: Some(
-            podkeeper::zk::fence::bump_epoch(&c, epoch, "replica-b")
+            podkeeper::zk::fence::bump_epoch(&c, epoch, "replica-b", &Default::default())
                 .await
                 .unwrap(),
         ),

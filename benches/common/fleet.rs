@@ -29,6 +29,9 @@ pub fn pod(i: usize, ready: bool) -> PodInfo {
         ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into_boxed_slice(),
         node: Some(format!("node-{}", i % 3).into()),
         ready,
+        registered: None,
+        host_network: false,
+        host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
     }
@@ -43,6 +46,7 @@ pub fn nodes() -> HashMap<String, NodeInfo> {
                 NodeInfo {
                     zone: Some(format!("z{i}").into()),
                     ready: true,
+                    ..Default::default()
                 },
             )
         })

@@ -612,6 +612,7 @@ impl Run {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let overall = Instant::now() + args.timeout;
+    podkeeper::zk::security::install_crypto_provider();
     let client = kube::Client::try_default()
         .await
         .context("kube client (KUBECONFIG)")?;

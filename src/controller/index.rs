@@ -1,11 +1,13 @@
-//! The in-memory index of slim pods and nodes, fed by watch events, and the routing from a pod
-//! change to the resources that select it. Projections only; knows nothing about ZooKeeper.
+//! The in-memory index of slim pods, nodes and Services, fed by watch events, and the routing
+//! from a pod or Service change to the resources it concerns. Projections only; knows nothing
+//! about ZooKeeper.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::model::address::ServiceInfo;
 use crate::model::desired::Registration;
 use crate::model::pod::{NodeInfo, PodInfo};
 
@@ -38,6 +40,14 @@ struct Inner {
     /// Tombstones dropped after their drain, not yet reported.
     purged: Vec<PodChange>,
     node_relisting: Option<HashSet<String>>,
+    /// Live pods per namespace that list the `podkeeper.io/registered` gate: a resource whose
+    /// namespace has none skips the gate pass.
+    gated: HashMap<String, usize>,
+    /// Services by (namespace, name): the node ports NodePort addresses read.
+    services: HashMap<Key, ServiceInfo>,
+    /// Per watcher scope, like `relisting` for pods.
+    service_relisting: HashMap<Option<String>, HashSet<Key>>,
+    services_listed: HashSet<Option<String>>,
     bytes: usize,
     routes: Routes,
 }
@@ -103,12 +113,15 @@ pub struct Index {
     pod_scopes: std::sync::atomic::AtomicUsize,
     pods_synced: AtomicBool,
     nodes_synced: AtomicBool,
+    services_synced: AtomicBool,
 }
 
 impl Index {
-    /// Both the pod and node lists have completed at least once.
+    /// The pod, node and Service lists have completed at least once.
     pub fn synced(&self) -> bool {
-        self.pods_synced.load(Ordering::Acquire) && self.nodes_synced.load(Ordering::Acquire)
+        self.pods_synced.load(Ordering::Acquire)
+            && self.nodes_synced.load(Ordering::Acquire)
+            && self.services_synced.load(Ordering::Acquire)
     }
 
     /// The pods are watched by `n` watchers (one per namespace, or one for all).
@@ -189,7 +202,9 @@ impl Index {
                 return None;
             }
         }
+        let was_gated = old.is_some_and(|e| !e.deleted && e.info.registered.is_some());
         let old_info = old.map(|e| e.info.clone());
+        let is_gated = info.registered.is_some();
         let delta = info.memory_bytes() as isize
             - old_info.as_ref().map_or(0, |o| o.memory_bytes() as isize);
         ns.insert(
@@ -201,6 +216,7 @@ impl Index {
             },
         );
         inner.bytes = (inner.bytes as isize + delta).max(0) as usize;
+        Self::count_gated(inner, namespace, was_gated, is_gated);
         Some(PodChange {
             namespace: namespace.to_string(),
             old: old_info,
@@ -217,6 +233,7 @@ impl Index {
     ) -> Option<PodChange> {
         let ns = inner.pods.entry(namespace.to_string()).or_default();
         let old = ns.remove(&info.name)?;
+        let was_gated = !old.deleted && old.info.registered.is_some();
         let mut freed = old.info.memory_bytes();
         info.carry_termination_readiness(&old.info);
         let change = if info.ready_at_termination
@@ -246,8 +263,24 @@ impl Index {
             }
         };
         inner.bytes = inner.bytes.saturating_sub(freed);
+        // Tombstones are not counted: the gate pass skips them.
+        Self::count_gated(inner, namespace, was_gated, false);
         Self::gc_tombstones(inner, now_ms);
         Some(change)
+    }
+
+    fn count_gated(inner: &mut Inner, namespace: &str, was: bool, is: bool) {
+        if was == is {
+            return;
+        }
+        let n = inner.gated.entry(namespace.to_string()).or_default();
+        *n = if is { *n + 1 } else { n.saturating_sub(1) };
+    }
+
+    /// Does the namespace hold a live pod with the `podkeeper.io/registered` gate?
+    pub fn has_gated_pods(&self, namespace: &str) -> bool {
+        let inner = self.inner.read().expect("index lock");
+        inner.gated.get(namespace).is_some_and(|n| *n > 0)
     }
 
     fn gc_tombstones(inner: &mut Inner, now_ms: i64) {
@@ -352,6 +385,16 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// Marks a pod dirty for a resource, so its next reconcile looks at it again.
+    pub fn touch(&self, key: &Key, pod: &str) {
+        self.write()
+            .routes
+            .dirty
+            .entry(key.clone())
+            .or_default()
+            .insert(pod.to_string());
+    }
+
     /// Counts node changes: a resource whose records were built at another epoch rebuilds them.
     pub fn node_epoch(&self) -> u64 {
         self.inner.read().expect("index lock").routes.node_epoch
@@ -389,6 +432,85 @@ impl Index {
         inner.routes.node_epoch += 1;
         drop(inner);
         self.nodes_synced.store(true, Ordering::Release);
+    }
+
+    /// A Service was added or modified (`Some`) or deleted (`None`). Returns the resources
+    /// whose NodePort address reads it, when its projection changed.
+    pub fn apply_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        info: Option<ServiceInfo>,
+    ) -> Vec<Key> {
+        let mut inner = self.write();
+        let key = (namespace.to_string(), name.to_string());
+        for (scope, seen) in inner.service_relisting.iter_mut() {
+            if scope.as_deref().is_none_or(|s| s == namespace) {
+                seen.insert(key.clone());
+            }
+        }
+        let changed = match info {
+            Some(info) => inner.services.insert(key, info.clone()) != Some(info),
+            None => inner.services.remove(&key).is_some(),
+        };
+        if !changed {
+            return Vec::new();
+        }
+        Self::reading_service(&inner.routes, namespace, name)
+    }
+
+    fn reading_service(routes: &Routes, namespace: &str, name: &str) -> Vec<Key> {
+        routes
+            .registrations
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter(|(_, reg)| reg.node_port_service() == Some(name))
+            .map(|(n, _)| (namespace.to_string(), n.clone()))
+            .collect()
+    }
+
+    /// The Service watcher of `scope` (a namespace, or `None` for all) starts a (re)list.
+    pub fn services_relist_started(&self, scope: Option<&str>) {
+        self.write()
+            .service_relisting
+            .insert(scope.map(str::to_string), HashSet::new());
+    }
+
+    /// The Service (re)list of `scope` finished: its Services not seen are gone. Returns the
+    /// resources that read one of those.
+    pub fn services_relist_done(&self, scope: Option<&str>) -> Vec<Key> {
+        let mut inner = self.write();
+        let scope_key = scope.map(str::to_string);
+        let seen = inner
+            .service_relisting
+            .remove(&scope_key)
+            .unwrap_or_default();
+        inner.services_listed.insert(scope_key);
+        let gone: Vec<Key> = inner
+            .services
+            .keys()
+            .filter(|k| scope.is_none_or(|s| s == k.0) && !seen.contains(*k))
+            .cloned()
+            .collect();
+        let mut wake = Vec::new();
+        for key in gone {
+            inner.services.remove(&key);
+            wake.extend(Self::reading_service(&inner.routes, &key.0, &key.1));
+        }
+        if inner.services_listed.len() >= self.pod_scopes.load(Ordering::Acquire).max(1) {
+            self.services_synced.store(true, Ordering::Release);
+        }
+        wake
+    }
+
+    /// The projection of a Service.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<ServiceInfo> {
+        let inner = self.inner.read().expect("index lock");
+        inner
+            .services
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Runs `f` with the pods of a namespace by name and a node lookup, under the read lock.
@@ -435,9 +557,41 @@ mod tests {
             ports: Box::new([]),
             node: None,
             ready,
+            registered: None,
+            host_network: false,
+            host_ports: Box::new([]),
             terminating_since_ms: terminating,
             ready_at_termination: false,
         }
+    }
+
+    #[test]
+    fn gated_pods_are_counted_per_namespace_while_they_live() {
+        let idx = Index::default();
+        let now = Instant::now();
+        let gated = |name: &str, ready: bool, t: Option<i64>| PodInfo {
+            registered: Some(false),
+            ..info(name, ready, t)
+        };
+        assert!(!idx.has_gated_pods("ns"));
+        idx.applied("ns", info("plain", true, None), now);
+        assert!(!idx.has_gated_pods("ns"));
+        idx.applied("ns", gated("g", true, None), now);
+        idx.applied("ns", gated("g", false, None), now);
+        assert!(idx.has_gated_pods("ns") && !idx.has_gated_pods("other"));
+        idx.applied("ns", info("g", true, None), now);
+        assert!(
+            !idx.has_gated_pods("ns"),
+            "the gate was dropped from the spec"
+        );
+        idx.applied("ns", gated("g", true, None), now);
+        // Deleted while ready: it drains as a tombstone, which the gate pass skips.
+        idx.deleted("ns", gated("g", true, Some(1_000)), now, 2_000);
+        assert_eq!(idx.size().0, 2);
+        assert!(!idx.has_gated_pods("ns"));
+        // The same name again (a StatefulSet pod) counts anew.
+        idx.applied("ns", gated("g", true, None), now);
+        assert!(idx.has_gated_pods("ns"));
     }
 
     #[test]
@@ -500,6 +654,9 @@ mod tests {
         assert_eq!(&*gone[0].old.as_ref().unwrap().name, "b");
         idx.nodes_relist_started();
         idx.nodes_relist_done();
+        assert!(!idx.synced(), "services not listed yet");
+        idx.services_relist_started(None);
+        idx.services_relist_done(None);
         assert!(idx.synced());
     }
 
@@ -509,6 +666,10 @@ mod tests {
         idx.expect_pod_scopes(2);
         idx.nodes_relist_started();
         idx.nodes_relist_done();
+        for ns in ["a", "b"] {
+            idx.services_relist_started(Some(ns));
+            idx.services_relist_done(Some(ns));
+        }
         let now = Instant::now();
         // Both watchers list at once; "a" finishes first.
         idx.pods_relist_started(Some("a"));
@@ -555,6 +716,9 @@ mod routing_tests {
             ports: Box::new([]),
             node: None,
             ready,
+            registered: None,
+            host_network: false,
+            host_ports: Box::new([]),
             terminating_since_ms: None,
             ready_at_termination: false,
         }
@@ -620,6 +784,7 @@ mod routing_tests {
         let node = NodeInfo {
             zone: None,
             ready: true,
+            ..Default::default()
         };
         assert!(idx.apply_node("n1", node.clone()));
         assert!(!idx.apply_node("n1", node));

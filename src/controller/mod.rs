@@ -3,6 +3,7 @@
 //! The index routes pod changes to resources; a reconcile reads as its steps (reconcile.rs).
 
 pub mod events;
+mod gate;
 pub mod index;
 pub mod leader;
 mod reconcile;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -29,6 +30,7 @@ use kube::runtime::watcher;
 use crate::crd::ServiceRegistration;
 use crate::zk::fence::{Fence, Fencer};
 use crate::zk::session::Sessions;
+use crate::zk::tamper::{Tamper, Tampered};
 use crate::zk::writer::WriteOptions;
 use events::Events;
 use index::{Index, Key};
@@ -67,8 +69,11 @@ impl Settings {
         &self,
         fence: Option<Fence>,
         clients: Option<Arc<crate::zk::clients::ClientRegistries>>,
+        acls: Arc<crate::zk::acl::NodeAcls>,
     ) -> WriteOptions {
         WriteOptions {
+            acls,
+            ledger: None,
             fence,
             dry_run: self.dry_run,
             max_deletes_per_txn: self.max_deletes_per_txn,
@@ -95,6 +100,10 @@ pub struct Context {
     resync_epoch: AtomicU64,
     /// Failing watches by name ("nodes", "pods" or "pods in <namespace>").
     watch_errors: Mutex<HashMap<String, String>>,
+    /// Watches the owned znodes for changes made behind podkeeper's back.
+    tamper: Tamper,
+    /// Paths changed by others, per resource, not looked at yet.
+    tampered: Mutex<HashMap<Key, Vec<String>>>,
 }
 
 /// The controllers' trigger channels: one resource, or all of them.
@@ -138,6 +147,30 @@ impl Context {
         for tx in &self.wake.all {
             let _ = tx.unbounded_send(());
         }
+    }
+
+    /// Another client changed something under a resource's folders: look at it now.
+    fn on_tampered(&self, t: Tampered) {
+        let Some((ns, name)) = t.tag.split_once('/') else {
+            return;
+        };
+        let key: Key = (ns.to_string(), name.to_string());
+        self.tampered
+            .lock()
+            .expect("tampered lock")
+            .entry(key.clone())
+            .or_default()
+            .push(t.path);
+        self.wake(&[key]);
+    }
+
+    /// The paths others changed under `key`'s folders since the last look.
+    fn take_tampered(&self, key: &Key) -> Vec<String> {
+        self.tampered
+            .lock()
+            .expect("tampered lock")
+            .remove(key)
+            .unwrap_or_default()
     }
 
     fn resync_epoch(&self) -> u64 {
@@ -237,6 +270,7 @@ pub async fn run(
         all_tx.push(tx);
         all_rx.push(rx);
     }
+    let (tampered_tx, mut tampered_rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = Reporter {
         controller: "podkeeper".into(),
         instance: std::env::var("POD_NAME")
@@ -258,8 +292,17 @@ pub async fn run(
         },
         resync_epoch: AtomicU64::new(0),
         watch_errors: Mutex::default(),
+        tamper: Tamper::new(tampered_tx),
+        tampered: Mutex::default(),
     });
     ready(ctx.clone());
+    let c = ctx.clone();
+    tokio::spawn(async move {
+        while let Some(t) = tampered_rx.recv().await {
+            tracing::warn!(path = %t.path, change = ?t.kind, resource = %t.tag, "a znode under a registration's folder was changed by another client");
+            c.on_tampered(t);
+        }
+    });
 
     // A new or re-connected ZooKeeper session may have missed changes: re-read everything.
     let c = ctx.clone();
@@ -306,6 +349,11 @@ pub async fn run(
             ),
         };
         tokio::spawn(watch::pods(ctx.clone(), pods, scope.clone()));
+        let services = match &scope {
+            None => Api::<Service>::all(client.clone()),
+            Some(ns) => Api::namespaced(client.clone(), ns),
+        };
+        tokio::spawn(watch::services(ctx.clone(), services, scope.clone()));
         let controller = Controller::new(srs, watcher::Config::default().any_semantic())
             .with_config(ControllerConfig::default().concurrency(32))
             .reconcile_on(triggers)

@@ -1,6 +1,7 @@
 //! One reconcile of one ServiceRegistration, in four steps: resolve (compile the spec and place
-//! it: pure), desired (the endpoints the pods call for), write (one pass through `zk::writer`),
-//! report (status, Events, metrics). Talks to ZooKeeper only through the writer.
+//! it: pure; bind a NodePort address to its Service), desired (the endpoints the pods call
+//! for), write (one pass through `zk::writer`), report (status, Events, metrics, and the
+//! `podkeeper.io/registered` gates). Talks to ZooKeeper only through the writer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,12 +64,23 @@ pub struct Entry {
     last_start: Option<Instant>,
     announced: bool,
     last: Option<Last>,
+    /// Readiness-gate patches in flight: pod → status sent.
+    gates_sent: HashMap<String, bool>,
+}
+
+impl Entry {
+    /// A gate patch for `pod` failed: it may be sent again.
+    pub(super) fn gate_failed(&mut self, pod: &str) {
+        self.gates_sent.remove(pod);
+    }
 }
 
 /// The last computed desired state, updated pod by pod while spec, nodes and the resync epoch
 /// stay the same.
 struct Last {
     generation: i64,
+    /// The registration it was built with (a NodePort rebinding makes a new one).
+    reg: Arc<Registration>,
     node_epoch: u64,
     epoch: u64,
     tracker: Tracker,
@@ -105,6 +117,7 @@ pub(super) struct Resolved {
 pub(super) enum Rejected {
     InvalidSpec(String),
     PathRefused(String),
+    AddressRefused(String),
 }
 
 /// Where a reconcile stands with ZooKeeper: a client of the resource's ensemble, fenced for
@@ -199,7 +212,9 @@ async fn apply(
     let mut entry = entry.lock().await;
     let last_start = entry.last_start.replace(started);
 
-    let res = match resolve(&sr, &ctx.settings, &mut entry.compiled) {
+    let res = match resolve(&sr, &ctx.settings, &mut entry.compiled)
+        .and_then(|res| bind_address(ctx, res, &mut entry.compiled))
+    {
         Ok(res) => res,
         Err(rejected) => return Ok(reject(ctx, &sr, &mut entry, rejected)),
     };
@@ -226,14 +241,112 @@ async fn apply(
         Err(err) => return Err(err.into()),
     };
     relocate(ctx, &sr, &mut entry, &res, &conn.options, term).await?;
+    forget_tampered(ctx, &mut entry, &res);
     let Some(wanted) = desired(ctx, &sr, &mut entry, &res, &conn, last_start).await? else {
         // Nothing this resource depends on changed (typically our own status patch came back).
         return Ok(next_wakeup(ctx, entry.last.as_ref().map(|l| &l.tracker)));
     };
     let written = write(&mut entry, &res, &conn, &wanted).await;
-    Ok(report_written(
-        ctx, &sr, &mut entry, &res, &conn, wanted, written,
-    )?)
+    if written.is_ok() {
+        watch_owned(ctx, &res, &conn).await;
+    }
+    let gates = registered(ctx, &res, &mut entry, &wanted, &written);
+    let action = report_written(ctx, &sr, &mut entry, &res, &conn, wanted, written)?;
+    super::gate::patch(ctx, &res.key, gates);
+    Ok(action)
+}
+
+/// NodePort mode: binds the registration to its Service's node ports (a new registration
+/// when they changed, kept for the generation). Refused while the Service is missing or
+/// unfit; other modes pass through.
+fn bind_address(
+    ctx: &Context,
+    mut res: Resolved,
+    compiled: &mut Option<(i64, Arc<Registration>)>,
+) -> Result<Resolved, Rejected> {
+    let Some(service) = res.reg.node_port_service() else {
+        return Ok(res);
+    };
+    let info = ctx.index.service(&res.key.0, service);
+    let ports = res.reg.node_ports_of(info.as_ref()).map_err(|why| {
+        // Routed anyway, so that a fix to the Service wakes the resource.
+        ctx.index
+            .register(&res.key.0, &res.key.1, Some(res.reg.clone()));
+        Rejected::AddressRefused(why)
+    })?;
+    if res.reg.node_ports() != Some(&ports) {
+        res.reg = Arc::new(res.reg.with_node_ports(ports));
+        *compiled = Some((res.generation, res.reg.clone()));
+    }
+    Ok(res)
+}
+
+/// The `podkeeper.io/registered` conditions to write after `written`: True for the gated pods
+/// whose endpoint now serves in every registry, False for the others. Nothing after a failed
+/// or dry-run write: what ZooKeeper holds is not known then.
+fn registered(
+    ctx: &Context,
+    res: &Resolved,
+    entry: &mut Entry,
+    wanted: &Wanted,
+    written: &Result<(Synced, DesiredNodes), ZkError>,
+) -> Vec<(String, bool)> {
+    let every_registry = match written {
+        Ok((Synced::Applied { nodes, .. }, desired)) => {
+            nodes.clashes.is_empty() && desired.per_registry.iter().all(Result::is_ok)
+        }
+        _ => return Vec::new(),
+    };
+    if !ctx.index.has_gated_pods(&res.key.0) {
+        entry.gates_sent.clear();
+        return Vec::new();
+    }
+    let sent = &mut entry.gates_sent;
+    // One pass over the namespace's pods; the cheap field test comes before the selector.
+    ctx.index.with_namespace_map(&res.key.0, |pods, _| {
+        let gated = pods
+            .into_iter()
+            .flat_map(|p| p.values())
+            .filter(|e| !e.deleted && e.info.registered.is_some() && res.reg.selects(&e.info))
+            .map(|e| &e.info);
+        crate::model::gate::changes(gated, wanted.endpoints(), every_registry, sent)
+    })
+}
+
+/// Another client changed what this resource owns: drop the cache, so this reconcile reads
+/// ZooKeeper again and writes back what should be there. Changes to others' nodes beside ours
+/// (VM providers in a Dubbo folder) are left alone.
+fn forget_tampered(ctx: &Context, entry: &mut Entry, res: &Resolved) {
+    let paths = ctx.take_tampered(&res.key);
+    let Some(cached) = &entry.zk else { return };
+    let root = format!("{}/", cached.path);
+    let owned = paths.iter().find(|p| {
+        **p == cached.path || p.starts_with(&root) || cached.state.nodes.contains_key(p.as_str())
+    });
+    if let Some(path) = owned {
+        tracing::warn!(%path, resource = %format!("{}/{}", res.key.0, res.key.1), "repairing a znode changed by another client");
+        entry.zk = None;
+    }
+}
+
+/// Watches the resource's folders for changes by others (once per session).
+async fn watch_owned(ctx: &Context, res: &Resolved, conn: &Connection) {
+    if conn.options.dry_run {
+        return;
+    }
+    let tag = format!("{}/{}", res.key.0, res.key.1);
+    let dirs = res
+        .clients
+        .iter()
+        .flat_map(|c| crate::zk::writer::ClientNodes::dirs(c.as_ref()));
+    for root in std::iter::once(res.path.clone()).chain(dirs) {
+        let watched = ctx
+            .tamper
+            .watch(&conn.client, conn.session_generation, &root, &tag);
+        if let Err(err) = watched.await {
+            tracing::warn!(%root, %err, "cannot watch for tampering; the periodic resync repairs instead");
+        }
+    }
 }
 
 /// Step 1, pure: compile the spec (reusing the last compile of this generation) and place it.
@@ -324,9 +437,10 @@ fn reject(
             ("InvalidSpec", Outcome::InvalidSpec(msg))
         }
         Rejected::PathRefused(msg) => ("PathRefused", Outcome::PathRefused(msg)),
+        Rejected::AddressRefused(msg) => ("AddressRefused", Outcome::AddressRefused(msg)),
     };
     let msg = match &outcome {
-        Outcome::InvalidSpec(m) | Outcome::PathRefused(m) => m.clone(),
+        Outcome::InvalidSpec(m) | Outcome::PathRefused(m) | Outcome::AddressRefused(m) => m.clone(),
         _ => unreachable!("rejections carry a message"),
     };
     ctx.events.publish(sr, EventType::Warning, reason, msg);
@@ -341,11 +455,15 @@ async fn connect(ctx: &Context, res: &Resolved, term: u64) -> Result<Connection,
     let (client, session_generation) = session.client()?;
     let term = ctx.leadership.is_elected().then_some(term);
     let fence = ctx.fencer.fence(&session, &client, term).await?;
+    let mut options = ctx
+        .settings
+        .write_options(fence, res.clients.clone(), session.acls());
+    options.ledger = Some(ctx.tamper.ledger());
     Ok(Connection {
         client,
         session_generation,
         epoch,
-        options: ctx.settings.write_options(fence, res.clients.clone()),
+        options,
     })
 }
 
@@ -378,6 +496,7 @@ async fn relocate(
     let term = ctx.leadership.is_elected().then_some(term);
     let old_options = WriteOptions {
         fence: ctx.fencer.fence(&old_session, &old_client, term).await?,
+        acls: old_session.acls(),
         ..options.clone()
     };
     let removed =
@@ -418,7 +537,10 @@ async fn desired(
     let node_epoch = ctx.index.node_epoch();
     let dirty = ctx.index.take_dirty(&res.key);
     let last = entry.last.take().filter(|l| {
-        l.generation == res.generation && l.node_epoch == node_epoch && l.epoch == epoch
+        l.generation == res.generation
+            && Arc::ptr_eq(&l.reg, &res.reg)
+            && l.node_epoch == node_epoch
+            && l.epoch == epoch
     });
     let due = last
         .as_ref()
@@ -681,6 +803,7 @@ fn report_written(
     let action = next_wakeup(ctx, Some(&wanted.tracker));
     entry.last = Some(Last {
         generation: res.generation,
+        reg: res.reg.clone(),
         node_epoch: wanted.node_epoch,
         epoch: conn.epoch,
         tracker: wanted.tracker,
@@ -697,6 +820,15 @@ fn counts(want: &Desired, published: u32) -> Counts {
         groups: want.groups.clone(),
         warnings: want.warnings.clone(),
         registries: Vec::new(),
+        unresolved: want.unresolved,
+        unresolved_addresses: want
+            .unresolved_pods
+            .iter()
+            .map(|(pod, reason)| crate::crd::UnresolvedAddress {
+                pod: pod.clone(),
+                reason: reason.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -804,6 +936,7 @@ async fn cleanup(
 ) -> Result<Action, Error> {
     let key = key_of(&sr);
     ctx.index.register(&key.0, &key.1, None);
+    ctx.tamper.unwatch(&format!("{}/{}", key.0, key.1));
     let entry = ctx.entry(&key);
     let entry = entry.lock().await;
     let target = entry
@@ -839,7 +972,7 @@ async fn cleanup(
         let clients = resolve(&sr, &ctx.settings, &mut None)
             .ok()
             .and_then(|r| r.clients);
-        let options = ctx.settings.write_options(fence, clients);
+        let options = ctx.settings.write_options(fence, clients, session.acls());
         if let Some(n) = writer::remove_owned(&client, &path, &owner, &options).await? {
             let note = format!("removed {path} and its {n} endpoint(s)");
             ctx.events

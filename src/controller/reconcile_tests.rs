@@ -59,6 +59,8 @@ fn api_server(
             // Events echo what was posted; everything else answers with the resource.
             let answer = if path.contains("/events") {
                 body.clone()
+            } else if path.contains("/pods/") {
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}})
             } else {
                 serde_json::to_value(&sr).unwrap()
             };
@@ -97,10 +99,7 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
             connect: zk.into(),
             chroot: None,
         },
-        SessionOptions {
-            timeout: Duration::from_secs(5),
-            digest: None,
-        },
+        SessionOptions::anonymous(Duration::from_secs(5)),
         changes,
     );
     let index = Index::default();
@@ -111,6 +110,8 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
     index.pods_relist_done(None, std::time::Instant::now(), crate::now_ms());
     index.nodes_relist_started();
     index.nodes_relist_done();
+    index.services_relist_started(None);
+    index.services_relist_done(None);
     let reporter = Reporter {
         controller: "podkeeper".into(),
         instance: None,
@@ -131,6 +132,8 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
         },
         resync_epoch: Default::default(),
         watch_errors: Mutex::default(),
+        tamper: crate::zk::tamper::Tamper::new(tokio::sync::mpsc::unbounded_channel().0),
+        tampered: Mutex::default(),
     })
 }
 
@@ -169,6 +172,9 @@ fn pod(name: &str, weight: Option<&str>) -> PodInfo {
         ports: Box::new([]),
         node: None,
         ready: true,
+        registered: None,
+        host_network: false,
+        host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
     }
@@ -407,4 +413,53 @@ async fn deleting_the_resource_removes_its_znodes_and_then_its_finalizer() {
             .contains("/metadata/finalizers"),
         "{finalizer_patch:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_pods_get_their_condition_patched_once_and_only_when_it_differs() {
+    let zk = LocalZk::start();
+    let gated = |name: &str, ready: bool, registered: bool| PodInfo {
+        ready,
+        registered: Some(registered),
+        ..pod(name, None)
+    };
+    let pods = vec![
+        gated("web-1", true, false), // published now: True
+        gated("web-2", true, true),  // already True
+        gated("web-3", false, true), // not published: False
+        pod("web-4", None),          // no gate: never patched
+    ];
+    let (results, seen) = run(resource(""), &zk.connect(), pods, 2).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut patches: Vec<(&str, &Value)> = seen
+        .iter()
+        .filter(|s| s.method == "PATCH" && s.path.contains("/pods/"))
+        .map(|s| {
+            let c = s.condition(crate::model::pod::REGISTERED_GATE).unwrap();
+            (s.path.as_str(), &c["status"])
+        })
+        .collect();
+    // Each patch runs in its own task: arrival order is free.
+    patches.sort_by_key(|(path, _)| *path);
+    assert_eq!(
+        patches,
+        vec![
+            (
+                "/api/v1/namespaces/shop/pods/web-1/status",
+                &Value::from("True")
+            ),
+            (
+                "/api/v1/namespaces/shop/pods/web-3/status",
+                &Value::from("False")
+            ),
+        ],
+        "{seen:#?}"
+    );
+    let c = zk.client().await;
+    let mut published = c
+        .list_children("/podkeeper/shop/web/endpoints")
+        .await
+        .unwrap();
+    published.sort();
+    assert_eq!(published, ["web-1", "web-2", "web-4"]);
 }

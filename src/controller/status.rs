@@ -12,6 +12,9 @@ pub enum Outcome {
     InvalidSpec(String),
     /// The path is refused.
     PathRefused(String),
+    /// `spec.address` cannot be used as it stands (e.g. a NodePort Service that is not
+    /// `externalTrafficPolicy: Local`).
+    AddressRefused(String),
     /// Another owner holds the path.
     Conflict(String),
     /// No ZooKeeper session.
@@ -39,6 +42,10 @@ pub struct Counts {
     pub warnings: Vec<String>,
     /// Per registry of `spec.registries`.
     pub registries: Vec<crate::crd::RegistryStatus>,
+    /// Ready pods left out because their address cannot be resolved.
+    pub unresolved: u32,
+    /// The first few of them.
+    pub unresolved_addresses: Vec<crate::crd::UnresolvedAddress>,
 }
 
 fn cond(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
@@ -71,6 +78,7 @@ pub fn build(
         ),
         Outcome::InvalidSpec(m) => (false, "InvalidSpec", m.clone()),
         Outcome::PathRefused(m) => (false, "PathRefused", m.clone()),
+        Outcome::AddressRefused(m) => (false, "AddressRefused", m.clone()),
         Outcome::Conflict(m) => (false, "Conflict", m.clone()),
         Outcome::ZooKeeperUnavailable(m) => (false, "ZooKeeperUnavailable", m.clone()),
         Outcome::WriteFailed(m) => (false, "WriteFailed", m.clone()),
@@ -88,6 +96,8 @@ pub fn build(
             draining: c.draining,
             groups: c.groups.clone(),
             registries: c.registries.clone(),
+            unresolved: c.unresolved,
+            unresolved_addresses: c.unresolved_addresses.clone(),
             ..Default::default()
         },
         (None, Some(p)) => ServiceRegistrationStatus {

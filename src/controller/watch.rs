@@ -1,15 +1,17 @@
-//! Pod and node watches that feed the index and trigger the resources a change concerns.
+//! Pod, node and Service watches that feed the index and trigger the resources a change
+//! concerns.
 //! Event-driven: a readiness change becomes a reconcile trigger within microseconds.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
 
 use super::Context;
+use crate::model::address::ServiceInfo;
 use crate::model::pod::{NodeInfo, PodInfo};
 
 /// Watches pods (all namespaces, or one) until the process ends; restarts the list when the
@@ -116,5 +118,45 @@ pub async fn nodes(ctx: Arc<Context>, api: Api<Node>) {
                 }
             }
         }
+    }
+}
+
+/// Watches Services for the node ports of NodePort addresses. Only the slim projection is
+/// kept, and a change wakes only the resources whose `spec.address.service` names it.
+pub async fn services(ctx: Arc<Context>, api: Api<Service>, scope: Option<String>) {
+    let name = scope
+        .as_deref()
+        .map_or_else(|| "services".to_string(), |ns| format!("services in {ns}"));
+    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            Err(err) => {
+                ctx.set_watch_error(&name, Some(err.to_string()));
+                tracing::warn!(%err, "service watch error; the watcher retries");
+                continue;
+            }
+            Ok(ev) => ev,
+        };
+        ctx.set_watch_error(&name, None);
+        let idx = &ctx.index;
+        let wake = match ev {
+            Event::Init => {
+                idx.services_relist_started(scope.as_deref());
+                Vec::new()
+            }
+            Event::InitApply(s) | Event::Apply(s) => {
+                let info = Some(ServiceInfo::from_service(&s));
+                idx.apply_service(&s.namespace().unwrap_or_default(), &s.name_any(), info)
+            }
+            Event::Delete(s) => {
+                idx.apply_service(&s.namespace().unwrap_or_default(), &s.name_any(), None)
+            }
+            Event::InitDone => {
+                let wake = idx.services_relist_done(scope.as_deref());
+                ctx.reconcile_all();
+                wake
+            }
+        };
+        ctx.wake(&wake);
     }
 }

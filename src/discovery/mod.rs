@@ -22,6 +22,7 @@ pub use self::endpoint::{Endpoint, InFlightGuard, PickContext, Picked, host_port
 pub use self::registry::{Node, browse};
 pub use self::snapshot::{Registry, Snapshot, Staleness};
 pub use self::watch::{Discovery, DiscoveryBuilder};
+pub use crate::zk::security::{Mechanism, SecurityFiles};
 
 /// How to reach ZooKeeper: the ensemble, an optional chroot, the session timeout and credentials.
 #[derive(Clone, Debug)]
@@ -32,8 +33,8 @@ pub struct Ensemble {
     pub chroot: Option<String>,
     /// Session timeout; connecting gives up after about twice as long.
     pub session_timeout: std::time::Duration,
-    /// `user:password` for ZooKeeper's digest authentication.
-    pub digest: Option<Vec<u8>>,
+    /// TLS and login files (read-only identity); empty: plaintext, anonymous.
+    pub security: SecurityFiles,
 }
 
 impl Ensemble {
@@ -43,7 +44,7 @@ impl Ensemble {
             connect: connect.into(),
             chroot: None,
             session_timeout: std::time::Duration::from_secs(10),
-            digest: None,
+            security: SecurityFiles::default(),
         }
     }
 }
@@ -68,6 +69,17 @@ pub enum DiscoveryError {
         #[source]
         source: zookeeper_client::Error,
     },
+    /// No session: TLS, login or the servers refused (the message says which).
+    #[error("ZooKeeper at {connect}: {reason}")]
+    Connect {
+        /// The connect string.
+        connect: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The TLS or login files cannot be used.
+    #[error(transparent)]
+    Credentials(#[from] crate::zk::security::SecurityError),
     /// No answer within the deadline.
     #[error("ZooKeeper at {connect} did not answer within {after:?}")]
     Timeout {

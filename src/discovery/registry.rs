@@ -10,6 +10,8 @@ use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
 use super::snapshot::Registry;
 use super::{DiscoveryError, Ensemble};
 use crate::model::record::{ENDPOINTS, EndpointRecord, ServiceRecord};
+use crate::zk::security::Credentials;
+use crate::zk::session::establish;
 
 /// Reads per multi request: endpoint records are a few hundred bytes, so 128 of them stay far
 /// below ZooKeeper's 1 MB packet limit even with generous metadata.
@@ -285,11 +287,12 @@ fn walk<'a>(client: &'a Client, path: &'a str) -> BoxFuture<'a, Result<Node, ZkE
 pub(crate) async fn connect(ensemble: &Ensemble) -> Result<Client, DiscoveryError> {
     let connect = &ensemble.connect;
     let deadline = ensemble.session_timeout * 2;
-    let mut connector = Client::connector().with_session_timeout(ensemble.session_timeout);
-    if let Some(digest) = &ensemble.digest {
-        connector = connector.with_auth("digest", digest);
-    }
-    match timeout(deadline, connector.connect(connect)).await {
+    let creds = match ensemble.security.is_empty() {
+        true => None,
+        false => Some(Credentials::load(ensemble.security.clone())?),
+    };
+    let session = establish(connect, ensemble.session_timeout, creds.as_deref());
+    match timeout(deadline, session).await {
         Ok(Ok(client)) => match &ensemble.chroot {
             None => Ok(client),
             Some(root) => client
@@ -299,9 +302,9 @@ pub(crate) async fn connect(ensemble: &Ensemble) -> Result<Client, DiscoveryErro
                     reason: "not a valid chroot",
                 }),
         },
-        Ok(Err(source)) => Err(DiscoveryError::ZooKeeper {
+        Ok(Err(reason)) => Err(DiscoveryError::Connect {
             connect: connect.to_string(),
-            source,
+            reason,
         }),
         Err(_) => Err(DiscoveryError::Timeout {
             connect: connect.to_string(),

@@ -66,9 +66,9 @@ impl DiscoveryBuilder {
         self
     }
 
-    /// Authenticate with ZooKeeper's digest scheme (`user:password`).
-    pub fn digest(mut self, digest: Option<Vec<u8>>) -> Self {
-        self.ensemble.digest = digest;
+    /// TLS and login files (see [`SecurityFiles`](crate::discovery::SecurityFiles)).
+    pub fn security(mut self, security: crate::discovery::SecurityFiles) -> Self {
+        self.ensemble.security = security;
         self
     }
 

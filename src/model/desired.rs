@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::address::{self, AddressError, Mode, NodePorts};
 use super::pod::{NodeInfo, PodInfo};
 use super::record::{EndpointRecord, EndpointStatus};
 use super::selector::{Selector, SelectorError};
@@ -38,6 +39,9 @@ pub enum SpecError {
     /// A numeric port outside 1-65535 or an empty name.
     #[error("spec.port {0:?} is not a port number (1-65535) or a port name")]
     Port(String),
+    /// `spec.address` does not compile.
+    #[error(transparent)]
+    Address(#[from] AddressError),
 }
 
 /// Which container port to publish.
@@ -63,6 +67,7 @@ pub struct Registration {
     default_weight: u32,
     metadata: MetadataSpec,
     drain_ms: i64,
+    address: Mode,
 }
 
 impl Registration {
@@ -119,7 +124,41 @@ impl Registration {
             default_weight: spec.weights.default.max(1),
             metadata: spec.metadata.clone(),
             drain_ms: i64::from(spec.drain_seconds) * 1000,
+            address: Mode::compile(&spec.address)?,
         })
+    }
+
+    /// The Service whose node ports are published (NodePort mode).
+    pub fn node_port_service(&self) -> Option<&str> {
+        self.address.node_port_service()
+    }
+
+    /// The node ports bound so far (NodePort mode).
+    pub fn node_ports(&self) -> Option<&NodePorts> {
+        self.address.node_ports()
+    }
+
+    /// Finds the node ports of the NodePort Service for the spec's ports; the error says why
+    /// the Service cannot be used.
+    pub fn node_ports_of(
+        &self,
+        service: Option<&address::ServiceInfo>,
+    ) -> Result<NodePorts, String> {
+        let name = self.node_port_service().unwrap_or_default();
+        let (port_name, port_number) = match &self.port {
+            PortRef::Name(n) => (Some(n.as_str()), None),
+            PortRef::Number(n) => (None, Some(*n)),
+        };
+        address::bind(name, service, port_name, port_number, &self.extra_ports)
+    }
+
+    /// This registration with its NodePort mode bound to `ports`.
+    pub fn with_node_ports(&self, ports: NodePorts) -> Registration {
+        let mut reg = self.clone();
+        if let Mode::NodePort { ports: bound, .. } = &mut reg.address {
+            *bound = Some(ports);
+        }
+        reg
     }
 
     /// Does the resource select this pod?
@@ -163,6 +202,10 @@ pub struct Desired {
     pub next_deadline_ms: Option<i64>,
     /// Pods left out for a reason the user should see (at most a few, with a total).
     pub warnings: Vec<String>,
+    /// Ready pods left out because their address cannot be resolved.
+    pub unresolved: u32,
+    /// The first few of them: (pod, why).
+    pub unresolved_pods: Vec<(String, String)>,
 }
 
 const MAX_WARNINGS: usize = 5;
@@ -176,6 +219,8 @@ struct Slot {
     cand: Option<Cand>,
     /// Why the pod is left out or published with a fallback, for the status.
     warning: Option<String>,
+    /// Why the pod's address cannot be resolved, if that is why it is left out.
+    unresolved: Option<String>,
     /// The pod's drain ends then (Unix ms): it must be looked at again.
     expires: Option<i64>,
 }
@@ -183,6 +228,9 @@ struct Slot {
 #[derive(Debug, Clone, Copy)]
 struct Cand {
     group: usize,
+    /// The container port of `spec.port`.
+    container_port: u16,
+    /// The published port (`spec.address`).
     port: u16,
     /// Draining until this time (Unix ms); `None` while serving.
     draining_until: Option<i64>,
@@ -211,6 +259,7 @@ fn slot(
         ready: false,
         cand: None,
         warning: None,
+        unresolved: None,
         expires: None,
     };
     let node_ready = pod
@@ -235,9 +284,6 @@ fn slot(
             None
         }
     };
-    if pod.ip.is_none() {
-        return Some(out);
-    }
     let port = match &reg.port {
         PortRef::Number(n) => Some(*n),
         PortRef::Name(name) => pod.named_port(name),
@@ -250,6 +296,16 @@ fn slot(
             ));
         }
         return Some(out);
+    };
+    let container_port = port;
+    let port = match reg.address.port(pod, nodes, port) {
+        Ok(port) => port,
+        Err(why) => {
+            if why.reported() {
+                out.unresolved = Some(why.to_string());
+            }
+            return Some(out);
+        }
     };
     let relative = match pod.annotations.get(WEIGHT_ANNOTATION) {
         None => reg.default_weight,
@@ -266,6 +322,7 @@ fn slot(
     };
     out.cand = Some(Cand {
         group: reg.group_of(pod),
+        container_port,
         port,
         draining_until,
         relative,
@@ -347,6 +404,7 @@ impl Tracker {
                         ready: false,
                         cand: None,
                         warning: None,
+                        unresolved: None,
                         expires: None,
                     };
                     rebuild.push((name.to_string(), None));
@@ -400,7 +458,7 @@ impl Tracker {
             let record = endpoint_record(
                 reg,
                 pod,
-                c.port,
+                (c.container_port, c.port),
                 c.weight,
                 reg.group_name(c.group),
                 status,
@@ -469,7 +527,14 @@ impl Tracker {
         let mut expiry = None::<i64>;
         let mut warnings = Vec::new();
         let mut more = 0usize;
-        for s in self.slots.values() {
+        let (mut unresolved, mut unresolved_pods) = (0u32, Vec::new());
+        for (name, s) in &self.slots {
+            if let Some(why) = &s.unresolved {
+                unresolved += 1;
+                if unresolved_pods.len() < MAX_WARNINGS {
+                    unresolved_pods.push((name.to_string(), why.clone()));
+                }
+            }
             ready += u32::from(s.ready);
             if let Some(u) = s.expires {
                 expiry = Some(expiry.map_or(u, |e| e.min(u)));
@@ -502,6 +567,8 @@ impl Tracker {
         d.next_deadline_ms = next;
         self.next_expiry = expiry;
         d.warnings = warnings;
+        d.unresolved = unresolved;
+        d.unresolved_pods = unresolved_pods;
         d.groups = (0..group_count)
             .filter(|&g| !(g == reg.groups.len() && !reg.groups.is_empty() && group_ready[g] == 0))
             .map(|g| GroupStatus {
@@ -526,7 +593,7 @@ pub fn desired<'a>(
 fn endpoint_record(
     reg: &Registration,
     pod: &PodInfo,
-    port: u16,
+    (container_port, port): (u16, u16),
     weight: u32,
     group: &str,
     status: EndpointStatus,
@@ -537,10 +604,19 @@ fn endpoint_record(
         ports.push((name.clone(), port));
     }
     for name in &reg.extra_ports {
-        if let Some(p) = pod.named_port(name) {
+        if let Some(p) = pod
+            .named_port(name)
+            .and_then(|p| reg.address.extra_port(name, pod, p))
+        {
             ports.push((name.clone(), p));
         }
     }
+    // `slot` resolved the same pod against the same nodes, so this succeeds.
+    let host = reg
+        .address
+        .resolve(&reg.namespace, pod, nodes, container_port)
+        .map(|(host, _)| host)
+        .unwrap_or_default();
     // Later entries win: labels over static entries, annotations over both.
     let static_entries = reg
         .metadata
@@ -560,7 +636,7 @@ fn endpoint_record(
     let metadata: SmallMap<String, String> =
         static_entries.chain(labels).chain(annotations).collect();
     EndpointRecord {
-        host: pod.ip.as_deref().unwrap_or_default().to_string(),
+        host,
         port,
         ports: ports.into_iter().collect(),
         weight,

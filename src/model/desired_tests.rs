@@ -29,6 +29,9 @@ fn pod(name: &str, labels: &[(&str, &str)], ready: bool) -> PodInfo {
         ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into_boxed_slice(),
         node: Some("n1".into()),
         ready,
+        registered: None,
+        host_network: false,
+        host_ports: Box::new([]),
         terminating_since_ms: None,
         ready_at_termination: false,
     }
@@ -53,6 +56,7 @@ fn nodes() -> HashMap<String, NodeInfo> {
         NodeInfo {
             zone: Some("z1".into()),
             ready: true,
+            ..Default::default()
         },
     )]
     .into()
@@ -349,6 +353,7 @@ mod incremental {
                 NodeInfo {
                     zone: Some("z1".into()),
                     ready: true,
+                    ..Default::default()
                 },
             ),
             (
@@ -356,6 +361,7 @@ mod incremental {
                 NodeInfo {
                     zone: None,
                     ready: false,
+                    ..Default::default()
                 },
             ),
         ]

@@ -2,7 +2,11 @@
 //! No I/O and no clocks: callers pass time in, so every function here is deterministic.
 
 #[cfg(feature = "operator")]
+pub mod address;
+#[cfg(feature = "operator")]
 pub mod desired;
+#[cfg(feature = "operator")]
+pub mod gate;
 pub mod guard;
 pub mod nodes;
 pub mod plan;

@@ -111,8 +111,16 @@ pub struct PodInfo {
     pub ports: Box<[(Box<str>, u16)]>,
     /// Node name.
     pub node: Option<Box<str>>,
-    /// Ready condition is True.
+    /// Counts as ready: the Ready condition is True, or the pod lists the
+    /// `podkeeper.io/registered` gate, its containers are ready and that gate is the only one
+    /// pending (it waits for the registration itself).
     pub ready: bool,
+    /// `Some(condition is True)` when the pod lists the `podkeeper.io/registered` gate.
+    pub registered: Option<bool>,
+    /// `hostNetwork: true`: the pod's ports are its node's.
+    pub host_network: bool,
+    /// (container port, host port) of the ports that have a `hostPort`.
+    pub host_ports: Box<[(u16, u16)]>,
     /// When termination began (deletionTimestamp minus grace period), Unix milliseconds.
     pub terminating_since_ms: Option<i64>,
     /// The pod was ready when termination began, so it drains instead of vanishing.
@@ -149,10 +157,19 @@ impl PodInfo {
             .collect();
         ports.sort_unstable();
         ports.dedup();
+        let mut host_ports: Vec<(u16, u16)> = spec
+            .into_iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                let host = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
+                Some((u16::try_from(p.container_port).ok()?, host))
+            })
+            .collect();
+        host_ports.sort_unstable();
+        host_ports.dedup_by_key(|(c, _)| *c);
+        let readiness = Readiness::of(pod);
         let status = pod.status.as_ref();
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         let ip = status
             .and_then(|s| s.pod_ip.clone())
             .filter(|ip| !ip.is_empty())
@@ -170,8 +187,11 @@ impl PodInfo {
             node: spec
                 .and_then(|s| s.node_name.clone())
                 .map(String::into_boxed_str),
-            ready,
-            ready_at_termination: terminating_since_ms.is_some() && ready,
+            ready: readiness.counts_ready(),
+            registered: readiness.registered,
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            host_ports: host_ports.into_boxed_slice(),
+            ready_at_termination: terminating_since_ms.is_some() && readiness.counts_ready(),
             terminating_since_ms,
         }
     }
@@ -205,6 +225,7 @@ impl PodInfo {
             + usize::from(self.ip.is_some())
             + usize::from(self.node.is_some())
             + usize::from(!self.ports.is_empty())
+            + usize::from(!self.host_ports.is_empty())
             + self.ports.iter().filter(|(n, _)| !n.is_empty()).count();
         std::mem::size_of::<Self>()
             + 2 * self.name.len()
@@ -217,7 +238,61 @@ impl PodInfo {
                 .map(|(n, _)| n.len() + std::mem::size_of::<(Box<str>, u16)>())
                 .sum::<usize>()
             + self.node.as_ref().map_or(0, |s| s.len())
+            + std::mem::size_of_val(&*self.host_ports)
             + allocations * PER_ALLOCATION
+    }
+}
+
+/// The readiness gate podkeeper sets once a pod's endpoint is in ZooKeeper.
+pub const REGISTERED_GATE: &str = "podkeeper.io/registered";
+
+/// The pod conditions readiness is decided from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Readiness {
+    /// Ready is True.
+    pub ready: bool,
+    /// ContainersReady is True.
+    pub containers_ready: bool,
+    /// Every readiness gate other than ours is True.
+    pub other_gates_true: bool,
+    /// `Some(condition is True)` when the pod lists our gate.
+    pub registered: Option<bool>,
+}
+
+impl Readiness {
+    /// Reads the conditions and readiness gates of a pod.
+    pub fn of(pod: &Pod) -> Readiness {
+        let conditions = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        let is_true = |t: &str| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
+        let gates = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.readiness_gates.as_deref())
+            .unwrap_or_default();
+        let ours = gates.iter().any(|g| g.condition_type == REGISTERED_GATE);
+        Readiness {
+            ready: is_true("Ready"),
+            containers_ready: is_true("ContainersReady"),
+            other_gates_true: gates
+                .iter()
+                .filter(|g| g.condition_type != REGISTERED_GATE)
+                .all(|g| is_true(&g.condition_type)),
+            registered: ours.then(|| is_true(REGISTERED_GATE)),
+        }
+    }
+
+    /// Whether podkeeper publishes the pod: Ready, or gated by `podkeeper.io/registered` with
+    /// everything else satisfied. Without the exception the gate would wait for itself.
+    pub fn counts_ready(&self) -> bool {
+        self.ready || (self.registered.is_some() && self.containers_ready && self.other_gates_true)
     }
 }
 
@@ -228,6 +303,22 @@ pub struct NodeInfo {
     pub zone: Option<Box<str>>,
     /// Ready condition is True (a node without conditions yet counts as ready).
     pub ready: bool,
+    /// The first `InternalIP` of `status.addresses`.
+    pub internal_ip: Option<Box<str>>,
+    /// The first `ExternalIP` of `status.addresses`.
+    pub external_ip: Option<Box<str>>,
+}
+
+impl Default for NodeInfo {
+    /// A ready node with no zone and no addresses.
+    fn default() -> Self {
+        NodeInfo {
+            zone: None,
+            ready: true,
+            internal_ip: None,
+            external_ip: None,
+        }
+    }
 }
 
 impl NodeInfo {
@@ -245,7 +336,19 @@ impl NodeInfo {
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
             .is_none_or(|c| c.status == "True");
-        NodeInfo { zone, ready }
+        let address = |kind: &str| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .and_then(|a| a.iter().find(|a| a.type_ == kind && !a.address.is_empty()))
+                .map(|a| a.address.clone().into_boxed_str())
+        };
+        NodeInfo {
+            zone,
+            ready,
+            internal_ip: address("InternalIP"),
+            external_ip: address("ExternalIP"),
+        }
     }
 }
 

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use zookeeper_client::Client;
 
 use super::ZkError;
+use super::acl::{NodeAcls, NodeKind};
 use super::session::Session;
-use super::writer::{mkdir_parent, persistent, server};
+use super::writer::{mkdir_parent, persistent, repair_acl, server};
 
 /// What a transaction checks: the epoch znode still has the version this leader set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,15 +55,21 @@ impl Fencer {
         {
             return Ok(Some(f.clone()));
         }
-        let fence = bump_epoch(client, &self.path, &self.identity).await?;
+        let fence = bump_epoch(client, &self.path, &self.identity, &session.acls()).await?;
         tracing::info!(term, epoch_version = fence.version, target = %key, "bumped the leader epoch");
         fences.insert(key, (term, fence.clone()));
         Ok(Some(fence))
     }
 }
 
-/// Bumps the epoch znode at `path` and returns the fence for the new term.
-pub async fn bump_epoch(client: &Client, path: &str, holder: &str) -> Result<Fence, ZkError> {
+/// Bumps the epoch znode at `path` (created, or its ACL repaired, with `acls`) and returns the
+/// fence for the new term.
+pub async fn bump_epoch(
+    client: &Client,
+    path: &str,
+    holder: &str,
+    acls: &NodeAcls,
+) -> Result<Fence, ZkError> {
     let data = serde_json::to_vec(
         &serde_json::json!({ "holder": holder, "at": chrono::Utc::now().to_rfc3339() }),
     )
@@ -70,14 +77,18 @@ pub async fn bump_epoch(client: &Client, path: &str, holder: &str) -> Result<Fen
     loop {
         match client.set_data(path, &data, None).await {
             Ok(stat) => {
+                repair_acl(client, path, NodeKind::Owned, acls).await?;
                 return Ok(Fence {
                     path: path.to_string(),
                     version: stat.version,
                 });
             }
             Err(zookeeper_client::Error::NoNode) => {
-                mkdir_parent(client, path).await?;
-                match client.create(path, &data, &persistent()).await {
+                mkdir_parent(client, path, acls).await?;
+                match client
+                    .create(path, &data, &persistent(acls, NodeKind::Owned))
+                    .await
+                {
                     Ok((stat, _)) => {
                         return Ok(Fence {
                             path: path.to_string(),

@@ -1,11 +1,15 @@
 //! Everything that talks to ZooKeeper: sessions, the transactional writer, and the path layout.
 //! The `zookeeper-client` crate is pre-1.0, so it is used only inside this module.
 
+pub mod acl;
 pub mod clients;
 pub mod fence;
 pub mod format;
 pub mod layout;
+pub mod security;
 pub mod session;
+pub mod tamper;
+mod tls_probe;
 pub mod writer;
 
 pub use zookeeper_client::Client;

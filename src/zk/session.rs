@@ -9,6 +9,8 @@ use tokio::sync::{mpsc, watch};
 use zookeeper_client::{Acls, Client, CreateMode, SessionState};
 
 use super::ZkError;
+use super::acl::{AclPolicy, NodeAcls, NodeKind};
+use super::security::Credentials;
 
 /// A ZooKeeper ensemble plus optional chroot.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -35,8 +37,21 @@ impl std::fmt::Display for Target {
 pub struct SessionOptions {
     /// Session timeout negotiated with the server.
     pub timeout: Duration,
-    /// Digest credentials (`user:password`).
-    pub digest: Option<Vec<u8>>,
+    /// TLS and login; `None`: plaintext and anonymous.
+    pub credentials: Option<Arc<Credentials>>,
+    /// Which ACLs the nodes written through this session get.
+    pub acl: AclPolicy,
+}
+
+impl SessionOptions {
+    /// Plaintext, anonymous, open ACLs.
+    pub fn anonymous(timeout: Duration) -> SessionOptions {
+        SessionOptions {
+            timeout,
+            credentials: None,
+            acl: AclPolicy::default(),
+        }
+    }
 }
 
 /// What a session looks like right now.
@@ -50,6 +65,8 @@ pub struct SessionStatus {
     pub connected: bool,
     /// Why it is not connected.
     pub last_error: Option<String>,
+    /// The ACLs of what this session creates (from who it authenticated as).
+    pub acls: Option<Arc<NodeAcls>>,
 }
 
 /// One ZooKeeper session, kept alive and replaced on expiry by a background task.
@@ -92,6 +109,20 @@ impl Session {
         }
     }
 
+    /// The ACLs nodes created through the current session get.
+    pub fn acls(&self) -> Arc<NodeAcls> {
+        self.status
+            .borrow()
+            .acls
+            .clone()
+            .unwrap_or_else(|| Arc::new(NodeAcls::open()))
+    }
+
+    /// Why the session is not available, if it is not.
+    pub fn last_error(&self) -> Option<String> {
+        self.status.borrow().last_error.clone()
+    }
+
     /// Connected right now?
     pub fn is_available(&self) -> bool {
         let s = self.status.borrow();
@@ -99,28 +130,57 @@ impl Session {
     }
 }
 
-async fn connect(
-    target: &Target,
-    options: &SessionOptions,
-) -> Result<Client, zookeeper_client::Error> {
-    let mut connector = Client::connector()
-        .with_session_timeout(options.timeout)
-        .with_connection_timeout(Duration::from_secs(2).min(options.timeout));
-    if let Some(d) = &options.digest {
-        connector = connector.with_auth("digest", d);
+/// A new authenticated session (no chroot), or why not, in words. For readers too (the
+/// discovery client and `podkeeper resolve`/`tree`).
+pub async fn establish(
+    connect: &str,
+    timeout: Duration,
+    creds: Option<&Credentials>,
+) -> Result<Client, String> {
+    let connector = creds.map_or_else(Client::connector, Credentials::connector);
+    let connector = connector
+        .with_session_timeout(timeout)
+        .with_connection_timeout(Duration::from_secs(2).min(timeout));
+    let connected = match creds {
+        Some(c) if c.is_tls() => connector.secure_connect(connect).await,
+        _ => connector.connect(connect).await,
+    };
+    let client = match (connected, creds) {
+        (Ok(client), _) => client,
+        (Err(err), Some(c)) => return Err(c.diagnose(connect, &err).await),
+        (Err(err), None) => return Err(err.to_string()),
+    };
+    if let Some(c) = creds
+        && let Some(auth) = c.digest_auth()
+        && let Err(err) = client.auth("digest", &auth).await
+    {
+        return Err(c.diagnose(connect, &err).await);
     }
-    let client = connector.connect(&target.connect).await?;
-    match &target.chroot {
-        None => Ok(client),
+    Ok(client)
+}
+
+/// A new session, authenticated, below the chroot, with the ACLs its identity gets.
+async fn connect(target: &Target, options: &SessionOptions) -> Result<(Client, NodeAcls), String> {
+    let creds = options.credentials.as_deref();
+    let client = establish(&target.connect, options.timeout, creds).await?;
+    let writers = super::acl::session_identities(&client, creds)
+        .await
+        .map_err(|e| format!("whoami: {e}"))?;
+    let acls = NodeAcls::new(&options.acl, writers);
+    let client = match &target.chroot {
+        None => client,
         Some(root) => {
+            let create = CreateMode::Persistent.with_acls(Acls::new(acls.of(NodeKind::Ancestor)));
             client
-                .mkdir(root, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
-                .await?;
+                .mkdir(root, &create)
+                .await
+                .map_err(|e| format!("creating the chroot {root}: {e}"))?;
             client
                 .chroot(root.as_str())
-                .map_err(|_| zookeeper_client::Error::BadArguments(&"invalid chroot"))
+                .map_err(|_| format!("invalid chroot {root}"))?
         }
-    }
+    };
+    Ok((client, acls))
 }
 
 async fn run(
@@ -138,11 +198,15 @@ async fn run(
             return;
         };
         match connect(&target, &options).await {
-            Ok(client) => {
+            Ok((client, acls)) => {
                 backoff = Duration::from_millis(100);
                 generation += 1;
                 crate::metrics::get().zk_sessions.inc();
-                tracing::info!(%target, generation, session = ?client.session_id(), "ZooKeeper session established");
+                if acls.is_open() && !options.acl.open {
+                    tracing::warn!(%target, "ZooKeeper session has no identity (no login, no client certificate): nodes are created writable by anyone");
+                }
+                let writers: Vec<String> = acls.writers.iter().map(ToString::to_string).collect();
+                tracing::info!(%target, generation, session = ?client.session_id(), ?writers, "ZooKeeper session established");
                 let mut states = client.state_watcher();
                 publish(&session, |s| {
                     *s = SessionStatus {
@@ -150,6 +214,7 @@ async fn run(
                         generation,
                         connected: true,
                         last_error: None,
+                        acls: Some(Arc::new(acls)),
                     }
                 });
                 let _ = changed.send(());
@@ -171,11 +236,21 @@ async fn run(
                             });
                         }
                         SessionState::Expired | SessionState::Closed | SessionState::AuthFailed => {
-                            tracing::warn!(%target, ?state, "ZooKeeper session ended; building a new client");
+                            let reason = match (state, options.credentials.as_deref()) {
+                                (SessionState::AuthFailed, Some(c)) => {
+                                    c.diagnose(
+                                        &target.connect,
+                                        &zookeeper_client::Error::AuthFailed,
+                                    )
+                                    .await
+                                }
+                                _ => format!("session {state:?}"),
+                            };
+                            tracing::warn!(%target, ?state, %reason, "ZooKeeper session ended; building a new client");
                             publish(&session, |s| {
                                 s.client = None;
                                 s.connected = false;
-                                s.last_error = Some(format!("session {state:?}"));
+                                s.last_error = Some(reason);
                             });
                             let _ = changed.send(());
                             break;
@@ -188,7 +263,7 @@ async fn run(
                 tracing::warn!(%target, %err, ?backoff, "ZooKeeper connect failed");
                 publish(&session, |s| {
                     s.connected = false;
-                    s.last_error = Some(err.to_string());
+                    s.last_error = Some(err);
                 });
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -236,20 +311,29 @@ impl Sessions {
                 others
                     .entry(t.clone())
                     .or_insert_with(|| {
-                        Session::start(t.clone(), self.options.clone(), self.changed.clone())
+                        // The operator's credentials go to its own ensemble only: a resource
+                        // must not be able to send them to a server of its choosing.
+                        let options = SessionOptions {
+                            credentials: None,
+                            ..self.options.clone()
+                        };
+                        Session::start(t.clone(), options, self.changed.clone())
                     })
                     .clone()
             }
         }
     }
 
-    /// The ensembles in use without a connected session (the default one first).
+    /// The ensembles in use without a connected session (the default one first), each with why.
     pub fn unavailable(&self) -> Vec<String> {
         let others = self.others.lock().expect("sessions lock");
         std::iter::once(&self.default)
             .chain(others.values())
             .filter(|s| !s.is_available())
-            .map(|s| s.target().to_string())
+            .map(|s| match s.last_error() {
+                Some(why) => format!("{} ({why})", s.target()),
+                None => s.target().to_string(),
+            })
             .collect()
     }
 }

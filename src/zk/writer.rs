@@ -11,6 +11,7 @@ use zookeeper_client::{
 };
 
 use super::ZkError;
+use super::acl::{NodeAcls, NodeKind};
 pub use super::fence::Fence;
 use super::format::{Codec, Format};
 use super::layout::{endpoint_path, endpoints_path};
@@ -23,12 +24,17 @@ pub const MAX_TXN_BYTES: usize = 512 * 1024;
 /// Per-operation framing overhead counted against the budget.
 const OP_OVERHEAD: usize = 64;
 
-pub(super) fn persistent() -> CreateOptions<'static> {
-    CreateMode::Persistent.with_acls(Acls::anyone_all())
+/// A persistent node with the ACL of its kind.
+pub(super) fn persistent(acls: &NodeAcls, kind: NodeKind) -> CreateOptions<'_> {
+    CreateMode::Persistent.with_acls(Acls::new(acls.of(kind)))
 }
 
-/// Creates the parents of `path` that are missing.
-pub(super) async fn mkdir_parent(client: &Client, path: &str) -> Result<(), ZkError> {
+/// Creates the parents of `path` that are missing (as ancestors others may create beside).
+pub(super) async fn mkdir_parent(
+    client: &Client,
+    path: &str,
+    acls: &NodeAcls,
+) -> Result<(), ZkError> {
     let Some(parent) = path
         .rsplit_once('/')
         .map(|(p, _)| p)
@@ -37,9 +43,21 @@ pub(super) async fn mkdir_parent(client: &Client, path: &str) -> Result<(), ZkEr
         return Ok(());
     };
     client
-        .mkdir(parent, &persistent())
+        .mkdir(parent, &persistent(acls, NodeKind::Ancestor))
         .await
         .map_err(server("mkdir", parent))
+}
+
+/// Creates a client-format folder (its parents as ancestors); one that exists is left as is.
+async fn mkdir_folder(client: &Client, dir: &str, acls: &NodeAcls) -> Result<(), ZkError> {
+    mkdir_parent(client, dir, acls).await?;
+    match client
+        .create(dir, &[], &persistent(acls, NodeKind::Folder))
+        .await
+    {
+        Ok(_) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
+        Err(e) => Err(server("create", dir)(e)),
+    }
 }
 
 /// The client-format znodes a resource keeps beside its native records (Dubbo providers,
@@ -64,6 +82,10 @@ pub struct WriteOptions {
     pub format: Format,
     /// The resource's client-format nodes, when it publishes any.
     pub clients: Option<Arc<dyn ClientNodes>>,
+    /// The ACLs of the nodes created (the session's identity and the policy).
+    pub acls: Arc<NodeAcls>,
+    /// Where the writes' own watch events are announced, so the tamper watch ignores them.
+    pub ledger: Option<Arc<super::tamper::Ledger>>,
 }
 
 /// A service path this resource owns, as last read or written.
@@ -201,7 +223,7 @@ async fn load_inner(
         }
     }
     let (nodes, foreign) = match &options.clients {
-        Some(clients) => load_clients(client, clients.as_ref()).await?,
+        Some(clients) => load_clients(client, clients.as_ref(), &options.acls).await?,
         None => Default::default(),
     };
     Ok(Loaded::Owned(ServiceState {
@@ -219,16 +241,14 @@ async fn load_inner(
 async fn load_clients(
     client: &Client,
     clients: &dyn ClientNodes,
+    acls: &NodeAcls,
 ) -> Result<(BTreeMap<String, OwnedNode>, BTreeSet<String>), ZkError> {
     let (mut owned, mut foreign) = (BTreeMap::new(), BTreeSet::new());
     for dir in clients.dirs() {
         let children = match client.list_children(&dir).await {
             Ok(c) => c,
             Err(zookeeper_client::Error::NoNode) => {
-                client
-                    .mkdir(&dir, &persistent())
-                    .await
-                    .map_err(server("mkdir", &dir))?;
+                mkdir_folder(client, &dir, acls).await?;
                 continue;
             }
             Err(e) => return Err(server("list", &dir)(e)),
@@ -264,6 +284,73 @@ async fn load_clients(
     Ok((owned, foreign))
 }
 
+/// Sets the ACL of the node at `path` to what `kind` gets, if it differs; true when repaired.
+pub(super) async fn repair_acl(
+    client: &Client,
+    path: &str,
+    kind: NodeKind,
+    acls: &NodeAcls,
+) -> Result<bool, ZkError> {
+    let (have, stat) = client.get_acl(path).await.map_err(server("getAcl", path))?;
+    if !acls.differs(kind, &have) {
+        return Ok(false);
+    }
+    set_acl(client, path, kind, acls, stat.aversion).await
+}
+
+async fn set_acl(
+    client: &Client,
+    path: &str,
+    kind: NodeKind,
+    acls: &NodeAcls,
+    aversion: i32,
+) -> Result<bool, ZkError> {
+    match client
+        .set_acl(path, &Acls::new(acls.of(kind)), Some(aversion))
+        .await
+    {
+        Ok(_) => {
+            crate::metrics::get().acl_repairs.inc();
+            tracing::warn!(path, "repaired the ACL of a node podkeeper owns");
+            Ok(true)
+        }
+        // Changed again meanwhile, or gone: the next audit looks again.
+        Err(zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode) => Ok(false),
+        Err(e) => Err(server("setAcl", path)(e)),
+    }
+}
+
+/// Checks the ACL of every node `state` says this resource owns (record, endpoints folder,
+/// endpoints, client-format nodes) and repairs those that differ. Reads are pipelined.
+/// Returns how many were repaired.
+pub async fn audit_acls(
+    client: &Client,
+    path: &str,
+    state: &ServiceState,
+    acls: &NodeAcls,
+) -> Result<usize, ZkError> {
+    let eps = endpoints_path(path);
+    let mut paths = vec![path.to_string()];
+    if !state.endpoints_missing {
+        paths.push(eps.clone());
+    }
+    paths.extend(state.endpoints.keys().map(|n| endpoint_path(path, n)));
+    paths.extend(state.nodes.keys().cloned());
+    let reads: Vec<_> = paths.iter().map(|p| client.get_acl(p)).collect();
+    let mut repaired = 0;
+    for (p, r) in paths.iter().zip(futures::future::join_all(reads).await) {
+        match r {
+            Ok((have, stat)) if acls.differs(NodeKind::Owned, &have) => {
+                repaired +=
+                    usize::from(set_acl(client, p, NodeKind::Owned, acls, stat.aversion).await?);
+            }
+            Ok(_) | Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => return Err(server("getAcl", p)(e)),
+        }
+    }
+    Ok(repaired)
+}
+
 /// Creates the service record and its endpoints folder in one transaction.
 pub async fn claim(
     client: &Client,
@@ -281,7 +368,8 @@ async fn claim_inner(
     options: &WriteOptions,
 ) -> Result<ServiceState, ZkError> {
     let fence = options.fence.as_ref();
-    mkdir_parent(client, path).await?;
+    let acls = &options.acls;
+    mkdir_parent(client, path, acls).await?;
     let data = options.format.codec().encode_service(record);
     let mut w = client.new_multi_writer();
     if let Some(f) = fence {
@@ -289,14 +377,14 @@ async fn claim_inner(
             .map_err(server("check", &f.path))?;
     }
     let eps = endpoints_path(path);
-    w.add_create(path, &data, &persistent())
+    w.add_create(path, &data, &persistent(acls, NodeKind::Owned))
         .map_err(server("create", path))?;
-    w.add_create(&eps, &[], &persistent())
+    w.add_create(&eps, &[], &persistent(acls, NodeKind::Owned))
         .map_err(server("create", &eps))?;
     match w.commit().await {
         Ok(_) => {
             let (nodes, foreign) = match &options.clients {
-                Some(clients) => load_clients(client, clients.as_ref()).await?,
+                Some(clients) => load_clients(client, clients.as_ref(), acls).await?,
                 None => Default::default(),
             };
             Ok(ServiceState {
@@ -368,6 +456,13 @@ impl Write<'_> {
             }
     }
 
+    fn path(&self) -> &str {
+        match self {
+            Write::Endpoint { path, .. } => path,
+            Write::Node(op) => op.path(),
+        }
+    }
+
     fn is_delete(&self) -> bool {
         matches!(
             self,
@@ -375,10 +470,15 @@ impl Write<'_> {
         )
     }
 
-    fn add(&self, w: &mut zookeeper_client::MultiWriter<'_>) -> Result<(), ZkError> {
+    fn add(
+        &self,
+        w: &mut zookeeper_client::MultiWriter<'_>,
+        acls: &NodeAcls,
+    ) -> Result<(), ZkError> {
+        let create = persistent(acls, NodeKind::Owned);
         match self {
             Write::Endpoint { op, path, data } => match (op, data) {
-                (Op::Create { .. }, Some(data)) => w.add_create(path, data, &persistent()),
+                (Op::Create { .. }, Some(data)) => w.add_create(path, data, &create),
                 (Op::Update { version, .. }, Some(data)) => {
                     w.add_set_data(path, data, Some(*version))
                 }
@@ -387,7 +487,7 @@ impl Write<'_> {
             }
             .map_err(server("multi", path)),
             Write::Node(NodeOp::Create { path, data }) => w
-                .add_create(path, data, &persistent())
+                .add_create(path, data, &create)
                 .map_err(server("multi", path)),
             Write::Node(NodeOp::Update {
                 path,
@@ -559,16 +659,31 @@ async fn apply_inner(
                 .map_err(server("check", path))?;
         }
         if first && state.endpoints_missing {
-            w.add_create(&eps, &[], &persistent())
+            w.add_create(&eps, &[], &persistent(&options.acls, NodeKind::Owned))
                 .map_err(server("create", &eps))?;
         }
         for write in batch {
-            write.add(&mut w)?;
+            write.add(&mut w, &options.acls)?;
         }
-        let results = w
-            .commit()
-            .await
-            .map_err(|e| multi_error(path, fence.is_some(), e))?;
+        let mut touched: Vec<&str> = batch.iter().map(Write::path).collect();
+        if first && record_changed {
+            touched.push(path);
+        }
+        if first && state.endpoints_missing {
+            touched.push(&eps);
+        }
+        if let Some(l) = &options.ledger {
+            l.expect(touched.iter().copied());
+        }
+        let results = match w.commit().await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(l) = &options.ledger {
+                    l.cancel(touched.iter().copied());
+                }
+                return Err(multi_error(path, fence.is_some(), e));
+            }
+        };
         let mut results = results.into_iter();
         if fence.is_some() {
             results.next();
@@ -688,7 +803,11 @@ pub async fn sync(
     loop {
         if cache.is_none() {
             *cache = Some(match load(client, path, &record.owner, options).await? {
-                Loaded::Owned(state) => state,
+                Loaded::Owned(state) if options.dry_run => state,
+                Loaded::Owned(state) => {
+                    timed("audit", audit_acls(client, path, &state, &options.acls)).await?;
+                    state
+                }
                 Loaded::Absent if options.dry_run => {
                     let (plan, nodes) = plan_for(&ServiceState::empty(record));
                     return Ok(Synced::DryRun { plan, nodes });

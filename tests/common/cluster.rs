@@ -25,6 +25,8 @@ pub fn kubeconfig() -> PathBuf {
 
 /// A kube client for the cluster.
 pub async fn client() -> Client {
+    // rustls has two providers linked (ring for kube, aws-lc-rs via zookeeper-client): pick one.
+    podkeeper::zk::security::install_crypto_provider();
     let kc = Kubeconfig::read_from(kubeconfig()).expect("read kubeconfig");
     let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
@@ -72,6 +74,36 @@ pub struct Shared {
     /// Health address.
     pub health: String,
     _op: Operator,
+    /// The operator's TLS directory and login file, when ZooKeeper is the secure one.
+    _secrets: Option<tempfile::TempDir>,
+}
+
+/// `PODKEEPER_E2E_ZK_SECURE=1`: the shared operator reaches ZooKeeper over TLS with a client
+/// certificate and a SASL login, and creates owner-only ACLs (VM providers beside it in client
+/// folders are allowed as neighbours, as in a migration).
+pub fn secure_mode() -> bool {
+    std::env::var("PODKEEPER_E2E_ZK_SECURE").is_ok_and(|v| v == "1")
+}
+
+/// The TLS directory and login file for `zk`'s podkeeper identity, and the operator's env.
+fn secure_env(zk: &ZkServer) -> (tempfile::TempDir, Vec<(&'static str, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let pki = zk.pki();
+    std::fs::copy(&pki.ca, tls.join("ca.crt")).unwrap();
+    std::fs::copy(&pki.podkeeper.cert, tls.join("tls.crt")).unwrap();
+    std::fs::copy(&pki.podkeeper.key, tls.join("tls.key")).unwrap();
+    let pk = zk.sasl_user("podkeeper");
+    let auth = dir.path().join("auth");
+    std::fs::write(&auth, format!("{}:{}", pk.user, pk.password)).unwrap();
+    let env = vec![
+        ("PODKEEPER_ZK_TLS_DIR", tls.display().to_string()),
+        ("PODKEEPER_ZK_AUTH_FILE", auth.display().to_string()),
+        ("PODKEEPER_ZK_AUTH_MECHANISM", "sasl-digest-md5".to_string()),
+        ("PODKEEPER_ZK_ACL_NEIGHBOURS", "world:anyone".to_string()),
+    ];
+    (dir, env)
 }
 
 /// Applies the committed ServiceRegistration CRD (server-side, taking over conflicting fields).
@@ -93,7 +125,11 @@ pub fn install_crd() {
 pub fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
-        let zk = ZkServer::shared();
+        let zk = if secure_mode() {
+            ZkServer::shared_secure()
+        } else {
+            ZkServer::shared()
+        };
         install_crd();
         let (ok, out) = kubectl(
             &[
@@ -105,20 +141,24 @@ pub fn shared() -> &'static Shared {
             None,
         );
         assert!(ok, "CRD not established: {out}");
-        let op = Operator::start(
-            "shared",
-            &zk.connect_string(),
-            &[
-                ("PODKEEPER_CLUSTER_ID", "e2e"),
-                ("PODKEEPER_RESYNC_INTERVAL", "30s"),
-            ],
-        );
+        let (secrets, connect, mut env) = match secure_mode() {
+            true => {
+                let (dir, env) = secure_env(zk);
+                (Some(dir), zk.secure_connect_string(), env)
+            }
+            false => (None, zk.connect_string(), Vec::new()),
+        };
+        env.push(("PODKEEPER_CLUSTER_ID", "e2e".into()));
+        env.push(("PODKEEPER_RESYNC_INTERVAL", "30s".into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let op = Operator::start("shared", &connect, &env);
         let (log, health) = (op.log.clone(), op.health.clone());
         let s = Shared {
             zk,
             log,
             health,
             _op: op,
+            _secrets: secrets,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -4,6 +4,7 @@
 pub mod clients;
 #[cfg(feature = "e2e")]
 pub mod cluster;
+pub mod pki;
 pub mod records;
 pub mod registry;
 pub mod zk;

@@ -104,6 +104,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
+# Node ports of the Services named by spec.address (mode NodePort).
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch]
+{{- if .Values.rbac.readinessGate }}
+# The podkeeper.io/registered pod condition (readiness gate): the status subresource only.
+- apiGroups: [""]
+  resources: [pods/status]
+  verbs: [patch]
+{{- end }}
 - apiGroups: [podkeeper.io]
   resources: [serviceregistrations]
   verbs: [get, list, watch, patch, update]

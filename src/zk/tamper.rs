@@ -1,0 +1,236 @@
+//! Notices znodes podkeeper owns being changed behind its back (an admin script, a superuser,
+//! a restored backup): one persistent recursive watch per watched folder, and a ledger of the
+//! events podkeeper's own writes will raise, so those are not mistaken for tampering.
+//! Reports paths only; deciding what is owned and repairing it is the controller's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use zookeeper_client::{AddWatchMode, Client, EventType};
+
+use super::ZkError;
+
+/// An expected event that never came (lost in a reconnect) stops masking the path after this.
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+/// The events podkeeper's own writes are about to raise, by path.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    expected: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Only writes below these raise events: expecting others would mask a later change.
+    watched: Mutex<Vec<String>>,
+}
+
+impl Ledger {
+    /// Before a commit: each path below a watched folder will raise one event.
+    pub fn expect<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
+        let now = Instant::now();
+        let watched = self.watched.lock().expect("ledger lock");
+        let under = |p: &str| {
+            watched.iter().any(|r| {
+                p == r || (p.starts_with(r.as_str()) && p.as_bytes().get(r.len()) == Some(&b'/'))
+            })
+        };
+        let mut expected = self.expected.lock().expect("ledger lock");
+        for p in paths.into_iter().filter(|p| under(p)) {
+            let e = expected.entry(p.to_string()).or_insert((0, now));
+            *e = (e.0 + 1, now);
+        }
+    }
+
+    fn set_watched(&self, roots: Vec<String>) {
+        *self.watched.lock().expect("ledger lock") = roots;
+    }
+
+    /// After a failed commit: nothing was written, no event comes.
+    pub fn cancel<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
+        let mut expected = self.expected.lock().expect("ledger lock");
+        for p in paths {
+            if let Some(e) = expected.get_mut(p) {
+                e.0 -= 1;
+                if e.0 == 0 {
+                    expected.remove(p);
+                }
+            }
+        }
+    }
+
+    /// An event on `path`: was it ours?
+    pub fn consume(&self, path: &str) -> bool {
+        let mut expected = self.expected.lock().expect("ledger lock");
+        let now = Instant::now();
+        expected.retain(|_, (_, at)| now.duration_since(*at) < EXPECTATION_TTL);
+        match expected.get_mut(path) {
+            Some(e) => {
+                e.0 -= 1;
+                if e.0 == 0 {
+                    expected.remove(path);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Paths still expected (for tests and metrics).
+    pub fn pending(&self) -> usize {
+        self.expected.lock().expect("ledger lock").len()
+    }
+}
+
+/// A change under a watched folder that podkeeper did not make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tampered {
+    /// Whose folder (the tag given to [`Tamper::watch`]).
+    pub tag: String,
+    /// The folder watched.
+    pub root: String,
+    /// The node that changed.
+    pub path: String,
+    /// Created, deleted or changed.
+    pub kind: Change,
+}
+
+/// What happened to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Appeared.
+    Created,
+    /// Went away.
+    Deleted,
+    /// Its data changed.
+    Changed,
+}
+
+/// One folder's watch: the session generation it was set on, its tag, the task reading it.
+type Watch = (u64, String, JoinHandle<()>);
+
+/// The watches of one process, by folder, each tied to the session it was set on.
+pub struct Tamper {
+    ledger: Arc<Ledger>,
+    watches: Mutex<HashMap<String, Watch>>,
+    events: mpsc::UnboundedSender<Tampered>,
+}
+
+impl Tamper {
+    /// Tampering is reported on `events`.
+    pub fn new(events: mpsc::UnboundedSender<Tampered>) -> Tamper {
+        Tamper {
+            ledger: Arc::default(),
+            watches: Mutex::default(),
+            events,
+        }
+    }
+
+    /// The ledger the writer records its expected events in.
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
+    }
+
+    /// Watches `root` (recursively) on the session `generation` of `client`, unless it already
+    /// is; `tag` comes back with each event.
+    pub async fn watch(
+        &self,
+        client: &Client,
+        generation: u64,
+        root: &str,
+        tag: &str,
+    ) -> Result<(), ZkError> {
+        if let Some((g, _, task)) = self.watches.lock().expect("watches lock").get(root)
+            && *g == generation
+            && !task.is_finished()
+        {
+            return Ok(());
+        }
+        let mut watcher = client
+            .watch(root, AddWatchMode::PersistentRecursive)
+            .await
+            .map_err(super::writer::server("addWatch", root))?;
+        let (ledger, events) = (self.ledger.clone(), self.events.clone());
+        let (root_owned, tag_owned) = (root.to_string(), tag.to_string());
+        let task = tokio::spawn(async move {
+            let tag = tag_owned;
+            loop {
+                let event = watcher.changed().await;
+                let kind = match event.event_type {
+                    EventType::Session if event.session_state.is_terminated() => return,
+                    EventType::Session | EventType::NodeChildrenChanged => continue,
+                    EventType::NodeCreated => Change::Created,
+                    EventType::NodeDeleted => Change::Deleted,
+                    EventType::NodeDataChanged => Change::Changed,
+                };
+                if ledger.consume(&event.path) {
+                    continue;
+                }
+                crate::metrics::get().tamper_events.inc();
+                let t = Tampered {
+                    tag: tag.clone(),
+                    root: root_owned.clone(),
+                    path: event.path,
+                    kind,
+                };
+                if events.send(t).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut watches = self.watches.lock().expect("watches lock");
+        if let Some((_, _, old)) =
+            watches.insert(root.to_string(), (generation, tag.to_string(), task))
+        {
+            old.abort();
+        }
+        self.ledger.set_watched(watches.keys().cloned().collect());
+        Ok(())
+    }
+
+    /// Stops every watch set for `tag` (the resource went away).
+    pub fn unwatch(&self, tag: &str) {
+        let mut watches = self.watches.lock().expect("watches lock");
+        watches.retain(|_, (_, t, task)| {
+            let keep = t != tag;
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        self.ledger.set_watched(watches.keys().cloned().collect());
+    }
+
+    /// Folders watched now.
+    pub fn watched(&self) -> Vec<String> {
+        self.watches
+            .lock()
+            .expect("watches lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_masks_exactly_the_expected_events_below_watched_folders() {
+        let l = Ledger::default();
+        l.set_watched(vec!["/a".into(), "/b".into()]);
+        l.expect(["/a", "/a", "/b", "/c/x", "/ab"]);
+        assert!(
+            !l.consume("/c/x") && !l.consume("/ab"),
+            "not watched: not expected"
+        );
+        assert!(l.consume("/a"));
+        assert!(l.consume("/a"));
+        assert!(!l.consume("/a"), "a third event on /a is not ours");
+        l.cancel(["/b"]);
+        assert!(!l.consume("/b"), "a cancelled write raises nothing");
+        assert_eq!(l.pending(), 0);
+        l.cancel(["/never"]);
+        assert_eq!(l.pending(), 0);
+    }
+}
