@@ -16,7 +16,9 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 ARG BINARY_FROM=build
 
 FROM ${BUILDER_IMAGE} AS build
-# ring compiles C code: the musl target needs musl-gcc.
+# ring and mimalloc compile C code: the musl target needs musl-gcc. The binary uses mimalloc
+# (feature `mimalloc`) instead of musl's malloc: the allocator that kept the least memory
+# per published pod in docs/PERFORMANCE.md ("Memory, all in").
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/* \
@@ -27,7 +29,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target x86_64-unknown-linux-musl --bin podkeeper \
+    cargo build --release --locked --target x86_64-unknown-linux-musl --bin podkeeper --features mimalloc \
  && cp target/x86_64-unknown-linux-musl/release/podkeeper /podkeeper
 
 FROM scratch AS prebuilt

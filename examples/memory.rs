@@ -1,23 +1,31 @@
 //! Live heap bytes per pod of the operator's pure state, counted by a global allocator that
 //! tracks every allocation: the slim pod projection, the desired-state tracker, and the
-//! endpoint records alone. `cargo run --release --example memory`.
+//! endpoint records alone, and the ZooKeeper writer's cache; with the number of live
+//! allocations (each costs malloc a header and rounding on top of its bytes).
+//! `cargo run --release --example memory`.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 struct Counting;
 static BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         BYTES.fetch_add(l.size(), Ordering::Relaxed);
+        LIVE.fetch_add(1, Ordering::Relaxed);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         BYTES.fetch_sub(l.size(), Ordering::Relaxed);
+        LIVE.fetch_sub(1, Ordering::Relaxed);
         unsafe { System.dealloc(p, l) }
     }
 }
 #[global_allocator]
 static A: Counting = Counting;
+use std::collections::BTreeMap;
+
 use podkeeper::model::desired::{Registration, Tracker};
+use podkeeper::model::plan::Current;
 use podkeeper::model::pod::PodInfo;
 
 #[path = "../benches/common/fleet.rs"]
@@ -27,19 +35,45 @@ fn main() {
     let reg = Registration::compile("shop", &spec).unwrap();
     let nodes = fleet::nodes();
     let n = 10_000;
-    let b0 = BYTES.load(Ordering::Relaxed);
+    let at = || (BYTES.load(Ordering::Relaxed), LIVE.load(Ordering::Relaxed));
+    let per = |(b1, l1): (usize, usize), (b0, l0): (usize, usize)| {
+        format!(
+            "{} B in {:.1} allocations",
+            (b1 - b0) / n,
+            (l1 - l0) as f64 / n as f64
+        )
+    };
+    let a0 = at();
     let pods: Vec<PodInfo> = (0..n).map(|i| fleet::pod(i, true)).collect();
-    let b1 = BYTES.load(Ordering::Relaxed);
+    let a1 = at();
     let t = Tracker::build(&reg, &pods, &nodes, 0);
-    let b2 = BYTES.load(Ordering::Relaxed);
+    let a2 = at();
+    // The writer's cache as after a sync: name -> (the same record `Arc`, version).
+    let cache: BTreeMap<String, Current> = t
+        .desired()
+        .endpoints
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                Current {
+                    record: Some(r.clone()),
+                    version: 1,
+                },
+            )
+        })
+        .collect();
+    let a3 = at();
+    drop(cache);
     let recs: Vec<_> = t.desired().endpoints.values().cloned().collect();
     drop(t);
-    let b3 = BYTES.load(Ordering::Relaxed);
+    let a4 = at();
     println!(
-        "pods {} B/pod; tracker total {} B/pod; records alone {} B/pod",
-        (b1 - b0) / n,
-        (b2 - b1) / n,
-        (b3 - b1) / n
+        "per pod: pod projection {}; tracker total {}; writer cache (sharing the records) {}; records alone {}",
+        per(a1, a0),
+        per(a2, a1),
+        per(a3, a2),
+        per(a4, a1),
     );
     drop(recs);
     maps_vs_litemap();

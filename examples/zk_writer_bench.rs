@@ -73,6 +73,8 @@ struct Args {
     churn_seconds: f64,
     churn_rounds: usize,
     groups: bool,
+    /// Resources churning at once in the pipelined churn (0: skip it).
+    resources: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -83,6 +85,7 @@ fn parse_args() -> anyhow::Result<Args> {
         churn_seconds: 5.0,
         churn_rounds: 500,
         groups: false,
+        resources: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,10 +97,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--churn-seconds" => a.churn_seconds = val()?.parse()?,
             "--churn-rounds" => a.churn_rounds = val()?.parse()?,
             "--groups" => a.groups = true,
+            "--resources" => a.resources = val()?.parse()?,
             "-h" | "--help" => {
                 println!(
                     "zk_writer_bench [--zk host:port] [--pods N] [--root /znode] \
-                     [--churn-seconds S] [--churn-rounds R] [--groups]"
+                     [--churn-seconds S] [--churn-rounds R] [--groups] [--resources R]"
                 );
                 std::process::exit(0);
             }
@@ -566,6 +570,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    // --- 6. the same churn over several resources at once, fenced, as the operator runs it ----
+    if args.resources > 0 {
+        pipelined_churn(&c, &base, &reg, &nodes, n, args.resources, &args).await?;
+    }
+
     // --- cleanup -------------------------------------------------------------------------------
     let state = match writer::load(&c, &path, &record.owner, &Default::default()).await? {
         Loaded::Owned(s) => s,
@@ -579,4 +588,183 @@ async fn main() -> anyhow::Result<()> {
     c.delete(&base, None).await?;
     println!("# removed {base}");
     Ok(())
+}
+
+/// One resource of the pipelined churn: its pods, tracker and writer cache.
+struct Resource {
+    path: String,
+    pods: Vec<PodInfo>,
+    tracker: Tracker,
+    cache: Option<ServiceState>,
+}
+
+/// `resources` resources of `n / resources` pods each, every write fenced on an epoch znode
+/// (as with leader election). Each resource syncs one round at a time (the operator never runs
+/// two reconciles of one resource at once); the resources run concurrently on one session, so
+/// their transactions are pipelined, as the operator's concurrent reconciles are. Compared
+/// with the raw `multi()` ceiling of the same shape, sequential and with `resources` in flight.
+async fn pipelined_churn(
+    c: &Client,
+    base: &str,
+    reg: &Registration,
+    nodes: &HashMap<String, NodeInfo>,
+    n: usize,
+    resources: usize,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let epoch = format!("{base}/epoch");
+    c.create(&epoch, b"bench", &persistent).await?;
+    let opts = WriteOptions {
+        fence: Some(writer::Fence {
+            path: epoch.clone(),
+            version: 0,
+        }),
+        ..Default::default()
+    };
+    let record = service_record();
+    let per = n / resources;
+    let mut rs = Vec::new();
+    for r in 0..resources {
+        let pods: Vec<PodInfo> = (r * per..(r + 1) * per).map(pod).collect();
+        let tracker = Tracker::build(reg, &pods, nodes, 0);
+        let path = format!("{base}/pipelined-{r}");
+        let mut cache = None;
+        let want = tracker.desired().endpoints.clone();
+        sync_once(c, &path, &record, &want, &mut cache, &opts).await?;
+        rs.push(Resource {
+            path,
+            pods,
+            tracker,
+            cache,
+        });
+    }
+    for k in [1usize, 10, 100] {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(args.churn_seconds);
+        let rounds = args.churn_rounds;
+        let work = rs.iter_mut().map(|res| {
+            let (record, opts) = (&record, &opts);
+            async move {
+                let mut rng = rand::rng();
+                let (mut syncs, mut changes) = (0usize, 0usize);
+                while syncs < rounds && Instant::now() < deadline {
+                    let mut changed = HashSet::new();
+                    for _ in 0..k.min(res.pods.len()) {
+                        let i = rng.random_range(0..res.pods.len());
+                        res.pods[i].ready = !res.pods[i].ready;
+                        changed.insert(i);
+                    }
+                    let pods = &res.pods;
+                    let dirty = changed.iter().map(|&i| (&*pods[i].name, Some(&pods[i])));
+                    res.tracker.update(reg, dirty, nodes, 0);
+                    let want = &res.tracker.desired().endpoints;
+                    let r = sync_once(c, &res.path, record, want, &mut res.cache, opts).await?;
+                    let (cr, up, de, _) = expect_applied(r)?;
+                    changes += cr + up + de;
+                    syncs += 1;
+                }
+                anyhow::Ok((syncs, changes))
+            }
+        });
+        let done = futures::future::try_join_all(work).await?;
+        let secs = started.elapsed().as_secs_f64();
+        let (syncs, changes) = done
+            .iter()
+            .fold((0, 0), |(s, c), (s1, c1)| (s + s1, c + c1));
+        let raw_seq = raw_rate(c, base, &epoch, k, 1, args).await?;
+        let raw_par = raw_rate(c, base, &epoch, k, resources, args).await?;
+        let rate = changes as f64 / secs;
+        println!(
+            "pipelined churn k={k}, {resources} resources x {per}: {syncs} syncs in {secs:.2}s, \
+             {rate:.0} znode changes/s; raw multi() ceiling of the same shape: {raw_seq:.0}/s \
+             sequential, {raw_par:.0}/s with {resources} in flight"
+        );
+        result(
+            &format!("pipelined_churn_k{k}_changes_per_s"),
+            rate,
+            "1/s",
+            &format!("{resources} resources, fenced, {syncs} syncs"),
+        );
+        result(
+            &format!("pipelined_churn_k{k}_of_raw_sequential"),
+            rate / raw_seq * 100.0,
+            "%",
+            "target >= 80",
+        );
+        result(
+            &format!("pipelined_churn_k{k}_of_raw_pipelined"),
+            rate / raw_par * 100.0,
+            "%",
+            &format!("raw multi() with {resources} in flight"),
+        );
+    }
+    for res in &rs {
+        if let Loaded::Owned(state) = writer::load(c, &res.path, &record.owner, &opts).await? {
+            writer::remove_all(c, &res.path, &state, opts.fence.as_ref()).await?;
+        }
+    }
+    c.delete(&epoch, None).await?;
+    Ok(())
+}
+
+/// Znode writes/s of raw `multi()`s (epoch check, service check, k set_data of ~300 B) with
+/// `in_flight` loops at once, each one transaction at a time, for `--churn-seconds`.
+async fn raw_rate(
+    c: &Client,
+    base: &str,
+    epoch: &str,
+    k: usize,
+    in_flight: usize,
+    args: &Args,
+) -> anyhow::Result<f64> {
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let dir = format!("{base}/raw-pipelined");
+    c.create(&dir, b"", &persistent).await?;
+    let payload = vec![b'x'; 300];
+    for l in 0..in_flight {
+        let mut w = c.new_multi_writer();
+        for i in 0..k {
+            w.add_create(&format!("{dir}/l{l}-n{i}"), &payload, &persistent)?;
+        }
+        w.commit()
+            .await
+            .map_err(|e| anyhow::anyhow!("raw setup: {e:?}"))?;
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.churn_seconds);
+    let loops = (0..in_flight).map(|l| {
+        let (dir, payload) = (&dir, &payload);
+        async move {
+            let mut writes = 0usize;
+            for _ in 0..args.churn_rounds {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let mut w = c.new_multi_writer();
+                w.add_check_version(epoch, 0)?;
+                w.add_check_version(dir, 0)?;
+                for i in 0..k {
+                    w.add_set_data(&format!("{dir}/l{l}-n{i}"), payload, None)?;
+                }
+                w.commit()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("raw multi: {e:?}"))?;
+                writes += k;
+            }
+            anyhow::Ok(writes)
+        }
+    });
+    let writes: usize = futures::future::try_join_all(loops)
+        .await?
+        .into_iter()
+        .sum();
+    let rate = writes as f64 / started.elapsed().as_secs_f64();
+    for l in 0..in_flight {
+        for i in 0..k {
+            c.delete(&format!("{dir}/l{l}-n{i}"), None).await?;
+        }
+    }
+    c.delete(&dir, None).await?;
+    Ok(rate)
 }

@@ -6,6 +6,15 @@ use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
 
+// The allocator, when a feature picks one other than the platform's malloc (figures in
+// docs/PERFORMANCE.md, "Memory"). mimalloc wins when both are enabled.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     if let Err(err) = run(Cli::parse()) {
         // The whole cause chain on one line, without a backtrace: these are messages for people.

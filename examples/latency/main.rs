@@ -1,0 +1,1359 @@
+//! End-to-end readiness latency: a pod's Ready condition changes in Kubernetes, and a ZooKeeper
+//! client holding a persistent recursive watch sees the endpoint znode change.
+//!
+//! Needs a running control plane (KUBECONFIG), ZooKeeper and the operator (see scripts/bench,
+//! which starts all three). The program creates `--pods` bare pods (the scheduler places them
+//! on the kwok nodes, kwok makes them Running+Ready), then, for each configuration in
+//! `--configs` (e.g. `10,1`: 10 resources selecting 1/10 of the pods each, then 1 resource
+//! selecting all), creates the ServiceRegistrations, waits until every endpoint is in
+//! ZooKeeper, flips the Ready condition of pods through the status subresource (paced, then
+//! in a burst), measures, and deletes the resources again (waiting for the operator's cleanup).
+//!
+//! Each flip has four timestamps: patch sent, patch answered (the status is committed),
+//! seen by this program's own pod watch, seen by the ZooKeeper watch. The reported latency is
+//! ZooKeeper-seen minus patch-answered ("from commit") and minus pod-watch-seen ("from event").
+//! The same flips are compared, in the same run, with what a user would compare podkeeper
+//! with: headless Services selecting the same pods, whose EndpointSlices kube-controller-manager
+//! writes (`slices.rs`), and the floor: this program's own pod watch (commit -> watch event)
+//! plus one bare `multi()` of the same shape (issued -> ZooKeeper watch event).
+//!
+//! With `--operator-bin` the program runs the operator itself (`operator.rs`): it can then
+//! restart it cold (a fresh ZooKeeper chroot: operator start -> everything published, RSS all
+//! in, per allocator `--variant`, interleaved A/B/A/B) and warm (a full resync of what is there).
+//! Every wait has a deadline; every loop a bound.
+
+mod operator;
+mod slices;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, ResourceExt};
+use podkeeper::crd::ServiceRegistration;
+use rand::seq::SliceRandom;
+use tokio::sync::Notify;
+use zookeeper_client::{Acls, AddWatchMode, Client as ZkClient, CreateMode, EventType};
+
+use operator::{Operator, Variant, cpu_seconds, rss_kib};
+
+struct Args {
+    zk: String,
+    metrics: String,
+    operator_pid: Option<u32>,
+    namespace: String,
+    pods: usize,
+    configs: Vec<usize>,
+    flips: usize,
+    interval_ms: u64,
+    burst: usize,
+    create_concurrency: usize,
+    timeout: Duration,
+    /// Create the pods bound to these nodes (spec.nodeName): no scheduler in the way.
+    bind_nodes: Vec<String>,
+    /// Run the operator from this program (else `--operator-pid` names a running one).
+    operator_bin: Option<PathBuf>,
+    operator_log: PathBuf,
+    operator_pidfile: Option<PathBuf>,
+    /// Cold starts, each in a fresh chroot, interleaved `rounds` times.
+    variants: Vec<Variant>,
+    variant_rounds: usize,
+    /// Compare with the EndpointSlice controller (headless Services on the same pods).
+    slices: bool,
+    /// Sustained churn after the bursts: flips per second, for this long (0: none).
+    churn_rate: f64,
+    churn_seconds: f64,
+    /// Restart phases (cold and warm) after each configuration's flips.
+    restarts: bool,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        zk: std::env::var("PODKEEPER_ZK_CONNECT").unwrap_or_else(|_| "127.0.0.1:2181".into()),
+        metrics: "127.0.0.1:8080".into(),
+        operator_pid: None,
+        namespace: "pk-latency".into(),
+        pods: 10_000,
+        configs: vec![10, 1],
+        flips: 200,
+        interval_ms: 20,
+        burst: 100,
+        create_concurrency: 64,
+        timeout: Duration::from_secs(600),
+        bind_nodes: Vec::new(),
+        operator_bin: None,
+        operator_log: PathBuf::from("operator.log"),
+        operator_pidfile: None,
+        variants: Vec::new(),
+        variant_rounds: 2,
+        slices: true,
+        churn_rate: 0.0,
+        churn_seconds: 60.0,
+        restarts: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--zk" => a.zk = val()?,
+            "--metrics" => a.metrics = val()?,
+            "--operator-pid" => a.operator_pid = Some(val()?.parse()?),
+            "--namespace" => a.namespace = val()?,
+            "--pods" => a.pods = val()?.parse()?,
+            "--configs" => {
+                a.configs = val()?
+                    .split(',')
+                    .map(|s| s.trim().parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--flips" => a.flips = val()?.parse()?,
+            "--interval-ms" => a.interval_ms = val()?.parse()?,
+            "--burst" => a.burst = val()?.parse()?,
+            "--create-concurrency" => a.create_concurrency = val()?.parse()?,
+            "--timeout" => a.timeout = Duration::from_secs(val()?.parse()?),
+            "--bind-nodes" => a.bind_nodes = val()?.split(',').map(str::to_string).collect(),
+            "--operator-bin" => a.operator_bin = Some(val()?.into()),
+            "--operator-log" => a.operator_log = val()?.into(),
+            "--operator-pidfile" => a.operator_pidfile = Some(val()?.into()),
+            "--variant" => a.variants.push(Variant::parse(&val()?)?),
+            "--variant-rounds" => a.variant_rounds = val()?.parse()?,
+            "--no-slices" => a.slices = false,
+            "--churn-rate" => a.churn_rate = val()?.parse()?,
+            "--churn-seconds" => a.churn_seconds = val()?.parse()?,
+            "--restarts" => a.restarts = true,
+            "-h" | "--help" => {
+                println!(
+                    "latency [--zk host:port] [--metrics host:port] [--operator-pid PID] \
+                     [--namespace NS] [--pods N] [--configs 10,1] [--flips N] [--interval-ms MS] \
+                     [--burst B] [--create-concurrency C] [--timeout SECONDS] \
+                     [--bind-nodes n1,n2] [--operator-bin PATH [--operator-log F] [--operator-pidfile F] \
+                     [--restarts] [--variant 'name=path[ K=V..]']... [--variant-rounds N]] \
+                     [--no-slices] [--churn-rate FLIPS_PER_S --churn-seconds S]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.configs
+        .iter()
+        .any(|&r| r == 0 || !a.pods.is_multiple_of(r))
+    {
+        bail!("every --configs entry must divide --pods");
+    }
+    Ok(a)
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn result(name: &str, value: f64, unit: &str, detail: &str) {
+    println!(
+        "RESULT {name} {value:.3} {unit} ({detail}; load {})",
+        load_avg()
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * q).round() as usize]
+}
+
+fn stats(mut v: Vec<f64>) -> (String, [f64; 4]) {
+    v.sort_by(f64::total_cmp);
+    let s = [
+        percentile(&v, 0.5),
+        percentile(&v, 0.9),
+        percentile(&v, 0.99),
+        v.last().copied().unwrap_or(f64::NAN),
+    ];
+    (
+        format!(
+            "n={} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+            v.len(),
+            s[0],
+            s[1],
+            s[2],
+            s[3]
+        ),
+        s,
+    )
+}
+
+/// GET /metrics over a plain TCP connection (HTTP/1.0: the server closes when done).
+async fn scrape(addr: &str) -> anyhow::Result<String> {
+    let addr = addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let sock: std::net::SocketAddr = addr.parse().context("--metrics host:port")?;
+        let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        anyhow::Ok(body)
+    })
+    .await?
+    .context("scraping /metrics")
+}
+
+/// Value of a sample line `name{labels} value` (labels matched as a substring).
+fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let (key, _) = l.rsplit_once(' ').unwrap_or((l, ""));
+            (key == name || key.starts_with(&format!("{name}{{"))) && key.contains(labels)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Cumulative buckets (le, count) of a histogram; `labels` picks one member of a family.
+fn buckets(text: &str, name: &str, labels: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (set, value) = rest.split_once("} ")?;
+            if !set.contains(labels) {
+                return None;
+            }
+            let le = set.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.split(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The operator's own histogram between two scrapes: count, mean and bucket bounds of quantiles.
+fn histogram_delta(before: &str, after: &str, name: &str, labels: &str) -> String {
+    let b = buckets(before, name, labels);
+    let a = buckets(after, name, labels);
+    let count = metric(after, &format!("{name}_count"), labels).unwrap_or(0.0)
+        - metric(before, &format!("{name}_count"), labels).unwrap_or(0.0);
+    let sum = metric(after, &format!("{name}_sum"), labels).unwrap_or(0.0)
+        - metric(before, &format!("{name}_sum"), labels).unwrap_or(0.0);
+    if count <= 0.0 || a.is_empty() {
+        return format!("{name}{{{labels}}}: no observations");
+    }
+    let delta: Vec<(f64, f64)> = a
+        .iter()
+        .map(|(le, n)| {
+            let prev = b.iter().find(|(l, _)| l == le).map_or(0.0, |(_, c)| *c);
+            (*le, n - prev)
+        })
+        .collect();
+    let q = |q: f64| {
+        delta
+            .iter()
+            .find(|(_, c)| *c >= q * count)
+            .map_or(f64::INFINITY, |(le, _)| *le * 1e3)
+    };
+    format!(
+        "{name}{{{labels}}}: n={count} mean={:.2}ms p50<={}ms p90<={}ms p99<={}ms",
+        sum / count * 1e3,
+        q(0.5),
+        q(0.9),
+        q(0.99)
+    )
+}
+
+/// What the two watches saw, with when.
+#[derive(Default)]
+struct Seen {
+    /// Pod name -> (Ready, when this program's pod watch saw it become so).
+    pod: HashMap<String, Vec<(bool, Instant)>>,
+    /// Pod name -> current Ready as last seen, and whether it has an IP.
+    ready_now: HashMap<String, (bool, bool)>,
+    /// Endpoint (pod) name -> (created?, when the ZooKeeper watch saw it).
+    zk: HashMap<String, Vec<(bool, Instant)>>,
+    /// Pod name -> (ready in its EndpointSlice?, when the slice watch saw it change).
+    slice: HashMap<String, Vec<(bool, Instant)>>,
+    /// Pod name -> ready in its EndpointSlice, as last seen.
+    slice_now: HashMap<String, bool>,
+}
+
+struct Shared {
+    seen: Mutex<Seen>,
+    changed: Notify,
+}
+
+impl Shared {
+    /// Waits until `cond` holds, or fails at the deadline.
+    async fn wait_for(
+        &self,
+        what: &str,
+        deadline: Instant,
+        mut cond: impl FnMut(&Seen) -> bool,
+    ) -> anyhow::Result<()> {
+        loop {
+            let notified = self.changed.notified();
+            if cond(&self.seen.lock().unwrap()) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("timed out waiting for {what}");
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
+        }
+    }
+}
+
+fn pod_ready(p: &Pod) -> (bool, bool) {
+    let st = p.status.as_ref();
+    let ready = st
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ip = st
+        .and_then(|s| s.pod_ip.as_deref())
+        .is_some_and(|ip| !ip.is_empty());
+    (ready, ip)
+}
+
+fn watch_pods(pods: Api<Pod>, shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(pods, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let now = Instant::now();
+            let pod = match ev {
+                Ok(Event::Apply(p)) | Ok(Event::InitApply(p)) => p,
+                Ok(_) => continue,
+                Err(err) => {
+                    eprintln!("pod watch error (the watcher retries): {err}");
+                    continue;
+                }
+            };
+            let (ready, ip) = pod_ready(&pod);
+            let name = pod.name_any();
+            let mut seen = shared.seen.lock().unwrap();
+            let prev = seen.ready_now.insert(name.clone(), (ready, ip));
+            if prev.map(|p| p.0) != Some(ready) {
+                seen.pod.entry(name).or_default().push((ready, now));
+            }
+            drop(seen);
+            shared.changed.notify_waiters();
+        }
+    });
+}
+
+async fn watch_zk(zk: &ZkClient, root: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let mut w = zk
+        .watch(root, AddWatchMode::PersistentRecursive)
+        .await
+        .with_context(|| format!("persistent watch on {root}"))?;
+    tokio::spawn(async move {
+        loop {
+            let ev = w.changed().await;
+            let now = Instant::now();
+            let created = match ev.event_type {
+                EventType::NodeCreated => true,
+                EventType::NodeDeleted => false,
+                EventType::Session => {
+                    eprintln!("ZooKeeper watch: session event {:?}", ev.session_state);
+                    if ev.session_state.is_terminated() {
+                        return;
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let Some((_, pod)) = ev.path.rsplit_once("/endpoints/") else {
+                continue;
+            };
+            let mut seen = shared.seen.lock().unwrap();
+            seen.zk
+                .entry(pod.to_string())
+                .or_default()
+                .push((created, now));
+            drop(seen);
+            shared.changed.notify_waiters();
+        }
+    });
+    Ok(())
+}
+
+fn pod_name(i: usize) -> String {
+    format!("lat-{i:05}")
+}
+
+/// Pod `i`: `app=svc-<i % services>`, and for each configuration of R resources the label
+/// `bench-r<R>=<resource>` its Service selects; bound to a node when `nodes` is not empty.
+fn pod_object(
+    ns: &str,
+    i: usize,
+    services: usize,
+    configs: &[usize],
+    nodes: &[String],
+) -> anyhow::Result<Pod> {
+    let mut labels = serde_json::json!({
+        "app": format!("svc-{}", i % services),
+        "bench": "latency",
+        "track": "stable",
+        "version": "1.4.2",
+    });
+    for &r in configs {
+        labels[slices::config_label(r)] = serde_json::json!(((i % services) % r).to_string());
+    }
+    let mut pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod_name(i), "namespace": ns, "labels": labels},
+        "spec": {
+            "containers": [{
+                "name": "app",
+                "image": "registry.invalid/fake:1",
+                "ports": [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9100}],
+            }],
+            "terminationGracePeriodSeconds": 0,
+        },
+    });
+    if !nodes.is_empty() {
+        pod["spec"]["nodeName"] = serde_json::json!(nodes[i % nodes.len()]);
+    }
+    Ok(serde_json::from_value(pod)?)
+}
+
+/// A flip: pod `name` to `ready`, and the four timestamps.
+struct Flip {
+    name: String,
+    ready: bool,
+    sent: Instant,
+    answered: Option<Instant>,
+}
+
+async fn patch_ready(pods: &Api<Pod>, name: &str, ready: bool) -> anyhow::Result<()> {
+    let status = if ready { "True" } else { "False" };
+    let patch = serde_json::json!({
+        "status": {"conditions": [{"type": "Ready", "status": status}]}
+    });
+    pods.patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .with_context(|| format!("patching status of {name}"))?;
+    Ok(())
+}
+
+/// Latencies (ms) from each flip's patch answer to the first event in `events` showing it
+/// (at or after the patch was sent), and how many flips have none.
+fn from_commit(
+    flips: &[Flip],
+    events: &HashMap<String, Vec<(bool, Instant)>>,
+) -> (Vec<f64>, usize) {
+    let mut out = Vec::new();
+    let mut missing = 0;
+    for f in flips {
+        let seen = events
+            .get(&f.name)
+            .and_then(|v| v.iter().find(|(c, t)| *c == f.ready && *t >= f.sent));
+        match (seen, f.answered) {
+            (Some((_, t)), Some(ta)) => out.push(ms(t.saturating_duration_since(ta))),
+            _ => missing += 1,
+        }
+    }
+    (out, missing)
+}
+
+/// Latencies (ms) from this program's pod watch event to the ZooKeeper watch event.
+fn from_pod_event(flips: &[Flip], seen: &Seen) -> Vec<f64> {
+    let first = |m: &HashMap<String, Vec<(bool, Instant)>>, f: &Flip| {
+        m.get(&f.name)?
+            .iter()
+            .find(|(c, t)| *c == f.ready && *t >= f.sent)
+            .map(|(_, t)| *t)
+    };
+    flips
+        .iter()
+        .filter_map(|f| {
+            Some(ms(
+                first(&seen.zk, f)?.saturating_duration_since(first(&seen.pod, f)?)
+            ))
+        })
+        .collect()
+}
+
+/// Flips are done when each is visible in `events` (or the deadline passes).
+fn all_landed(flips: &[Flip], events: &HashMap<String, Vec<(bool, Instant)>>) -> bool {
+    flips.iter().all(|f| {
+        events
+            .get(&f.name)
+            .is_some_and(|v| v.iter().any(|(c, t)| *c == f.ready && *t >= f.sent))
+    })
+}
+
+/// Sum of every sample of a metric family (`name` and `name{...}` lines).
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, v) = l.rsplit_once(' ')?;
+            (key == name || key.starts_with(&format!("{name}{{"))).then(|| v.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// p50 and p99 of one phase, per observer.
+struct Phase {
+    zk: [f64; 4],
+    pod_watch: [f64; 4],
+}
+
+/// Prints one phase: podkeeper (ZooKeeper watch), the bare pod watch, and, when measured, the
+/// EndpointSlice controller, each from the status patch's commit; and the slice/podkeeper ratio.
+fn report(label: &str, flips: &[Flip], seen: &Seen, extra: &str, with_slices: bool) -> Phase {
+    let (commit, missing) = from_commit(flips, &seen.zk);
+    let (c, cs) = stats(commit);
+    let (e, _) = stats(from_pod_event(flips, seen));
+    let (w, ws) = stats(from_commit(flips, &seen.pod).0);
+    println!("{label}: from commit {c}; from pod event {e}; missing {missing}{extra}");
+    println!("{label}: bare pod watch, from commit {w}");
+    result(&format!("{label}_p50"), cs[0], "ms", "from status commit");
+    result(&format!("{label}_p99"), cs[2], "ms", "from status commit");
+    result(
+        &format!("{label}_podwatch_p50"),
+        ws[0],
+        "ms",
+        "bare pod watch, from status commit",
+    );
+    if with_slices {
+        let (slice, slice_missing) = from_commit(flips, &seen.slice);
+        let (k, ks) = stats(slice);
+        println!("{label}: EndpointSlice from commit {k}; missing {slice_missing}");
+        result(
+            &format!("{label}_slice_p50"),
+            ks[0],
+            "ms",
+            "EndpointSlice, from status commit",
+        );
+        result(
+            &format!("{label}_slice_p99"),
+            ks[2],
+            "ms",
+            "EndpointSlice, from status commit",
+        );
+        for (q, i) in [("p50", 0), ("p99", 2)] {
+            result(
+                &format!("{label}_slice_over_podkeeper_{q}"),
+                ks[i] / cs[i],
+                "x",
+                &format!("EndpointSlice {q} / podkeeper {q}; target >= 10"),
+            );
+        }
+    }
+    Phase {
+        zk: cs,
+        pod_watch: ws,
+    }
+}
+
+/// Everything a configuration's phases share.
+struct Run {
+    args: Args,
+    ns: String,
+    root: String,
+    zk: ZkClient,
+    shared: Arc<Shared>,
+    pods: Api<Pod>,
+    op: Operator,
+    overall: Instant,
+}
+
+impl Run {
+    fn operator_pid(&self) -> Option<u32> {
+        self.op.pid().or(self.args.operator_pid)
+    }
+
+    fn deadline(&self, secs: u64) -> Instant {
+        (Instant::now() + Duration::from_secs(secs)).min(self.overall)
+    }
+
+    /// Waits until /metrics answers and `cond` holds on it; returns the text and when.
+    async fn wait_metrics(
+        &self,
+        what: &str,
+        secs: u64,
+        mut cond: impl FnMut(&str) -> bool,
+    ) -> anyhow::Result<(String, Instant)> {
+        let deadline = self.deadline(secs);
+        loop {
+            if let Ok(m) = scrape(&self.args.metrics).await
+                && cond(&m)
+            {
+                return Ok((m, Instant::now()));
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {secs}s waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let overall = Instant::now() + args.timeout;
+    podkeeper::zk::security::install_crypto_provider();
+    let client = kube::Client::try_default()
+        .await
+        .context("kube client (KUBECONFIG)")?;
+    let ns = args.namespace.clone();
+    let zk = ZkClient::connector()
+        .with_session_timeout(Duration::from_secs(20))
+        .connect(&args.zk)
+        .await
+        .with_context(|| format!("connecting to ZooKeeper {}", args.zk))?;
+    let shared = Arc::new(Shared {
+        seen: Mutex::new(Seen::default()),
+        changed: Notify::new(),
+    });
+    let root = format!("/podkeeper/{ns}");
+    watch_zk(&zk, &root, shared.clone()).await?;
+    println!(
+        "# latency: {} pods in namespace {ns}, configs {:?}, ZooKeeper {}, bound to {:?}, load {}",
+        args.pods,
+        args.configs,
+        args.zk,
+        args.bind_nodes,
+        load_avg()
+    );
+    let op = Operator::new(args.operator_log.clone(), args.operator_pidfile.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut run = Run {
+        args,
+        ns,
+        root,
+        zk,
+        shared,
+        pods,
+        op,
+        overall,
+    };
+    if let Some(bin) = run.args.operator_bin.clone() {
+        let base = Variant {
+            name: "base".into(),
+            bin,
+            env: Vec::new(),
+        };
+        run.op.start(&base, &[])?;
+        run.wait_metrics("the operator's /metrics", 60, |_| true)
+            .await?;
+    }
+    let outcome = run_all(&mut run, &client).await;
+    run.op.stop().await?;
+    outcome
+}
+
+async fn run_all(run: &mut Run, client: &kube::Client) -> anyhow::Result<()> {
+    let want = run.args.pods;
+    let rss0 = rss_kib(run.operator_pid());
+    let m0 = scrape(&run.args.metrics).await?;
+    println!(
+        "operator before pods: RSS {:?} KiB, pods_indexed {:?}",
+        rss0,
+        metric(&m0, "podkeeper_pods_indexed", "")
+    );
+    create_pods(run, client).await?;
+    // The operator indexes every pod of the namespace, selected or not.
+    let (m1, _) = run
+        .wait_metrics("the operator to index every pod", 300, |m| {
+            metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0) >= want as f64
+        })
+        .await?;
+    let indexed = metric(&m1, "podkeeper_pods_indexed", "").unwrap_or(0.0);
+    let index_bytes = metric(&m1, "podkeeper_pod_index_bytes", "").unwrap_or(0.0);
+    let rss1 = rss_kib(run.operator_pid());
+    println!(
+        "operator with {indexed} pods indexed: pod_index_bytes {index_bytes} ({:.0} B/pod), RSS {:?} KiB (delta {:?} KiB = {:?} B/pod)",
+        index_bytes / indexed.max(1.0),
+        rss1,
+        rss1.zip(rss0).map(|(a, b)| a as i64 - b as i64),
+        rss1.zip(rss0)
+            .map(|(a, b)| (a as i64 - b as i64) * 1024 / want as i64)
+    );
+    result(
+        "index_bytes_per_pod",
+        index_bytes / indexed.max(1.0),
+        "B",
+        "pod_index_bytes/pods_indexed",
+    );
+    if let (Some(a), Some(b)) = (rss1, rss0) {
+        result(
+            "rss_delta_per_pod_indexed",
+            (a as f64 - b as f64) * 1024.0 / want as f64,
+            "B",
+            "operator RSS delta 0 -> N pods, no resource",
+        );
+    }
+    for resources in run.args.configs.clone() {
+        run_config(run, client, resources, rss0).await?;
+        run.op.check_alive()?;
+    }
+    let m = scrape(&run.args.metrics).await?;
+    println!(
+        "final: pods_indexed {:?}, pod_index_bytes {:?}, RSS {:?} KiB",
+        metric(&m, "podkeeper_pods_indexed", ""),
+        metric(&m, "podkeeper_pod_index_bytes", ""),
+        rss_kib(run.operator_pid())
+    );
+    Ok(())
+}
+
+async fn create_pods(run: &Run, client: &kube::Client) -> anyhow::Result<()> {
+    let ns = &run.ns;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns_obj: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
+    match namespaces.create(&PostParams::default(), &ns_obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).context("creating the namespace"),
+    }
+    watch_pods(run.pods.clone(), run.shared.clone());
+    if run.args.slices {
+        slices::watch_slices(Api::namespaced(client.clone(), ns), run.shared.clone());
+    }
+    let services_max = *run.args.configs.iter().max().unwrap_or(&1);
+    let t = Instant::now();
+    let created: Vec<anyhow::Result<()>> = futures::stream::iter(0..run.args.pods)
+        .map(|i| {
+            let pods = run.pods.clone();
+            let (configs, nodes) = (&run.args.configs, &run.args.bind_nodes);
+            async move {
+                let p = pod_object(ns, i, services_max, configs, nodes)?;
+                match pods.create(&PostParams::default(), &p).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                    Err(e) => {
+                        Err(anyhow::Error::new(e).context(format!("creating {}", pod_name(i))))
+                    }
+                }
+            }
+        })
+        .buffer_unordered(run.args.create_concurrency)
+        .collect()
+        .await;
+    created.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let created_in = t.elapsed();
+    let want = run.args.pods;
+    println!(
+        "{want} pods created (API) in {:.1}s ({:.0} pods/s), load {}",
+        created_in.as_secs_f64(),
+        want as f64 / created_in.as_secs_f64(),
+        load_avg()
+    );
+    run.shared
+        .wait_for("all pods Running+Ready with an IP", run.overall, |s| {
+            s.ready_now.values().filter(|(r, ip)| *r && *ip).count() >= want
+        })
+        .await?;
+    let ready_in = t.elapsed();
+    let how = if run.args.bind_nodes.is_empty() {
+        "scheduled"
+    } else {
+        "created bound to kwok nodes"
+    };
+    println!(
+        "{want} pods: {how}, all Ready with an IP after {:.1}s ({:.0} pods/s)",
+        ready_in.as_secs_f64(),
+        want as f64 / ready_in.as_secs_f64()
+    );
+    result(
+        "pods_created",
+        created_in.as_secs_f64(),
+        "s",
+        &format!("{want} pods"),
+    );
+    result(
+        "pods_ready",
+        ready_in.as_secs_f64(),
+        "s",
+        &format!("{want} pods {how} and Ready"),
+    );
+    Ok(())
+}
+
+/// Creates the configuration's ServiceRegistrations (and Services), waits until all is
+/// published, runs the phases, and deletes everything again.
+async fn run_config(
+    run: &mut Run,
+    client: &kube::Client,
+    resources: usize,
+    rss0: Option<u64>,
+) -> anyhow::Result<()> {
+    let want = run.args.pods;
+    let ns = run.ns.clone();
+    let per = want / resources;
+    let label = format!("r{resources}x{per}");
+    let services_max = *run.args.configs.iter().max().unwrap_or(&1);
+    println!(
+        "## {resources} resource(s) x {per} pods, load {}",
+        load_avg()
+    );
+    let mut members: Vec<String> = (0..want).map(pod_name).collect();
+    let srs: Api<ServiceRegistration> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let t = Instant::now();
+    for r in 0..resources {
+        let values: Vec<String> = (0..services_max)
+            .filter(|s| s % resources == r)
+            .map(|s| format!("svc-{s}"))
+            .collect();
+        let sr: ServiceRegistration = serde_json::from_value(serde_json::json!({
+            "apiVersion": "podkeeper.io/v1alpha1",
+            "kind": "ServiceRegistration",
+            "metadata": {"name": format!("{label}-{r}"), "namespace": ns},
+            "spec": {
+                "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": values}]},
+                "port": "http",
+                "extraPorts": ["metrics"],
+                "drainSeconds": 0,
+                "metadata": {"labels": ["version", "track"], "static": {"protocol": "http"}},
+            },
+        }))?;
+        srs.create(&PostParams::default(), &sr)
+            .await
+            .with_context(|| format!("creating ServiceRegistration {label}-{r}"))?;
+        if run.args.slices {
+            slices::create_service(&services, &ns, &format!("{label}-{r}"), resources, r).await?;
+        }
+    }
+    let (_, published) = run
+        .wait_metrics("every endpoint published", 600, |m| {
+            metric_sum(m, "podkeeper_endpoints_published") >= want as f64
+        })
+        .await?;
+    let published_in = published - t;
+    let rss2 = rss_kib(run.operator_pid());
+    println!(
+        "all {want} endpoints in ZooKeeper {:.2}s after creating the resources; RSS {:?} KiB (delta from 0 pods {:?} B/pod)",
+        published_in.as_secs_f64(),
+        rss2,
+        rss2.zip(rss0)
+            .map(|(a, b)| (a as i64 - b as i64) * 1024 / want as i64)
+    );
+    result(
+        &format!("{label}_initial_publish"),
+        published_in.as_secs_f64(),
+        "s",
+        &format!("{want} endpoints"),
+    );
+    if let (Some(a), Some(b)) = (rss2, rss0) {
+        result(
+            &format!("{label}_rss_delta_per_pod"),
+            (a as f64 - b as f64) * 1024.0 / want as f64,
+            "B",
+            "operator RSS delta 0 pods -> N pods published",
+        );
+    }
+    if let Some(a) = rss2 {
+        result(
+            &format!("{label}_rss_total_per_pod"),
+            a as f64 * 1024.0 / want as f64,
+            "B",
+            "operator RSS / N pods published, all in",
+        );
+    }
+    if run.args.slices {
+        let deadline = run.deadline(300);
+        let ok = run
+            .shared
+            .wait_for("every pod ready in an EndpointSlice", deadline, |s| {
+                s.slice_now.values().filter(|r| **r).count() >= want
+            })
+            .await;
+        match ok {
+            Ok(()) => result(
+                &format!("{label}_slices_initial"),
+                t.elapsed().as_secs_f64(),
+                "s",
+                &format!("{want} pods ready in EndpointSlices after creating the Services"),
+            ),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+    // Let the status/Event tail of the initial publish settle before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    members.shuffle(&mut rand::rng());
+    let half = (run.args.flips / 2).min(members.len() / 2);
+    let (paced_pods, rest) = members.split_at(half);
+    let (burst_pods, rest) = rest.split_at(run.args.burst.min(rest.len()));
+    let paced = paced_phase(run, &label, paced_pods).await?;
+    floor_phase(run, &label, &paced).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    burst_phase(run, &label, burst_pods).await?;
+    if run.args.churn_rate > 0.0 {
+        churn_phase(run, &label, rest).await?;
+    }
+    if run.args.restarts && run.args.operator_bin.is_some() {
+        restart_phases(run, &label, resources).await?;
+    }
+    // Remove this configuration's resources; the operator's finalizer deletes their znodes.
+    for r in 0..resources {
+        srs.delete(&format!("{label}-{r}"), &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting {label}-{r}"))?;
+        if run.args.slices {
+            slices::delete_service(&services, &format!("{label}-{r}")).await?;
+        }
+    }
+    let deadline = run.deadline(300);
+    loop {
+        let left = run
+            .zk
+            .list_children(&run.root)
+            .await
+            .map_or(0, |c| c.iter().filter(|c| c.starts_with(&label)).count());
+        let crs = srs.list(&Default::default()).await?.items.len();
+        if left == 0 && crs == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{left} service paths and {crs} resources left after deleting {label}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Waits (bounded) for the flips to show in ZooKeeper and, when compared, in the slices.
+async fn wait_landed(run: &Run, flips: &[Flip], what: &str) {
+    let deadline = run.deadline(30);
+    if let Err(e) = run
+        .shared
+        .wait_for(&format!("{what} in ZooKeeper"), deadline, |s| {
+            all_landed(flips, &s.zk)
+        })
+        .await
+    {
+        eprintln!("{e}");
+    }
+    if run.args.slices {
+        let deadline = run.deadline(30);
+        if let Err(e) = run
+            .shared
+            .wait_for(&format!("{what} in EndpointSlices"), deadline, |s| {
+                all_landed(flips, &s.slice)
+            })
+            .await
+        {
+            eprintln!("{e}");
+        }
+    }
+}
+
+/// Half the pods to NotReady one every `interval_ms`, then back to Ready.
+async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::Result<Phase> {
+    let before = scrape(&run.args.metrics).await?;
+    let mut all_paced = Vec::new();
+    for ready in [false, true] {
+        let mut flips = Vec::new();
+        let start = Instant::now();
+        for (k, name) in paced_pods.iter().enumerate() {
+            let at = start + Duration::from_millis(run.args.interval_ms * k as u64);
+            tokio::time::sleep_until(at.into()).await;
+            let sent = Instant::now();
+            patch_ready(&run.pods, name, ready).await?;
+            flips.push(Flip {
+                name: name.clone(),
+                ready,
+                sent,
+                answered: Some(Instant::now()),
+            });
+        }
+        wait_landed(run, &flips, "paced flips").await;
+        all_paced.extend(flips);
+    }
+    let after = scrape(&run.args.metrics).await?;
+    let phase = {
+        let seen = run.shared.seen.lock().unwrap();
+        let phase = report(
+            &format!("{label}_paced"),
+            &all_paced,
+            &seen,
+            &format!(
+                " ({} flips, one per {} ms)",
+                all_paced.len(),
+                run.args.interval_ms
+            ),
+            run.args.slices,
+        );
+        let reverted = all_paced
+            .iter()
+            .filter(|f| seen.ready_now.get(&f.name).is_some_and(|(r, _)| !*r))
+            .count();
+        println!(
+            "pods not Ready after the paced flips (kwok fighting back would show here): {reverted}"
+        );
+        phase
+    };
+    for (name, labels) in [
+        ("podkeeper_readiness_to_zookeeper_seconds", ""),
+        ("podkeeper_reconcile_duration_seconds", ""),
+        (
+            "podkeeper_zookeeper_operation_duration_seconds",
+            "op=\"multi\"",
+        ),
+    ] {
+        println!(
+            "operator, paced: {}",
+            histogram_delta(&before, &after, name, labels)
+        );
+    }
+    Ok(phase)
+}
+
+/// The floor: the bare pod watch (measured on the paced flips) plus one bare `multi()` of the
+/// operator's shape (a version check and one ~300-byte create or delete), issued -> seen by the
+/// same ZooKeeper watch, paced like the flips. Reports podkeeper's paced p50/p99 over it.
+async fn floor_phase(run: &Run, label: &str, paced: &Phase) -> anyhow::Result<()> {
+    let base = format!("{}/floor-{label}", run.root);
+    let eps = format!("{base}/endpoints");
+    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    run.zk.mkdir(&eps, &opts).await?;
+    let payload = vec![b'x'; 300];
+    let n = run.args.flips.max(2);
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for k in 0..n {
+        tokio::time::sleep_until(
+            (start + Duration::from_millis(run.args.interval_ms * k as u64)).into(),
+        )
+        .await;
+        let name = format!("floor-{}", k / 2);
+        let path = format!("{eps}/{name}");
+        let create = k % 2 == 0;
+        let mut w = run.zk.new_multi_writer();
+        w.add_check_version(&base, 0)?;
+        if create {
+            w.add_create(&path, &payload, &opts)?;
+        } else {
+            w.add_delete(&path, None)?;
+        }
+        let t0 = Instant::now();
+        w.commit()
+            .await
+            .map_err(|e| anyhow::anyhow!("bare multi: {e:?}"))?;
+        let deadline = run.deadline(5);
+        run.shared
+            .wait_for("the bare multi's watch event", deadline, |s| {
+                s.zk.get(&name)
+                    .is_some_and(|v| v.iter().any(|(c, t)| *c == create && *t >= t0))
+            })
+            .await?;
+        let seen = run.shared.seen.lock().unwrap();
+        let t = seen.zk[&name]
+            .iter()
+            .find(|(c, t)| *c == create && *t >= t0)
+            .map(|(_, t)| *t)
+            .expect("waited for above");
+        lat.push(ms(t - t0));
+    }
+    run.zk.delete(&eps, None).await?;
+    run.zk.delete(&base, None).await?;
+    let (line, m) = stats(lat);
+    println!("{label}: bare multi() -> ZooKeeper watch event {line}");
+    result(
+        &format!("{label}_bare_multi_p50"),
+        m[0],
+        "ms",
+        "issued -> watch event",
+    );
+    for (q, i) in [("p50", 0), ("p99", 2)] {
+        let floor = paced.pod_watch[i] + m[i];
+        result(
+            &format!("{label}_paced_floor_{q}"),
+            floor,
+            "ms",
+            &format!("bare pod watch {q} + bare multi {q}"),
+        );
+        result(
+            &format!("{label}_paced_over_floor_{q}"),
+            paced.zk[i] / floor,
+            "x",
+            "podkeeper / floor; target <= 1.5 at p50",
+        );
+    }
+    Ok(())
+}
+
+/// All burst pods at once, NotReady then Ready.
+async fn burst_phase(run: &Run, label: &str, burst_pods: &[String]) -> anyhow::Result<()> {
+    for ready in [false, true] {
+        let before = scrape(&run.args.metrics).await?;
+        let start = Instant::now();
+        let flips: Vec<Flip> = futures::stream::iter(burst_pods.iter())
+            .map(|name| {
+                let pods = run.pods.clone();
+                async move {
+                    let sent = Instant::now();
+                    patch_ready(&pods, name, ready).await?;
+                    anyhow::Ok(Flip {
+                        name: name.clone(),
+                        ready,
+                        sent,
+                        answered: Some(Instant::now()),
+                    })
+                }
+            })
+            .buffer_unordered(burst_pods.len().max(1))
+            .try_collect()
+            .await?;
+        let patched = start.elapsed();
+        wait_landed(run, &flips, "burst").await;
+        let after = scrape(&run.args.metrics).await?;
+        let seen = run.shared.seen.lock().unwrap();
+        let last = flips
+            .iter()
+            .filter_map(|f| {
+                seen.zk
+                    .get(&f.name)?
+                    .iter()
+                    .find(|(c, t)| *c == f.ready && *t >= f.sent)
+                    .map(|(_, t)| *t)
+            })
+            .max();
+        let word = if ready { "ready" } else { "notready" };
+        report(
+            &format!("{label}_burst_{word}"),
+            &flips,
+            &seen,
+            &format!(
+                " ({} flips patched in {:.0} ms; last in ZooKeeper {:.0} ms after the first patch)",
+                flips.len(),
+                ms(patched),
+                last.map_or(f64::NAN, |t| ms(t - start))
+            ),
+            run.args.slices,
+        );
+        drop(seen);
+        println!(
+            "operator, burst {word}: {}",
+            histogram_delta(
+                &before,
+                &after,
+                "podkeeper_readiness_to_zookeeper_seconds",
+                ""
+            )
+        );
+    }
+    Ok(())
+}
+
+/// `--churn-rate` flips per second for `--churn-seconds`, each patch on its own task at its
+/// scheduled time: distinct pods to NotReady for the first half, back to Ready in the second.
+/// Reports latency and the operator's CPU and RSS over the churn.
+async fn churn_phase(run: &Run, label: &str, pool: &[String]) -> anyhow::Result<()> {
+    let total = ((run.args.churn_rate * run.args.churn_seconds) as usize).min(pool.len() * 2);
+    let half = total / 2;
+    let every = Duration::from_secs_f64(1.0 / run.args.churn_rate);
+    let pid = run.operator_pid();
+    let (cpu0, before) = (cpu_seconds(pid), scrape(&run.args.metrics).await?);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for k in 0..total {
+        let (name, ready) = (pool[k % half.max(1)].clone(), k >= half);
+        let pods = run.pods.clone();
+        let at = start + every * k as u32;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let sent = Instant::now();
+            patch_ready(&pods, &name, ready).await?;
+            anyhow::Ok(Flip {
+                name,
+                ready,
+                sent,
+                answered: Some(Instant::now()),
+            })
+        }));
+    }
+    let mut flips = Vec::with_capacity(total);
+    for t in tasks {
+        flips.push(t.await??);
+    }
+    let wall = start.elapsed();
+    let (cpu1, rss) = (cpu_seconds(pid), rss_kib(pid));
+    wait_landed(run, &flips, "churn").await;
+    let after = scrape(&run.args.metrics).await?;
+    {
+        let seen = run.shared.seen.lock().unwrap();
+        report(
+            &format!("{label}_churn"),
+            &flips,
+            &seen,
+            &format!(
+                " ({} flips at {}/s over {:.1}s)",
+                flips.len(),
+                run.args.churn_rate,
+                wall.as_secs_f64()
+            ),
+            run.args.slices,
+        );
+    }
+    if let (Some(a), Some(b)) = (cpu1, cpu0) {
+        result(
+            &format!("{label}_churn_cpu"),
+            (a - b) / wall.as_secs_f64() * 100.0,
+            "%",
+            "operator CPU (user+sys) over the churn, of one core",
+        );
+    }
+    if let Some(r) = rss {
+        result(
+            &format!("{label}_churn_rss"),
+            r as f64 / 1024.0,
+            "MiB",
+            "operator RSS at the end of the churn",
+        );
+    }
+    println!(
+        "operator, churn: {}",
+        histogram_delta(
+            &before,
+            &after,
+            "podkeeper_readiness_to_zookeeper_seconds",
+            ""
+        )
+    );
+    Ok(())
+}
+
+/// Cold starts (each `--variant`, in a fresh chroot so everything is published anew; A/B/A/B
+/// over `--variant-rounds`), each preceded by the same variant watching an empty namespace
+/// (its 0-pod RSS), then a warm restart of the base binary on the real tree (a full resync).
+async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow::Result<()> {
+    let want = run.args.pods;
+    let base = Variant {
+        name: "base".into(),
+        bin: run
+            .args
+            .operator_bin
+            .clone()
+            .expect("checked by the caller"),
+        env: Vec::new(),
+    };
+    // The allocator comparison runs in the last configuration only (it costs a cold start per
+    // variant and round); the others get one cold start of the base binary.
+    let last = run.args.configs.last() == Some(&resources);
+    let (variants, rounds) = if run.args.variants.is_empty() || !last {
+        (vec![base.clone()], 1)
+    } else {
+        (run.args.variants.clone(), run.args.variant_rounds)
+    };
+    for round in 0..rounds {
+        for v in &variants {
+            run.op.stop().await?;
+            run.op
+                .start(v, &[("PODKEEPER_NAMESPACES", format!("{}-empty", run.ns))])?;
+            run.wait_metrics("the operator's /metrics", 60, |_| true)
+                .await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let idle = rss_kib(run.op.pid());
+            run.op.stop().await?;
+            let chroot = format!("/cold-{label}-{}-{round}", v.name);
+            let t0 = run.op.start(v, &[("PODKEEPER_ZK_CHROOT", chroot)])?;
+            let (_, listed) = run
+                .wait_metrics("the cold operator to index every pod", 600, |m| {
+                    metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0) >= want as f64
+                })
+                .await?;
+            let (_, done) = run
+                .wait_metrics("the cold operator to publish everything", 600, |m| {
+                    metric_sum(m, "podkeeper_endpoints_published") >= want as f64
+                })
+                .await?;
+            let rss_published = rss_kib(run.op.pid());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let rss5 = rss_kib(run.op.pid());
+            // jemalloc returns dirty pages after 10 s (its default decay): read again later.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let rss = rss_kib(run.op.pid());
+            let name = format!("{label}_cold_{}", v.name);
+            println!(
+                "{name} round {round}: start -> pods listed {:.2}s -> all published {:.2}s; RSS idle {idle:?} KiB, at publish {rss_published:?} KiB, 5 s later {rss5:?} KiB, 15 s later {rss:?} KiB; load {}",
+                ms(listed - t0) / 1e3,
+                ms(done - t0) / 1e3,
+                load_avg()
+            );
+            result(
+                &format!("{name}_start_to_published"),
+                ms(done - t0) / 1e3,
+                "s",
+                &format!("round {round}"),
+            );
+            result(
+                &format!("{name}_list_to_published"),
+                ms(done - listed) / 1e3,
+                "s",
+                &format!("round {round}"),
+            );
+            if let Some(r) = rss {
+                result(
+                    &format!("{name}_rss_per_pod"),
+                    r as f64 * 1024.0 / want as f64,
+                    "B",
+                    &format!("round {round}: RSS 15 s after publishing / pods, all in"),
+                );
+                if let Some(i) = idle {
+                    result(
+                        &format!("{name}_rss_delta_per_pod"),
+                        (r as f64 - i as f64) * 1024.0 / want as f64,
+                        "B",
+                        &format!("round {round}: RSS minus the same variant's 0-pod RSS, per pod"),
+                    );
+                }
+            }
+        }
+    }
+    // Warm: the real tree is there; the restarted operator loads and diffs everything.
+    run.op.stop().await?;
+    let t0 = run.op.start(&base, &[])?;
+    let (_, listed) = run
+        .wait_metrics("the warm operator to index every pod", 600, |m| {
+            metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0) >= want as f64
+        })
+        .await?;
+    let (_, done) = run
+        .wait_metrics("the warm operator to reconcile every resource", 600, |m| {
+            metric_sum(m, "podkeeper_reconciles_total") >= resources as f64
+                && metric_sum(m, "podkeeper_endpoints_published") >= want as f64
+        })
+        .await?;
+    println!(
+        "{label}_warm: start -> pods listed {:.2}s -> every resource resynced {:.2}s; RSS {:?} KiB",
+        ms(listed - t0) / 1e3,
+        ms(done - t0) / 1e3,
+        rss_kib(run.op.pid())
+    );
+    result(
+        &format!("{label}_warm_list_to_resynced"),
+        ms(done - listed) / 1e3,
+        "s",
+        "restart on the existing tree",
+    );
+    result(
+        &format!("{label}_warm_start_to_resynced"),
+        ms(done - t0) / 1e3,
+        "s",
+        "restart on the existing tree",
+    );
+    Ok(())
+}
