@@ -66,9 +66,9 @@ pub enum DiscoveryError {
     ZooKeeper {
         /// The connect string.
         connect: String,
-        /// The client's error.
+        /// What failed.
         #[source]
-        source: zookeeper_client::Error,
+        source: crate::zk::reader::ReadError,
     },
     /// No session: TLS, login or the servers refused (the message says which).
     #[error("ZooKeeper at {connect}: {reason}")]

@@ -1,21 +1,14 @@
-//! Reads one service path's records from ZooKeeper and tells which part a watch event touched.
-//! Read-only and the only discovery file that calls zookeeper-client's read API.
+//! Reads one service path's records (through `zk::reader`) and tells which part a watch event
+//! touched. Read-only; decodes the records, never talks to zookeeper-client itself.
 
 use std::collections::BTreeSet;
 
-use futures::future::{BoxFuture, try_join_all};
-use tokio::time::timeout;
-use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
+use futures::future::BoxFuture;
 
 use super::snapshot::Registry;
 use super::{DiscoveryError, Ensemble};
 use crate::model::record::{ENDPOINTS, EndpointRecord, ServiceRecord};
-use crate::zk::security::Credentials;
-use crate::zk::session::establish;
-
-/// Reads per multi request: endpoint records are a few hundred bytes, so 128 of them stay far
-/// below ZooKeeper's 1 MB packet limit even with generous metadata.
-const READS_PER_MULTI: usize = 128;
+use crate::zk::reader::{OpenError, ReadError, ReadSession};
 
 /// Where a service's records live.
 #[derive(Clone, Debug)]
@@ -97,29 +90,15 @@ impl Layout {
 
 /// Reads the service record and every endpoint. Children are read in pipelined multi requests,
 /// so a thousand endpoints cost a handful of round trips, not a thousand.
-pub(crate) async fn read_all(client: &Client, layout: &Layout) -> Result<Registry, ZkError> {
-    let mut head = client.new_multi_reader();
-    head.add_get_data(&layout.service)?;
-    head.add_get_children(&layout.endpoints)?;
-    let mut results = head.commit().await?.into_iter();
-    let service = match results.next() {
-        Some(result) => parse_service(layout, result)?,
-        None => None,
-    };
-    let children = match results.next() {
-        Some(MultiReadResult::Children { children }) => children,
-        Some(MultiReadResult::Error {
-            err: ZkError::NoNode,
-        })
-        | None => Vec::new(),
-        Some(MultiReadResult::Error { err }) => return Err(err),
-        Some(other) => return Err(unexpected(&other)),
-    };
+pub(crate) async fn read_all(zk: &ReadSession, layout: &Layout) -> Result<Registry, ReadError> {
+    let (service, children) = zk
+        .node_and_children(&layout.service, &layout.endpoints)
+        .await?;
     let mut registry = Registry {
-        service,
+        service: service.and_then(|data| decode_service(layout, &data)),
         ..Registry::default()
     };
-    for (name, record) in read_endpoints(client, layout, children).await? {
+    for (name, record) in read_endpoints(zk, layout, children.unwrap_or_default()).await? {
         if let Some(record) = record {
             registry.endpoints.insert(name, record);
         }
@@ -127,74 +106,48 @@ pub(crate) async fn read_all(client: &Client, layout: &Layout) -> Result<Registr
     Ok(registry)
 }
 
+/// What a partial read found: the service record if it was asked for (`Some(None)`: gone or
+/// unreadable), and each named endpoint (`None`: gone or unreadable).
+pub(crate) type Changed = (
+    Option<Option<ServiceRecord>>,
+    Vec<(String, Option<EndpointRecord>)>,
+);
+
 /// Re-reads only what events named: the service record if `service`, and the endpoints in
 /// `names`. An endpoint read as `None` is gone (or unreadable) and must be dropped.
 pub(crate) async fn read_changed(
-    client: &Client,
+    zk: &ReadSession,
     layout: &Layout,
     service: bool,
     names: BTreeSet<String>,
-) -> Result<
-    (
-        Option<Option<ServiceRecord>>,
-        Vec<(String, Option<EndpointRecord>)>,
-    ),
-    ZkError,
-> {
-    let service = if service {
-        match client.get_data(&layout.service).await {
-            Ok((data, _)) => Some(decode_service(layout, &data)),
-            Err(ZkError::NoNode) => Some(None),
-            Err(err) => return Err(err),
-        }
-    } else {
-        None
+) -> Result<Changed, ReadError> {
+    let service = match service {
+        true => Some(
+            zk.get(&layout.service)
+                .await?
+                .and_then(|data| decode_service(layout, &data)),
+        ),
+        false => None,
     };
-    let endpoints = read_endpoints(client, layout, names.into_iter().collect()).await?;
+    let endpoints = read_endpoints(zk, layout, names.into_iter().collect()).await?;
     Ok((service, endpoints))
 }
 
 async fn read_endpoints(
-    client: &Client,
+    zk: &ReadSession,
     layout: &Layout,
     names: Vec<String>,
-) -> Result<Vec<(String, Option<EndpointRecord>)>, ZkError> {
-    let chunks = names.chunks(READS_PER_MULTI).map(|chunk| async move {
-        let mut reader = client.new_multi_reader();
-        for name in chunk {
-            reader.add_get_data(&layout.endpoint(name))?;
-        }
-        let results = reader.commit().await?;
-        let mut out = Vec::with_capacity(chunk.len());
-        for (name, result) in chunk.iter().zip(results) {
-            let record = match result {
-                MultiReadResult::Data { data, .. } => decode_endpoint(layout, name, &data),
-                MultiReadResult::Error {
-                    err: ZkError::NoNode,
-                } => None,
-                MultiReadResult::Error { err } => return Err(err),
-                other => return Err(unexpected(&other)),
-            };
-            out.push((name.clone(), record));
-        }
-        Ok(out)
-    });
-    Ok(try_join_all(chunks).await?.into_iter().flatten().collect())
-}
-
-/// The service record, `None` when the node is missing or does not parse.
-fn parse_service(
-    layout: &Layout,
-    result: MultiReadResult,
-) -> Result<Option<ServiceRecord>, ZkError> {
-    match result {
-        MultiReadResult::Data { data, .. } => Ok(decode_service(layout, &data)),
-        MultiReadResult::Error {
-            err: ZkError::NoNode,
-        } => Ok(None),
-        MultiReadResult::Error { err } => Err(err),
-        other => Err(unexpected(&other)),
-    }
+) -> Result<Vec<(String, Option<EndpointRecord>)>, ReadError> {
+    let paths: Vec<String> = names.iter().map(|n| layout.endpoint(n)).collect();
+    let data = zk.get_many(&paths).await?;
+    Ok(names
+        .into_iter()
+        .zip(data)
+        .map(|(name, d)| {
+            let record = d.and_then(|d| decode_endpoint(layout, &name, &d));
+            (name, record)
+        })
+        .collect())
 }
 
 /// A record that does not parse is left out with a warning rather than failing the whole read:
@@ -233,37 +186,42 @@ pub enum Node {
 /// Reads everything registered under `path` (e.g. `/podkeeper`) in one short session: each
 /// service path as a client would read it, every other node as a folder.
 pub async fn browse(ensemble: &Ensemble, path: &str) -> Result<Node, DiscoveryError> {
-    let client = connect(ensemble).await?;
-    walk(&client, path)
-        .await
-        .map_err(|source| DiscoveryError::ZooKeeper {
-            connect: ensemble.connect.clone(),
-            source,
-        })
+    let zk = connect(ensemble).await?;
+    let failed = |source| DiscoveryError::ZooKeeper {
+        connect: ensemble.connect.clone(),
+        source,
+    };
+    match walk(&zk, path).await {
+        Ok(Some(node)) => Ok(node),
+        Ok(None) => Err(failed(ReadError::Failed(format!("there is no node {path}")))),
+        Err(e) => Err(failed(e)),
+    }
 }
 
-/// Walks the tree under `path`, reading each service path the way a client would.
-fn walk<'a>(client: &'a Client, path: &'a str) -> BoxFuture<'a, Result<Node, ZkError>> {
+fn last_segment(path: &str) -> &str {
+    if path == "/" {
+        "/"
+    } else {
+        path.rsplit('/').next().unwrap_or(path)
+    }
+}
+
+/// Walks the tree under `path`, reading each service path the way a client would; `None` when
+/// the node went away meanwhile.
+fn walk<'a>(zk: &'a ReadSession, path: &'a str) -> BoxFuture<'a, Result<Option<Node>, ReadError>> {
     Box::pin(async move {
-        let name = if path == "/" {
-            "/"
-        } else {
-            path.rsplit('/').next().unwrap_or(path)
-        }
-        .to_string();
-        let (data, _) = client.get_data(path).await?;
+        let name = last_segment(path).to_string();
+        let Some(data) = zk.get(path).await? else {
+            return Ok(None);
+        };
         // Most nodes are plain folders: a record that does not parse simply is not a service.
         if serde_json::from_slice::<ServiceRecord>(&data).is_ok() {
-            return Ok(Node::Service {
+            return Ok(Some(Node::Service {
                 name,
-                registry: read_all(client, &Layout::at(path)).await?,
-            });
+                registry: read_all(zk, &Layout::at(path)).await?,
+            }));
         }
-        let mut names = match client.list_children(path).await {
-            Ok(names) => names,
-            Err(ZkError::NoNode) => Vec::new(),
-            Err(err) => return Err(err),
-        };
+        let mut names = zk.children(path).await?.unwrap_or_default();
         names.sort();
         let mut children = Vec::with_capacity(names.len());
         for child in names {
@@ -272,49 +230,37 @@ fn walk<'a>(client: &'a Client, path: &'a str) -> BoxFuture<'a, Result<Node, ZkE
             } else {
                 format!("{path}/{child}")
             };
-            match walk(client, &child_path).await {
-                Ok(node) => children.push(node),
-                // Deleted between the listing and the read: nothing to show.
-                Err(ZkError::NoNode) => {}
-                Err(err) => return Err(err),
-            }
+            children.extend(walk(zk, &child_path).await?);
         }
-        Ok(Node::Folder { name, children })
+        Ok(Some(Node::Folder { name, children }))
     })
 }
 
-/// A session on `ensemble`, below its chroot; gives up after twice the session timeout.
-pub(crate) async fn connect(ensemble: &Ensemble) -> Result<Client, DiscoveryError> {
+/// A read-only session on `ensemble`, below its chroot; gives up after twice the session timeout.
+pub(crate) async fn connect(ensemble: &Ensemble) -> Result<ReadSession, DiscoveryError> {
     let connect = &ensemble.connect;
-    let deadline = ensemble.session_timeout * 2;
-    let creds = match ensemble.security.is_empty() {
-        true => None,
-        false => Some(Credentials::load(ensemble.security.clone())?),
-    };
-    let session = establish(connect, ensemble.session_timeout, creds.as_deref());
-    match timeout(deadline, session).await {
-        Ok(Ok(client)) => match &ensemble.chroot {
-            None => Ok(client),
-            Some(root) => client
-                .chroot(root.as_str())
-                .map_err(|_| DiscoveryError::InvalidPath {
-                    path: root.clone(),
-                    reason: "not a valid chroot",
-                }),
-        },
-        Ok(Err(reason)) => Err(DiscoveryError::Connect {
+    let opened = ReadSession::open(
+        connect,
+        ensemble.chroot.as_deref(),
+        ensemble.session_timeout,
+        &ensemble.security,
+    )
+    .await;
+    opened.map_err(|e| match e {
+        OpenError::Credentials(e) => DiscoveryError::Credentials(e),
+        OpenError::Refused(reason) => DiscoveryError::Connect {
             connect: connect.to_string(),
             reason,
-        }),
-        Err(_) => Err(DiscoveryError::Timeout {
+        },
+        OpenError::Timeout(after) => DiscoveryError::Timeout {
             connect: connect.to_string(),
-            after: deadline,
-        }),
-    }
-}
-
-fn unexpected(result: &MultiReadResult) -> ZkError {
-    ZkError::UnexpectedError(format!("unexpected multi read result {result:?}"))
+            after,
+        },
+        OpenError::Chroot(root) => DiscoveryError::InvalidPath {
+            path: root,
+            reason: "not a valid chroot",
+        },
+    })
 }
 
 #[cfg(test)]

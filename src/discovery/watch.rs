@@ -11,10 +11,7 @@ use futures::FutureExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
-use zookeeper_client::{
-    AddWatchMode, Client, Error as ZkError, EventType, PersistentWatcher, SessionState,
-    WatchedEvent,
-};
+use crate::zk::reader::{ReadError, ReadSession, TreeEvent, TreeWatch};
 
 use super::balance::rng::thread_u64;
 use super::balance::shape::ZonePreference;
@@ -282,8 +279,8 @@ impl Shared {
 
 /// A live session and its watch on the service path.
 struct Session {
-    client: Client,
-    watcher: PersistentWatcher,
+    zk: ReadSession,
+    watcher: TreeWatch,
 }
 
 /// What one burst of events asks for.
@@ -292,8 +289,10 @@ struct Batch {
     service: bool,
     everything: bool,
     names: BTreeSet<String>,
-    /// The session state the burst ended in, if it reported one.
-    state: Option<SessionState>,
+    /// The burst ended disconnected.
+    disconnected: bool,
+    /// The session is over.
+    ended: bool,
     reconnected: bool,
 }
 
@@ -301,18 +300,24 @@ struct Batch {
 const MAX_NAMED_READS: usize = 512;
 
 impl Batch {
-    fn add(&mut self, layout: &Layout, event: WatchedEvent) {
-        if event.event_type == EventType::Session {
-            if matches!(
-                event.session_state,
-                SessionState::SyncConnected | SessionState::ConnectedReadOnly
-            ) {
+    fn add(&mut self, layout: &Layout, event: TreeEvent) {
+        let path = match event {
+            TreeEvent::Node(path) => path,
+            TreeEvent::Reconnected => {
                 self.reconnected = true;
+                self.disconnected = false;
+                return;
             }
-            self.state = Some(event.session_state);
-            return;
-        }
-        match layout.touched(&event.path) {
+            TreeEvent::Disconnected => {
+                self.disconnected = true;
+                return;
+            }
+            TreeEvent::Ended => {
+                self.ended = true;
+                return;
+            }
+        };
+        match layout.touched(&path) {
             Touched::Service => self.service = true,
             Touched::Folder => self.everything = true,
             Touched::Endpoint(name) if self.names.len() < MAX_NAMED_READS => {
@@ -324,7 +329,7 @@ impl Batch {
     }
 
     fn is_terminal(&self) -> bool {
-        self.state.is_some_and(SessionState::is_terminated)
+        self.ended
     }
 
     fn is_empty(&self) -> bool {
@@ -345,22 +350,20 @@ impl Follower {
     async fn open(&self) -> Result<(Session, Registry), DiscoveryError> {
         let ensemble = &self.config.ensemble;
         let connect = &ensemble.connect;
-        let zk = |source| DiscoveryError::ZooKeeper {
+        let failed = |source| DiscoveryError::ZooKeeper {
             connect: connect.clone(),
             source,
         };
-        let client = registry::connect(ensemble).await?;
+        let zk = registry::connect(ensemble).await?;
         let deadline = ensemble.session_timeout;
         let prepare = async {
-            let watcher = client
-                .watch(self.layout.service(), AddWatchMode::PersistentRecursive)
-                .await?;
-            let registry = registry::read_all(&client, &self.layout).await?;
+            let watcher = zk.watch_tree(self.layout.service()).await?;
+            let registry = registry::read_all(&zk, &self.layout).await?;
             Ok((watcher, registry))
         };
         match timeout(deadline, prepare).await {
-            Ok(Ok((watcher, registry))) => Ok((Session { client, watcher }, registry)),
-            Ok(Err(source)) => Err(zk(source)),
+            Ok(Ok((watcher, registry))) => Ok((Session { zk, watcher }, registry)),
+            Ok(Err(source)) => Err(failed(source)),
             Err(_) => Err(DiscoveryError::Timeout {
                 connect: connect.clone(),
                 after: deadline,
@@ -427,16 +430,15 @@ impl Follower {
         loop {
             let mut batch = Batch::default();
             let first = match retry_at {
-                Some(at) => timeout_at(at, session.watcher.changed()).await.ok(),
-                None => Some(session.watcher.changed().await),
+                Some(at) => timeout_at(at, session.watcher.next()).await.ok(),
+                None => Some(session.watcher.next().await),
             };
             if let Some(event) = first {
                 batch.add(&self.layout, event);
                 let until = Instant::now() + self.config.coalesce;
-                // After a terminal session event the client drops the watch's channel, and
-                // waiting on it again panics inside zookeeper-client 0.11: stop reading there.
+                // After a terminal session event the watch delivers nothing more.
                 while !batch.is_terminal() {
-                    match timeout_at(until, session.watcher.changed()).await {
+                    match timeout_at(until, session.watcher.next()).await {
                         Ok(event) => batch.add(&self.layout, event),
                         Err(_) => break,
                     }
@@ -445,7 +447,7 @@ impl Follower {
             if batch.is_terminal() {
                 return;
             }
-            if batch.state == Some(SessionState::Disconnected) {
+            if batch.disconnected {
                 tracing::warn!(
                     path = self.layout.service(),
                     "disconnected from ZooKeeper; keeping the last snapshot"
@@ -461,14 +463,12 @@ impl Follower {
             }
             let result = async {
                 if rewatch {
-                    let watch = session
-                        .client
-                        .watch(self.layout.service(), AddWatchMode::PersistentRecursive);
+                    let watch = session.zk.watch_tree(self.layout.service());
                     session.watcher = timeout(self.config.ensemble.session_timeout, watch)
                         .await
-                        .map_err(|_| ZkError::Timeout)??;
+                        .map_err(|_| ReadError::Timeout)??;
                 }
-                self.read(&session.client, full_read, batch).await
+                self.read(&session.zk, full_read, batch).await
             };
             match result.await {
                 Ok(()) => {
@@ -477,9 +477,7 @@ impl Follower {
                     retry_at = None;
                     shared.publish_registry(&self.config, &self.registry);
                 }
-                Err(ZkError::SessionExpired | ZkError::ClientClosed | ZkError::AuthFailed) => {
-                    return;
-                }
+                Err(ReadError::SessionEnded(_)) => return,
                 Err(err) => {
                     tracing::warn!(path = self.layout.service(), %err, "reading the registry failed; will re-read all");
                     full_read = true;
@@ -490,16 +488,16 @@ impl Follower {
         }
     }
 
-    async fn read(&mut self, client: &Client, full: bool, batch: Batch) -> Result<(), ZkError> {
+    async fn read(&mut self, zk: &ReadSession, full: bool, batch: Batch) -> Result<(), ReadError> {
         let deadline = self.config.ensemble.session_timeout;
-        let timed_out = |_| ZkError::Timeout;
+        let timed_out = |_| ReadError::Timeout;
         if full {
-            self.registry = timeout(deadline, registry::read_all(client, &self.layout))
+            self.registry = timeout(deadline, registry::read_all(zk, &self.layout))
                 .await
                 .map_err(timed_out)??;
             return Ok(());
         }
-        let read = registry::read_changed(client, &self.layout, batch.service, batch.names);
+        let read = registry::read_changed(zk, &self.layout, batch.service, batch.names);
         let (service, endpoints) = timeout(deadline, read).await.map_err(timed_out)??;
         if let Some(service) = service {
             self.registry.service = service;

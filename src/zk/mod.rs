@@ -6,6 +6,7 @@ pub mod clients;
 pub mod fence;
 pub mod format;
 pub mod layout;
+pub mod reader;
 pub mod security;
 pub mod session;
 pub mod tamper;
