@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use podkeeper::config::{LogFormat, RunConfig};
 use podkeeper::discovery::{
-    Discovery, Ensemble, Node, PickContext, Snapshot, Staleness, host_port,
+    ClientFormat, Discovery, Ensemble, Node, PickContext, Snapshot, Staleness, host_port,
 };
 use podkeeper::model::policy::Policy;
 use podkeeper::model::record::EndpointStatus;
@@ -236,6 +236,21 @@ pub struct ResolveArgs {
     /// Affinity key for the sample picks (ConsistentHash sends them all to one endpoint).
     #[arg(long)]
     pub key: Option<String>,
+    /// Read another client's folder instead of a podkeeper service path: dubbo
+    /// (/dubbo/<interface>/providers), curator (/services/<name>) or serverset.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<ClientFormat>,
+}
+
+fn parse_format(s: &str) -> Result<ClientFormat, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "dubbo" => Ok(ClientFormat::Dubbo),
+        "curator" | "spring" => Ok(ClientFormat::Curator),
+        "serverset" => Ok(ClientFormat::ServerSet),
+        _ => Err(format!(
+            "unknown format {s:?}: use dubbo, curator or serverset"
+        )),
+    }
 }
 
 /// Arguments of `podkeeper tree`.
@@ -277,6 +292,7 @@ pub async fn resolve(args: ResolveArgs) -> anyhow::Result<()> {
     let discovery = Discovery::builder(ensemble.connect.clone(), &args.path)
         .ensemble(ensemble)
         .pinned_policy(args.policy)
+        .format(args.format)
         .start()
         .await
         .with_context(|| format!("resolving {}", args.path))?;
@@ -331,7 +347,11 @@ fn render_resolve(args: &ResolveArgs, snapshot: &Snapshot) -> String {
             );
         }
         None => {
-            let _ = writeln!(out, "name     - (no service record at this path)");
+            let what = match args.format {
+                Some(f) => format!("a {f:?} folder: no service record there"),
+                None => "no service record at this path".into(),
+            };
+            let _ = writeln!(out, "name     - ({what})");
             let _ = writeln!(out, "policy   {}", snapshot.policy());
         }
     }

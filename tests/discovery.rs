@@ -597,3 +597,96 @@ async fn a_warm_up_is_stepped_by_the_client_without_writes() {
         .unwrap();
     assert_eq!(now.mzxid, written.mzxid, "nothing was written");
 }
+
+/// Records as the operator would hold them, for laying out client-format nodes.
+fn records_for_formats() -> Vec<Arc<podkeeper::model::record::EndpointRecord>> {
+    [
+        ("web-0", "10.2.0.1", 100, "UP"),
+        ("web-1", "10.2.0.2", 300, "UP"),
+        ("web-2", "10.2.0.3", 0, "DRAINING"),
+    ]
+    .into_iter()
+    .map(|(pod, ip, w, st)| {
+        Arc::new(serde_json::from_slice(&endpoint_json(pod, ip, w, st)).unwrap())
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_format_folders_are_read_with_providers_that_registered_themselves() {
+    use podkeeper::discovery::ClientFormat;
+    use podkeeper::zk::clients::{ClientRegistries, ClientRegistry};
+    use podkeeper::zk::format::publish::OwnerTag;
+    use podkeeper::zk::format::{curator, dubbo};
+    let zk = ZkServer::shared();
+    let c = client(zk).await;
+    let iface = format!("org.example.Disc{}", std::process::id());
+    let base = format!("/services/disc-{}", std::process::id());
+    let prefixes = ["/podkeeper", "/dubbo", "/services"].map(String::from);
+    let registries = ClientRegistries::compile(
+        vec![
+            ClientRegistry::Dubbo(dubbo::Options::new(&[iface.as_str()])),
+            ClientRegistry::Curator(curator::Options {
+                base_path: base.clone(),
+                ..Default::default()
+            }),
+        ],
+        "web",
+        OwnerTag::new("test", "shop", "web"),
+        &prefixes,
+    )
+    .unwrap();
+    let records = records_for_formats();
+    for (path, data) in registries.desired(records.iter()).nodes {
+        put(&c, &path, &data).await;
+    }
+    let providers = format!("/dubbo/{iface}/providers");
+    // A provider on a VM registered itself beside the pods, as Dubbo does.
+    let vm = format!(
+        "{providers}/{}",
+        dubbo::java_url_encode(&format!(
+            "dubbo://192.168.0.9:20880/{iface}?interface={iface}&side=provider&weight=100"
+        ))
+    );
+    put(&c, &vm, b"").await;
+
+    let dubbo = Discovery::builder(zk.connect_string(), &providers)
+        .format(Some(ClientFormat::Dubbo))
+        .start()
+        .await
+        .unwrap();
+    let s = wait_for(&dubbo, "3 pods and the VM provider", |s| {
+        s.endpoints().len() == 4
+    })
+    .await;
+    let mut hosts: Vec<String> = s.pickable().iter().map(|e| e.address()).collect();
+    hosts.sort();
+    assert_eq!(
+        hosts,
+        ["10.2.0.1:8080", "10.2.0.2:8080", "192.168.0.9:20880"],
+        "the draining pod is not pickable"
+    );
+    let weight = |host: &str| {
+        s.endpoints()
+            .iter()
+            .find(|e| e.record().host == host)
+            .map(|e| e.record().weight)
+            .unwrap()
+    };
+    assert_eq!(
+        weight("10.2.0.2"),
+        3 * weight("10.2.0.1"),
+        "the shares survive the format"
+    );
+    // Changes are followed: the VM provider leaves.
+    c.delete(&vm, None).await.unwrap();
+    wait_for(&dubbo, "the VM provider gone", |s| s.endpoints().len() == 3).await;
+
+    let spring = Discovery::builder(zk.connect_string(), format!("{base}/web"))
+        .format(Some(ClientFormat::Curator))
+        .start()
+        .await
+        .unwrap();
+    let s = wait_for(&spring, "3 Curator instances", |s| s.endpoints().len() == 3).await;
+    assert_eq!(s.pickable().len(), 2, "the draining instance is disabled");
+}

@@ -182,3 +182,39 @@ fn resolve_fails_clearly_without_zookeeper() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolve_reads_a_dubbo_providers_folder() {
+    let zk = ZkServer::shared();
+    let c = Client::connector()
+        .connect(&zk.connect_string())
+        .await
+        .unwrap();
+    let iface = format!("org.example.Cli{}", std::process::id());
+    let providers = format!("/dubbo/{iface}/providers");
+    for (host, weight) in [("10.9.0.1", 100), ("10.9.0.2", 0)] {
+        let url =
+            format!("dubbo://{host}:20880/{iface}?interface={iface}&side=provider&weight={weight}");
+        let node = podkeeper::zk::format::dubbo::java_url_encode(&url);
+        put(&c, &format!("{providers}/{node}"), serde_json::Value::Null).await;
+    }
+    let out = podkeeper(
+        zk,
+        &["resolve", &providers, "--format", "dubbo", "--picks", "50"],
+    );
+    assert!(out.contains("Dubbo folder"), "{out}");
+    assert!(
+        out.contains("10.9.0.1:20880") && out.contains("10.9.0.2:20880"),
+        "{out}"
+    );
+    let sample = out.split("picks with").nth(1).unwrap_or_default();
+    assert!(
+        !sample.contains("10.9.0.2"),
+        "a weight-0 provider was picked:\n{out}"
+    );
+    let err = Command::new(env!("CARGO_BIN_EXE_podkeeper"))
+        .args(["resolve", &providers, "--format", "eureka"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&err.stderr).contains("use dubbo, curator or serverset"));
+}

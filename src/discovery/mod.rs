@@ -23,6 +23,7 @@ pub use self::endpoint::{Endpoint, InFlightGuard, PickContext, Picked, host_port
 pub use self::registry::{Node, browse};
 pub use self::snapshot::{Registry, Snapshot, Staleness};
 pub use self::watch::{Discovery, DiscoveryBuilder};
+pub use crate::zk::format::registry::Kind as ClientFormat;
 pub use crate::zk::security::{Mechanism, SecurityFiles};
 
 /// How to reach ZooKeeper: the ensemble, an optional chroot, the session timeout and credentials.

@@ -5,9 +5,12 @@ use std::collections::BTreeSet;
 
 use futures::future::BoxFuture;
 
+use super::ClientFormat;
 use super::snapshot::Registry;
 use super::{DiscoveryError, Ensemble};
-use crate::model::record::{ENDPOINTS, EndpointRecord, ServiceRecord};
+use crate::model::record::{ENDPOINTS, EndpointRecord, EndpointStatus, ServiceRecord};
+use crate::zk::format::publish::Discovered;
+use crate::zk::format::registry::discover_as;
 use crate::zk::reader::{OpenError, ReadError, ReadSession};
 
 /// Where a service's records live.
@@ -15,6 +18,8 @@ use crate::zk::reader::{OpenError, ReadError, ReadSession};
 pub(crate) struct Layout {
     service: String,
     endpoints: String,
+    /// Another client's folder: every child is an endpoint, and there is no service record.
+    format: Option<ClientFormat>,
 }
 
 /// The part of a service path an event touched.
@@ -60,7 +65,17 @@ impl Layout {
         Layout {
             service: path.to_string(),
             endpoints: format!("{path}/{ENDPOINTS}"),
+            format: None,
         }
+    }
+
+    /// The same path read as another client's folder.
+    pub(crate) fn with_format(mut self, format: Option<ClientFormat>) -> Layout {
+        if format.is_some() {
+            self.endpoints = self.service.clone();
+        }
+        self.format = format;
+        self
     }
 
     /// The service path.
@@ -74,6 +89,13 @@ impl Layout {
 
     /// Which record an event on `path` concerns.
     pub(crate) fn touched<'a>(&self, path: &'a str) -> Touched<'a> {
+        if self.format.is_some() {
+            // Few nodes, and a ServerSet vector re-weighs every member: read the folder again.
+            return match path.starts_with(self.service.as_str()) {
+                true => Touched::Folder,
+                false => Touched::Other,
+            };
+        }
         if path == self.service {
             return Touched::Service;
         }
@@ -91,6 +113,9 @@ impl Layout {
 /// Reads the service record and every endpoint. Children are read in pipelined multi requests,
 /// so a thousand endpoints cost a handful of round trips, not a thousand.
 pub(crate) async fn read_all(zk: &ReadSession, layout: &Layout) -> Result<Registry, ReadError> {
+    if let Some(format) = layout.format {
+        return read_folder(zk, layout, format).await;
+    }
     let (service, children) = zk
         .node_and_children(&layout.service, &layout.endpoints)
         .await?;
@@ -104,6 +129,58 @@ pub(crate) async fn read_all(zk: &ReadSession, layout: &Layout) -> Result<Regist
         }
     }
     Ok(registry)
+}
+
+/// Reads another client's folder: every child decoded by its format, whoever wrote it.
+async fn read_folder(
+    zk: &ReadSession,
+    layout: &Layout,
+    format: ClientFormat,
+) -> Result<Registry, ReadError> {
+    let names = zk.children(&layout.service).await?.unwrap_or_default();
+    let paths: Vec<String> = names.iter().map(|n| layout.endpoint(n)).collect();
+    let data = zk.get_many(&paths).await?;
+    let children = names
+        .iter()
+        .zip(&data)
+        .filter_map(|(n, d)| d.as_deref().map(|d| (n.as_str(), d)));
+    let endpoints = discover_as(format, children)
+        .into_iter()
+        .map(|d| (d.name.clone(), record_of(d)))
+        .collect();
+    Ok(Registry {
+        service: None,
+        endpoints,
+    })
+}
+
+/// Weights of other formats are relative numbers of their own (Dubbo's 100, a ServerSet
+/// share): scaled into podkeeper's integer weights, never to 0 for an endpoint in service.
+const FORMAT_WEIGHT_SCALE: f64 = 1000.0;
+
+/// An endpoint of another format as the snapshot holds endpoints.
+fn record_of(d: Discovered) -> EndpointRecord {
+    let weight = (d.weight * FORMAT_WEIGHT_SCALE)
+        .round()
+        .clamp(0.0, u32::MAX as f64) as u32;
+    EndpointRecord {
+        host: d.host,
+        port: d.port,
+        ports: Default::default(),
+        weight: if d.draining { 0 } else { weight.max(1) },
+        group: String::new(),
+        zone: d.zone,
+        node: None,
+        pod: d.name,
+        namespace: String::new(),
+        metadata: d.metadata.into_iter().collect(),
+        status: if d.draining {
+            EndpointStatus::Draining
+        } else {
+            EndpointStatus::Up
+        },
+        ready_since_ms: 0,
+    }
 }
 
 /// What a partial read found: the service record if it was asked for (`Some(None)`: gone or
@@ -193,7 +270,9 @@ pub async fn browse(ensemble: &Ensemble, path: &str) -> Result<Node, DiscoveryEr
     };
     match walk(&zk, path).await {
         Ok(Some(node)) => Ok(node),
-        Ok(None) => Err(failed(ReadError::Failed(format!("there is no node {path}")))),
+        Ok(None) => Err(failed(ReadError::Failed(format!(
+            "there is no node {path}"
+        )))),
         Err(e) => Err(failed(e)),
     }
 }

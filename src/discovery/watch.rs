@@ -6,19 +6,19 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::zk::reader::{ReadError, ReadSession, TreeEvent, TreeWatch};
 use arc_swap::ArcSwap;
 use futures::FutureExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
-use crate::zk::reader::{ReadError, ReadSession, TreeEvent, TreeWatch};
 
 use super::balance::rng::thread_u64;
 use super::balance::shape::ZonePreference;
 use super::endpoint::{PickContext, Picked};
 use super::registry::{self, Layout, Touched};
 use super::snapshot::{Registry, Snapshot, Staleness};
-use super::{DiscoveryError, Ensemble};
+use super::{ClientFormat, DiscoveryError, Ensemble};
 use crate::model::policy::Policy;
 
 /// How to follow a service path; see [`Discovery::builder`].
@@ -31,9 +31,20 @@ pub struct DiscoveryBuilder {
     coalesce: Duration,
     vnodes: u32,
     zone: Option<Arc<ZonePreference>>,
+    format: Option<ClientFormat>,
 }
 
 impl DiscoveryBuilder {
+    /// Read a folder of another client's layout instead of a podkeeper service path: Dubbo
+    /// providers (`/dubbo/<interface>/providers`), Curator / Spring Cloud instances
+    /// (`/services/<name>`) or ServerSet members, whoever wrote them (podkeeper, or providers
+    /// that register themselves). There is no service record there: the policy is the pinned
+    /// one, else the default.
+    pub fn format(mut self, format: Option<ClientFormat>) -> Self {
+        self.format = format;
+        self
+    }
+
     /// Pick only endpoints in the caller's zone while that zone holds at least
     /// `pref.min_share` of the ready weight, and all endpoints otherwise (off by default).
     pub fn prefer_zone(mut self, pref: ZonePreference) -> Self {
@@ -101,7 +112,7 @@ impl DiscoveryBuilder {
     /// cannot be reached within about the session timeout; a missing path is not an error (the
     /// snapshot is empty until the operator writes it). Must run inside a tokio runtime.
     pub async fn start(self) -> Result<Discovery, DiscoveryError> {
-        let layout = Layout::new(&self.path)?;
+        let layout = Layout::new(&self.path)?.with_format(self.format);
         let follower = Follower {
             config: self,
             layout,
@@ -168,6 +179,7 @@ impl Discovery {
             coalesce: Duration::from_millis(10),
             vnodes: super::balance::ring::DEFAULT_VNODES,
             zone: None,
+            format: None,
         }
     }
 

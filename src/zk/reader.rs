@@ -205,7 +205,10 @@ impl ReadSession {
                 reader.add_get_data(p)?;
             }
             let results = reader.commit().await?;
-            results.into_iter().map(data_of).collect::<Result<Vec<_>, _>>()
+            results
+                .into_iter()
+                .map(data_of)
+                .collect::<Result<Vec<_>, _>>()
         });
         Ok(try_join_all(chunks).await?.into_iter().flatten().collect())
     }

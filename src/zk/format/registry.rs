@@ -4,6 +4,48 @@
 use super::publish::{Discovered, FormatError, Node, OwnerTag, Publish};
 use super::{curator, dubbo, serverset};
 
+/// A client format without its options: enough to read and decode a folder of its nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Dubbo interface-level providers (`/<root>/<interface>/providers`).
+    Dubbo,
+    /// Curator x-discovery / Spring Cloud ZooKeeper instances (`<base>/<service>`).
+    Curator,
+    /// ServerSet members and weight vectors.
+    ServerSet,
+}
+
+/// Every endpoint in one folder's children (`(name, data)`), whoever wrote them; unreadable
+/// children are skipped. ServerSet members get their vector weights applied.
+pub fn discover_as<'a>(
+    kind: Kind,
+    children: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<Discovered> {
+    match kind {
+        Kind::Dubbo => children
+            .into_iter()
+            .filter_map(|(n, d)| dubbo::decode(n, d))
+            .collect(),
+        Kind::Curator => children
+            .into_iter()
+            .filter_map(|(n, d)| curator::decode(n, d))
+            .collect(),
+        Kind::ServerSet => {
+            let mut members = Vec::new();
+            let mut vectors = Vec::new();
+            for (n, d) in children {
+                if let Some(m) = serverset::decode(n, d) {
+                    members.push(m);
+                } else if let Some(v) = serverset::decode_vector(n, d) {
+                    vectors.push(v);
+                }
+            }
+            serverset::weigh(&mut members, &vectors);
+            members
+        }
+    }
+}
+
 /// A client format and its options (one entry of the resource's registries).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registry {
@@ -52,35 +94,22 @@ impl Registry {
         }
     }
 
-    /// Every endpoint in one directory's children (`(name, data)`), ours or not; unreadable
-    /// children are skipped. ServerSet members get their vector weights applied.
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Registry::Dubbo(_) => Kind::Dubbo,
+            Registry::Curator(_) => Kind::Curator,
+            Registry::ServerSet(_) => Kind::ServerSet,
+        }
+    }
+
+    /// Every endpoint in one directory's children (`(name, data)`), ours or not; see
+    /// [`discover_as`].
     pub fn discover<'a>(
         &self,
         children: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Vec<Discovered> {
-        match self {
-            Registry::Dubbo(_) => children
-                .into_iter()
-                .filter_map(|(n, d)| dubbo::decode(n, d))
-                .collect(),
-            Registry::Curator(_) => children
-                .into_iter()
-                .filter_map(|(n, d)| curator::decode(n, d))
-                .collect(),
-            Registry::ServerSet(_) => {
-                let mut members = Vec::new();
-                let mut vectors = Vec::new();
-                for (n, d) in children {
-                    if let Some(m) = serverset::decode(n, d) {
-                        members.push(m);
-                    } else if let Some(v) = serverset::decode_vector(n, d) {
-                        vectors.push(v);
-                    }
-                }
-                serverset::weigh(&mut members, &vectors);
-                members
-            }
-        }
+        discover_as(self.kind(), children)
     }
 }
 
