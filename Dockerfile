@@ -16,11 +16,12 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 ARG BINARY_FROM=build
 
 FROM ${BUILDER_IMAGE} AS build
-# ring and mimalloc compile C code: the musl target needs musl-gcc. The binary uses mimalloc
+# ring, aws-lc-sys (zookeeper-client's TLS) and mimalloc compile C code: the musl target needs
+# musl-gcc, and aws-lc-sys falls back to cmake where its cc build does not cover the target. The binary uses mimalloc
 # (feature `mimalloc`) instead of musl's malloc: the allocator that kept the least memory
 # per published pod in docs/PERFORMANCE.md ("Memory, all in").
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
+ && apt-get install -y --no-install-recommends musl-tools cmake \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
