@@ -673,43 +673,22 @@ async fn api_server_restarted_during_churn() {
     });
 }
 
-/// What a secured operator is given: a TLS directory (the CA and its client certificate) and a
-/// SASL login file, as the chart mounts them from Secrets.
+/// What a secured operator is given: the TLS directory and login file of
+/// `cluster::secure_env` (ACL neighbours as there), with a 20 s session.
 struct Secrets {
     dir: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Secrets {
     fn new(zk: &ZkServer) -> Secrets {
-        let dir = tempfile::tempdir().unwrap();
-        let tls = dir.path().join("tls");
-        std::fs::create_dir(&tls).unwrap();
-        let pki = zk.pki();
-        std::fs::copy(&pki.ca, tls.join("ca.crt")).unwrap();
-        std::fs::copy(&pki.podkeeper.cert, tls.join("tls.crt")).unwrap();
-        std::fs::copy(&pki.podkeeper.key, tls.join("tls.key")).unwrap();
-        let pk = zk.sasl_user("podkeeper");
-        std::fs::write(
-            dir.path().join("auth"),
-            format!("{}:{}", pk.user, pk.password),
-        )
-        .unwrap();
-        Secrets { dir }
+        let (dir, mut env) = cluster::secure_env(zk);
+        env.push(("PODKEEPER_ZK_SESSION_TIMEOUT", "20s".into()));
+        Secrets { dir, env }
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
-                "PODKEEPER_ZK_TLS_DIR",
-                self.dir.path().join("tls").display().to_string(),
-            ),
-            (
-                "PODKEEPER_ZK_AUTH_FILE",
-                self.dir.path().join("auth").display().to_string(),
-            ),
-            ("PODKEEPER_ZK_AUTH_MECHANISM", "sasl-digest-md5".into()),
-            ("PODKEEPER_ZK_SESSION_TIMEOUT", "20s".into()),
-        ]
+        self.env.clone()
     }
 
     fn set_password(&self, user: &str, password: &str) {

@@ -85,8 +85,9 @@ pub fn secure_mode() -> bool {
     std::env::var("PODKEEPER_E2E_ZK_SECURE").is_ok_and(|v| v == "1")
 }
 
-/// The TLS directory and login file for `zk`'s podkeeper identity, and the operator's env.
-fn secure_env(zk: &ZkServer) -> (tempfile::TempDir, Vec<(&'static str, String)>) {
+/// The TLS directory (`tls/`) and login file (`auth`) for `zk`'s podkeeper identity, as the chart
+/// mounts them from Secrets, and the operator's env for them.
+pub fn secure_env(zk: &ZkServer) -> (tempfile::TempDir, Vec<(&'static str, String)>) {
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
     std::fs::create_dir(&tls).unwrap();
