@@ -3,7 +3,7 @@
 //! for), write (one pass through `zk::writer`), report (status, Events, metrics, and the
 //! `podkeeper.io/registered` gates). Talks to ZooKeeper only through the writer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -658,17 +658,41 @@ async fn write(
         .map(|c| c.desired(endpoints.values()))
         .unwrap_or_default();
     let mut cache = entry.zk.take().map(|c| c.state);
+    // The cache held what the tracker last published: only the endpoints changed since can
+    // differ. Anything else (a load, a retry after a reload, a new tracker, the keep-last
+    // guard's endpoints) is planned against the whole state.
+    let mut changed = incremental(res, wanted).filter(|_| cache.is_some());
+    let mut in_full = false;
     let (client, options) = (&conn.client, &conn.options);
     let planned = |s: &ServiceState| {
-        let plan = plan::diff(native, &s.endpoints);
+        let plan = match changed.take() {
+            Some(names) => plan::diff_names(native, &s.endpoints, names),
+            None => {
+                in_full = true;
+                plan::diff(native, &s.endpoints)
+            }
+        };
         (plan, nodes::diff(&clients.nodes, &s.nodes, &s.foreign))
     };
     let synced = writer::sync(client, &res.path, &record, &mut cache, options, planned).await?;
     if let (Synced::Applied { .. }, Some(mut state)) = (&synced, cache) {
-        writer::adopt(&mut state, native);
+        if in_full {
+            // Planned in full: share the desired records with the cache (after a load they are
+            // equal copies), so later diffs compare pointers.
+            writer::adopt(&mut state, native);
+        }
         entry.zk = Some(cached(conn, res, state));
     }
     Ok((synced, clients))
+}
+
+/// The endpoints that may differ from what the cache holds, when the tracker published the
+/// rest (native records, not the keep-last guard's).
+fn incremental<'w>(res: &Resolved, wanted: &'w Wanted) -> Option<&'w BTreeSet<String>> {
+    if !res.native || wanted.kept.is_some() {
+        return None;
+    }
+    wanted.tracker.unpublished()
 }
 
 /// One status entry per declared registry: where it is, how many endpoints it carries, and
@@ -807,12 +831,18 @@ fn report_written(
     counts.registries = registry_statuses(res, &sr.spec.registries, &desired, &clashes, published);
     report(ctx, sr, entry, &Outcome::Synced, Some(&counts), path);
     let action = next_wakeup(ctx, Some(&wanted.tracker));
+    let mut tracker = wanted.tracker;
+    if res.native && wanted.kept.is_none() {
+        tracker.published();
+    } else {
+        tracker.unpublished_all();
+    }
     entry.last = Some(Last {
         generation: res.generation,
         reg: res.reg.clone(),
         node_epoch: wanted.node_epoch,
         epoch: conn.epoch,
-        tracker: wanted.tracker,
+        tracker,
     });
     Ok(action)
 }

@@ -1,7 +1,7 @@
 //! The desired registry content of one resource: which pods are endpoints, with which record.
 //! Pure: pods, nodes and the current time come in as arguments.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -349,6 +349,9 @@ pub struct Tracker {
     desired: Desired,
     /// The earliest drain end among the slots.
     next_expiry: Option<i64>,
+    /// Endpoints whose record may differ from what was last published (see
+    /// [`Tracker::published`]); `None` until the first publish: all of them.
+    unpublished: Option<BTreeSet<String>>,
 }
 
 impl Tracker {
@@ -382,6 +385,24 @@ impl Tracker {
     /// Gives up the tracking state.
     pub fn into_desired(self) -> Desired {
         self.desired
+    }
+
+    /// The endpoints whose record may have changed since [`Tracker::published`] was last
+    /// called (a superset: added, removed, rebuilt or re-weighed); `None` when it never was, or
+    /// when the whole state must be compared.
+    pub fn unpublished(&self) -> Option<&BTreeSet<String>> {
+        self.unpublished.as_ref()
+    }
+
+    /// ZooKeeper now holds exactly [`Tracker::desired`]: later changes are tracked from here.
+    pub fn published(&mut self) {
+        self.unpublished = Some(BTreeSet::new());
+    }
+
+    /// ZooKeeper holds something else than [`Tracker::desired`] (the keep-last guard's
+    /// endpoints): the next write compares everything.
+    pub fn unpublished_all(&mut self) {
+        self.unpublished = None;
     }
 
     /// Applies changed pods: `(name, Some(pod))` for a pod added or changed, `(name, None)` for
@@ -438,6 +459,13 @@ impl Tracker {
             for (g, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
                 self.solve(shares, g, &mut reweighed);
             }
+        }
+        if let Some(unpublished) = self.unpublished.as_mut() {
+            let names = rebuild
+                .iter()
+                .map(|(n, _)| n)
+                .chain(reweighed.iter().map(|(n, _)| n));
+            unpublished.extend(names.cloned());
         }
         let endpoints = &mut self.desired.endpoints;
         let mut rebuilt = 0;

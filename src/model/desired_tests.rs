@@ -429,6 +429,9 @@ mod incremental {
             };
             let mut now = 0;
             let mut t = Tracker::build(&reg, &pods_of(&state), &nodes, now);
+            prop_assert!(t.unpublished().is_none(), "a new tracker has published nothing");
+            t.published();
+            let mut published = t.desired().endpoints.clone();
             for (changes, advance) in steps {
                 now += advance;
                 for (i, s) in &changes {
@@ -445,6 +448,20 @@ mod incremental {
                 );
                 let full = desired(&reg, &pods_of(&state), &nodes, now);
                 prop_assert_eq!(t.desired(), &full);
+                // Every endpoint that differs from what was published is among the unpublished
+                // names, so a diff of those names alone brings ZooKeeper to the desired state.
+                let unpublished = t.unpublished().expect("published before");
+                let names = published.keys().chain(t.desired().endpoints.keys());
+                for name in names {
+                    if published.get(name) != t.desired().endpoints.get(name) {
+                        prop_assert!(unpublished.contains(name), "{} changed unnoticed", name);
+                    }
+                }
+                // Publish every other step, so changes also accumulate across updates.
+                if advance % 2 == 0 {
+                    t.published();
+                    published = t.desired().endpoints.clone();
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! True (their endpoint is serving in every registry) or False, and which of those need a
 //! write. Pure; the controller patches pods/status.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::pod::PodInfo;
@@ -32,13 +32,13 @@ pub fn changes<'a>(
     sent: &mut HashMap<String, bool>,
 ) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    let mut seen = Vec::new();
+    let mut seen = HashSet::new();
     for pod in pods {
         let Some(current) = pod.registered else {
             continue;
         };
         let want = wanted(&pod.name, endpoints, every_registry);
-        seen.push(&*pod.name);
+        seen.insert(&*pod.name);
         if current == want {
             sent.remove(&*pod.name);
             continue;
@@ -49,7 +49,7 @@ pub fn changes<'a>(
         sent.insert(pod.name.to_string(), want);
         out.push((pod.name.to_string(), want));
     }
-    sent.retain(|name, _| seen.contains(&name.as_str()));
+    sent.retain(|name, _| seen.contains(name.as_str()));
     out
 }
 

@@ -127,6 +127,41 @@ pub fn diff(
     Plan { ops: creates }
 }
 
+/// [`diff`] restricted to `names`: the same plan when desired and current agree on every
+/// other name (sorted input gives the same order), at a cost proportional to `names`.
+pub fn diff_names<'a>(
+    desired: &BTreeMap<String, Arc<EndpointRecord>>,
+    current: &BTreeMap<String, Current>,
+    names: impl IntoIterator<Item = &'a String>,
+) -> Plan {
+    let mut creates = Vec::new();
+    let mut updates = Vec::new();
+    let mut deletes = Vec::new();
+    for name in names {
+        match (desired.get(name), current.get(name)) {
+            (Some(record), None) => creates.push(Op::Create {
+                name: name.clone(),
+                record: record.clone(),
+            }),
+            (Some(record), Some(cur)) if !same(cur.record.as_ref(), record) => {
+                updates.push(Op::Update {
+                    name: name.clone(),
+                    record: record.clone(),
+                    version: cur.version,
+                })
+            }
+            (None, Some(cur)) => deletes.push(Op::Delete {
+                name: name.clone(),
+                version: cur.version,
+            }),
+            _ => {}
+        }
+    }
+    creates.append(&mut updates);
+    creates.append(&mut deletes);
+    Plan { ops: creates }
+}
+
 fn same(current: Option<&Arc<EndpointRecord>>, desired: &Arc<EndpointRecord>) -> bool {
     current.is_some_and(|c| Arc::ptr_eq(c, desired) || **c == **desired)
 }
@@ -136,6 +171,7 @@ mod tests {
     use super::*;
     use crate::model::record::EndpointStatus;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     fn rec(host: &str, weight: u32) -> Arc<EndpointRecord> {
         Arc::new(EndpointRecord {
@@ -233,6 +269,30 @@ mod tests {
             // Minimal: a second diff against the result is empty.
             let again: BTreeMap<String, Current> = applied.into_iter().map(|(k, r)| (k, Current { record: Some(r), version: 1 })).collect();
             prop_assert!(diff(&desired, &again).is_empty());
+        }
+
+        #[test]
+        fn a_diff_of_the_changed_names_is_the_full_diff(
+            base in prop::collection::btree_map("[a-f]", 0u32..3, 0..6),
+            changed in prop::collection::btree_map("[a-f]", prop::option::of(0u32..3), 0..6),
+            extra in prop::collection::btree_set("[a-f]", 0..3),
+        ) {
+            // Current is what was published; desired is it with `changed` applied.
+            let current: BTreeMap<String, Current> = base
+                .iter()
+                .map(|(k, w)| (k.clone(), Current { record: Some(rec(k, *w)), version: 3 }))
+                .collect();
+            let mut desired: BTreeMap<String, Arc<EndpointRecord>> =
+                base.iter().map(|(k, w)| (k.clone(), rec(k, *w))).collect();
+            for (k, w) in &changed {
+                match w {
+                    Some(w) => { desired.insert(k.clone(), rec(k, *w)); }
+                    None => { desired.remove(k); }
+                }
+            }
+            // The names given may include unchanged ones (a superset).
+            let names: BTreeSet<String> = changed.keys().cloned().chain(extra).collect();
+            prop_assert_eq!(diff_names(&desired, &current, &names), diff(&desired, &current));
         }
     }
 }
