@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use podkeeper::crd::ServiceRegistrationSpec;
 use podkeeper::model::desired::{Registration, Tracker, desired};
-use podkeeper::model::plan::diff;
+use podkeeper::model::plan::{diff, diff_names};
 use podkeeper::model::pod::{NodeInfo, PodInfo};
 use podkeeper::model::record::{EndpointRecord, ServiceRecord};
 use podkeeper::zk::layout::{endpoint_path, endpoints_path};
@@ -24,8 +24,8 @@ use podkeeper::zk::writer::{self, Loaded, ServiceState, Synced, WriteOptions};
 use rand::RngExt;
 use zookeeper_client::{Acls, Client, CreateMode};
 
-/// One `writer::sync` to the full desired set, planned with `plan::diff` as the controller
-/// plans, and the desired records adopted into the cache after a write.
+/// One `writer::sync` to the full desired set, planned in full (`plan::diff`), the desired
+/// records adopted into the cache after a write.
 async fn sync_once(
     c: &Client,
     path: &str,
@@ -34,12 +34,28 @@ async fn sync_once(
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
 ) -> Result<Synced, podkeeper::zk::ZkError> {
-    let planned = |s: &ServiceState| (diff(desired, &s.endpoints), Default::default());
-    let synced = writer::sync(c, path, record, cache, options, planned).await?;
-    if let (Synced::Applied { .. }, Some(state)) = (&synced, cache.as_mut()) {
-        writer::adopt(state, desired);
+    let no_nodes = |_: &ServiceState| Default::default();
+    writer::sync_endpoints(c, path, record, cache, options, (desired, None), no_nodes).await
+}
+
+/// One sync of a tracker's desired state as the controller runs it: only the endpoints the
+/// tracker changed since its last publish are compared with a warm cache.
+async fn sync_tracked(
+    c: &Client,
+    path: &str,
+    record: &ServiceRecord,
+    tracker: &mut Tracker,
+    cache: &mut Option<ServiceState>,
+    options: &WriteOptions,
+) -> Result<Synced, podkeeper::zk::ZkError> {
+    let target = (&tracker.desired().endpoints, tracker.unpublished());
+    let no_nodes = |_: &ServiceState| Default::default();
+    let r = writer::sync_endpoints(c, path, record, cache, options, target, no_nodes).await;
+    match &r {
+        Ok(Synced::Applied { .. }) => tracker.published(),
+        _ => tracker.unpublished_all(),
     }
-    Ok(synced)
+    r
 }
 
 /// The spec the endpoints are computed with: what a typical registration copies.
@@ -297,16 +313,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     // What the operator's incremental path costs for a one-pod change: the tracker updates
-    // that pod (and re-solves its group, if any), then a pointer-equal diff.
+    // that pod (and re-solves its group, if any), then a diff of the names it changed.
     let mut t_reuse = Vec::new();
     let mut tracker = tracker0.clone();
+    tracker.published();
     let mut flipped = pods[0].clone();
     let deadline = Instant::now() + Duration::from_secs(5);
     for _ in 0..50 {
         flipped.ready = !flipped.ready;
         let t0 = Instant::now();
         tracker.update(&reg, [(&*flipped.name, Some(&flipped))], &nodes, 0);
-        let plan = diff(&tracker.desired().endpoints, &current);
+        let changed = tracker.unpublished().expect("published above");
+        let plan = diff_names(&tracker.desired().endpoints, &current, changed);
         std::hint::black_box(&plan);
         t_reuse.push(ms(t0.elapsed()));
         if Instant::now() > deadline {
@@ -468,106 +486,51 @@ async fn main() -> anyhow::Result<()> {
         ),
     );
 
-    // --- 4. churn: k readiness flips per sync, warm cache, incremental desired() -------------
+    // --- 4. churn against the raw multi() ceiling, interleaved ---------------------------------
+    // k readiness flips per sync (warm cache, incremental desired and diff, as the controller
+    // runs it), in blocks alternating with blocks of bare multi()s of the same shape, so both
+    // see the same disk and the same load.
+    let raw_base = format!("{base}/raw");
     let mut tracker = tracker0.clone();
+    let mut bench = Churn {
+        c: &c,
+        path: &path,
+        record: &record,
+        reg: &reg,
+        nodes: &nodes,
+        opts: &opts,
+        payload: vec![b'x'; bytes],
+        raw_base: &raw_base,
+    };
+    bench.populate_raw(n).await?;
     for k in [1usize, 10, 100] {
-        let mut lat = Vec::new();
-        let mut cpu = Vec::new();
-        let mut changes = 0usize;
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs_f64(args.churn_seconds);
-        for _ in 0..args.churn_rounds {
-            if Instant::now() >= deadline {
-                break;
-            }
-            let mut changed = HashSet::new();
-            for _ in 0..k {
-                let i = rng.random_range(0..n);
-                pods[i].ready = !pods[i].ready;
-                changed.insert(i);
-            }
-            let t = Instant::now();
-            tracker.update(
-                &reg,
-                changed.iter().map(|&i| (&*pods[i].name, Some(&pods[i]))),
-                &nodes,
-                0,
-            );
-            let want = &tracker.desired().endpoints;
-            let t_sync = Instant::now();
-            let r = sync_once(&c, &path, &record, want, &mut cache, &opts).await?;
-            let done = Instant::now();
-            let (cr, up, de, _) = expect_applied(r)?;
-            changes += cr + up + de;
-            cpu.push(ms(t_sync - t));
-            lat.push(ms(done - t_sync));
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let rounds = lat.len();
+        let (ours, raw) = bench
+            .interleaved(k, &mut pods, &mut tracker, &mut cache, &args)
+            .await?;
+        let ratio = ours.rate() / raw.rate() * 100.0;
         println!(
-            "churn k={k}: {rounds} syncs in {secs:.2}s = {:.0} syncs/s, {:.0} znode changes/s; \
-             Tracker::update(): {}; sync: {}",
-            rounds as f64 / secs,
-            changes as f64 / secs,
-            summary(cpu),
-            summary(lat.clone())
+            "churn k={k}: {} syncs, {:.0} znode changes/s (update+diff CPU {}; sync {}); \
+             raw multi() of the same shape: {:.0} znode changes/s ({}): {ratio:.0} %",
+            ours.lat.len(),
+            ours.rate(),
+            summary(ours.cpu.clone()),
+            summary(ours.lat.clone()),
+            raw.rate(),
+            summary(raw.lat.clone()),
         );
         result(
             &format!("churn_k{k}_changes_per_s"),
-            changes as f64 / secs,
+            ours.rate(),
             "1/s",
-            &format!("{rounds} syncs, {changes} znode changes"),
-        );
-    }
-
-    // --- 5. raw multi(): k set_data of the same size, one transaction in flight --------------
-    let raw_base = format!("{base}/raw");
-    c.mkdir(&raw_base, &persistent).await?;
-    let payload = vec![b'x'; bytes];
-    let raw_n = 100usize;
-    let mut w = c.new_multi_writer();
-    for i in 0..raw_n {
-        w.add_create(&format!("{raw_base}/n{i}"), &payload, &persistent)?;
-    }
-    w.commit()
-        .await
-        .map_err(|e| anyhow::anyhow!("raw setup: {e:?}"))?;
-    for k in [1usize, 10, 100] {
-        let mut lat = Vec::new();
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs_f64(args.churn_seconds);
-        let mut next = 0usize;
-        for _ in 0..args.churn_rounds {
-            if Instant::now() >= deadline {
-                break;
-            }
-            let mut w = c.new_multi_writer();
-            w.add_check_version(&path, 0)?;
-            for _ in 0..k {
-                w.add_set_data(&format!("{raw_base}/n{}", next % raw_n), &payload, None)?;
-                next += 1;
-            }
-            let t = Instant::now();
-            w.commit()
-                .await
-                .map_err(|e| anyhow::anyhow!("raw multi: {e:?}"))?;
-            lat.push(ms(t.elapsed()));
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let ops = lat.len() * k;
-        println!(
-            "raw multi() k={k} x {bytes} B (+ version check): {} txns in {secs:.2}s = {:.0} txns/s, {:.0} znode writes/s; {}",
-            lat.len(),
-            lat.len() as f64 / secs,
-            ops as f64 / secs,
-            summary(lat)
+            &format!("{} syncs, {} znode changes", ours.lat.len(), ours.changes),
         );
         result(
             &format!("raw_multi_k{k}_writes_per_s"),
-            ops as f64 / secs,
+            raw.rate(),
             "1/s",
-            "sequential multi(), one in flight",
+            "bare multi(): version check + k creates or deletes beside {n} nodes, interleaved",
         );
+        result(&format!("churn_k{k}_of_raw"), ratio, "%", "target >= 80");
     }
 
     // --- 6. the same churn over several resources at once, fenced, as the operator runs it ----
@@ -581,13 +544,141 @@ async fn main() -> anyhow::Result<()> {
         other => bail!("cleanup: unexpected {other:?}"),
     };
     writer::remove_all(&c, &path, &state, None).await?;
-    for i in 0..raw_n {
-        c.delete(&format!("{raw_base}/n{i}"), None).await?;
-    }
-    c.delete(&raw_base, None).await?;
+    bench.remove_raw().await?;
     c.delete(&base, None).await?;
     println!("# removed {base}");
     Ok(())
+}
+
+/// Time spent and znodes changed in one side of the interleaved churn.
+#[derive(Default)]
+struct Side {
+    lat: Vec<f64>,
+    cpu: Vec<f64>,
+    changes: usize,
+    secs: f64,
+}
+
+impl Side {
+    fn rate(&self) -> f64 {
+        self.changes as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// The single-resource churn and its raw ceiling.
+struct Churn<'a> {
+    c: &'a Client,
+    path: &'a str,
+    record: &'a ServiceRecord,
+    reg: &'a Registration,
+    nodes: &'a HashMap<String, NodeInfo>,
+    opts: &'a WriteOptions,
+    payload: Vec<u8>,
+    raw_base: &'a str,
+}
+
+/// Syncs (and raw transactions) per block of the interleaving.
+const BLOCK: usize = 25;
+
+impl Churn<'_> {
+    /// A folder with `n` children, as the endpoints folder has.
+    async fn populate_raw(&mut self, n: usize) -> anyhow::Result<()> {
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        self.c.mkdir(self.raw_base, &persistent).await?;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let mut w = self.c.new_multi_writer();
+            for i in chunk {
+                w.add_create(
+                    &format!("{}/n{i}", self.raw_base),
+                    &self.payload,
+                    &persistent,
+                )?;
+            }
+            w.commit()
+                .await
+                .map_err(|e| anyhow::anyhow!("raw setup: {e:?}"))?;
+        }
+        Ok(())
+    }
+
+    async fn remove_raw(&self) -> anyhow::Result<()> {
+        for name in self.c.get_children(self.raw_base).await?.0 {
+            self.c
+                .delete(&format!("{}/{name}", self.raw_base), None)
+                .await?;
+        }
+        self.c.delete(self.raw_base, None).await?;
+        Ok(())
+    }
+
+    /// Blocks of [`BLOCK`] syncs of `k` flips, each followed by [`BLOCK`] raw transactions,
+    /// until `--churn-rounds` syncs or `--churn-seconds` of ours.
+    async fn interleaved(
+        &mut self,
+        k: usize,
+        pods: &mut [PodInfo],
+        tracker: &mut Tracker,
+        cache: &mut Option<ServiceState>,
+        args: &Args,
+    ) -> anyhow::Result<(Side, Side)> {
+        let (mut ours, mut raw) = (Side::default(), Side::default());
+        let mut rng = rand::rng();
+        let mut created = false;
+        while ours.lat.len() < args.churn_rounds && ours.secs < args.churn_seconds {
+            let started = Instant::now();
+            for _ in 0..BLOCK {
+                let mut changed = HashSet::new();
+                for _ in 0..k {
+                    let i = rng.random_range(0..pods.len());
+                    pods[i].ready = !pods[i].ready;
+                    changed.insert(i);
+                }
+                let t = Instant::now();
+                let dirty = changed.iter().map(|&i| (&*pods[i].name, Some(&pods[i])));
+                tracker.update(self.reg, dirty, self.nodes, 0);
+                let t_sync = Instant::now();
+                let r =
+                    sync_tracked(self.c, self.path, self.record, tracker, cache, self.opts).await?;
+                let (cr, up, de, _) = expect_applied(r)?;
+                ours.changes += cr + up + de;
+                ours.cpu.push(ms(t_sync - t));
+                ours.lat.push(ms(t_sync.elapsed()));
+            }
+            ours.secs += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            for _ in 0..BLOCK {
+                let t = Instant::now();
+                self.raw_txn(k, !created).await?;
+                created = !created;
+                raw.lat.push(ms(t.elapsed()));
+                raw.changes += k;
+            }
+            raw.secs += started.elapsed().as_secs_f64();
+        }
+        if created {
+            self.raw_txn(k, false).await?;
+        }
+        Ok((ours, raw))
+    }
+
+    /// The service record's version check and `k` creates (300-byte data) or deletes.
+    async fn raw_txn(&self, k: usize, create: bool) -> anyhow::Result<()> {
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let mut w = self.c.new_multi_writer();
+        w.add_check_version(self.path, 0)?;
+        for j in 0..k {
+            let p = format!("{}/extra-{j}", self.raw_base);
+            if create {
+                w.add_create(&p, &self.payload, &persistent)?;
+            } else {
+                w.add_delete(&p, None)?;
+            }
+        }
+        w.commit()
+            .await
+            .map_err(|e| anyhow::anyhow!("raw multi: {e:?}"))?;
+        Ok(())
+    }
 }
 
 /// One resource of the pipelined churn: its pods, tracker and writer cache.
@@ -627,11 +718,10 @@ async fn pipelined_churn(
     let mut rs = Vec::new();
     for r in 0..resources {
         let pods: Vec<PodInfo> = (r * per..(r + 1) * per).map(pod).collect();
-        let tracker = Tracker::build(reg, &pods, nodes, 0);
+        let mut tracker = Tracker::build(reg, &pods, nodes, 0);
         let path = format!("{base}/pipelined-{r}");
         let mut cache = None;
-        let want = tracker.desired().endpoints.clone();
-        sync_once(c, &path, &record, &want, &mut cache, &opts).await?;
+        sync_tracked(c, &path, &record, &mut tracker, &mut cache, &opts).await?;
         rs.push(Resource {
             path,
             pods,
@@ -658,8 +748,8 @@ async fn pipelined_churn(
                     let pods = &res.pods;
                     let dirty = changed.iter().map(|&i| (&*pods[i].name, Some(&pods[i])));
                     res.tracker.update(reg, dirty, nodes, 0);
-                    let want = &res.tracker.desired().endpoints;
-                    let r = sync_once(c, &res.path, record, want, &mut res.cache, opts).await?;
+                    let (tracker, cache) = (&mut res.tracker, &mut res.cache);
+                    let r = sync_tracked(c, &res.path, record, tracker, cache, opts).await?;
                     let (cr, up, de, _) = expect_applied(r)?;
                     changes += cr + up + de;
                     syncs += 1;

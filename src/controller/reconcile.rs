@@ -21,7 +21,7 @@ use crate::crd::{Registry, RegistryFormat, RegistryStatus};
 use crate::model::desired::{Desired, Registration, Tracker};
 use crate::model::guard::{self, Endpoints};
 use crate::model::nodes;
-use crate::model::plan::{self, Op, Plan};
+use crate::model::plan::{Op, Plan};
 use crate::model::record::{Owner, ServiceRecord};
 use crate::zk::ZkError;
 use crate::zk::clients::{ClientRegistries, ClientRegistry, DesiredNodes, RegistryError};
@@ -658,29 +658,16 @@ async fn write(
         .map(|c| c.desired(endpoints.values()))
         .unwrap_or_default();
     let mut cache = entry.zk.take().map(|c| c.state);
-    // The cache held what the tracker last published: only the endpoints changed since can
-    // differ. Anything else (a load, a retry after a reload, a new tracker, the keep-last
-    // guard's endpoints) is planned against the whole state.
-    let mut changed = incremental(res, wanted).filter(|_| cache.is_some());
-    let mut in_full = false;
+    // Only the endpoints the tracker changed since it last published can differ from a warm
+    // cache; anything else is compared in full.
+    let target = (native, incremental(res, wanted));
+    let planned = |s: &ServiceState| nodes::diff(&clients.nodes, &s.nodes, &s.foreign);
     let (client, options) = (&conn.client, &conn.options);
-    let planned = |s: &ServiceState| {
-        let plan = match changed.take() {
-            Some(names) => plan::diff_names(native, &s.endpoints, names),
-            None => {
-                in_full = true;
-                plan::diff(native, &s.endpoints)
-            }
-        };
-        (plan, nodes::diff(&clients.nodes, &s.nodes, &s.foreign))
-    };
-    let synced = writer::sync(client, &res.path, &record, &mut cache, options, planned).await?;
-    if let (Synced::Applied { .. }, Some(mut state)) = (&synced, cache) {
-        if in_full {
-            // Planned in full: share the desired records with the cache (after a load they are
-            // equal copies), so later diffs compare pointers.
-            writer::adopt(&mut state, native);
-        }
+    let synced = writer::sync_endpoints(
+        client, &res.path, &record, &mut cache, options, target, planned,
+    )
+    .await?;
+    if let (Synced::Applied { .. }, Some(state)) = (&synced, cache) {
         entry.zk = Some(cached(conn, res, state));
     }
     Ok((synced, clients))

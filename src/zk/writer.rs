@@ -16,7 +16,7 @@ pub use super::fence::Fence;
 use super::format::{Codec, Format};
 use super::layout::{endpoint_path, endpoints_path};
 use crate::model::nodes::{NodeOp, NodePlan, OwnedNode};
-use crate::model::plan::{Current, Op, Plan};
+use crate::model::plan::{self, Current, Op, Plan};
 use crate::model::record::{EndpointRecord, Owner, ServiceRecord};
 
 /// Bytes of operations per transaction; ZooKeeper's packet limit (jute.maxbuffer) is 1 MiB.
@@ -840,6 +840,41 @@ pub async fn sync(
             }
         }
     }
+}
+
+/// [`sync`] of native endpoints to `desired`, planned as the controller plans. With `changed`
+/// (the names that may differ since `cache` last matched `desired`) and a warm cache, only
+/// those names are compared; a load or a retry compares everything and then shares the
+/// desired records with the cache ([`adopt`]), so later diffs compare pointers.
+pub async fn sync_endpoints(
+    client: &Client,
+    path: &str,
+    record: &ServiceRecord,
+    cache: &mut Option<ServiceState>,
+    options: &WriteOptions,
+    (desired, changed): (
+        &BTreeMap<String, Arc<EndpointRecord>>,
+        Option<&BTreeSet<String>>,
+    ),
+    mut nodes: impl FnMut(&ServiceState) -> NodePlan,
+) -> Result<Synced, ZkError> {
+    let mut changed = changed.filter(|_| cache.is_some());
+    let mut in_full = false;
+    let planned = |s: &ServiceState| {
+        let plan = match changed.take() {
+            Some(names) => plan::diff_names(desired, &s.endpoints, names),
+            None => {
+                in_full = true;
+                plan::diff(desired, &s.endpoints)
+            }
+        };
+        (plan, nodes(s))
+    };
+    let synced = sync(client, path, record, cache, options, planned).await?;
+    if let (Synced::Applied { .. }, Some(state), true) = (&synced, cache.as_mut(), in_full) {
+        adopt(state, desired);
+    }
+    Ok(synced)
 }
 
 /// Removes what `owner` has at `path`, if anything: returns how many endpoints went.
