@@ -352,6 +352,86 @@ pub struct Tracker {
     /// Endpoints whose record may differ from what was last published (see
     /// [`Tracker::published`]); `None` until the first publish: all of them.
     unpublished: Option<BTreeSet<String>>,
+    /// The status counts over the slots, kept as they change.
+    totals: Totals,
+}
+
+/// What the status counts over all slots, kept slot by slot so a change costs O(log n).
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    ready: u32,
+    draining: u32,
+    group_ready: Vec<u32>,
+    group_weight: Vec<u64>,
+    /// Drain ends of the draining endpoints, and how many end then.
+    drain_ends: BTreeMap<i64, u32>,
+    /// Drain ends of every draining pod, published or not.
+    expiries: BTreeMap<i64, u32>,
+    /// Pods with a warning, by name.
+    warned: BTreeSet<Box<str>>,
+    /// Ready pods whose address cannot be resolved, by name.
+    unresolved: BTreeSet<Box<str>>,
+}
+
+impl Totals {
+    /// Counts slot `s` of pod `name` in (`add`) or out.
+    fn apply(&mut self, name: &str, s: &Slot, add: bool) {
+        let step = |n: &mut u32| if add { *n += 1 } else { *n -= 1 };
+        if s.ready {
+            step(&mut self.ready);
+        }
+        if let Some(u) = s.expires {
+            count_in(&mut self.expiries, u, add);
+        }
+        if s.warning.is_some() {
+            name_in(&mut self.warned, name, add);
+        }
+        if s.unresolved.is_some() {
+            name_in(&mut self.unresolved, name, add);
+        }
+        let Some(c) = s.cand else { return };
+        match c.draining_until {
+            Some(until) => {
+                step(&mut self.draining);
+                count_in(&mut self.drain_ends, until, add);
+            }
+            None => {
+                if self.group_ready.len() <= c.group {
+                    self.group_ready.resize(c.group + 1, 0);
+                    self.group_weight.resize(c.group + 1, 0);
+                }
+                step(&mut self.group_ready[c.group]);
+                self.reweigh(c.group, 0, c.weight, add);
+            }
+        }
+    }
+
+    /// A serving endpoint of group `g` moved from weight `from` to `to` (`add`), or the
+    /// reverse.
+    fn reweigh(&mut self, g: usize, from: u32, to: u32, add: bool) {
+        let w = &mut self.group_weight[g];
+        let (plus, minus) = if add { (to, from) } else { (from, to) };
+        *w = *w + u64::from(plus) - u64::from(minus);
+    }
+}
+
+fn count_in(set: &mut BTreeMap<i64, u32>, key: i64, add: bool) {
+    if add {
+        *set.entry(key).or_default() += 1;
+    } else if let Some(n) = set.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            set.remove(&key);
+        }
+    }
+}
+
+fn name_in(set: &mut BTreeSet<Box<str>>, name: &str, add: bool) {
+    if add {
+        set.insert(name.into());
+    } else {
+        set.remove(name);
+    }
 }
 
 impl Tracker {
@@ -420,7 +500,8 @@ impl Tracker {
         if self.next_expiry.is_some_and(|d| d <= now_ms) {
             for (name, slot) in self.slots.iter_mut() {
                 if slot.expires.is_some_and(|u| u <= now_ms) {
-                    // Exactly what `slot` gives for a pod whose drain ended.
+                    self.totals.apply(name, slot, false);
+                    // Exactly what `slot` gives for a pod whose drain ended (it counts nothing).
                     *slot = Slot {
                         ready: false,
                         cand: None,
@@ -434,11 +515,15 @@ impl Tracker {
         }
         for (name, pod) in changed {
             let new = pod.and_then(|p| slot(reg, p, nodes, now_ms));
+            if let Some(old) = self.slots.get(name) {
+                self.totals.apply(name, old, false);
+            }
             let old = match new {
                 Some(new) => {
                     if let Some(c) = new.cand.filter(Cand::serving) {
                         touched[c.group] = true;
                     }
+                    self.totals.apply(name, &new, true);
                     match self.slots.get_mut(name) {
                         Some(s) => Some(std::mem::replace(s, new)),
                         None => {
@@ -539,72 +624,99 @@ impl Tracker {
         });
         for ((name, c), w) in serving.zip(solved) {
             if c.weight != w {
+                self.totals.reweigh(g, c.weight, w, true);
                 c.weight = w;
                 moved.push((name.to_string(), w));
             }
         }
     }
 
-    /// Counts, group totals, the next drain deadline and warnings, from the slots.
+    /// Counts, group totals, the next drain deadline and warnings, from the totals.
     fn count(&mut self, reg: &Registration) {
-        let d = &mut self.desired;
+        let (d, t) = (&mut self.desired, &self.totals);
+        let why = |name: &Box<str>, f: fn(&Slot) -> Option<&String>| {
+            self.slots
+                .get(name)
+                .and_then(f)
+                .cloned()
+                .unwrap_or_default()
+        };
+        d.warnings = t
+            .warned
+            .iter()
+            .take(MAX_WARNINGS)
+            .map(|n| why(n, |s| s.warning.as_ref()))
+            .collect();
+        if t.warned.len() > MAX_WARNINGS {
+            let more = t.warned.len() - MAX_WARNINGS;
+            d.warnings.push(format!("and {more} more"));
+        }
+        d.unresolved = t.unresolved.len() as u32;
+        d.unresolved_pods = t
+            .unresolved
+            .iter()
+            .take(MAX_WARNINGS)
+            .map(|n| (n.to_string(), why(n, |s| s.unresolved.as_ref())))
+            .collect();
+        d.matched = self.slots.len() as u32;
+        d.ready = t.ready;
+        d.draining = t.draining;
+        d.next_deadline_ms = t.drain_ends.keys().next().copied();
+        self.next_expiry = t.expiries.keys().next().copied();
+        let ready = |g: usize| t.group_ready.get(g).copied().unwrap_or(0);
+        d.groups = (0..=reg.groups.len())
+            .filter(|&g| !(g == reg.groups.len() && !reg.groups.is_empty() && ready(g) == 0))
+            .map(|g| GroupStatus {
+                name: reg.group_name(g).to_string(),
+                ready: ready(g),
+                weight: t.group_weight.get(g).copied().unwrap_or(0),
+            })
+            .collect();
+    }
+
+    /// The counts of [`Tracker::count`] walked from the slots: the oracle for the totals.
+    #[cfg(test)]
+    pub(crate) fn recounted(&self, reg: &Registration) -> Desired {
+        let mut d = self.desired.clone();
         let group_count = reg.groups.len() + 1;
-        let mut group_ready = vec![0u32; group_count];
-        let mut group_weight = vec![0u64; group_count];
-        let (mut ready, mut draining, mut next) = (0u32, 0u32, None::<i64>);
-        let mut expiry = None::<i64>;
-        let mut warnings = Vec::new();
-        let mut more = 0usize;
-        let (mut unresolved, mut unresolved_pods) = (0u32, Vec::new());
+        let (mut ready, mut weight) = (vec![0u32; group_count], vec![0u64; group_count]);
+        let (mut warnings, mut unresolved) = (Vec::new(), Vec::new());
+        let (mut n_ready, mut draining, mut next) = (0, 0, None::<i64>);
         for (name, s) in &self.slots {
-            if let Some(why) = &s.unresolved {
-                unresolved += 1;
-                if unresolved_pods.len() < MAX_WARNINGS {
-                    unresolved_pods.push((name.to_string(), why.clone()));
-                }
-            }
-            ready += u32::from(s.ready);
-            if let Some(u) = s.expires {
-                expiry = Some(expiry.map_or(u, |e| e.min(u)));
-            }
-            if let Some(w) = &s.warning {
-                if warnings.len() < MAX_WARNINGS {
-                    warnings.push(w.clone());
-                } else {
-                    more += 1;
-                }
-            }
-            let Some(c) = s.cand else { continue };
-            match c.draining_until {
-                Some(until) => {
+            n_ready += u32::from(s.ready);
+            warnings.extend(s.warning.clone());
+            unresolved.extend(s.unresolved.clone().map(|w| (name.to_string(), w)));
+            match s.cand.map(|c| (c, c.draining_until)) {
+                Some((_, Some(until))) => {
                     draining += 1;
-                    next = Some(next.map_or(until, |n| n.min(until)));
+                    next = Some(next.map_or(until, |n: i64| n.min(until)));
                 }
-                None => {
-                    group_ready[c.group] += 1;
-                    group_weight[c.group] += u64::from(c.weight);
+                Some((c, None)) => {
+                    ready[c.group] += 1;
+                    weight[c.group] += u64::from(c.weight);
                 }
+                None => {}
             }
         }
+        let more = warnings.len().saturating_sub(MAX_WARNINGS);
+        warnings.truncate(MAX_WARNINGS);
         if more > 0 {
             warnings.push(format!("and {more} more"));
         }
-        d.matched = self.slots.len() as u32;
-        d.ready = ready;
-        d.draining = draining;
-        d.next_deadline_ms = next;
-        self.next_expiry = expiry;
-        d.warnings = warnings;
-        d.unresolved = unresolved;
-        d.unresolved_pods = unresolved_pods;
+        (d.ready, d.draining, d.next_deadline_ms) = (n_ready, draining, next);
+        (d.matched, d.warnings) = (self.slots.len() as u32, warnings);
+        d.unresolved = unresolved.len() as u32;
+        unresolved.truncate(MAX_WARNINGS);
+        d.unresolved_pods = unresolved;
         d.groups = (0..group_count)
-            .filter(|&g| !(g == reg.groups.len() && !reg.groups.is_empty() && group_ready[g] == 0))
+            .filter(|&g| !(g == reg.groups.len() && !reg.groups.is_empty() && ready[g] == 0))
             .map(|g| GroupStatus {
                 name: reg.group_name(g).to_string(),
-                ready: group_ready[g],
-                weight: group_weight[g],
+                ready: ready[g],
+                weight: weight[g],
             })
             .collect();
+        d
     }
 }
 

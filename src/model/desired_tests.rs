@@ -448,6 +448,8 @@ mod incremental {
                 );
                 let full = desired(&reg, &pods_of(&state), &nodes, now);
                 prop_assert_eq!(t.desired(), &full);
+                // The counts kept change by change equal the counts walked from the slots.
+                prop_assert_eq!(t.desired(), &t.recounted(&reg));
                 // Every endpoint that differs from what was published is among the unpublished
                 // names, so a diff of those names alone brings ZooKeeper to the desired state.
                 let unpublished = t.unpublished().expect("published before");
