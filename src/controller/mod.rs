@@ -3,6 +3,7 @@
 //! The index routes pod changes to resources; a reconcile reads as its steps (reconcile.rs).
 
 pub mod events;
+mod fast;
 mod gate;
 pub mod index;
 pub mod leader;
@@ -104,6 +105,8 @@ pub struct Context {
     tamper: Tamper,
     /// Paths changed by others, per resource, not looked at yet.
     tampered: Mutex<HashMap<Key, Vec<String>>>,
+    /// Pod changes reconcile at once, not through the controller's timer.
+    fast: fast::FastPath,
 }
 
 /// The controllers' trigger channels: one resource, or all of them.
@@ -294,6 +297,7 @@ pub async fn run(
         watch_errors: Mutex::default(),
         tamper: Tamper::new(tampered_tx),
         tampered: Mutex::default(),
+        fast: fast::FastPath::default(),
     });
     ready(ctx.clone());
     let c = ctx.clone();
@@ -336,7 +340,7 @@ pub async fn run(
     tokio::spawn(watch::nodes(ctx.clone(), Api::<Node>::all(client.clone())));
 
     ctx.index.expect_pod_scopes(scopes.len());
-    let mut controllers = Vec::new();
+    let (mut controllers, mut stores) = (Vec::new(), Vec::new());
     for ((scope, triggers), all) in scopes.into_iter().zip(trigger_rx).zip(all_rx) {
         let (srs, pods) = match &scope {
             None => (
@@ -354,7 +358,9 @@ pub async fn run(
             Some(ns) => Api::namespaced(client.clone(), ns),
         };
         tokio::spawn(watch::services(ctx.clone(), services, scope.clone()));
-        let controller = Controller::new(srs, watcher::Config::default().any_semantic())
+        let controller = Controller::new(srs, watcher::Config::default().any_semantic());
+        stores.push((scope.clone(), controller.store()));
+        let controller = controller
             .with_config(ControllerConfig::default().concurrency(32))
             .reconcile_on(triggers)
             .reconcile_all_on(all)
@@ -367,6 +373,7 @@ pub async fn run(
             });
         controllers.push(controller);
     }
+    ctx.fast.set_stores(stores);
     futures::future::join_all(controllers).await;
     tracing::info!("controllers stopped");
     Ok(())

@@ -134,6 +134,7 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
         watch_errors: Mutex::default(),
         tamper: crate::zk::tamper::Tamper::new(tokio::sync::mpsc::unbounded_channel().0),
         tampered: Mutex::default(),
+        fast: Default::default(),
     })
 }
 

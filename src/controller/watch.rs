@@ -48,7 +48,7 @@ pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
     }
 }
 
-fn handle_pod_event(ctx: &Context, ev: Event<Pod>, scope: Option<&str>) {
+fn handle_pod_event(ctx: &Arc<Context>, ev: Event<Pod>, scope: Option<&str>) {
     let now = Instant::now();
     let keys = ctx.index.annotation_keys();
     let filter = |k: &str| k.starts_with("podkeeper.io/") || keys.contains(k);
@@ -80,7 +80,7 @@ fn handle_pod_event(ctx: &Context, ev: Event<Pod>, scope: Option<&str>) {
             wake
         }
     };
-    ctx.wake(&wake);
+    super::fast::wake(ctx, wake);
     let (n, bytes) = ctx.index.size();
     let m = crate::metrics::get();
     m.pods_indexed.set(n as i64);
