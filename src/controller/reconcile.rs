@@ -517,6 +517,9 @@ async fn relocate(
     Ok(())
 }
 
+/// Changed pods a reconcile updates on the worker thread itself (each costs a few µs).
+const FEW_CHANGES: usize = 64;
+
 /// Step 2: the endpoints the selected pods call for, updated from the pods changed since the
 /// last reconcile, and the keep-last guard. `None` when nothing changed and ZooKeeper already
 /// holds the result.
@@ -556,10 +559,15 @@ async fn desired(
         entry.last = last;
         return Ok(None);
     }
-    // Building records is CPU work: keep it off the worker that polls sockets.
-    let (tracker, changed_at) = tokio::task::block_in_place(|| {
-        track(ctx, res, last.map(|l| l.tracker), &dirty, last_start, now)
-    });
+    // Building many records is CPU work: keep it off the worker that polls sockets. A few
+    // changed pods cost microseconds, less than handing the worker's other tasks over.
+    let few = last.is_some() && dirty.len() <= FEW_CHANGES;
+    let track = || track(ctx, res, last.map(|l| l.tracker), &dirty, last_start, now);
+    let (tracker, changed_at) = if few {
+        track()
+    } else {
+        tokio::task::block_in_place(track)
+    };
     entry.last = None;
     let mut wanted = Wanted {
         tracker,
