@@ -236,19 +236,43 @@ pub struct Desired {
 const MAX_WARNINGS: usize = 5;
 
 /// How one selected pod counts; kept between reconciles so a change costs O(changed pods).
-/// One per selected pod for the resource's life: kept small (the notes are rare, boxed).
+/// One per selected pod for the resource's life: kept small (its note is rare, boxed).
 #[derive(Debug, Clone)]
 struct Slot {
     /// Counts as ready (not terminating, Ready, on a ready node).
     ready: bool,
     /// Published as an endpoint (serving or draining).
     cand: Option<Cand>,
-    /// Why the pod is left out or published with a fallback, for the status.
-    warning: Option<Box<str>>,
-    /// Why the pod's address cannot be resolved, if that is why it is left out.
-    unresolved: Option<Box<str>>,
+    /// What the status says about the pod, if anything.
+    note: Option<Box<Note>>,
     /// The pod's drain ends then (Unix ms): it must be looked at again.
     expires: Option<i64>,
+}
+
+/// A slot has one note at most: `slot` stops at a missing port or an unresolved address, and
+/// reads the weight annotation (the other warning) only once the address resolved.
+#[derive(Debug, Clone)]
+enum Note {
+    /// Why the pod is left out or published with a fallback.
+    Warning(String),
+    /// Why the pod's address cannot be resolved, if that is why it is left out.
+    Unresolved(String),
+}
+
+impl Slot {
+    fn warning(&self) -> Option<&str> {
+        match self.note.as_deref() {
+            Some(Note::Warning(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn unresolved(&self) -> Option<&str> {
+        match self.note.as_deref() {
+            Some(Note::Unresolved(w)) => Some(w),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -284,8 +308,7 @@ fn slot(
     let mut out = Slot {
         ready: false,
         cand: None,
-        warning: None,
-        unresolved: None,
+        note: None,
         expires: None,
     };
     let node_ready = pod
@@ -316,8 +339,8 @@ fn slot(
     };
     let Some(port) = port else {
         if let PortRef::Name(name) = &reg.port {
-            out.warning =
-                Some(format!("pod {} has no container port named {name:?}", pod.name).into());
+            let why = format!("pod {} has no container port named {name:?}", pod.name);
+            out.note = Some(Box::new(Note::Warning(why)));
         }
         return Some(out);
     };
@@ -326,7 +349,7 @@ fn slot(
         Ok(port) => port,
         Err(why) => {
             if why.reported() {
-                out.unresolved = Some(why.to_string().into());
+                out.note = Some(Box::new(Note::Unresolved(why.to_string())));
             }
             return Some(out);
         }
@@ -336,10 +359,10 @@ fn slot(
         Some(v) => match v.trim().parse::<u32>() {
             Ok(w) if (1..=10_000).contains(&w) => w,
             _ => {
-                out.warning = Some(format!(
+                out.note = Some(Box::new(Note::Warning(format!(
                     "pod {} has {WEIGHT_ANNOTATION}={v:?}; expected an integer from 1 to 10000, using {}",
                     pod.name, reg.default_weight
-                ).into());
+                ))));
                 reg.default_weight
             }
         },
@@ -407,10 +430,10 @@ impl Totals {
         if let Some(u) = s.expires {
             count_in(&mut self.expiries, u, add);
         }
-        if s.warning.is_some() {
+        if s.warning().is_some() {
             name_in(&mut self.warned, name, add);
         }
-        if s.unresolved.is_some() {
+        if s.unresolved().is_some() {
             name_in(&mut self.unresolved, name, add);
         }
         let Some(c) = s.cand else { return };
@@ -537,8 +560,7 @@ impl Tracker {
                     *slot = Slot {
                         ready: false,
                         cand: None,
-                        warning: None,
-                        unresolved: None,
+                        note: None,
                         expires: None,
                     };
                     rebuild.push((name.clone(), None));
@@ -667,18 +689,18 @@ impl Tracker {
     /// Counts, group totals, the next drain deadline and warnings, from the totals.
     fn count(&mut self, reg: &Registration) {
         let (d, t) = (&mut self.desired, &self.totals);
-        let why = |name: &SmolStr, f: fn(&Slot) -> Option<&Box<str>>| {
+        let why = |name: &SmolStr, f: fn(&Slot) -> Option<&str>| {
             self.slots
                 .get(name)
                 .and_then(f)
-                .map(|w| w.to_string())
+                .map(str::to_string)
                 .unwrap_or_default()
         };
         d.warnings = t
             .warned
             .iter()
             .take(MAX_WARNINGS)
-            .map(|n| why(n, |s| s.warning.as_ref()))
+            .map(|n| why(n, Slot::warning))
             .collect();
         if t.warned.len() > MAX_WARNINGS {
             let more = t.warned.len() - MAX_WARNINGS;
@@ -689,7 +711,7 @@ impl Tracker {
             .unresolved
             .iter()
             .take(MAX_WARNINGS)
-            .map(|n| (n.to_string(), why(n, |s| s.unresolved.as_ref())))
+            .map(|n| (n.to_string(), why(n, Slot::unresolved)))
             .collect();
         d.matched = self.slots.len() as u32;
         d.ready = t.ready;
@@ -717,12 +739,8 @@ impl Tracker {
         let (mut n_ready, mut draining, mut next) = (0, 0, None::<i64>);
         for (name, s) in &self.slots {
             n_ready += u32::from(s.ready);
-            warnings.extend(s.warning.as_deref().map(str::to_string));
-            unresolved.extend(
-                s.unresolved
-                    .as_deref()
-                    .map(|w| (name.to_string(), w.to_string())),
-            );
+            warnings.extend(s.warning().map(str::to_string));
+            unresolved.extend(s.unresolved().map(|w| (name.to_string(), w.to_string())));
             match s.cand.map(|c| (c, c.draining_until)) {
                 Some((_, Some(until))) => {
                     draining += 1;
