@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
             after_t.update(&reg, [(name.as_str(), Some(&flipped))], &nodes, 0);
             let after = after_t.desired().clone();
             // What ZooKeeper holds after the writer adopted the records it wrote.
-            let current: BTreeMap<String, Current> = tracker
+            let current: BTreeMap<smol_str::SmolStr, Current> = tracker
                 .desired()
                 .endpoints
                 .iter()

@@ -49,7 +49,7 @@ fn main() {
     let t = Tracker::build(&reg, &pods, &nodes, 0);
     let a2 = at();
     // The writer's cache as after a sync: name -> (the same record `Arc`, version).
-    let cache: BTreeMap<String, Current> = t
+    let cache: BTreeMap<smol_str::SmolStr, Current> = t
         .desired()
         .endpoints
         .iter()

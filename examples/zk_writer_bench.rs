@@ -18,7 +18,7 @@ use podkeeper::crd::ServiceRegistrationSpec;
 use podkeeper::model::desired::{Registration, Tracker, desired};
 use podkeeper::model::plan::{diff, diff_names};
 use podkeeper::model::pod::{NodeInfo, PodInfo};
-use podkeeper::model::record::{EndpointRecord, ServiceRecord};
+use podkeeper::model::record::{PublishedRecord, ServiceRecord};
 use podkeeper::zk::layout::{endpoint_path, endpoints_path};
 use podkeeper::zk::writer::{self, Loaded, ServiceState, Synced, WriteOptions};
 use rand::RngExt;
@@ -30,7 +30,7 @@ async fn sync_once(
     c: &Client,
     path: &str,
     record: &ServiceRecord,
-    desired: &BTreeMap<String, Arc<EndpointRecord>>,
+    desired: &BTreeMap<smol_str::SmolStr, Arc<PublishedRecord>>,
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
 ) -> Result<Synced, podkeeper::zk::ZkError> {
@@ -420,7 +420,7 @@ async fn main() -> anyhow::Result<()> {
     // --- 3. full resync repairing 1% tampered znodes ----------------------------------------
     let tampered = (n / 100).max(3);
     let mut rng = rand::rng();
-    let names: Vec<String> = want.keys().cloned().collect();
+    let names: Vec<smol_str::SmolStr> = want.keys().cloned().collect();
     let mut picked: Vec<usize> = Vec::new();
     while picked.len() < tampered {
         let i = rng.random_range(0..n);
@@ -436,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
             0 => tamper.add_delete(&p, None)?,
             1 => tamper.add_set_data(&p, b"{\"garbage\":true}", None)?,
             _ => {
-                let mut r: EndpointRecord = (*want[&names[i]]).clone();
+                let mut r: PublishedRecord = (*want[&names[i]]).clone();
                 r.weight += 7;
                 tamper.add_set_data(&p, &serde_json::to_vec(&r)?, None)?
             }

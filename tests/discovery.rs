@@ -599,7 +599,7 @@ async fn a_warm_up_is_stepped_by_the_client_without_writes() {
 }
 
 /// Records as the operator would hold them, for laying out client-format nodes.
-fn records_for_formats() -> Vec<Arc<podkeeper::model::record::EndpointRecord>> {
+fn records_for_formats() -> Vec<Arc<podkeeper::model::record::PublishedRecord>> {
     [
         ("web-0", "10.2.0.1", 100, "UP"),
         ("web-1", "10.2.0.2", 300, "UP"),

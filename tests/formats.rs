@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::clients::{self, Client as Java};
 use common::zk::ZkServer;
-use podkeeper::model::record::EndpointRecord;
+use podkeeper::model::record::PublishedRecord;
 use podkeeper::zk::clients::{ClientRegistries, ClientRegistry};
 use podkeeper::zk::format::publish::{Node, OwnerTag, Publish};
 use podkeeper::zk::format::{curator, dubbo, fixture, serverset};
@@ -170,8 +170,8 @@ async fn apply(c: &Client, dirs: &[String], want: &[Node], owner: &OwnerTag) -> 
 /// The fixture after a rebalance: stable-0 and stable-1 swap weights (300,000 ↔ 600,000).
 fn rebalanced() -> Publish {
     let mut p = fixture::publish();
-    let mut a: EndpointRecord = (*p.endpoints[0].record).clone();
-    let mut b: EndpointRecord = (*p.endpoints[1].record).clone();
+    let mut a: PublishedRecord = (*p.endpoints[0].record).clone();
+    let mut b: PublishedRecord = (*p.endpoints[1].record).clone();
     std::mem::swap(&mut a.weight, &mut b.weight);
     p.endpoints[0].record = a.into();
     p.endpoints[1].record = b.into();

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use common::pki::CertKey;
 use common::zk::ZkServer;
-use podkeeper::model::record::{EndpointRecord, Owner, ServiceRecord};
+use podkeeper::model::record::{Owner, PublishedRecord, ServiceRecord};
 use podkeeper::zk::acl::{AclPolicy, Identity, NodeKind};
 use podkeeper::zk::layout::{endpoint_path, endpoints_path};
 use podkeeper::zk::security::{Credentials, Mechanism, SecurityFiles};
 use podkeeper::zk::session::{Session, SessionOptions, Target};
 use podkeeper::zk::tamper::{Change, Tamper};
 use podkeeper::zk::writer::{self, ServiceState, Synced, WriteOptions};
+use smol_str::SmolStr;
 use zookeeper_client::{Acls, Client, CreateMode, Error as ZkErr, SaslOptions, TlsOptions};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -120,14 +121,14 @@ fn record(uid: &str) -> ServiceRecord {
     }
 }
 
-fn endpoints(n: usize) -> BTreeMap<String, Arc<EndpointRecord>> {
+fn endpoints(n: usize) -> BTreeMap<SmolStr, Arc<PublishedRecord>> {
     (0..n)
         .map(|i| {
-            let rec: EndpointRecord = serde_json::from_value(common::records::endpoint(
+            let rec: PublishedRecord = serde_json::from_value(common::records::endpoint(
                 serde_json::json!({"host": format!("10.0.0.{i}"), "pod": format!("web-{i}")}),
             ))
             .unwrap();
-            (format!("web-{i}"), Arc::new(rec))
+            (format!("web-{i}").into(), Arc::new(rec))
         })
         .collect()
 }
@@ -135,7 +136,7 @@ fn endpoints(n: usize) -> BTreeMap<String, Arc<EndpointRecord>> {
 async fn publish(
     c: &Client,
     path: &str,
-    want: &BTreeMap<String, Arc<EndpointRecord>>,
+    want: &BTreeMap<SmolStr, Arc<PublishedRecord>>,
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
 ) -> Synced {

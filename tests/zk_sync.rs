@@ -11,10 +11,11 @@ use common::zk::ZkServer;
 use podkeeper::crd::ServiceRegistrationSpec;
 use podkeeper::model::desired::{Registration, desired};
 use podkeeper::model::pod::{Labels, PodInfo};
-use podkeeper::model::record::{EndpointRecord, Owner, ServiceRecord};
+use podkeeper::model::record::{Owner, PublishedRecord, ServiceRecord};
 use podkeeper::zk::layout::{endpoint_path, endpoints_path};
 use podkeeper::zk::session::{Session, SessionOptions, Target};
 use podkeeper::zk::writer::{self, ServiceState, Synced, WriteOptions};
+use smol_str::SmolStr;
 use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, EventType};
 
 /// One `writer::sync` to the full desired set, planned with `plan::diff` as the controller
@@ -23,7 +24,7 @@ async fn sync_once(
     c: &Client,
     path: &str,
     record: &ServiceRecord,
-    desired: &BTreeMap<String, Arc<EndpointRecord>>,
+    desired: &BTreeMap<SmolStr, Arc<PublishedRecord>>,
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
 ) -> Result<Synced, podkeeper::zk::ZkError> {
@@ -72,7 +73,7 @@ fn pod(i: usize, track: &str, ready: bool) -> PodInfo {
     }
 }
 
-fn want(pods: &[PodInfo]) -> BTreeMap<String, Arc<EndpointRecord>> {
+fn want(pods: &[PodInfo]) -> BTreeMap<SmolStr, Arc<PublishedRecord>> {
     let spec: ServiceRegistrationSpec = serde_yaml::from_str(SPEC).unwrap();
     let reg = Registration::compile("shop", &spec).unwrap();
     desired(&reg, pods, &HashMap::new(), 0).endpoints
@@ -102,11 +103,14 @@ async fn connect(zk: &ZkServer) -> Client {
         .unwrap()
 }
 
-async fn read_endpoints(c: &Client, path: &str) -> BTreeMap<String, Arc<EndpointRecord>> {
+async fn read_endpoints(c: &Client, path: &str) -> BTreeMap<SmolStr, Arc<PublishedRecord>> {
     let mut out = BTreeMap::new();
     for child in c.list_children(&endpoints_path(path)).await.unwrap() {
         let (data, _) = c.get_data(&endpoint_path(path, &child)).await.unwrap();
-        out.insert(child, Arc::new(serde_json::from_slice(&data).unwrap()));
+        out.insert(
+            child.into(),
+            Arc::new(serde_json::from_slice(&data).unwrap()),
+        );
     }
     out
 }
@@ -754,7 +758,7 @@ async fn the_deletion_cap_splits_mass_removals_into_small_transactions() {
 async fn sync_clients(
     c: &Client,
     path: &str,
-    want: &BTreeMap<String, Arc<EndpointRecord>>,
+    want: &BTreeMap<SmolStr, Arc<PublishedRecord>>,
     clients: &Arc<podkeeper::zk::clients::ClientRegistries>,
     cache: &mut Option<ServiceState>,
 ) -> Synced {

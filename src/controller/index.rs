@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::model::address::ServiceInfo;
 use crate::model::desired::Registration;
 use crate::model::pod::{NodeInfo, PodInfo};
+use smol_str::SmolStr;
 
 /// A resource: (namespace, name).
 pub type Key = (String, String);
@@ -30,11 +31,11 @@ pub struct PodEntry {
 
 #[derive(Default)]
 struct Inner {
-    pods: HashMap<String, HashMap<Box<str>, PodEntry>>,
+    pods: HashMap<String, HashMap<SmolStr, PodEntry>>,
     nodes: HashMap<String, NodeInfo>,
     /// Per watcher scope (`None`: all namespaces): pods seen since it (re)started listing;
     /// the rest of that scope are gone at InitDone.
-    relisting: HashMap<Option<String>, HashSet<(String, Box<str>)>>,
+    relisting: HashMap<Option<String>, HashSet<(String, SmolStr)>>,
     /// Scopes whose list completed at least once.
     listed: HashSet<Option<String>>,
     /// Tombstones dropped after their drain, not yet reported.
@@ -197,6 +198,8 @@ impl Index {
         let ns = inner.pods.entry(namespace.to_string()).or_default();
         let old = ns.get(&info.name);
         if let Some(old) = old {
+            // The name the tracker, the records and the writer's cache already share.
+            info.name = old.info.name.clone();
             info.carry_termination_readiness(&old.info);
             if old.info == info && !old.deleted {
                 return None;
@@ -233,6 +236,7 @@ impl Index {
     ) -> Option<PodChange> {
         let ns = inner.pods.entry(namespace.to_string()).or_default();
         let old = ns.remove(&info.name)?;
+        info.name = old.info.name.clone();
         let was_gated = !old.deleted && old.info.registered.is_some();
         let mut freed = old.info.memory_bytes();
         info.carry_termination_readiness(&old.info);
@@ -517,7 +521,7 @@ impl Index {
     pub fn with_namespace_map<R>(
         &self,
         namespace: &str,
-        f: impl FnOnce(Option<&HashMap<Box<str>, PodEntry>>, &HashMap<String, NodeInfo>) -> R,
+        f: impl FnOnce(Option<&HashMap<SmolStr, PodEntry>>, &HashMap<String, NodeInfo>) -> R,
     ) -> R {
         let inner = self.inner.read().expect("index lock");
         f(inner.pods.get(namespace), &inner.nodes)

@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
+use smol_str::SmolStr;
 
 use super::Context;
 use super::index::{Key, PodEntry};
@@ -683,7 +684,7 @@ async fn write(
 
 /// The endpoints that may differ from what the cache holds, when the tracker published the
 /// rest (native records, not the keep-last guard's).
-fn incremental<'w>(res: &Resolved, wanted: &'w Wanted) -> Option<&'w BTreeSet<String>> {
+fn incremental<'w>(res: &Resolved, wanted: &'w Wanted) -> Option<&'w BTreeSet<SmolStr>> {
     if !res.native || wanted.kept.is_some() {
         return None;
     }

@@ -80,8 +80,8 @@ fn ready_pods_become_endpoints_with_ports_metadata_zone_and_group_weights() {
     let s1 = &d.endpoints["web-s1"];
     assert_eq!(s1.port, 8080);
     assert_eq!(s1.ports.get("metrics"), Some(&9100));
-    assert_eq!(s1.metadata.get("track").map(String::as_str), Some("stable"));
-    assert_eq!(s1.metadata.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(s1.metadata.get("track").map(|v| v.as_str()), Some("stable"));
+    assert_eq!(s1.metadata.get("env").map(|v| v.as_str()), Some("prod"));
     assert_eq!(s1.zone.as_deref(), Some("z1"));
     assert_eq!(s1.group, "stable");
     assert_eq!(s1.namespace, "shop");

@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::pod::PodInfo;
-use super::record::{EndpointRecord, EndpointStatus};
+use smol_str::SmolStr;
+
+use super::record::{EndpointStatus, PublishedRecord};
 
 /// The condition a gated pod should carry after a write that put `endpoints` in ZooKeeper.
 /// `every_registry` is false when some registry of the resource could not take the endpoints
 /// (an encoder refusal, a node held by another writer): then no pod counts as registered.
 pub fn wanted(
     pod: &str,
-    endpoints: &BTreeMap<String, Arc<EndpointRecord>>,
+    endpoints: &BTreeMap<SmolStr, Arc<PublishedRecord>>,
     every_registry: bool,
 ) -> bool {
     every_registry
@@ -27,7 +29,7 @@ pub fn wanted(
 /// write for it). `sent` remembers writes in flight; entries the pods now show are dropped.
 pub fn changes<'a>(
     pods: impl IntoIterator<Item = &'a PodInfo>,
-    endpoints: &BTreeMap<String, Arc<EndpointRecord>>,
+    endpoints: &BTreeMap<SmolStr, Arc<PublishedRecord>>,
     every_registry: bool,
     sent: &mut HashMap<String, bool>,
 ) -> Vec<(String, bool)> {
@@ -77,15 +79,12 @@ mod tests {
         }
     }
 
-    fn endpoint(pod: &str, status: EndpointStatus) -> (String, Arc<EndpointRecord>) {
+    fn endpoint(pod: &str, status: EndpointStatus) -> (SmolStr, Arc<PublishedRecord>) {
         let json = serde_json::json!({
             "host": "10.0.0.1", "port": 80, "weight": 1, "group": "default",
             "pod": pod, "namespace": "ns", "status": status,
         });
-        (
-            pod.to_string(),
-            Arc::new(serde_json::from_value(json).unwrap()),
-        )
+        (pod.into(), Arc::new(serde_json::from_value(json).unwrap()))
     }
 
     #[test]
@@ -168,7 +167,7 @@ mod tests {
                 let name = format!("p{i}");
                 match ep {
                     1 => { eps.insert(endpoint(&name, EndpointStatus::Up).0, endpoint(&name, EndpointStatus::Up).1); }
-                    2 => { eps.insert(name.clone(), endpoint(&name, EndpointStatus::Draining).1); }
+                    2 => { eps.insert(name.as_str().into(), endpoint(&name, EndpointStatus::Draining).1); }
                     _ => {}
                 }
                 pods.push(pod(&name, *reg));

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::record::EndpointRecord;
+use smol_str::SmolStr;
+
+use super::record::PublishedRecord;
 
 /// Endpoint records by name.
-pub type Endpoints = BTreeMap<String, Arc<EndpointRecord>>;
+pub type Endpoints = BTreeMap<SmolStr, Arc<PublishedRecord>>;
 
 /// Does the guard have to look at what is published? Only when it is on and nothing desired
 /// can be picked.
@@ -26,8 +28,8 @@ mod tests {
     use super::*;
     use crate::model::record::EndpointStatus;
 
-    fn ep(weight: u32, status: EndpointStatus) -> Arc<EndpointRecord> {
-        Arc::new(EndpointRecord {
+    fn ep(weight: u32, status: EndpointStatus) -> Arc<PublishedRecord> {
+        Arc::new(PublishedRecord {
             host: "10.0.0.1".into(),
             port: 80,
             ports: Default::default(),

@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::record::EndpointRecord;
+use smol_str::SmolStr;
+
+use super::record::PublishedRecord;
 
 /// One endpoint znode as read from ZooKeeper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
     /// The parsed record; `None` when the data is not a valid record (it gets rewritten).
-    pub record: Option<Arc<EndpointRecord>>,
+    pub record: Option<Arc<PublishedRecord>>,
     /// The znode's data version, checked by updates and deletes.
     pub version: i32,
 }
@@ -21,23 +23,23 @@ pub enum Op {
     /// The znode does not exist yet.
     Create {
         /// Pod name (the znode name).
-        name: String,
+        name: SmolStr,
         /// New content.
-        record: Arc<EndpointRecord>,
+        record: Arc<PublishedRecord>,
     },
     /// The znode exists with other content.
     Update {
         /// Pod name.
-        name: String,
+        name: SmolStr,
         /// New content.
-        record: Arc<EndpointRecord>,
+        record: Arc<PublishedRecord>,
         /// Version it must still have.
         version: i32,
     },
     /// The znode should not exist.
     Delete {
         /// Pod name.
-        name: String,
+        name: SmolStr,
         /// Version it must still have.
         version: i32,
     },
@@ -78,8 +80,8 @@ impl Plan {
 /// Diffs desired against current; unchanged endpoints produce no operation. A record shared
 /// with the current state (the same `Arc`) is equal without looking inside.
 pub fn diff(
-    desired: &BTreeMap<String, Arc<EndpointRecord>>,
-    current: &BTreeMap<String, Current>,
+    desired: &BTreeMap<SmolStr, Arc<PublishedRecord>>,
+    current: &BTreeMap<SmolStr, Current>,
 ) -> Plan {
     let mut creates = Vec::new();
     let mut updates = Vec::new();
@@ -130,9 +132,9 @@ pub fn diff(
 /// [`diff`] restricted to `names`: the same plan when desired and current agree on every
 /// other name (sorted input gives the same order), at a cost proportional to `names`.
 pub fn diff_names<'a>(
-    desired: &BTreeMap<String, Arc<EndpointRecord>>,
-    current: &BTreeMap<String, Current>,
-    names: impl IntoIterator<Item = &'a String>,
+    desired: &BTreeMap<SmolStr, Arc<PublishedRecord>>,
+    current: &BTreeMap<SmolStr, Current>,
+    names: impl IntoIterator<Item = &'a SmolStr>,
 ) -> Plan {
     let mut creates = Vec::new();
     let mut updates = Vec::new();
@@ -162,7 +164,7 @@ pub fn diff_names<'a>(
     Plan { ops: creates }
 }
 
-fn same(current: Option<&Arc<EndpointRecord>>, desired: &Arc<EndpointRecord>) -> bool {
+fn same(current: Option<&Arc<PublishedRecord>>, desired: &Arc<PublishedRecord>) -> bool {
     current.is_some_and(|c| Arc::ptr_eq(c, desired) || **c == **desired)
 }
 
@@ -173,8 +175,8 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
-    fn rec(host: &str, weight: u32) -> Arc<EndpointRecord> {
-        Arc::new(EndpointRecord {
+    fn rec(host: &str, weight: u32) -> Arc<PublishedRecord> {
+        Arc::new(PublishedRecord {
             host: host.into(),
             port: 80,
             ports: Default::default(),
@@ -193,28 +195,28 @@ mod tests {
     #[test]
     fn creates_updates_deletes_and_leaves_equal_records_alone() {
         let desired: BTreeMap<_, _> = [
-            ("a".to_string(), rec("a", 1)),
-            ("b".to_string(), rec("b", 2)),
-            ("c".to_string(), rec("c", 3)),
+            ("a".into(), rec("a", 1)),
+            ("b".into(), rec("b", 2)),
+            ("c".into(), rec("c", 3)),
         ]
         .into();
         let current: BTreeMap<_, _> = [
             (
-                "b".to_string(),
+                "b".into(),
                 Current {
                     record: Some(rec("b", 9)),
                     version: 4,
                 },
             ),
             (
-                "c".to_string(),
+                "c".into(),
                 Current {
                     record: Some(rec("c", 3)),
                     version: 1,
                 },
             ),
             (
-                "d".to_string(),
+                "d".into(),
                 Current {
                     record: None,
                     version: 7,
@@ -250,13 +252,13 @@ mod tests {
             desired in prop::collection::btree_map("[a-e]", 0u32..3, 0..5),
             current in prop::collection::btree_map("[a-e]", prop::option::of(0u32..3), 0..5),
         ) {
-            let desired: BTreeMap<String, Arc<EndpointRecord>> = desired.into_iter().map(|(k, w)| (k.clone(), rec(&k, w))).collect();
-            let current: BTreeMap<String, Current> = current
+            let desired: BTreeMap<SmolStr, Arc<PublishedRecord>> = desired.into_iter().map(|(k, w)| (k.as_str().into(), rec(&k, w))).collect();
+            let current: BTreeMap<SmolStr, Current> = current
                 .into_iter()
-                .map(|(k, w)| (k.clone(), Current { record: w.map(|w| rec(&k, w)), version: 0 }))
+                .map(|(k, w)| (k.as_str().into(), Current { record: w.map(|w| rec(&k, w)), version: 0 }))
                 .collect();
             let plan = diff(&desired, &current);
-            let mut state: BTreeMap<String, Option<Arc<EndpointRecord>>> = current.iter().map(|(k, c)| (k.clone(), c.record.clone())).collect();
+            let mut state: BTreeMap<SmolStr, Option<Arc<PublishedRecord>>> = current.iter().map(|(k, c)| (k.clone(), c.record.clone())).collect();
             for op in &plan.ops {
                 match op {
                     Op::Create { name, record } => { prop_assert!(!state.contains_key(name)); state.insert(name.clone(), Some(record.clone())); }
@@ -264,10 +266,10 @@ mod tests {
                     Op::Delete { name, .. } => { prop_assert!(state.remove(name).is_some()); }
                 }
             }
-            let applied: BTreeMap<String, Arc<EndpointRecord>> = state.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
+            let applied: BTreeMap<SmolStr, Arc<PublishedRecord>> = state.into_iter().map(|(k, v)| (k, v.unwrap())).collect();
             prop_assert_eq!(&applied, &desired);
             // Minimal: a second diff against the result is empty.
-            let again: BTreeMap<String, Current> = applied.into_iter().map(|(k, r)| (k, Current { record: Some(r), version: 1 })).collect();
+            let again: BTreeMap<SmolStr, Current> = applied.into_iter().map(|(k, r)| (k, Current { record: Some(r), version: 1 })).collect();
             prop_assert!(diff(&desired, &again).is_empty());
         }
 
@@ -278,20 +280,20 @@ mod tests {
             extra in prop::collection::btree_set("[a-f]", 0..3),
         ) {
             // Current is what was published; desired is it with `changed` applied.
-            let current: BTreeMap<String, Current> = base
+            let current: BTreeMap<SmolStr, Current> = base
                 .iter()
-                .map(|(k, w)| (k.clone(), Current { record: Some(rec(k, *w)), version: 3 }))
+                .map(|(k, w)| (k.into(), Current { record: Some(rec(k, *w)), version: 3 }))
                 .collect();
-            let mut desired: BTreeMap<String, Arc<EndpointRecord>> =
-                base.iter().map(|(k, w)| (k.clone(), rec(k, *w))).collect();
+            let mut desired: BTreeMap<SmolStr, Arc<PublishedRecord>> =
+                base.iter().map(|(k, w)| (k.into(), rec(k, *w))).collect();
             for (k, w) in &changed {
                 match w {
-                    Some(w) => { desired.insert(k.clone(), rec(k, *w)); }
-                    None => { desired.remove(k); }
+                    Some(w) => { desired.insert(k.into(), rec(k, *w)); }
+                    None => { desired.remove(k.as_str()); }
                 }
             }
             // The names given may include unchanged ones (a superset).
-            let names: BTreeSet<String> = changed.keys().cloned().chain(extra).collect();
+            let names: BTreeSet<SmolStr> = changed.keys().map(SmolStr::from).chain(extra.iter().map(SmolStr::from)).collect();
             prop_assert_eq!(diff_names(&desired, &current, &names), diff(&desired, &current));
         }
     }

@@ -2,6 +2,7 @@
 //! full object: only what endpoints, selectors and weights need. Pure; no clocks read here.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use smol_str::SmolStr;
 
 /// A sorted, compact label (or annotation) set: every key and value in one buffer plus one
 /// table of offsets, two allocations whatever the count (per-string boxes cost more in
@@ -99,18 +100,19 @@ impl<F: Fn(&str) -> bool> AnnotationFilter for F {
 /// What the operator remembers of a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
-    /// Pod name.
-    pub name: Box<str>,
+    /// Pod name. The index key, the desired state, the writer's cache and the endpoint record
+    /// hold clones of this one: a name over 23 bytes is one allocation, shared.
+    pub name: SmolStr,
     /// Labels (all of them: any may be selected).
     pub labels: Labels,
     /// Annotations the filter kept.
     pub annotations: Labels,
     /// Pod IP, once assigned.
-    pub ip: Option<Box<str>>,
+    pub ip: Option<SmolStr>,
     /// Named container ports (name, port) and unnamed ones with an empty name.
-    pub ports: Box<[(Box<str>, u16)]>,
+    pub ports: Box<[(SmolStr, u16)]>,
     /// Node name.
-    pub node: Option<Box<str>>,
+    pub node: Option<SmolStr>,
     /// Counts as ready: the Ready condition is True, or the pod lists the
     /// `podkeeper.io/registered` gate, its containers are ready and that gate is the only one
     /// pending (it waits for the registration itself).
@@ -149,13 +151,13 @@ impl PodInfo {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let spec = pod.spec.as_ref();
-        let mut ports: Vec<(Box<str>, u16)> = spec
+        let mut ports: Vec<(SmolStr, u16)> = spec
             .into_iter()
             .flat_map(|s| s.containers.iter())
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| {
                 let port = u16::try_from(p.container_port).ok()?;
-                Some((p.name.clone().unwrap_or_default().into_boxed_str(), port))
+                Some((SmolStr::new(p.name.as_deref().unwrap_or_default()), port))
             })
             .collect();
         ports.sort_unstable();
@@ -175,22 +177,20 @@ impl PodInfo {
         let status = pod.status.as_ref();
         let ready_since_ms = serving_since_ms(pod);
         let ip = status
-            .and_then(|s| s.pod_ip.clone())
+            .and_then(|s| s.pod_ip.as_deref())
             .filter(|ip| !ip.is_empty())
-            .map(String::into_boxed_str);
+            .map(SmolStr::new);
         let terminating_since_ms = meta.deletion_timestamp.as_ref().map(|ts| {
             let grace = meta.deletion_grace_period_seconds.unwrap_or(0).max(0);
             ts.0.as_millisecond() - grace * 1000
         });
         PodInfo {
-            name: meta.name.clone().unwrap_or_default().into_boxed_str(),
+            name: SmolStr::new(meta.name.as_deref().unwrap_or_default()),
             labels,
             annotations,
             ip,
             ports: ports.into_boxed_slice(),
-            node: spec
-                .and_then(|s| s.node_name.clone())
-                .map(String::into_boxed_str),
+            node: spec.and_then(|s| s.node_name.as_deref()).map(SmolStr::new),
             ready: readiness.counts_ready(),
             registered: readiness.registered,
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
@@ -227,28 +227,30 @@ impl PodInfo {
     }
 
     /// Approximate bytes this projection costs in the index: the struct, its heap data, the
-    /// index's copy of the name as key, and about 16 bytes of allocator overhead per allocation.
+    /// index's key (a clone of the name), and about 16 bytes of allocator overhead per
+    /// allocation. A string up to 23 bytes is inline; a longer one is one `Arc<str>` (two
+    /// counters and the bytes), counted once however many clones share it.
     pub fn memory_bytes(&self) -> usize {
         const PER_ALLOCATION: usize = 16;
-        let allocations = 2 // name, and the index's key
-            + 2 * usize::from(!self.labels.is_empty())
+        const ARC_COUNTERS: usize = 16;
+        let strings = || {
+            std::iter::once(&self.name)
+                .chain(&self.ip)
+                .chain(&self.node)
+                .chain(self.ports.iter().map(|(n, _)| n))
+                .filter(|s| s.is_heap_allocated())
+        };
+        let allocations = 2 * usize::from(!self.labels.is_empty())
             + 2 * usize::from(!self.annotations.is_empty())
-            + usize::from(self.ip.is_some())
-            + usize::from(self.node.is_some())
             + usize::from(!self.ports.is_empty())
             + usize::from(!self.host_ports.is_empty())
-            + self.ports.iter().filter(|(n, _)| !n.is_empty()).count();
+            + strings().count();
         std::mem::size_of::<Self>()
-            + 2 * self.name.len()
+            + std::mem::size_of::<SmolStr>()
             + self.labels.heap_bytes()
             + self.annotations.heap_bytes()
-            + self.ip.as_ref().map_or(0, |s| s.len())
-            + self
-                .ports
-                .iter()
-                .map(|(n, _)| n.len() + std::mem::size_of::<(Box<str>, u16)>())
-                .sum::<usize>()
-            + self.node.as_ref().map_or(0, |s| s.len())
+            + strings().map(|s| ARC_COUNTERS + s.len()).sum::<usize>()
+            + std::mem::size_of_val(&*self.ports)
             + std::mem::size_of_val(&*self.host_ports)
             + allocations * PER_ALLOCATION
     }
@@ -330,7 +332,7 @@ pub fn serving_since_ms(pod: &Pod) -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     /// `topology.kubernetes.io/zone`.
-    pub zone: Option<Box<str>>,
+    pub zone: Option<SmolStr>,
     /// Ready condition is True (a node without conditions yet counts as ready).
     pub ready: bool,
     /// The first `InternalIP` of `status.addresses`.
@@ -359,7 +361,7 @@ impl NodeInfo {
             .labels
             .as_ref()
             .and_then(|l| l.get("topology.kubernetes.io/zone"))
-            .map(|z| z.clone().into_boxed_str());
+            .map(SmolStr::new);
         let ready = node
             .status
             .as_ref()

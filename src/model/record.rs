@@ -2,6 +2,7 @@
 //! at `<path>/endpoints/<pod>`. Plain data shared by the writer and the discovery client.
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use super::policy::Policy;
 use super::small_map::SmallMap;
@@ -73,34 +74,38 @@ pub enum EndpointStatus {
     Draining,
 }
 
-/// The record at `<path>/endpoints/<pod>`.
+/// The record at `<path>/endpoints/<pod>`, with its strings as `S`: `String` for readers (the
+/// default), [`SmolStr`] in the operator ([`PublishedRecord`]). Both serialise the same.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointRecord {
+#[serde(
+    rename_all = "camelCase",
+    bound(serialize = "S: Serialize", deserialize = "S: Deserialize<'de> + Ord")
+)]
+pub struct EndpointRecord<S = String> {
     /// Pod IP.
-    pub host: String,
+    pub host: S,
     /// The published port.
     pub port: u16,
     /// All published ports by name (the main one included when it has a name).
     #[serde(default)]
-    pub ports: SmallMap<String, u16>,
+    pub ports: SmallMap<S, u16>,
     /// Weight; 0 only while draining.
     pub weight: u32,
     /// Weight group.
-    pub group: String,
+    pub group: S,
     /// The node's `topology.kubernetes.io/zone`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    pub zone: Option<S>,
     /// Node name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<S>,
     /// Pod name.
-    pub pod: String,
+    pub pod: S,
     /// Pod namespace.
-    pub namespace: String,
+    pub namespace: S,
     /// Copied labels and annotations plus static entries.
     #[serde(default)]
-    pub metadata: SmallMap<String, String>,
+    pub metadata: SmallMap<S, S>,
     /// UP or DRAINING.
     pub status: EndpointStatus,
     /// When the pod began to serve (its Ready condition's transition), Unix milliseconds; left
@@ -109,7 +114,13 @@ pub struct EndpointRecord {
     pub ready_since_ms: i64,
 }
 
-impl EndpointRecord {
+/// The record as the operator holds it, one per published pod. Its strings are mostly short
+/// (inline, no allocation) or the same in every record (namespace, group, zone, node, port
+/// names and metadata keys: clones of one shared value), so a record is about three
+/// allocations (itself, its ports, its metadata) instead of one per string.
+pub type PublishedRecord = EndpointRecord<SmolStr>;
+
+impl<S> EndpointRecord<S> {
     /// May a client send a new request here?
     pub fn pickable(&self) -> bool {
         self.status == EndpointStatus::Up && self.weight > 0
@@ -144,5 +155,15 @@ mod tests {
         let back: EndpointRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, rec);
         assert!(!back.pickable());
+    }
+
+    #[test]
+    fn the_operators_records_serialise_as_the_readers_do() {
+        let json = r#"{"host":"fd00::1","port":8080,"ports":{"http":8080,"metrics":9100},"weight":3,"group":"a-group-name-longer-than-23-bytes","zone":"z1","node":"node-a","pod":"web-7d9f8c6b5-00001","namespace":"shop","metadata":{"track":"stable","version":"1.4.2"},"status":"UP","readySinceMs":1767225600000}"#;
+        let read: EndpointRecord = serde_json::from_str(json).unwrap();
+        let held: PublishedRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(serde_json::to_string(&read).unwrap(), json);
+        assert_eq!(serde_json::to_string(&held).unwrap(), json);
+        assert!(held.group.is_heap_allocated() && !held.pod.is_heap_allocated());
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::format::publish::{FormatError, OwnerTag, Publish, PublishedEndpoint};
 use super::layout::{PathError, allowed};
 use super::writer::ClientNodes;
-use crate::model::record::EndpointRecord;
+use crate::model::record::PublishedRecord;
 
 /// One client-format registry of a resource (the formats' own dispatch).
 pub use super::format::registry::Registry as ClientRegistry;
@@ -84,7 +84,7 @@ impl ClientRegistries {
     /// endpoint publishes nothing new (its error is reported); the others go on.
     pub fn desired<'a>(
         &self,
-        endpoints: impl IntoIterator<Item = &'a Arc<EndpointRecord>>,
+        endpoints: impl IntoIterator<Item = &'a Arc<PublishedRecord>>,
     ) -> DesiredNodes {
         let publish = Publish {
             service_name: self.service.clone(),
@@ -145,7 +145,7 @@ mod tests {
             &["/".to_string()],
         )
         .unwrap();
-        let record = Arc::new(EndpointRecord {
+        let record = Arc::new(PublishedRecord {
             host: "10.0.0.1".into(),
             port: 80,
             ports: Default::default(),

@@ -1,7 +1,7 @@
 //! Registry formats: how service and endpoint records are encoded in znodes.
 //! The writer diffs decoded records, so a new format (Curator, Dubbo, ServerSet) is a codec here.
 
-use crate::model::record::{EndpointRecord, ServiceRecord};
+use crate::model::record::{PublishedRecord, ServiceRecord};
 
 pub mod curator;
 pub mod dubbo;
@@ -19,9 +19,9 @@ pub trait Codec: Send + Sync {
     /// The service record, if `data` is one of ours.
     fn decode_service(&self, data: &[u8]) -> Option<ServiceRecord>;
     /// Bytes of an endpoint record.
-    fn encode_endpoint(&self, record: &EndpointRecord) -> Vec<u8>;
+    fn encode_endpoint(&self, record: &PublishedRecord) -> Vec<u8>;
     /// The endpoint record, if `data` is valid (invalid data gets rewritten).
-    fn decode_endpoint(&self, data: &[u8]) -> Option<EndpointRecord>;
+    fn decode_endpoint(&self, data: &[u8]) -> Option<PublishedRecord>;
 }
 
 /// The formats podkeeper can write.
@@ -54,10 +54,10 @@ impl Codec for NativeJson {
     fn decode_service(&self, data: &[u8]) -> Option<ServiceRecord> {
         serde_json::from_slice(data).ok()
     }
-    fn encode_endpoint(&self, record: &EndpointRecord) -> Vec<u8> {
+    fn encode_endpoint(&self, record: &PublishedRecord) -> Vec<u8> {
         serde_json::to_vec(record).expect("records serialize")
     }
-    fn decode_endpoint(&self, data: &[u8]) -> Option<EndpointRecord> {
+    fn decode_endpoint(&self, data: &[u8]) -> Option<PublishedRecord> {
         serde_json::from_slice(data).ok()
     }
 }
@@ -84,7 +84,7 @@ mod tests {
             warmup_seconds: 0,
         };
         assert_eq!(codec.decode_service(&codec.encode_service(&svc)), Some(svc));
-        let ep = EndpointRecord {
+        let ep = PublishedRecord {
             host: "10.0.0.1".into(),
             port: 80,
             ports: Default::default(),

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use smol_str::SmolStr;
 use zookeeper_client::{
     Acls, Client, CreateMode, CreateOptions, MultiWriteError, MultiWriteResult,
 };
@@ -17,7 +18,7 @@ use super::format::{Codec, Format};
 use super::layout::{endpoint_path, endpoints_path};
 use crate::model::nodes::{NodeOp, NodePlan, OwnedNode};
 use crate::model::plan::{self, Current, Op, Plan};
-use crate::model::record::{EndpointRecord, Owner, ServiceRecord};
+use crate::model::record::{Owner, PublishedRecord, ServiceRecord};
 
 /// Bytes of operations per transaction; ZooKeeper's packet limit (jute.maxbuffer) is 1 MiB.
 pub const MAX_TXN_BYTES: usize = 512 * 1024;
@@ -95,8 +96,9 @@ pub struct ServiceState {
     pub record: ServiceRecord,
     /// Its znode version; every transaction checks it.
     pub version: i32,
-    /// Endpoint znodes by name.
-    pub endpoints: BTreeMap<String, Current>,
+    /// Endpoint znodes by name (after the first write or [`adopt`], the desired state's name:
+    /// one shared copy).
+    pub endpoints: BTreeMap<SmolStr, Current>,
     /// `<path>/endpoints` is missing (someone deleted it) and is recreated by the next apply.
     pub endpoints_missing: bool,
     /// Client-format znodes this resource owns, by path.
@@ -211,7 +213,7 @@ async fn load_inner(
         match r {
             Ok((data, stat)) => {
                 endpoints.insert(
-                    name,
+                    SmolStr::from(name),
                     Current {
                         record: codec.decode_endpoint(&data).map(std::sync::Arc::new),
                         version: stat.version,
@@ -853,8 +855,8 @@ pub async fn sync_endpoints(
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
     (desired, changed): (
-        &BTreeMap<String, Arc<EndpointRecord>>,
-        Option<&BTreeSet<String>>,
+        &BTreeMap<SmolStr, Arc<PublishedRecord>>,
+        Option<&BTreeSet<SmolStr>>,
     ),
     mut nodes: impl FnMut(&ServiceState) -> NodePlan,
 ) -> Result<Synced, ZkError> {
@@ -901,7 +903,7 @@ pub async fn pickable(
     owner: &Owner,
     cache: &mut Option<ServiceState>,
     options: &WriteOptions,
-) -> Result<BTreeMap<String, Arc<EndpointRecord>>, ZkError> {
+) -> Result<BTreeMap<SmolStr, Arc<PublishedRecord>>, ZkError> {
     if cache.is_none()
         && let Loaded::Owned(state) = load(client, path, owner, options).await?
     {
@@ -921,13 +923,15 @@ pub async fn pickable(
 
 /// Where the cache holds a record equal to the desired one but not the same `Arc` (after a
 /// load, or after the desired state was rebuilt from scratch), keep the desired `Arc`, so later
-/// diffs compare pointers, not contents. Both maps are sorted: one merge pass, and a content
-/// comparison only where the pointers differ.
-pub fn adopt(state: &mut ServiceState, desired: &BTreeMap<String, Arc<EndpointRecord>>) {
+/// diffs compare pointers, not contents; and the desired name with it, so a long name is held
+/// once. Both maps are sorted: one merge pass, and a content comparison only where the pointers
+/// differ.
+pub fn adopt(state: &mut ServiceState, desired: &BTreeMap<SmolStr, Arc<PublishedRecord>>) {
     let mut want = desired.iter().peekable();
+    let mut renamed = Vec::new();
     for (name, cur) in state.endpoints.iter_mut() {
         while want.next_if(|(w, _)| w.as_str() < name.as_str()).is_some() {}
-        let Some((_, wanted)) = want.next_if(|(w, _)| *w == name) else {
+        let Some((wanted_name, wanted)) = want.next_if(|(w, _)| *w == name) else {
             continue;
         };
         if let Some(have) = cur.record.as_mut()
@@ -935,6 +939,13 @@ pub fn adopt(state: &mut ServiceState, desired: &BTreeMap<String, Arc<EndpointRe
             && **have == **wanted
         {
             *have = wanted.clone();
+            renamed.push(wanted_name.clone());
+        }
+    }
+    // A map's key cannot be swapped in place; this is rare (the pointers differed).
+    for name in renamed {
+        if let Some(cur) = state.endpoints.remove(&name) {
+            state.endpoints.insert(name, cur);
         }
     }
 }

@@ -299,10 +299,10 @@ fn instance_json<'a>(
             let mut metadata: BTreeMap<&str, String> = rec
                 .metadata
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.clone()))
+                .map(|(k, v)| (k.as_str(), v.to_string()))
                 .collect();
             if let Some(z) = &rec.zone {
-                metadata.insert(ZONE_KEY, z.clone());
+                metadata.insert(ZONE_KEY, z.to_string());
             }
             let status = if draining {
                 STATUS_OUT_OF_SERVICE

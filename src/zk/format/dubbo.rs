@@ -235,7 +235,7 @@ fn provider_url(
     params.insert(OWNER_PARAM, owner.into());
     if let Some(z) = &rec.zone {
         check_param("zone", z)?;
-        params.insert(ZONE_PARAM, z.clone());
+        params.insert(ZONE_PARAM, z.to_string());
     }
     let optional = [
         ("group", &options.group),
@@ -258,7 +258,7 @@ fn provider_url(
     let host = if rec.host.contains(':') && !rec.host.starts_with('[') {
         format!("[{}]", rec.host)
     } else {
-        rec.host.clone()
+        rec.host.to_string()
     };
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     Ok(format!(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::model::record::{EndpointRecord, EndpointStatus};
+use crate::model::record::{EndpointStatus, PublishedRecord};
 
 use super::publish::{OwnerTag, Publish, PublishedEndpoint};
 
@@ -18,25 +18,25 @@ pub fn endpoint(
     group: &str,
     zone: &str,
     status: EndpointStatus,
-) -> EndpointRecord {
-    EndpointRecord {
+) -> PublishedRecord {
+    PublishedRecord {
         host: host.into(),
         port: 20880,
         ports: [
-            ("dubbo".to_string(), 20880),
-            ("http".to_string(), 8080),
-            ("https".to_string(), 8443),
+            ("dubbo".into(), 20880),
+            ("http".into(), 8080),
+            ("https".into(), 8443),
         ]
         .into(),
         weight,
         group: group.into(),
         zone: Some(zone.into()),
-        node: Some(format!("node-{zone}")),
+        node: Some(format!("node-{zone}").into()),
         pod: pod.into(),
         namespace: "shop".into(),
         metadata: [
-            ("track".to_string(), group.to_string()),
-            ("version".to_string(), "1.4.2".to_string()),
+            ("track".into(), group.into()),
+            ("version".into(), "1.4.2".into()),
         ]
         .into(),
         status,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::model::record::{EndpointRecord, Owner};
+use crate::model::record::{Owner, PublishedRecord};
 
 /// Metadata key (Curator payload metadata, ServerSet member metadata and vector) and URL
 /// parameter (Dubbo, as `podkeeper.owner`) that marks a node as written by podkeeper for one
@@ -51,7 +51,7 @@ impl std::fmt::Display for OwnerTag {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublishedEndpoint {
     /// The endpoint as the solver and the native format see it.
-    pub record: Arc<EndpointRecord>,
+    pub record: Arc<PublishedRecord>,
     /// Milliseconds since the Unix epoch when the pod turned ready.
     pub ready_since_ms: i64,
 }

@@ -187,10 +187,10 @@ proptest! {
         let template = (*publish.endpoints[0].record).clone();
         publish.endpoints = weights.iter().enumerate().map(|(i, &w)| {
             let mut r = template.clone();
-            r.pod = format!("pod-{i}");
+            r.pod = format!("pod-{i}").into();
             r.weight = w;
             r.status = if w == 0 { EndpointStatus::Draining } else { EndpointStatus::Up };
-            r.metadata = meta.clone().into();
+            r.metadata = meta.iter().map(|(k, v)| (k.into(), v.into())).collect();
             super::super::publish::PublishedEndpoint { record: r.into(), ready_since_ms: i as i64 }
         }).collect();
         for n in nodes(&Options::default(), &publish).unwrap() {

@@ -73,7 +73,7 @@ fn decode_reads_back_what_nodes_wrote() {
         assert_eq!(d.port, 20880);
         assert_eq!(d.weight, f64::from(ep.record.weight));
         assert_eq!(d.draining, ep.record.status == EndpointStatus::Draining);
-        assert_eq!(d.zone, ep.record.zone);
+        assert_eq!(d.zone.as_deref(), ep.record.zone.as_deref());
         assert_eq!(d.owner.as_deref(), Some("test/shop/web"));
         assert_eq!(d.metadata["timestamp"], ep.ready_since_ms.to_string());
         assert_eq!(d.metadata["warmup"], "120000");

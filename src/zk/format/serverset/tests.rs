@@ -211,8 +211,8 @@ proptest! {
         let template = (*publish.endpoints[0].record).clone();
         publish.endpoints = ws.iter().enumerate().map(|(i, &w)| {
             let mut r = template.clone();
-            r.pod = format!("pod-{i}");
-            r.host = format!("10.0.{}.{}", i / 200, i % 200);
+            r.pod = format!("pod-{i}").into();
+            r.host = format!("10.0.{}.{}", i / 200, i % 200).into();
             r.weight = w;
             r.status = if w == 0 { EndpointStatus::Draining } else { EndpointStatus::Up };
             PublishedEndpoint { record: r.into(), ready_since_ms: 0 }
