@@ -10,6 +10,7 @@ pub mod leader;
 mod reconcile;
 #[cfg(test)]
 mod reconcile_tests;
+mod release;
 pub mod status;
 mod status_writer;
 mod watch;
@@ -338,6 +339,7 @@ pub async fn run(
         }
     });
     tokio::spawn(watch::nodes(ctx.clone(), Api::<Node>::all(client.clone())));
+    tokio::spawn(release::run());
 
     ctx.index.expect_pod_scopes(scopes.len());
     let (mut controllers, mut stores) = (Vec::new(), Vec::new());

@@ -76,6 +76,7 @@ fn handle_pod_event(ctx: &Arc<Context>, ev: Event<Pod>, scope: Option<&str>) {
             let pods = ctx.index.size().0;
             tracing::info!(pods, "pod list complete");
             crate::metrics::get().pod_lists_completed.inc();
+            super::release::after_peak();
             ctx.reconcile_all();
             wake
         }
