@@ -140,6 +140,8 @@ struct Wanted {
     kept: Option<Endpoints>,
     /// The node epoch the tracker was built at.
     node_epoch: u64,
+    /// Built from all pods or from many changed ones: a peak of memory for the write too.
+    large: bool,
 }
 
 impl Wanted {
@@ -248,6 +250,10 @@ async fn apply(
         return Ok(next_wakeup(ctx, entry.last.as_ref().map(|l| &l.tracker)));
     };
     let written = write(&mut entry, &res, &conn, &wanted).await;
+    if wanted.large {
+        // Records encoded and read back in bulk: their memory is free now.
+        super::release::after_peak();
+    }
     if written.is_ok() {
         watch_owned(ctx, &res, &conn).await;
     }
@@ -575,6 +581,7 @@ async fn desired(
         changed_at,
         kept: None,
         node_epoch,
+        large: !few,
     };
     if guard::engaged(
         sr.spec.keep_last_endpoints,
