@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
 
 use super::Context;
 use super::index::Key;
@@ -57,6 +57,19 @@ impl FastPath {
         let meta = sr.meta();
         let ours = meta.finalizers.iter().flatten().any(|f| f == FINALIZER);
         (ours && meta.deletion_timestamp.is_none()).then_some(sr)
+    }
+
+    /// What a reconcile that waited for the resource's entry should apply: the controller's
+    /// current copy of `sr`, or `None` when the resource went or is being deleted meanwhile,
+    /// so that a late run never writes back what the cleanup removed. Before the caches are
+    /// set (the unit tests' mocked API), `sr` itself.
+    pub(super) fn current(&self, sr: Arc<ServiceRegistration>) -> Option<Arc<ServiceRegistration>> {
+        if self.stores.get().is_none() {
+            return Some(sr);
+        }
+        let key = (sr.namespace().unwrap_or_default(), sr.name_any());
+        let now = self.steady(&key)?;
+        (now.meta().uid == sr.meta().uid).then_some(now)
     }
 
     /// Marks `key` running; `false` when it already was (the run in flight goes again).

@@ -213,6 +213,11 @@ async fn apply(
     let key = key_of(&sr);
     let entry = ctx.entry(&key);
     let mut entry = entry.lock().await;
+    // Another run of this resource may have held the entry meanwhile (a fast run beside the
+    // controller's): act on what the resource is now.
+    let Some(sr) = ctx.fast.current(sr) else {
+        return Ok(Action::await_change());
+    };
     let last_start = entry.last_start.replace(started);
 
     let res = match resolve(&sr, &ctx.settings, &mut entry.compiled)
@@ -588,6 +593,10 @@ async fn desired(
         &wanted.tracker.desired().endpoints,
     ) {
         let mut cache = entry.zk.take().map(|c| c.state);
+        if cache.is_none() {
+            // Read afresh below: the tracker's changed names say nothing about what it holds.
+            wanted.tracker.unpublished_all();
+        }
         let published = writer::pickable(
             &conn.client,
             &res.path,
