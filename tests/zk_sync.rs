@@ -877,3 +877,102 @@ async fn client_formats_are_written_with_the_endpoints_and_foreign_nodes_beside_
     assert_eq!(format!("{providers}/{}", left[0]), vm);
     assert!(c.list_children(&dirs[1]).await.unwrap().is_empty());
 }
+
+/// The controller's incremental path: a tracker updated pod by pod, each change written by
+/// `sync_endpoints` from only the names the tracker changed, against a warm cache. After every
+/// step an independent reader sees exactly the desired endpoints (the re-weighed peers of the
+/// changed pod's group included); a node deleted behind the writer's back is not seen by an
+/// incremental step and is put back by the next write from a cold cache.
+#[tokio::test]
+async fn incremental_syncs_of_the_changed_names_keep_zookeeper_equal_to_the_desired_state() {
+    use podkeeper::model::desired::Tracker;
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let reader = connect(zk).await;
+    let path = "/podkeeper/shop/incremental";
+    let spec: ServiceRegistrationSpec = serde_yaml::from_str(SPEC).unwrap();
+    let reg = Registration::compile("shop", &spec).unwrap();
+    let nodes = HashMap::new();
+    let mut pods: Vec<PodInfo> = (0..12).map(|i| pod(i, "stable", true)).collect();
+    pods.extend((0..4).map(|i| pod(i, "canary", i % 2 == 0)));
+    let mut tracker = Tracker::build(&reg, &pods, &nodes, 0);
+    let (rec, opts) = (record("web", "u1"), WriteOptions::default());
+    let mut cache = None;
+    let full = (&tracker.desired().endpoints, tracker.unpublished());
+    writer::sync_endpoints(&c, path, &rec, &mut cache, &opts, full, |_| {
+        Default::default()
+    })
+    .await
+    .unwrap();
+    tracker.published();
+    // Flips across both groups, a pod gone and one come back.
+    let steps: [(usize, Option<bool>); 7] = [
+        (0, Some(false)),
+        (13, Some(true)),
+        (12, Some(false)),
+        (5, None),
+        (0, Some(true)),
+        (14, Some(false)),
+        (5, Some(true)),
+    ];
+    for (k, (i, change)) in steps.into_iter().enumerate() {
+        if let Some(ready) = change {
+            pods[i].ready = ready;
+        }
+        let name = pods[i].name.clone();
+        let changed = [(name.as_str(), change.map(|_| &pods[i]))];
+        tracker.update(&reg, changed, &nodes, 0);
+        let names = tracker.unpublished().expect("published before: tracked");
+        assert!(names.contains(&name), "step {k}: the changed pod is listed");
+        let target = (&tracker.desired().endpoints, Some(names));
+        let synced = writer::sync_endpoints(&c, path, &rec, &mut cache, &opts, target, |_| {
+            Default::default()
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(synced, Synced::Applied { .. }),
+            "step {k}: {synced:?}"
+        );
+        tracker.published();
+        assert_eq!(
+            read_endpoints(&reader, path).await,
+            tracker.desired().endpoints,
+            "step {k}: ZooKeeper holds the desired state"
+        );
+    }
+    // Tampering: a node deleted behind the writer's back. A step that does not touch it
+    // trusts the warm cache (dropping it is the tamper watch's job)...
+    let victim = pods[1].name.clone();
+    reader
+        .delete(&endpoint_path(path, &victim), None)
+        .await
+        .unwrap();
+    pods[15].ready = true; // a canary: re-weighs the canaries only
+    tracker.update(&reg, [(pods[15].name.as_str(), Some(&pods[15]))], &nodes, 0);
+    let target = (&tracker.desired().endpoints, tracker.unpublished());
+    writer::sync_endpoints(&c, path, &rec, &mut cache, &opts, target, |_| {
+        Default::default()
+    })
+    .await
+    .unwrap();
+    tracker.published();
+    let held = read_endpoints(&reader, path).await;
+    assert!(!held.contains_key(&victim), "not looked at, not repaired");
+    assert_eq!(held.len() + 1, tracker.desired().endpoints.len());
+    // ...one that re-weighs it finds it gone: the write fails whole as stale, and its retry
+    // reads everything again, diffs in full and repairs.
+    pods[2].ready = false;
+    tracker.update(&reg, [(pods[2].name.as_str(), Some(&pods[2]))], &nodes, 0);
+    let target = (&tracker.desired().endpoints, tracker.unpublished());
+    writer::sync_endpoints(&c, path, &rec, &mut cache, &opts, target, |_| {
+        Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        read_endpoints(&reader, path).await,
+        tracker.desired().endpoints,
+        "the retry after a stale write compares everything"
+    );
+}
