@@ -318,6 +318,63 @@ async fn an_acl_a_superuser_opened_is_closed_again_by_the_next_full_read() {
     assert!(podkeeper::metrics::get().acl_repairs.get() >= before + 2);
 }
 
+/// With the record's ACL as wanted, the full read reads only the nodes whose ACL was set after
+/// their creation: one endpoint a superuser opened is among them and is closed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_acl_opened_alone_is_found_by_its_aversion_and_closed() {
+    let zk = ZkServer::shared_secure();
+    let (session, c, _tls, _login) = operator(zk).await;
+    let options = WriteOptions {
+        acls: session.acls(),
+        ..Default::default()
+    };
+    let path = "/podkeeper/sec/drift-one";
+    let want = endpoints(3);
+    publish(&c, path, &want, &mut None, &options).await;
+    let ep = endpoint_path(path, "web-2");
+    superuser(zk)
+        .await
+        .set_acl(&ep, &Acls::anyone_all(), None)
+        .await
+        .unwrap();
+    publish(&c, path, &want, &mut None, &options).await;
+    let (have, stat) = c.get_acl(&ep).await.unwrap();
+    assert!(!session.acls().differs(NodeKind::Owned, &have), "{have:?}");
+    assert_eq!(stat.aversion, 2, "opened once, repaired once");
+}
+
+/// Nodes created under another policy (open ACLs, as before the operator had credentials) were
+/// never set after their creation, so only the record's ACL tells: the next full read finds it
+/// off and repairs every node, the record last.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_created_under_another_policy_are_all_repaired_by_the_next_full_read() {
+    let zk = ZkServer::shared_secure();
+    let (session, c, _tls, _login) = operator(zk).await;
+    let path = "/podkeeper/sec/policy";
+    let want = endpoints(3);
+    publish(&c, path, &want, &mut None, &WriteOptions::default()).await;
+    let nodes: Vec<String> = [path.to_string(), endpoints_path(path)]
+        .into_iter()
+        .chain(want.keys().map(|n| endpoint_path(path, n)))
+        .collect();
+    let (open, _) = c.get_acl(&nodes[2]).await.unwrap();
+    assert!(session.acls().differs(NodeKind::Owned, &open), "{open:?}");
+    let options = WriteOptions {
+        acls: session.acls(),
+        ..Default::default()
+    };
+    let before = podkeeper::metrics::get().acl_repairs.get();
+    publish(&c, path, &want, &mut None, &options).await;
+    for node in &nodes {
+        let (have, _) = c.get_acl(node).await.unwrap();
+        assert!(
+            !session.acls().differs(NodeKind::Owned, &have),
+            "{node}: {have:?}"
+        );
+    }
+    assert!(podkeeper::metrics::get().acl_repairs.get() >= before + nodes.len() as u64);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_ca_is_named_and_the_fixed_file_is_used_without_a_restart() {
     let zk = ZkServer::shared_secure();

@@ -105,6 +105,9 @@ pub struct ServiceState {
     pub nodes: BTreeMap<String, OwnedNode>,
     /// Client-format znodes in the same folders that others wrote: never touched.
     pub foreign: BTreeSet<String>,
+    /// Owned nodes below the record whose ACL was set after they were created (`aversion`
+    /// above 0 when read): the ones [`audit_acls`] reads when the record's ACL is as wanted.
+    pub acl_set: Vec<String>,
 }
 
 impl ServiceState {
@@ -117,6 +120,7 @@ impl ServiceState {
             endpoints_missing: false,
             nodes: BTreeMap::new(),
             foreign: BTreeSet::new(),
+            acl_set: Vec::new(),
         }
     }
 }
@@ -209,9 +213,13 @@ async fn load_inner(
         .collect();
     let results = futures::future::join_all(reads).await;
     let mut endpoints = BTreeMap::new();
+    let mut acl_set = Vec::new();
     for (name, r) in children.into_iter().zip(results) {
         match r {
             Ok((data, stat)) => {
+                if stat.aversion != 0 {
+                    acl_set.push(endpoint_path(path, &name));
+                }
                 endpoints.insert(
                     SmolStr::from(name),
                     Current {
@@ -225,7 +233,12 @@ async fn load_inner(
         }
     }
     let (nodes, foreign) = match &options.clients {
-        Some(clients) => load_clients(client, clients.as_ref(), &options.acls).await?,
+        Some(clients) => {
+            let (owned, others, set) =
+                load_clients(client, clients.as_ref(), &options.acls).await?;
+            acl_set.extend(set);
+            (owned, others)
+        }
         None => Default::default(),
     };
     Ok(Loaded::Owned(ServiceState {
@@ -235,17 +248,19 @@ async fn load_inner(
         endpoints_missing,
         nodes,
         foreign,
+        acl_set,
     }))
 }
 
-/// Reads the client-format folders: the nodes this resource owns, and the paths of the others.
-/// Missing folders are created (empty folders are harmless to every client).
+/// Reads the client-format folders: the nodes this resource owns, the paths of the others, and
+/// the owned ones whose ACL was set after their creation. Missing folders are created (empty
+/// folders are harmless to every client).
 async fn load_clients(
     client: &Client,
     clients: &dyn ClientNodes,
     acls: &NodeAcls,
-) -> Result<(BTreeMap<String, OwnedNode>, BTreeSet<String>), ZkError> {
-    let (mut owned, mut foreign) = (BTreeMap::new(), BTreeSet::new());
+) -> Result<ClientState, ZkError> {
+    let (mut owned, mut foreign, mut acl_set) = (BTreeMap::new(), BTreeSet::new(), Vec::new());
     for dir in clients.dirs() {
         let children = match client.list_children(&dir).await {
             Ok(c) => c,
@@ -266,6 +281,9 @@ async fn load_clients(
         {
             match r {
                 Ok((data, stat)) if clients.owns(&path, &data) => {
+                    if stat.aversion != 0 {
+                        acl_set.push(path.clone());
+                    }
                     let data = Arc::from(data);
                     owned.insert(
                         path,
@@ -283,8 +301,11 @@ async fn load_clients(
             }
         }
     }
-    Ok((owned, foreign))
+    Ok((owned, foreign, acl_set))
 }
+
+/// What [`load_clients`] read.
+type ClientState = (BTreeMap<String, OwnedNode>, BTreeSet<String>, Vec<String>);
 
 /// Sets the ACL of the node at `path` to what `kind` gets, if it differs; true when repaired.
 pub(super) async fn repair_acl(
@@ -322,9 +343,13 @@ async fn set_acl(
     }
 }
 
-/// Checks the ACL of every node `state` says this resource owns (record, endpoints folder,
-/// endpoints, client-format nodes) and repairs those that differ. Reads are pipelined.
-/// Returns how many were repaired.
+/// Checks the ACLs of what `state` says this resource owns and repairs those that differ;
+/// returns how many were repaired. The record and the endpoints folder are read every time.
+/// Below them a node's ACL can only have drifted if it was set after its creation (ZooKeeper
+/// counts that in `aversion`, see [`ServiceState::acl_set`]), so only those are read, unless
+/// the record's own ACL is not as wanted (the operator's identity or policy changed): then
+/// every node is, and the record is repaired last, so that a record with the wanted ACL means
+/// every node below was created or repaired under it. Reads are pipelined.
 pub async fn audit_acls(
     client: &Client,
     path: &str,
@@ -332,25 +357,50 @@ pub async fn audit_acls(
     acls: &NodeAcls,
 ) -> Result<usize, ZkError> {
     let eps = endpoints_path(path);
-    let mut paths = vec![path.to_string()];
-    if !state.endpoints_missing {
-        paths.push(eps.clone());
+    let folder = (!state.endpoints_missing).then(|| eps.clone());
+    let (record_ok, mut repaired) = audit_paths(client, [path.to_string()], acls, true).await?;
+    let (_, n) = audit_paths(client, folder, acls, false).await?;
+    repaired += n;
+    let below: Vec<String> = if record_ok {
+        state.acl_set.clone()
+    } else {
+        let endpoints = state.endpoints.keys().map(|n| endpoint_path(path, n));
+        endpoints.chain(state.nodes.keys().cloned()).collect()
+    };
+    repaired += audit_paths(client, below, acls, false).await?.1;
+    if !record_ok {
+        repaired += audit_paths(client, [path.to_string()], acls, false)
+            .await?
+            .1;
     }
-    paths.extend(state.endpoints.keys().map(|n| endpoint_path(path, n)));
-    paths.extend(state.nodes.keys().cloned());
+    Ok(repaired)
+}
+
+/// Reads the ACLs of `paths` (pipelined) and repairs those that differ, unless `check_only`.
+/// Returns whether all were as wanted, and how many were repaired.
+async fn audit_paths(
+    client: &Client,
+    paths: impl IntoIterator<Item = String>,
+    acls: &NodeAcls,
+    check_only: bool,
+) -> Result<(bool, usize), ZkError> {
+    let paths: Vec<String> = paths.into_iter().collect();
     let reads: Vec<_> = paths.iter().map(|p| client.get_acl(p)).collect();
-    let mut repaired = 0;
+    let (mut all_ok, mut repaired) = (true, 0);
     for (p, r) in paths.iter().zip(futures::future::join_all(reads).await) {
         match r {
             Ok((have, stat)) if acls.differs(NodeKind::Owned, &have) => {
-                repaired +=
-                    usize::from(set_acl(client, p, NodeKind::Owned, acls, stat.aversion).await?);
+                all_ok = false;
+                if !check_only {
+                    let fixed = set_acl(client, p, NodeKind::Owned, acls, stat.aversion).await?;
+                    repaired += usize::from(fixed);
+                }
             }
             Ok(_) | Err(zookeeper_client::Error::NoNode) => {}
             Err(e) => return Err(server("getAcl", p)(e)),
         }
     }
-    Ok(repaired)
+    Ok((all_ok, repaired))
 }
 
 /// Creates the service record and its endpoints folder in one transaction.
@@ -385,7 +435,7 @@ async fn claim_inner(
         .map_err(server("create", &eps))?;
     match w.commit().await {
         Ok(_) => {
-            let (nodes, foreign) = match &options.clients {
+            let (nodes, foreign, _) = match &options.clients {
                 Some(clients) => load_clients(client, clients.as_ref(), acls).await?,
                 None => Default::default(),
             };
@@ -396,6 +446,7 @@ async fn claim_inner(
                 endpoints_missing: false,
                 nodes,
                 foreign,
+                acl_set: Vec::new(),
             })
         }
         Err(e) => Err(multi_error(path, fence.is_some(), e)),
