@@ -896,8 +896,13 @@ async fn run_config(
     let half = (run.args.flips / 2).min(members.len() / 2);
     let (paced_pods, rest) = members.split_at(half);
     let (burst_pods, rest) = rest.split_at(run.args.burst.min(rest.len()));
-    let paced = paced_phase(run, &label, paced_pods).await?;
-    floor_phase(run, &label, &paced).await?;
+    // The bare multi()s run beside the paced flips, half an interval after each, so that the
+    // floor is measured under the same load as podkeeper.
+    let (paced, bare) = tokio::join!(
+        paced_phase(run, &label, paced_pods),
+        bare_multis(run, &label)
+    );
+    floor_report(&label, &paced?, bare?);
     tokio::time::sleep(Duration::from_secs(1)).await;
     burst_phase(run, &label, burst_pods).await?;
     if run.args.churn_rate > 0.0 {
@@ -1021,10 +1026,10 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
     Ok(phase)
 }
 
-/// The floor: the bare pod watch (measured on the paced flips) plus one bare `multi()` of the
-/// operator's shape (a version check and one ~300-byte create or delete), issued -> seen by the
-/// same ZooKeeper watch, paced like the flips. Reports podkeeper's paced p50/p99 over it.
-async fn floor_phase(run: &Run, label: &str, paced: &Phase) -> anyhow::Result<()> {
+/// The floor's ZooKeeper part: bare `multi()`s of the operator's shape (a version check and one
+/// ~300-byte create or delete), issued -> seen by the same ZooKeeper watch, paced like the
+/// flips and half an interval after each. Returns their latencies (ms).
+async fn bare_multis(run: &Run, label: &str) -> anyhow::Result<Vec<f64>> {
     let base = format!("{}/floor-{label}", run.root);
     let eps = format!("{base}/endpoints");
     let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
@@ -1032,7 +1037,7 @@ async fn floor_phase(run: &Run, label: &str, paced: &Phase) -> anyhow::Result<()
     let payload = vec![b'x'; 300];
     let n = run.args.flips.max(2);
     let mut lat = Vec::new();
-    let start = Instant::now();
+    let start = Instant::now() + Duration::from_millis(run.args.interval_ms / 2);
     for k in 0..n {
         tokio::time::sleep_until(
             (start + Duration::from_millis(run.args.interval_ms * k as u64)).into(),
@@ -1069,6 +1074,12 @@ async fn floor_phase(run: &Run, label: &str, paced: &Phase) -> anyhow::Result<()
     }
     run.zk.delete(&eps, None).await?;
     run.zk.delete(&base, None).await?;
+    Ok(lat)
+}
+
+/// The floor: the bare pod watch (measured on the paced flips) plus the bare `multi()`s run
+/// beside them. Reports podkeeper's paced p50/p99 over it.
+fn floor_report(label: &str, paced: &Phase, lat: Vec<f64>) {
     let (line, m) = stats(lat);
     println!("{label}: bare multi() -> ZooKeeper watch event {line}");
     result(
@@ -1092,7 +1103,6 @@ async fn floor_phase(run: &Run, label: &str, paced: &Phase) -> anyhow::Result<()
             "podkeeper / floor; target <= 1.5 at p50",
         );
     }
-    Ok(())
 }
 
 /// All burst pods at once, NotReady then Ready.
