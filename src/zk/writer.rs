@@ -126,6 +126,8 @@ impl ServiceState {
 }
 
 /// What is at a service path.
+// A transient return value, matched at once: boxing the state would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loaded {
     /// Nothing: free to claim.
