@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -30,6 +30,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::crd::ServiceRegistration;
+use crate::model::pod_wire::PodWire;
 use crate::zk::fence::{Fence, Fencer};
 use crate::zk::session::Sessions;
 use crate::zk::tamper::{Tamper, Tampered};
@@ -347,7 +348,7 @@ pub async fn run(
         let (srs, pods) = match &scope {
             None => (
                 Api::<ServiceRegistration>::all(client.clone()),
-                Api::<Pod>::all(client.clone()),
+                Api::<PodWire>::all(client.clone()),
             ),
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),

@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
 
 use super::Context;
 use crate::model::address::ServiceInfo;
 use crate::model::pod::{NodeInfo, PodInfo};
+use crate::model::pod_wire::PodWire;
 
 /// Watches pods (all namespaces, or one) until the process ends; restarts the list when the
-/// set of annotations worth keeping grows.
-pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
+/// set of annotations worth keeping grows. Pods are read as [`PodWire`]: only the fields the
+/// projection needs are parsed.
+pub async fn pods(ctx: Arc<Context>, api: Api<PodWire>, scope: Option<String>) {
     // Each namespace's watcher reports its own health.
     let name = scope
         .as_deref()
@@ -48,11 +50,11 @@ pub async fn pods(ctx: Arc<Context>, api: Api<Pod>, scope: Option<String>) {
     }
 }
 
-fn handle_pod_event(ctx: &Arc<Context>, ev: Event<Pod>, scope: Option<&str>) {
+fn handle_pod_event(ctx: &Arc<Context>, ev: Event<PodWire>, scope: Option<&str>) {
     let now = Instant::now();
     let keys = ctx.index.annotation_keys();
     let filter = |k: &str| k.starts_with("podkeeper.io/") || keys.contains(k);
-    let project = |pod: &Pod| {
+    let project = |pod: &PodWire| {
         (
             pod.namespace().unwrap_or_default(),
             PodInfo::from_pod(pod, &filter),

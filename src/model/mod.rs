@@ -12,6 +12,8 @@ pub mod nodes;
 pub mod plan;
 #[cfg(feature = "operator")]
 pub mod pod;
+#[cfg(feature = "operator")]
+pub mod pod_wire;
 pub mod policy;
 pub mod record;
 #[cfg(feature = "operator")]

@@ -1,8 +1,10 @@
 //! The slim projection of a Pod (and Node) that the operator keeps in memory instead of the
 //! full object: only what endpoints, selectors and weights need. Pure; no clocks read here.
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use smol_str::SmolStr;
+
+use super::pod_wire::PodWire;
 
 /// A sorted, compact label (or annotation) set: every key and value in one buffer plus one
 /// table of offsets, two allocations whatever the count (per-string boxes cost more in
@@ -134,8 +136,8 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
-    /// Projects a Pod, keeping only annotations the filter wants.
-    pub fn from_pod(pod: &Pod, filter: &dyn AnnotationFilter) -> PodInfo {
+    /// Projects a Pod (as the pod watch reads it), keeping only annotations the filter wants.
+    pub fn from_pod(pod: &PodWire, filter: &dyn AnnotationFilter) -> PodInfo {
         let meta = &pod.metadata;
         let labels = meta
             .labels
@@ -153,7 +155,7 @@ impl PodInfo {
         let spec = pod.spec.as_ref();
         let mut ports: Vec<(SmolStr, u16)> = spec
             .into_iter()
-            .flat_map(|s| s.containers.iter())
+            .flat_map(|s| s.containers.iter().flatten())
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| {
                 let port = u16::try_from(p.container_port).ok()?;
@@ -164,7 +166,7 @@ impl PodInfo {
         ports.dedup();
         let mut host_ports: Vec<(u16, u16)> = spec
             .into_iter()
-            .flat_map(|s| s.containers.iter())
+            .flat_map(|s| s.containers.iter().flatten())
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| {
                 let host = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
@@ -274,7 +276,7 @@ pub struct Readiness {
 
 impl Readiness {
     /// Reads the conditions and readiness gates of a pod.
-    pub fn of(pod: &Pod) -> Readiness {
+    pub fn of(pod: &PodWire) -> Readiness {
         let conditions = pod
             .status
             .as_ref()
@@ -314,7 +316,7 @@ impl Readiness {
 /// earlier one when a readiness gate turned True after the containers were ready, so a gate
 /// flip does not restart a warm-up). 0 when neither is True or neither carries a time: an
 /// unknown time reads as "long ago" everywhere (no warm-up), never as "just now".
-pub fn serving_since_ms(pod: &Pod) -> i64 {
+pub fn serving_since_ms(pod: &PodWire) -> i64 {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -388,7 +390,7 @@ impl NodeInfo {
 mod tests {
     use super::*;
 
-    fn pod_yaml(y: &str) -> Pod {
+    fn pod_yaml(y: &str) -> PodWire {
         serde_yaml::from_str(y).unwrap()
     }
 
@@ -453,7 +455,7 @@ status:
     const READY_AT: &str = "2026-01-01T00:00:00Z";
     const READY_MS: i64 = 1_767_225_600_000;
 
-    fn with_conditions(conditions: &str) -> Pod {
+    fn with_conditions(conditions: &str) -> PodWire {
         let y = READY_POD.replace(
             "  conditions: [{type: Ready, status: \"True\"}]\n",
             &format!("  conditions: {conditions}\n"),
