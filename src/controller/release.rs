@@ -60,9 +60,30 @@ fn glibc_or_preloaded() {
         let collect = libc::dlsym(libc::RTLD_DEFAULT, c"mi_collect".as_ptr());
         if collect.is_null() {
             libc::malloc_trim(0);
+            log_glibc_heap();
         } else {
             let collect: extern "C" fn(bool) = std::mem::transmute(collect);
             collect(true);
         }
     }
+}
+
+/// What glibc's arenas hold after the trim: bytes in use (the live data), bytes free but kept
+/// (freed chunks between live ones, which no trim can return), and mmapped chunks. With the
+/// RSS this tells live data from allocator retention (docs/PERFORMANCE.md, "Memory, all in").
+#[cfg(all(
+    not(any(feature = "mimalloc", feature = "jemalloc")),
+    target_os = "linux",
+    target_env = "gnu"
+))]
+fn log_glibc_heap() {
+    // SAFETY: mallinfo2 only reads glibc's arena statistics.
+    let m = unsafe { libc::mallinfo2() };
+    tracing::info!(
+        in_use_bytes = m.uordblks,
+        free_kept_bytes = m.fordblks,
+        mmapped_bytes = m.hblkhd,
+        arena_bytes = m.arena,
+        "heap after returning free memory"
+    );
 }
