@@ -7,10 +7,13 @@
 //! controller stays in charge of everything else: resources being created or deleted (their
 //! finalizer), errors and their backoff, and the next wake-up (drain ends, the periodic
 //! resync): when a fast run ends, the resource is handed to it as well, and that reconcile
-//! finds nothing left to write.
+//! finds nothing left to write. A resource whose fast run failed goes through the controller
+//! alone until its retry is due, so that pod changes do not retry it faster than the error
+//! policy would.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -27,6 +30,8 @@ pub(super) struct FastPath {
     stores: OnceLock<Vec<(Option<String>, Store<ServiceRegistration>)>>,
     /// Resources with a fast run in flight: `true` when another change arrived meanwhile.
     running: Mutex<HashMap<Key, bool>>,
+    /// Resources whose last fast run failed, until their retry is due.
+    cooling: Mutex<HashMap<Key, Instant>>,
     permits: Arc<tokio::sync::Semaphore>,
 }
 
@@ -35,6 +40,7 @@ impl Default for FastPath {
         FastPath {
             stores: OnceLock::new(),
             running: Mutex::default(),
+            cooling: Mutex::default(),
             permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENCY)),
         }
     }
@@ -72,6 +78,19 @@ impl FastPath {
         (now.meta().uid == sr.meta().uid).then_some(now)
     }
 
+    /// The fast run of `key` failed: until `now + delay` its changes go to the controller.
+    fn cool(&self, key: &Key, now: Instant, delay: Duration) {
+        let mut cooling = self.cooling.lock().expect("fast path lock");
+        cooling.retain(|_, until| *until > now);
+        cooling.insert(key.clone(), now + delay);
+    }
+
+    /// Whether `key` failed and its retry is not due yet.
+    fn is_cooling(&self, key: &Key, now: Instant) -> bool {
+        let cooling = self.cooling.lock().expect("fast path lock");
+        cooling.get(key).is_some_and(|until| *until > now)
+    }
+
     /// Marks `key` running; `false` when it already was (the run in flight goes again).
     fn start(&self, key: &Key) -> bool {
         let mut running = self.running.lock().expect("fast path lock");
@@ -85,6 +104,11 @@ impl FastPath {
                 true
             }
         }
+    }
+
+    /// Forgets the run of `key` (changes that arrived meanwhile go to the controller).
+    fn finish(&self, key: &Key) {
+        self.running.lock().expect("fast path lock").remove(key);
     }
 
     /// Whether the run of `key` goes again (a change arrived meanwhile); forgets it if not.
@@ -107,8 +131,9 @@ impl FastPath {
 /// controller.
 pub(super) fn wake(ctx: &Arc<Context>, keys: Vec<Key>) {
     let mut slow = Vec::new();
+    let now = Instant::now();
     for key in keys {
-        if ctx.fast.steady(&key).is_none() {
+        if ctx.fast.steady(&key).is_none() || ctx.fast.is_cooling(&key, now) {
             slow.push(key);
         } else if ctx.fast.start(&key) {
             tokio::spawn(run(ctx.clone(), key));
@@ -120,22 +145,30 @@ pub(super) fn wake(ctx: &Arc<Context>, keys: Vec<Key>) {
 /// Reconciles `key` until no change arrived during the last run, then hands it to the
 /// controller for what comes next.
 async fn run(ctx: Arc<Context>, key: Key) {
+    let mut failed = None;
     loop {
         // A resource that left its steady state meanwhile is the controller's alone.
         if let Some(sr) = ctx.fast.steady(&key) {
             let permit = ctx.fast.permits.clone().acquire_owned().await;
             let result = super::reconcile::reconcile(sr, ctx.clone()).await;
             drop(permit);
-            if let Err(err) = result {
-                tracing::debug!(%err, namespace = %key.0, name = %key.1, "fast reconcile failed; the controller retries");
-            }
+            failed = result.err();
         }
-        if !ctx.fast.again(&key) {
+        if failed.is_some() || !ctx.fast.again(&key) {
             break;
         }
     }
-    // The controller schedules the next wake-up and retries errors with its backoff; its
-    // reconcile finds nothing left to write.
+    let Some(err) = failed else {
+        // The controller schedules the next wake-up; its reconcile finds nothing to write.
+        ctx.wake(std::slice::from_ref(&key));
+        return;
+    };
+    // The error policy's delay, then the controller retries; changes meanwhile go to it.
+    let delay = super::reconcile::retry_delay(&err);
+    tracing::debug!(%err, namespace = %key.0, name = %key.1, ?delay, "fast reconcile failed; the controller retries");
+    ctx.fast.cool(&key, Instant::now(), delay);
+    ctx.fast.finish(&key);
+    tokio::time::sleep(delay).await;
     ctx.wake(std::slice::from_ref(&key));
 }
 
@@ -156,6 +189,26 @@ mod tests {
         assert!(!fast.again(&a), "nothing arrived since: it ends");
         assert!(fast.start(&a), "ended: the next change starts a run");
         assert!(!fast.again(&b));
+    }
+
+    #[test]
+    fn a_failed_resource_cools_until_its_retry_is_due() {
+        let fast = FastPath::default();
+        let (a, b): (Key, Key) = (("shop".into(), "web".into()), ("shop".into(), "api".into()));
+        let t0 = Instant::now();
+        assert!(!fast.is_cooling(&a, t0));
+        fast.cool(&a, t0, Duration::from_millis(500));
+        assert!(fast.is_cooling(&a, t0 + Duration::from_millis(499)));
+        assert!(!fast.is_cooling(&b, t0), "only the failed resource cools");
+        assert!(
+            !fast.is_cooling(&a, t0 + Duration::from_millis(500)),
+            "retry due"
+        );
+        fast.cool(&b, t0 + Duration::from_secs(1), Duration::from_secs(5));
+        assert!(
+            fast.cooling.lock().unwrap().get(&a).is_none(),
+            "expired entries are dropped"
+        );
     }
 
     fn sr(name: &str, finalizer: bool, deleting: bool) -> ServiceRegistration {

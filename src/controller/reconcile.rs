@@ -198,9 +198,14 @@ pub async fn reconcile(sr: Arc<ServiceRegistration>, ctx: Arc<Context>) -> Resul
 /// Retry policy: soon for races and outages, later for the rest.
 pub fn error_policy(sr: Arc<ServiceRegistration>, err: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(name = %sr.name_any(), namespace = ?sr.namespace(), %err, "reconcile failed");
+    Action::requeue(retry_delay(err))
+}
+
+/// How long a failed reconcile waits before its retry.
+pub(super) fn retry_delay(err: &Error) -> Duration {
     match err {
-        Error::ZooKeeper(e) if e.is_transient() => Action::requeue(Duration::from_millis(500)),
-        _ => Action::requeue(Duration::from_secs(5)),
+        Error::ZooKeeper(e) if e.is_transient() => Duration::from_millis(500),
+        _ => Duration::from_secs(5),
     }
 }
 
