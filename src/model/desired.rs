@@ -490,12 +490,11 @@ impl Tracker {
         now_ms: i64,
     ) -> Tracker {
         let mut t = Tracker::default();
-        t.update(
-            reg,
-            pods.into_iter().map(|p| (&*p.name, Some(p))),
-            nodes,
-            now_ms,
-        );
+        // A pod the resource does not select changes nothing in an empty tracker: skipping it
+        // here makes a resource of 100 pods in a namespace of 100,000 cheap to build
+        // (`cargo bench --bench reconcile -- reconcile_sparse`).
+        let selected = pods.into_iter().filter(|p| reg.selects(p));
+        t.update(reg, selected.map(|p| (&*p.name, Some(p))), nodes, now_ms);
         // Inserted in name order, a B-tree splits every full node in two and keeps its nodes
         // about half full; built from sorted entries, they are full. Half the nodes: about
         // 100 B per pod less (examples/memory).
