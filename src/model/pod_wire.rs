@@ -2,9 +2,9 @@
 //! projected from, and nothing else. The pod watch deserializes into this type instead of
 //! `k8s_openapi`'s `Pod`, so the rest of each object (managed fields, volumes, container
 //! statuses, images, resources, tolerations) is skipped by the JSON parser, never allocated.
-//! A full `Pod` is about 150 allocations; this is about 15, which makes the initial list of
-//! 100,000 pods cheaper in CPU and leaves far less freed memory interleaved with the long-lived
-//! projections (docs/PERFORMANCE.md, "Memory, all in").
+//! Fewer and smaller transient allocations make the initial list of 100,000 pods cheaper in
+//! CPU and leave less freed memory interleaved with the long-lived projections
+//! (docs/PERFORMANCE.md, round 4).
 //!
 //! The field names and types follow `k8s_openapi` (so the projection reads the same either
 //! way); every field is optional and `null` reads as absent, as there.
