@@ -1,11 +1,15 @@
 //! Cost of the pure part of a reconcile at 1,000 and 10,000 pods: computing the desired
 //! endpoints from scratch, recomputing them after one pod changed (reusing unchanged records),
-//! and diffing them against what ZooKeeper holds.
+//! and diffing them against what ZooKeeper holds; and, for one resource among 1,000, its first
+//! build and the routing of a pod change through the index.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use podkeeper::controller::index::Index;
 use podkeeper::crd::ServiceRegistrationSpec;
 use podkeeper::model::desired::{Registration, Tracker, desired};
 use podkeeper::model::plan::{Current, diff};
@@ -91,50 +95,79 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// A resource's first reconcile visits every pod of its namespace: the cost of building the
-/// tracker of one resource of 100 pods in a namespace of 100,000 (the 1,000 × 100 configuration
-/// of the 100,000-pod run does this 1,000 times at each start).
+/// One resource of 100 pods among 1,000 in a namespace of 10,000 or 100,000 pods (the
+/// 1,000 × 100 configuration of the 100,000-pod run): its first reconcile's tracker build,
+/// through the index's anchor labels (`index_build`) and by visiting every pod of the namespace
+/// as before (`scan_build`, still the way for a selector without an `In` or equality); and the
+/// routing of one pod change to the resources that select it.
 fn bench_sparse(c: &mut Criterion) {
-    let nodes = fleet::nodes();
-    let spec: ServiceRegistrationSpec = serde_yaml::from_str(PLAIN).unwrap();
-    let reg = Registration::compile("shop", &spec).unwrap();
+    let registration = |app: &str| {
+        let yaml = PLAIN.replace("app: web", &format!("app: {app}"));
+        let spec: ServiceRegistrationSpec = serde_yaml::from_str(&yaml).unwrap();
+        Arc::new(Registration::compile("shop", &spec).unwrap())
+    };
+    let reg = registration("web");
     let mut g = c.benchmark_group("reconcile_sparse");
     for n in [10_000usize, 100_000] {
-        // 100 pods labelled app=web, the rest app=other-<i / 100>, in a map as the index holds them.
-        let pods: std::collections::HashMap<String, PodInfo> = (0..n)
-            .map(|i| {
-                let mut p = fleet::pod(i, true);
-                if i >= 100 {
-                    let other = format!("other-{}", i / 100);
-                    p.labels = p
-                        .labels
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.to_string(),
-                                if k == "app" {
-                                    other.clone()
-                                } else {
-                                    v.to_string()
-                                },
-                            )
-                        })
-                        .collect();
-                }
-                (p.name.to_string(), p)
+        // 100 pods labelled app=web, the rest app=other-<i / 100>, one resource per app value.
+        let pods: Vec<PodInfo> = (0..n).map(|i| sparse_pod(i)).collect();
+        let index = Index::default();
+        index.register("shop", "web", Some(reg.clone()));
+        for r in 1..1_000.min(n / 100) {
+            let other = format!("other-{r}");
+            index.register("shop", &other, Some(registration(&other)));
+        }
+        let now = Instant::now();
+        for p in &pods {
+            index.apply_pod("shop", p.clone(), now);
+        }
+        let build = || {
+            index.with_selectable("shop", &reg, |pods, nodes| {
+                Tracker::build(&reg, pods.map(|e| &e.info), nodes, 0)
             })
-            .collect();
-        let built = Tracker::build(&reg, pods.values(), &nodes, 0);
-        assert_eq!(
-            built.desired().endpoints.len(),
-            100,
-            "the resource selects 100 pods"
-        );
-        g.bench_with_input(BenchmarkId::new("build_100_of", n), &n, |b, _| {
-            b.iter(|| black_box(Tracker::build(&reg, pods.values(), &nodes, 0)))
+        };
+        assert_eq!(build().desired().endpoints.len(), 100, "selects 100 pods");
+        g.bench_with_input(BenchmarkId::new("index_build_100_of", n), &n, |b, _| {
+            b.iter(|| black_box(build()))
+        });
+        let scan = || {
+            index.with_namespace_map("shop", |pods, nodes| {
+                let all = pods.into_iter().flat_map(|p| p.values()).map(|e| &e.info);
+                Tracker::build(&reg, all, nodes, 0)
+            })
+        };
+        assert_eq!(scan().desired().endpoints.len(), 100, "selects 100 pods");
+        g.bench_with_input(BenchmarkId::new("scan_build_100_of", n), &n, |b, _| {
+            b.iter(|| black_box(scan()))
+        });
+        let mut flip = pods[150].clone();
+        g.bench_with_input(BenchmarkId::new("route_one_change", n), &n, |b, _| {
+            b.iter(|| {
+                flip.ready = !flip.ready;
+                let woken = index.apply_pod("shop", flip.clone(), now);
+                assert_eq!(woken.len(), 1, "one resource selects the pod");
+                black_box(woken)
+            })
         });
     }
     g.finish();
+}
+
+/// Pod `i` of the sparse namespace: app=web for the first 100, app=other-<i / 100> after.
+fn sparse_pod(i: usize) -> PodInfo {
+    let mut p = fleet::pod(i, true);
+    if i >= 100 {
+        let other = format!("other-{}", i / 100);
+        p.labels = p
+            .labels
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == "app" { other.as_str() } else { v };
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+    }
+    p
 }
 
 criterion_group!(benches, bench, bench_sparse);

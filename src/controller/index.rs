@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use super::anchors::Anchors;
 use crate::model::address::ServiceInfo;
 use crate::model::desired::Registration;
 use crate::model::pod::{NodeInfo, PodInfo};
@@ -58,6 +59,8 @@ struct Inner {
 struct Routes {
     /// Compiled registrations by namespace and name.
     registrations: HashMap<String, HashMap<String, Arc<Registration>>>,
+    /// Per namespace: pods and registrations by the labels their selectors anchor on.
+    anchors: HashMap<String, Anchors>,
     /// Annotation keys some registration reads; the pod projection keeps only these.
     annotation_keys: Arc<BTreeSet<String>>,
     /// Pods changed since each resource's last reconcile (only those records are rebuilt).
@@ -68,16 +71,24 @@ struct Routes {
 
 impl Routes {
     /// Marks the pod dirty for every resource that selects it before or after the change, and
-    /// returns those resources.
+    /// returns those resources. Only the resources anchored on one of its labels are tested.
     fn route(&mut self, change: &PodChange) -> Vec<Key> {
-        let Some(in_ns) = self.registrations.get(&change.namespace) else {
+        let (Some(in_ns), Some(anchors)) = (
+            self.registrations.get(&change.namespace),
+            self.anchors.get(&change.namespace),
+        ) else {
             return Vec::new();
         };
         let Some(pod) = change.new.as_ref().or(change.old.as_ref()) else {
             return Vec::new();
         };
         let mut wake = Vec::new();
-        for (name, reg) in in_ns {
+        let candidates = [&change.old, &change.new]
+            .into_iter()
+            .flatten()
+            .flat_map(|p| anchors.resources(&p.labels));
+        for name in candidates {
+            let Some(reg) = in_ns.get(name) else { continue };
             let hit = change.old.as_ref().is_some_and(|p| reg.selects(p))
                 || change.new.as_ref().is_some_and(|p| reg.selects(p));
             if hit {
@@ -218,6 +229,10 @@ impl Index {
                 deleted: false,
             },
         );
+        if let Some(anchors) = inner.routes.anchors.get_mut(namespace) {
+            let old_labels = old_info.as_ref().map(|o| &o.labels);
+            anchors.pod_moved(&info.name, old_labels, Some(&info.labels));
+        }
         inner.bytes = (inner.bytes as isize + delta).max(0) as usize;
         Self::count_gated(inner, namespace, was_gated, is_gated);
         Some(PodChange {
@@ -240,11 +255,15 @@ impl Index {
         let was_gated = !old.deleted && old.info.registered.is_some();
         let mut freed = old.info.memory_bytes();
         info.carry_termination_readiness(&old.info);
-        let change = if info.ready_at_termination
+        let tombstone = info.ready_at_termination
             && info
                 .terminating_since_ms
-                .is_some_and(|t| t + MAX_DRAIN_MS > now_ms)
-        {
+                .is_some_and(|t| t + MAX_DRAIN_MS > now_ms);
+        if let Some(anchors) = inner.routes.anchors.get_mut(namespace) {
+            let kept = tombstone.then_some(&info.labels);
+            anchors.pod_moved(&info.name, Some(&old.info.labels), kept);
+        }
+        let change = if tombstone {
             freed = freed.saturating_sub(info.memory_bytes());
             ns.insert(
                 info.name.clone(),
@@ -291,12 +310,16 @@ impl Index {
         let mut freed = 0;
         let mut purged = Vec::new();
         for (namespace, ns) in inner.pods.iter_mut() {
+            let mut anchors = inner.routes.anchors.get_mut(namespace);
             ns.retain(|_, e| {
                 let keep = !e.deleted
                     || e.info
                         .terminating_since_ms
                         .is_some_and(|t| t + MAX_DRAIN_MS > now_ms);
                 if !keep {
+                    if let Some(a) = anchors.as_mut() {
+                        a.pod_moved(&e.info.name, Some(&e.info.labels), None);
+                    }
                     freed += e.info.memory_bytes();
                     purged.push(PodChange {
                         namespace: namespace.clone(),
@@ -337,12 +360,34 @@ impl Index {
     /// A resource's compiled registration (`None`: it no longer selects pods). Pods it reads
     /// annotations from are re-listed when it needs keys the projections lack.
     pub fn register(&self, namespace: &str, name: &str, reg: Option<Arc<Registration>>) {
-        let mut inner = self.inner.write().expect("index lock");
+        let mut inner = self.write();
+        let inner = &mut *inner;
         let routes = &mut inner.routes;
-        let Some(reg) = reg else {
-            if let Some(m) = routes.registrations.get_mut(namespace) {
-                m.remove(name);
+        let in_ns = routes
+            .registrations
+            .entry(namespace.to_string())
+            .or_default();
+        let old = in_ns.get(name);
+        if let (Some(old), Some(new)) = (old, &reg)
+            && Arc::ptr_eq(old, new)
+        {
+            return;
+        }
+        let anchors = routes.anchors.entry(namespace.to_string()).or_default();
+        let same_anchor = old
+            .zip(reg.as_ref())
+            .is_some_and(|(o, n)| o.anchor() == n.anchor());
+        if !same_anchor {
+            if let Some(old) = old {
+                anchors.remove_resource(name, old.anchor());
             }
+            if let Some(new) = &reg {
+                let pods = inner.pods.get(namespace).into_iter().flatten();
+                anchors.add_resource(name, new.anchor(), pods.map(|(n, e)| (n, &e.info.labels)));
+            }
+        }
+        let Some(reg) = reg else {
+            in_ns.remove(name);
             return;
         };
         let new_keys: Vec<String> = reg
@@ -350,11 +395,7 @@ impl Index {
             .filter(|k| !routes.annotation_keys.contains(*k))
             .map(str::to_string)
             .collect();
-        routes
-            .registrations
-            .entry(namespace.to_string())
-            .or_default()
-            .insert(name.to_string(), reg);
+        in_ns.insert(name.to_string(), reg);
         if !new_keys.is_empty() {
             let mut keys = (*routes.annotation_keys).clone();
             keys.extend(new_keys);
@@ -525,6 +566,30 @@ impl Index {
     ) -> R {
         let inner = self.inner.read().expect("index lock");
         f(inner.pods.get(namespace), &inner.nodes)
+    }
+
+    /// Runs `f` with the pods of a namespace that `reg` may select (a superset: those with its
+    /// anchor label, or all when it has none or no registered resource anchors there) and a
+    /// node lookup, under the read lock.
+    pub fn with_selectable<R>(
+        &self,
+        namespace: &str,
+        reg: &Registration,
+        f: impl FnOnce(&mut dyn Iterator<Item = &PodEntry>, &HashMap<String, NodeInfo>) -> R,
+    ) -> R {
+        let inner = self.inner.read().expect("index lock");
+        let Some(pods) = inner.pods.get(namespace) else {
+            return f(&mut std::iter::empty(), &inner.nodes);
+        };
+        let anchor = reg.anchor();
+        let anchored = anchor.as_ref().and_then(|a| {
+            let names = inner.routes.anchors.get(namespace)?.pods(a)?;
+            Some(names.filter_map(|n| pods.get(n)))
+        });
+        match anchored {
+            Some(mut names) => f(&mut names, &inner.nodes),
+            None => f(&mut pods.values(), &inner.nodes),
+        }
     }
 
     /// (pods held, approximate bytes held).
@@ -797,5 +862,138 @@ mod routing_tests {
         assert_eq!(idx.node_epoch(), e0 + 1);
         assert!(idx.delete_node("n1"));
         assert_eq!(idx.node_epoch(), e0 + 2);
+    }
+}
+
+#[cfg(test)]
+mod anchor_tests {
+    //! The anchors are an optimisation: routing through them and building from the pods they
+    //! give must agree with testing every resource and visiting every pod.
+    use super::*;
+    use proptest::prelude::*;
+
+    const SELECTORS: [&str; 6] = [
+        "{matchLabels: {a: '1'}}",
+        "{matchLabels: {a: '1', b: '2'}}",
+        "{matchExpressions: [{key: a, operator: In, values: ['1', '2']}]}",
+        "{matchExpressions: [{key: b, operator: In, values: ['2']}, {key: a, operator: NotIn, values: ['1']}]}",
+        "{matchExpressions: [{key: a, operator: Exists}]}",
+        "{matchExpressions: [{key: b, operator: DoesNotExist}]}",
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Register(u8, usize),
+        Unregister(u8),
+        Apply(u8, Vec<(u8, u8)>, bool),
+        Delete(u8, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let labels = prop::collection::vec((0u8..3, 1u8..3), 0..3);
+        prop_oneof![
+            (0u8..4, 0..SELECTORS.len()).prop_map(|(r, s)| Op::Register(r, s)),
+            (0u8..4).prop_map(Op::Unregister),
+            (0u8..6, labels, any::<bool>()).prop_map(|(p, l, r)| Op::Apply(p, l, r)),
+            (0u8..6, any::<bool>()).prop_map(|(p, t)| Op::Delete(p, t)),
+        ]
+    }
+
+    fn registration(selector: usize) -> Arc<Registration> {
+        let yaml = format!("selector: {}\nport: 80", SELECTORS[selector]);
+        let spec = serde_yaml::from_str(&yaml).unwrap();
+        Arc::new(Registration::compile("ns", &spec).unwrap())
+    }
+
+    fn pod(p: u8, labels: &[(u8, u8)], ready: bool, terminating: bool) -> PodInfo {
+        let key = |k: u8| ["a", "b", "c"][k as usize].to_string();
+        PodInfo {
+            name: format!("p{p}").into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (key(*k), v.to_string()))
+                .collect(),
+            annotations: crate::model::pod::Labels::default(),
+            ip: Some("10.0.0.1".into()),
+            ports: Box::new([]),
+            node: None,
+            ready,
+            registered: None,
+            host_network: false,
+            host_ports: Box::new([]),
+            terminating_since_ms: terminating.then_some(1_000),
+            ready_at_termination: false,
+            ready_since_ms: 0,
+        }
+    }
+
+    fn registered(idx: &Index) -> Vec<(String, Arc<Registration>)> {
+        let inner = idx.inner.read().unwrap();
+        let in_ns = inner.routes.registrations.get("ns").into_iter().flatten();
+        in_ns.map(|(n, r)| (n.clone(), r.clone())).collect()
+    }
+
+    /// The resources that select a pod of the changes (tombstones purged meanwhile included),
+    /// by testing each one.
+    fn selecting(idx: &Index, change: &Option<PodChange>) -> Vec<Key> {
+        let purged = idx.inner.read().unwrap().purged.clone();
+        let pods: Vec<PodInfo> = change
+            .iter()
+            .chain(&purged)
+            .flat_map(|c| c.old.iter().chain(&c.new))
+            .cloned()
+            .collect();
+        let mut v: Vec<Key> = registered(idx)
+            .into_iter()
+            .filter(|(_, r)| pods.iter().any(|p| r.selects(p)))
+            .map(|(n, _)| ("ns".to_string(), n))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn names(it: &mut dyn Iterator<Item = &PodEntry>, reg: &Registration) -> BTreeSet<String> {
+        it.filter(|e| reg.selects(&e.info))
+            .map(|e| e.info.name.to_string())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn anchors_agree_with_testing_everything(ops in prop::collection::vec(op(), 1..40)) {
+            let idx = Index::default();
+            let now = Instant::now();
+            for op in ops {
+                let change = match &op {
+                    Op::Register(r, s) => {
+                        idx.register("ns", &format!("r{r}"), Some(registration(*s)));
+                        None
+                    }
+                    Op::Unregister(r) => {
+                        idx.register("ns", &format!("r{r}"), None);
+                        None
+                    }
+                    Op::Apply(p, labels, ready) => {
+                        Index::pod_applied(&mut idx.write(), "ns", pod(*p, labels, *ready, false), now)
+                    }
+                    Op::Delete(p, drains) => {
+                        // A ready pod deleted within its drain stays as a tombstone.
+                        let info = pod(*p, &[], true, true);
+                        let now_ms = if *drains { 2_000 } else { 1_000 + MAX_DRAIN_MS + 1 };
+                        Index::pod_deleted(&mut idx.write(), "ns", info, now, now_ms)
+                    }
+                };
+                let expected = selecting(&idx, &change);
+                prop_assert_eq!(idx.route(change), expected, "routing after {:?}", op);
+                for (name, reg) in registered(&idx) {
+                    let anchored = idx.with_selectable("ns", &reg, |pods, _| names(pods, &reg));
+                    let all = idx.with_namespace_map("ns", |pods, _| {
+                        names(&mut pods.into_iter().flat_map(|p| p.values()), &reg)
+                    });
+                    prop_assert_eq!(anchored, all, "pods of {} after {:?}", name, op);
+                }
+            }
+        }
     }
 }

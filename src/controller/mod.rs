@@ -2,6 +2,7 @@
 //! Decides what to write and hands it to `zk::writer`; never talks to ZooKeeper directly.
 //! The index routes pod changes to resources; a reconcile reads as its steps (reconcile.rs).
 
+mod anchors;
 pub mod events;
 mod fast;
 mod gate;

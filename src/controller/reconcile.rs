@@ -319,11 +319,9 @@ fn registered(
         return Vec::new();
     }
     let sent = &mut entry.gates_sent;
-    // One pass over the namespace's pods; the cheap field test comes before the selector.
-    ctx.index.with_namespace_map(&res.key.0, |pods, _| {
+    // One pass over the pods it may select; the cheap field test comes before the selector.
+    ctx.index.with_selectable(&res.key.0, &res.reg, |pods, _| {
         let gated = pods
-            .into_iter()
-            .flat_map(|p| p.values())
             .filter(|e| !e.deleted && e.info.registered.is_some() && res.reg.selects(&e.info))
             .map(|e| &e.info);
         crate::model::gate::changes(gated, wanted.endpoints(), every_registry, sent)
@@ -629,7 +627,7 @@ async fn desired(
 }
 
 /// The tracker brought up to date: only the dirty pods when the last one still holds, every
-/// selected pod otherwise. Also returns when each pod changed since `last_start` was seen.
+/// pod it may select otherwise. Also returns when each pod changed since `last_start` was seen.
 fn track(
     ctx: &Context,
     res: &Resolved,
@@ -638,35 +636,35 @@ fn track(
     last_start: Option<Instant>,
     now: i64,
 ) -> (Tracker, HashMap<String, Instant>) {
-    ctx.index.with_namespace_map(&res.key.0, |pods, nodes| {
-        let mut recent: HashMap<String, Instant> = HashMap::new();
-        let mut note = |e: &PodEntry| {
-            if last_start.is_some_and(|t| e.changed_at > t) {
-                recent.insert(e.info.name.to_string(), e.changed_at);
-            }
-        };
-        let tracker = match last {
-            Some(mut tracker) => {
-                let changed = dirty.iter().map(|name| {
-                    let e = pods.and_then(|p| p.get(name.as_str()));
-                    if let Some(e) = e {
-                        note(e);
-                    }
-                    (name.as_str(), e.map(|e| &e.info))
-                });
-                tracker.update(&res.reg, changed, nodes, now);
-                tracker
-            }
-            None => {
-                let all = pods.into_iter().flat_map(|p| p.values()).map(|e| {
+    let mut recent: HashMap<String, Instant> = HashMap::new();
+    let mut note = |e: &PodEntry| {
+        if last_start.is_some_and(|t| e.changed_at > t) {
+            recent.insert(e.info.name.to_string(), e.changed_at);
+        }
+    };
+    let tracker = match last {
+        Some(mut tracker) => ctx.index.with_namespace_map(&res.key.0, |pods, nodes| {
+            let changed = dirty.iter().map(|name| {
+                let e = pods.and_then(|p| p.get(name.as_str()));
+                if let Some(e) = e {
+                    note(e);
+                }
+                (name.as_str(), e.map(|e| &e.info))
+            });
+            tracker.update(&res.reg, changed, nodes, now);
+            tracker
+        }),
+        None => ctx
+            .index
+            .with_selectable(&res.key.0, &res.reg, |pods, nodes| {
+                let all = pods.map(|e| {
                     note(e);
                     &e.info
                 });
                 Tracker::build(&res.reg, all, nodes, now)
-            }
-        };
-        (tracker, recent)
-    })
+            }),
+    };
+    (tracker, recent)
 }
 
 /// Step 3: bring ZooKeeper to the wanted endpoints, in every registry of the resource,

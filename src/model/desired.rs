@@ -169,6 +169,12 @@ impl Registration {
         self.selector.matches(&pod.labels)
     }
 
+    /// A label every pod the resource selects carries, and the values it may take
+    /// ([`Selector::anchor`](super::selector::Selector::anchor)).
+    pub fn anchor(&self) -> Option<(&str, Vec<&str>)> {
+        self.selector.anchor()
+    }
+
     /// Annotation keys this resource reads from pods.
     pub fn annotation_keys(&self) -> impl Iterator<Item = &str> {
         self.metadata.annotations.iter().map(SmolStr::as_str)

@@ -88,6 +88,23 @@ impl Selector {
         self.requirements.is_empty()
     }
 
+    /// A label every selected pod carries, with the values it may take there: the `matchLabels`
+    /// entry or `In` expression with the fewest values. `None` when the selector has neither
+    /// (it selects by `NotIn`, `Exists` or `DoesNotExist` alone). The index looks pods up by it,
+    /// so a resource's build visits the pods it may select, not its whole namespace.
+    pub fn anchor(&self) -> Option<(&str, Vec<&str>)> {
+        self.requirements
+            .iter()
+            .filter_map(|r| match r {
+                Requirement::Equals(k, v) => Some((k.as_str(), vec![v.as_str()])),
+                Requirement::In(k, vs) => {
+                    Some((k.as_str(), vs.iter().map(String::as_str).collect()))
+                }
+                _ => None,
+            })
+            .min_by_key(|(_, values)| values.len())
+    }
+
     /// Does the label set satisfy every requirement?
     pub fn matches(&self, labels: &Labels) -> bool {
         self.requirements.iter().all(|r| match r {
@@ -184,5 +201,85 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_anchor_is_the_narrowest_equality_or_in() {
+        let sel = |labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| {
+            Selector::compile(&LabelSelector {
+                match_labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                match_expressions: Some(exprs),
+            })
+            .unwrap()
+        };
+        let s = sel(
+            &[],
+            vec![expr("app", "In", &["a", "b"]), expr("tier", "In", &["x"])],
+        );
+        assert_eq!(s.anchor(), Some(("tier", vec!["x"])));
+        let s = sel(&[("app", "web")], vec![expr("track", "In", &["a", "b"])]);
+        assert_eq!(s.anchor(), Some(("app", vec!["web"])));
+        let s = sel(
+            &[],
+            vec![expr("app", "Exists", &[]), expr("x", "NotIn", &["y"])],
+        );
+        assert_eq!(
+            s.anchor(),
+            None,
+            "no requirement names the values a pod must have"
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn requirement() -> impl Strategy<Value = LabelSelectorRequirement> {
+            let key = prop::sample::select(vec!["a", "b", "c"]);
+            let values = prop::collection::vec(prop::sample::select(vec!["1", "2", "3"]), 1..3);
+            (key, 0..4usize, values).prop_map(|(k, op, vs)| match op {
+                0 => expr(k, "In", &vs),
+                1 => expr(k, "NotIn", &vs),
+                2 => expr(k, "Exists", &[]),
+                _ => expr(k, "DoesNotExist", &[]),
+            })
+        }
+
+        fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+            let key = prop::sample::select(vec!["a", "b", "c", "d"]);
+            let value = prop::sample::select(vec!["1", "2", "3"]);
+            prop::collection::vec((key, value), 0..4).prop_map(|v| {
+                v.into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// What the index relies on: a pod the selector matches carries the anchor's key
+            /// with one of its values, so looking pods up by the anchor misses none.
+            #[test]
+            fn every_selected_pod_carries_the_anchor(
+                match_labels in pairs(),
+                exprs in prop::collection::vec(requirement(), 0..3),
+                pod in pairs(),
+            ) {
+                let sel = Selector::compile(&LabelSelector {
+                    match_labels: Some(match_labels.into_iter().collect()),
+                    match_expressions: Some(exprs),
+                })
+                .unwrap();
+                let pod = Labels::from_iter(pod);
+                if let (true, Some((key, values))) = (sel.matches(&pod), sel.anchor()) {
+                    let value = pod.get(key);
+                    prop_assert!(value.is_some_and(|v| values.contains(&v)));
+                }
+            }
+        }
     }
 }
