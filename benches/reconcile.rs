@@ -110,7 +110,7 @@ fn bench_sparse(c: &mut Criterion) {
     let mut g = c.benchmark_group("reconcile_sparse");
     for n in [10_000usize, 100_000] {
         // 100 pods labelled app=web, the rest app=other-<i / 100>, one resource per app value.
-        let pods: Vec<PodInfo> = (0..n).map(|i| sparse_pod(i)).collect();
+        let pods: Vec<PodInfo> = (0..n).map(sparse_pod).collect();
         let index = Index::default();
         index.register("shop", "web", Some(reg.clone()));
         for r in 1..1_000.min(n / 100) {
