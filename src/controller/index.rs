@@ -617,7 +617,7 @@ mod tests {
         }
     }
 
-    fn info(name: &str, ready: bool, terminating: Option<i64>) -> PodInfo {
+    pub(super) fn info(name: &str, ready: bool, terminating: Option<i64>) -> PodInfo {
         PodInfo {
             name: name.into(),
             labels: Labels::default(),
@@ -908,22 +908,11 @@ mod anchor_tests {
     fn pod(p: u8, labels: &[(u8, u8)], ready: bool, terminating: bool) -> PodInfo {
         let key = |k: u8| ["a", "b", "c"][k as usize].to_string();
         PodInfo {
-            name: format!("p{p}").into(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (key(*k), v.to_string()))
                 .collect(),
-            annotations: crate::model::pod::Labels::default(),
-            ip: Some("10.0.0.1".into()),
-            ports: Box::new([]),
-            node: None,
-            ready,
-            registered: None,
-            host_network: false,
-            host_ports: Box::new([]),
-            terminating_since_ms: terminating.then_some(1_000),
-            ready_at_termination: false,
-            ready_since_ms: 0,
+            ..super::tests::info(&format!("p{p}"), ready, terminating.then_some(1_000))
         }
     }
 
