@@ -76,7 +76,31 @@ fn main() {
         per(a4, a1),
     );
     drop(recs);
+    index(&reg);
     maps_vs_litemap();
+}
+
+/// The operator's index of pods as the pod watch fills it (one resource registered, so the
+/// anchor sets are there too), hash table included, at 10,000 and 100,000 pods.
+fn index(reg: &Registration) {
+    use podkeeper::controller::index::Index;
+    let reg = std::sync::Arc::new(reg.clone());
+    for n in [10_000, 100_000] {
+        let before = (BYTES.load(Ordering::Relaxed), LIVE.load(Ordering::Relaxed));
+        let index = Index::default();
+        index.register("shop", "web", Some(reg.clone()));
+        let now = std::time::Instant::now();
+        for i in 0..n {
+            index.apply_pod("shop", fleet::pod(i, true), now);
+        }
+        let (b, l) = (BYTES.load(Ordering::Relaxed), LIVE.load(Ordering::Relaxed));
+        println!(
+            "index of {n} pods, hash tables included: {} B in {:.1} allocations per pod",
+            (b - before.0) / n,
+            (l - before.1) as f64 / n as f64
+        );
+        drop(index);
+    }
 }
 
 /// Bytes per map, inline part included (it lives inside every record), for `SmallMap` and

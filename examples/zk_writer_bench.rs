@@ -143,7 +143,7 @@ fn pod(i: usize) -> PodInfo {
         .collect(),
         annotations: Default::default(),
         ip: Some(format!("10.244.{}.{}", i / 250, i % 250 + 1).into()),
-        ports: Box::new([("http".into(), 8080), ("metrics".into(), 9100)]),
+        ports: [("http".into(), 8080), ("metrics".into(), 9100)].into(),
         node: Some(format!("kwok-node-{}", i % 3).into()),
         ready: true,
         registered: None,

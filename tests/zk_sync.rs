@@ -61,7 +61,7 @@ fn pod(i: usize, track: &str, ready: bool) -> PodInfo {
         .collect(),
         annotations: Labels::default(),
         ip: Some(format!("10.1.{}.{}", i / 250, i % 250).into()),
-        ports: Box::new([]),
+        ports: [].into(),
         node: None,
         ready,
         registered: None,

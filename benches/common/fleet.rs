@@ -26,7 +26,7 @@ pub fn pod(i: usize, ready: bool) -> PodInfo {
         .collect(),
         annotations: Labels::default(),
         ip: Some(format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256).into()),
-        ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into_boxed_slice(),
+        ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into(),
         node: Some(format!("node-{}", i % 3).into()),
         ready,
         registered: None,

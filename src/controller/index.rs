@@ -8,9 +8,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use super::anchors::Anchors;
+use super::intern::Interner;
 use crate::model::address::ServiceInfo;
 use crate::model::desired::Registration;
-use crate::model::pod::{NodeInfo, PodInfo};
+use crate::model::pod::{Labels, NodeInfo, PodInfo};
 use smol_str::SmolStr;
 
 /// A resource: (namespace, name).
@@ -52,6 +53,18 @@ struct Inner {
     services_listed: HashSet<Option<String>>,
     bytes: usize,
     routes: Routes,
+    /// One copy of each distinct label set (labels and annotations) and port list.
+    labels: Interner<Labels>,
+    ports: Interner<Arc<[(SmolStr, u16)]>>,
+}
+
+impl Inner {
+    /// Makes `info` hold the index's shared copies of its label sets and ports.
+    fn share(&mut self, info: &mut PodInfo) {
+        self.labels.intern(&mut info.labels);
+        self.labels.intern(&mut info.annotations);
+        self.ports.intern(&mut info.ports);
+    }
 }
 
 /// Which resources select which pods, and what each has not seen yet.
@@ -201,6 +214,7 @@ impl Index {
         mut info: PodInfo,
         now: Instant,
     ) -> Option<PodChange> {
+        inner.share(&mut info);
         for (scope, seen) in inner.relisting.iter_mut() {
             if scope.as_deref().is_none_or(|s| s == namespace) {
                 seen.insert((namespace.to_string(), info.name.clone()));
@@ -249,6 +263,7 @@ impl Index {
         now: Instant,
         now_ms: i64,
     ) -> Option<PodChange> {
+        inner.share(&mut info);
         let ns = inner.pods.entry(namespace.to_string()).or_default();
         let old = ns.remove(&info.name)?;
         info.name = old.info.name.clone();
@@ -595,14 +610,17 @@ impl Index {
     /// (pods held, approximate bytes held).
     pub fn size(&self) -> (usize, usize) {
         let inner = self.inner.read().expect("index lock");
-        (inner.pods.values().map(HashMap::len).sum(), inner.bytes)
+        let shared = inner.labels.heap_bytes() + inner.ports.heap_bytes();
+        (
+            inner.pods.values().map(HashMap::len).sum(),
+            inner.bytes + shared,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::pod::Labels;
 
     /// The change-level view the routing is built on.
     impl Index {
@@ -623,7 +641,7 @@ mod tests {
             labels: Labels::default(),
             annotations: Labels::default(),
             ip: Some("10.0.0.1".into()),
-            ports: Box::new([]),
+            ports: [].into(),
             node: None,
             ready,
             registered: None,
@@ -767,7 +785,6 @@ mod tests {
 #[cfg(test)]
 mod routing_tests {
     use super::*;
-    use crate::model::pod::Labels;
 
     fn registration(app: &str, annotations: &[&str]) -> Arc<Registration> {
         let spec = serde_yaml::from_str(&format!(
@@ -783,7 +800,7 @@ mod routing_tests {
             labels: [("app".to_string(), app.to_string())].into_iter().collect(),
             annotations: Labels::default(),
             ip: Some("10.0.0.1".into()),
-            ports: Box::new([]),
+            ports: [].into(),
             node: None,
             ready,
             registered: None,

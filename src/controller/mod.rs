@@ -7,6 +7,7 @@ pub mod events;
 mod fast;
 mod gate;
 pub mod index;
+mod intern;
 pub mod leader;
 mod reconcile;
 #[cfg(test)]

@@ -170,7 +170,7 @@ fn pod(name: &str, weight: Option<&str>) -> PodInfo {
             .collect(),
         annotations,
         ip: Some("10.0.0.7".into()),
-        ports: Box::new([]),
+        ports: [].into(),
         node: None,
         ready: true,
         registered: None,

@@ -2,6 +2,7 @@
 //! Pure: pods, nodes and the current time come in as arguments.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -614,6 +615,8 @@ impl Tracker {
         }
         let endpoints = &mut self.desired.endpoints;
         let mut rebuilt = 0;
+        // The record built last, to share its ports and metadata with the next equal ones.
+        let mut last: Option<Arc<PublishedRecord>> = None;
         for (name, pod) in &rebuild {
             let (Some(slot), Some(pod)) = (self.slots.get(name.as_str()), pod) else {
                 endpoints.remove(name);
@@ -628,7 +631,7 @@ impl Tracker {
             } else {
                 EndpointStatus::Draining
             };
-            let record = endpoint_record(
+            let mut record = endpoint_record(
                 reg,
                 pod,
                 (c.container_port, c.port),
@@ -637,12 +640,24 @@ impl Tracker {
                 status,
                 nodes,
             );
+            let before = endpoints.get(name.as_str());
             // A pod event that changes nothing published keeps the record (and its `Arc`,
             // which the diff and the writer's cache compare first).
-            if endpoints.get(name.as_str()).is_some_and(|r| **r == record) {
+            if before.is_some_and(|r| **r == record) {
                 continue;
             }
-            endpoints.insert(name.clone(), Arc::new(record));
+            // The pod's earlier record, the one before it by name (pods of one ReplicaSet sort
+            // together), the one built last.
+            let previous = endpoints
+                .range::<str, _>((Bound::Unbounded, Bound::Excluded(name.as_str())))
+                .next_back()
+                .map(|(_, r)| r);
+            for like in [before, previous, last.as_ref()].into_iter().flatten() {
+                share_parts(&mut record, like);
+            }
+            let record = Arc::new(record);
+            last = Some(record.clone());
+            endpoints.insert(name.clone(), record);
             rebuilt += 1;
         }
         for (name, weight) in reweighed {
@@ -788,6 +803,13 @@ pub fn desired<'a>(
     now_ms: i64,
 ) -> Desired {
     Tracker::build(reg, pods, nodes, now_ms).into_desired()
+}
+
+/// Makes `record` hold `like`'s copy of the ports and metadata where they are equal: the pods
+/// of one deployment mostly publish the same ones, and a copy per record is 50-250 bytes.
+fn share_parts(record: &mut PublishedRecord, like: &PublishedRecord) {
+    record.ports.share_if_equal(&like.ports);
+    record.metadata.share_if_equal(&like.metadata);
 }
 
 /// The record of one published pod. Every string is a clone of one the pod, the node map or

@@ -26,7 +26,7 @@ fn pod(name: &str, labels: &[(&str, &str)], ready: bool) -> PodInfo {
             )
             .into(),
         ),
-        ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into_boxed_slice(),
+        ports: vec![("http".into(), 8080), ("metrics".into(), 9100)].into(),
         node: Some("n1".into()),
         ready,
         registered: None,
@@ -298,6 +298,61 @@ fn an_update_gives_the_same_result_and_shares_unchanged_records() {
     assert_eq!(*t.desired(), desired(&reg, &pods[1..], &nodes, 0));
 }
 
+#[test]
+fn records_of_pods_alike_hold_one_copy_of_their_ports_and_metadata() {
+    use super::desired::Tracker;
+    let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
+    let stable = [("app", "web"), ("track", "stable")];
+    let mut pods: Vec<PodInfo> = (0..4)
+        .map(|i| pod(&format!("web-s{i}"), &stable, true))
+        .collect();
+    pods.push(pod("web-c0", &[("app", "web"), ("track", "canary")], true));
+    let nodes = nodes();
+    let mut t = Tracker::build(&reg, &pods, &nodes, 0);
+    let d = t.desired();
+    let (s0, s3, c0) = (
+        &d.endpoints["web-s0"],
+        &d.endpoints["web-s3"],
+        &d.endpoints["web-c0"],
+    );
+    assert!(s0.ports.shares_with(&s3.ports) && s0.ports.shares_with(&c0.ports));
+    assert!(s0.metadata.shares_with(&s3.metadata), "both stable");
+    assert!(!s0.metadata.shares_with(&c0.metadata), "track differs");
+    // A pod added later shares with the records already there; one with other ports does not.
+    pods.push(pod("web-s4", &stable, true));
+    let mut other = pod("web-s5", &stable, true);
+    other.ports = vec![("http".into(), 8081), ("metrics".into(), 9100)].into();
+    pods.push(other);
+    t.update(
+        &reg,
+        [("web-s4", Some(&pods[5])), ("web-s5", Some(&pods[6]))],
+        &nodes,
+        0,
+    );
+    let d = t.desired();
+    assert!(
+        d.endpoints["web-s4"]
+            .ports
+            .shares_with(&d.endpoints["web-s0"].ports)
+    );
+    assert!(
+        d.endpoints["web-s4"]
+            .metadata
+            .shares_with(&d.endpoints["web-s0"].metadata)
+    );
+    assert_eq!(d.endpoints["web-s5"].ports.get("http"), Some(&8081));
+    assert!(
+        !d.endpoints["web-s5"]
+            .ports
+            .shares_with(&d.endpoints["web-s0"].ports)
+    );
+    assert_eq!(
+        *d,
+        desired(&reg, &pods, &nodes, 0),
+        "sharing changes no value"
+    );
+}
+
 mod incremental {
     use super::*;
     use crate::model::desired::Tracker;
@@ -369,7 +424,7 @@ mod incremental {
             pod.ip = None;
         }
         if !s.named_port {
-            pod.ports = Vec::new().into_boxed_slice();
+            pod.ports = [].into();
         }
         let w = ["", "250", "bogus", "1"][s.weight as usize];
         if !w.is_empty() {

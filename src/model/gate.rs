@@ -67,7 +67,7 @@ mod tests {
             labels: Labels::default(),
             annotations: Labels::default(),
             ip: Some("10.0.0.1".into()),
-            ports: Box::new([]),
+            ports: [].into(),
             node: None,
             ready: true,
             registered,

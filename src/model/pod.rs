@@ -2,15 +2,21 @@
 //! full object: only what endpoints, selectors and weights need. Pure; no clocks read here.
 
 use k8s_openapi::api::core::v1::Node;
+use std::sync::Arc;
+
 use smol_str::SmolStr;
 
 use super::pod_wire::PodWire;
 
 /// A sorted, compact label (or annotation) set: every key and value in one buffer plus one
-/// table of offsets, two allocations whatever the count (per-string boxes cost more in
-/// allocator overhead than the strings themselves).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Labels {
+/// table of offsets (per-string boxes cost more in allocator overhead than the strings
+/// themselves), behind one shared pointer: the pods of a ReplicaSet have equal labels, and the
+/// index keeps one copy for all of them (`controller::intern`). Empty sets allocate nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels(Option<Arc<LabelSet>>);
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LabelSet {
     buf: Box<str>,
     /// For entry i: its key ends at `.0`, its value at `.1`; it starts where entry i-1 ends.
     ends: Box<[(u32, u32)]>,
@@ -18,21 +24,22 @@ pub struct Labels {
 
 impl Labels {
     fn entry(&self, i: usize) -> (&str, &str) {
+        let set = self.0.as_deref().expect("entry of an empty label set");
         let start = if i == 0 {
             0
         } else {
-            self.ends[i - 1].1 as usize
+            set.ends[i - 1].1 as usize
         };
-        let (k, v) = self.ends[i];
+        let (k, v) = set.ends[i];
         (
-            &self.buf[start..k as usize],
-            &self.buf[k as usize..v as usize],
+            &set.buf[start..k as usize],
+            &set.buf[k as usize..v as usize],
         )
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        let (mut lo, mut hi) = (0, self.ends.len());
+        let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
             let (k, v) = self.entry(mid);
@@ -47,22 +54,41 @@ impl Labels {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.0.as_ref().map_or(0, |s| s.ends.len())
     }
 
     /// No entries?
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.0.is_none()
     }
 
     /// The entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        (0..self.ends.len()).map(|i| self.entry(i))
+        (0..self.len()).map(|i| self.entry(i))
     }
 
-    /// Heap bytes held, for memory accounting.
+    /// Heap bytes of the one copy (the shared pointer's counters included), for memory
+    /// accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.buf.len() + self.ends.len() * std::mem::size_of::<(u32, u32)>()
+        self.0.as_ref().map_or(0, |s| {
+            2 * std::mem::size_of::<usize>()
+                + std::mem::size_of::<LabelSet>()
+                + s.buf.len()
+                + s.ends.len() * std::mem::size_of::<(u32, u32)>()
+        })
+    }
+
+    /// Held by no one but this value (and its clones not yet made)?
+    pub fn is_sole_copy(&self) -> bool {
+        self.0.as_ref().is_none_or(|s| Arc::strong_count(s) == 1)
+    }
+
+    /// Do the two hold the same copy (or are both empty)?
+    pub fn shares_with(&self, other: &Labels) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        }
     }
 }
 
@@ -80,10 +106,13 @@ impl FromIterator<(String, String)> for Labels {
             buf.push_str(val);
             ends.push((k_end, buf.len() as u32));
         }
-        Labels {
+        if ends.is_empty() {
+            return Labels(None);
+        }
+        Labels(Some(Arc::new(LabelSet {
             buf: buf.into_boxed_str(),
             ends: ends.into_boxed_slice(),
-        }
+        })))
     }
 }
 
@@ -112,7 +141,7 @@ pub struct PodInfo {
     /// Pod IP, once assigned.
     pub ip: Option<SmolStr>,
     /// Named container ports (name, port) and unnamed ones with an empty name.
-    pub ports: Box<[(SmolStr, u16)]>,
+    pub ports: Arc<[(SmolStr, u16)]>,
     /// Node name.
     pub node: Option<SmolStr>,
     /// Counts as ready: the Ready condition is True, or the pod lists the
@@ -191,7 +220,7 @@ impl PodInfo {
             labels,
             annotations,
             ip,
-            ports: ports.into_boxed_slice(),
+            ports: ports.into(),
             node: spec.and_then(|s| s.node_name.as_deref()).map(SmolStr::new),
             ready: readiness.counts_ready(),
             registered: readiness.registered,
@@ -228,10 +257,12 @@ impl PodInfo {
             .map(|(_, p)| *p)
     }
 
-    /// Approximate bytes this projection costs in the index: the struct, its heap data, the
+    /// Approximate bytes this projection costs in the index: the struct, its own heap data, the
     /// index's key (a clone of the name), and about 16 bytes of allocator overhead per
     /// allocation. A string up to 23 bytes is inline; a longer one is one `Arc<str>` (two
-    /// counters and the bytes), counted once however many clones share it.
+    /// counters and the bytes), counted once however many clones share it. The label sets and
+    /// the port list are left out: the index keeps one copy of each distinct one and counts
+    /// those ([`Labels::heap_bytes`]).
     pub fn memory_bytes(&self) -> usize {
         const PER_ALLOCATION: usize = 16;
         const ARC_COUNTERS: usize = 16;
@@ -239,23 +270,25 @@ impl PodInfo {
             std::iter::once(&self.name)
                 .chain(&self.ip)
                 .chain(&self.node)
-                .chain(self.ports.iter().map(|(n, _)| n))
                 .filter(|s| s.is_heap_allocated())
         };
-        let allocations = 2 * usize::from(!self.labels.is_empty())
-            + 2 * usize::from(!self.annotations.is_empty())
-            + usize::from(!self.ports.is_empty())
-            + usize::from(!self.host_ports.is_empty())
-            + strings().count();
+        let allocations = usize::from(!self.host_ports.is_empty()) + strings().count();
         std::mem::size_of::<Self>()
             + std::mem::size_of::<SmolStr>()
-            + self.labels.heap_bytes()
-            + self.annotations.heap_bytes()
             + strings().map(|s| ARC_COUNTERS + s.len()).sum::<usize>()
-            + std::mem::size_of_val(&*self.ports)
             + std::mem::size_of_val(&*self.host_ports)
             + allocations * PER_ALLOCATION
     }
+}
+
+/// Heap bytes of a pod's port list (one copy, counters included), for memory accounting.
+pub fn ports_heap_bytes(ports: &Arc<[(SmolStr, u16)]>) -> usize {
+    let names = ports
+        .iter()
+        .filter(|(n, _)| n.is_heap_allocated())
+        .map(|(n, _)| 2 * std::mem::size_of::<usize>() + n.len())
+        .sum::<usize>();
+    2 * std::mem::size_of::<usize>() + std::mem::size_of_val(&**ports) + names
 }
 
 /// The readiness gate podkeeper sets once a pod's endpoint is in ZooKeeper.

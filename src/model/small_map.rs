@@ -2,8 +2,10 @@
 //!
 //! A `BTreeMap` allocates a whole B-tree leaf (eleven slots) even for one entry: about 300 B for
 //! two ports and 540 B for one metadata pair. At 10,000 endpoints that was most of a record's
-//! memory. `SmallMap` keeps the entries in one exactly sized, sorted boxed slice, serialises as
-//! the same JSON object (keys in the same order), and offers the read API callers use.
+//! memory. `SmallMap` keeps the entries in one exactly sized, sorted, shared slice (`Arc<[_]>`:
+//! the ports and metadata of a deployment's pods are mostly equal, and their records hold one
+//! copy), serialises as the same JSON object (keys in the same order), and offers the read API
+//! callers use.
 //!
 //! Kept rather than `litemap::LiteMap` (the same sorted-pairs idea, with serde), measured with
 //! `cargo bench --bench vs_crates` and `examples/memory.rs` (fastest of 400 interleaved rounds
@@ -12,24 +14,61 @@
 //! 284-297 ns, `get` 24-26 ns both, `==` 18-21 ns both, so time is a tie. Memory is not: LiteMap's Vec is 24 bytes inline instead
 //! of 16 and keeps spare capacity, 163 B instead of 91 B for a record's two ports and 259 B
 //! instead of 251 B for four metadata strings, about 80 B more per record (390 B today).
+//! (Measured with the boxed slice; the shared one adds 16 B of counters to an unshared copy,
+//! 107 B for two ports, and costs nothing per record once shared.)
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Entries sorted by key, keys unique.
+/// Entries sorted by key, keys unique. The slice is shared: a clone costs a reference count,
+/// so records whose ports or metadata are equal can hold one copy (see
+/// [`SmallMap::share_if_equal`]); an empty map holds no allocation.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SmallMap<K, V> {
-    entries: Box<[(K, V)]>,
+    entries: Option<Arc<[(K, V)]>>,
 }
 
 impl<K, V> Default for SmallMap<K, V> {
     fn default() -> Self {
+        SmallMap { entries: None }
+    }
+}
+
+impl<K, V> SmallMap<K, V> {
+    fn from_sorted(v: Vec<(K, V)>) -> Self {
         SmallMap {
-            entries: Box::new([]),
+            entries: (!v.is_empty()).then(|| Arc::from(v)),
+        }
+    }
+
+    fn slice(&self) -> &[(K, V)] {
+        self.entries.as_deref().unwrap_or(&[])
+    }
+
+    /// Takes `other`'s copy of the entries when they are equal, so the two share it.
+    pub fn share_if_equal(&mut self, other: &Self)
+    where
+        K: PartialEq,
+        V: PartialEq,
+    {
+        if let (Some(mine), Some(theirs)) = (&self.entries, &other.entries)
+            && !Arc::ptr_eq(mine, theirs)
+            && mine == theirs
+        {
+            self.entries = other.entries.clone();
+        }
+    }
+
+    /// Do the two share one copy of their entries (or are both empty)?
+    pub fn shares_with(&self, other: &Self) -> bool {
+        match (&self.entries, &other.entries) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
         }
     }
 }
@@ -46,10 +85,11 @@ impl<K: Ord, V> SmallMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.entries
+        let entries = self.slice();
+        entries
             .binary_search_by(|(k, _)| k.borrow().cmp(key))
             .ok()
-            .map(|i| &self.entries[i].1)
+            .map(|i| &entries[i].1)
     }
 
     /// Is `key` present?
@@ -61,43 +101,48 @@ impl<K: Ord, V> SmallMap<K, V> {
         self.get(key).is_some()
     }
 
-    /// Sets `key` to `value`; returns the value it replaces. Rebuilds the slice: for building
+    /// Sets `key` to `value`; returns the value it replaces. Copies the slice: for building
     /// small maps, not for hot loops.
-    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        match self.entries.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+    pub fn insert(&mut self, key: K, value: V) -> Option<V>
+    where
+        K: Clone,
+        V: Clone,
+    {
+        let mut v = self.slice().to_vec();
+        let old = match v.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => Some(std::mem::replace(&mut v[i].1, value)),
             Err(i) => {
-                let mut v = std::mem::take(&mut self.entries).into_vec();
                 v.insert(i, (key, value));
-                self.entries = v.into_boxed_slice();
                 None
             }
-        }
+        };
+        *self = Self::from_sorted(v);
+        old
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slice().len()
     }
 
     /// No entries?
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slice().is_empty()
     }
 
     /// Entries in key order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&K, &V)> {
-        self.entries.iter().map(|(k, v)| (k, v))
+        self.slice().iter().map(|(k, v)| (k, v))
     }
 
     /// Keys in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &K> {
-        self.entries.iter().map(|(k, _)| k)
+        self.slice().iter().map(|(k, _)| k)
     }
 
     /// Values in key order.
     pub fn values(&self) -> impl ExactSizeIterator<Item = &V> {
-        self.entries.iter().map(|(_, v)| v)
+        self.slice().iter().map(|(_, v)| v)
     }
 }
 
@@ -115,9 +160,7 @@ impl<K: Ord, V> FromIterator<(K, V)> for SmallMap<K, V> {
             }
             same
         });
-        SmallMap {
-            entries: v.into_boxed_slice(),
-        }
+        Self::from_sorted(v)
     }
 }
 
@@ -129,9 +172,7 @@ impl<K: Ord, V, const N: usize> From<[(K, V); N]> for SmallMap<K, V> {
 
 impl<K: Ord, V> From<std::collections::BTreeMap<K, V>> for SmallMap<K, V> {
     fn from(map: std::collections::BTreeMap<K, V>) -> Self {
-        SmallMap {
-            entries: map.into_iter().collect::<Vec<_>>().into_boxed_slice(),
-        }
+        Self::from_sorted(map.into_iter().collect())
     }
 }
 
@@ -139,7 +180,7 @@ impl<'a, K, V> IntoIterator for &'a SmallMap<K, V> {
     type Item = (&'a K, &'a V);
     type IntoIter = std::iter::Map<std::slice::Iter<'a, (K, V)>, fn(&'a (K, V)) -> (&'a K, &'a V)>;
     fn into_iter(self) -> Self::IntoIter {
-        self.entries.iter().map(|(k, v)| (k, v))
+        self.slice().iter().map(|(k, v)| (k, v))
     }
 }
 
@@ -157,15 +198,15 @@ where
 impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for SmallMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.entries.iter().map(|(k, v)| (k, v)))
+            .entries(self.slice().iter().map(|(k, v)| (k, v)))
             .finish()
     }
 }
 
 impl<K: Serialize, V: Serialize> Serialize for SmallMap<K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.entries.len()))?;
-        for (k, v) in self.entries.iter() {
+        let mut m = s.serialize_map(Some(self.slice().len()))?;
+        for (k, v) in self.slice().iter() {
             m.serialize_entry(k, v)?;
         }
         m.end()
@@ -234,5 +275,26 @@ mod tests {
         let tree: BTreeMap<String, u16> = serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
         assert!(small.iter().eq(tree.iter()));
         assert_eq!(small["b"], 3);
+    }
+
+    #[test]
+    fn equal_maps_share_one_copy_and_a_change_copies_it() {
+        let a: SmallMap<String, u16> = [("http".to_string(), 80), ("admin".to_string(), 9)].into();
+        let mut b: SmallMap<String, u16> =
+            [("admin".to_string(), 9), ("http".to_string(), 80)].into();
+        let mut c: SmallMap<String, u16> = [("http".to_string(), 81)].into();
+        assert!(!b.shares_with(&a));
+        b.share_if_equal(&a);
+        c.share_if_equal(&a);
+        assert!(b.shares_with(&a), "equal maps share");
+        assert!(!c.shares_with(&a), "different maps do not");
+        assert_eq!(c["http"], 81);
+        b.insert("http".to_string(), 8080);
+        assert_eq!(
+            (a["http"], b["http"]),
+            (80, 8080),
+            "a change leaves the other copy alone"
+        );
+        assert!(SmallMap::<String, u16>::new().shares_with(&SmallMap::new()));
     }
 }

@@ -8,7 +8,7 @@ fn pod() -> PodInfo {
         labels: Labels::default(),
         annotations: Labels::default(),
         ip: Some("10.244.0.7".into()),
-        ports: Box::new([("http".into(), 8080)]),
+        ports: [("http".into(), 8080)].into(),
         node: Some("n1".into()),
         ready: true,
         registered: None,
