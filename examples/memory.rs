@@ -76,6 +76,12 @@ fn main() {
         per(a4, a1),
     );
     drop(recs);
+    println!(
+        "struct sizes: PodInfo {} B, the index's PodEntry {} B, PublishedRecord {} B",
+        size_of::<PodInfo>(),
+        size_of::<podkeeper::controller::index::PodEntry>(),
+        size_of::<podkeeper::model::record::PublishedRecord>(),
+    );
     index(&reg);
     maps_vs_litemap();
 }
