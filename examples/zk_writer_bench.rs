@@ -501,13 +501,33 @@ async fn main() -> anyhow::Result<()> {
         opts: &opts,
         payload: vec![b'x'; bytes],
         raw_base: &raw_base,
+        raw_present: vec![true; n],
     };
     bench.populate_raw(n).await?;
     for k in [1usize, 10, 100] {
-        let (ours, raw) = bench
+        let (ours, raw, flips) = bench
             .interleaved(k, &mut pods, &mut tracker, &mut cache, &args)
             .await?;
         let ratio = ours.rate() / raw.rate() * 100.0;
+        let of_flips = ours.rate() / flips.rate() * 100.0;
+        println!(
+            "churn k={k}: raw multi() flipping k random nodes of {n} (deletes and creates mixed, \
+             as the operator's): {:.0} znode changes/s ({}): ours {of_flips:.0} % of it",
+            flips.rate(),
+            summary(flips.lat.clone()),
+        );
+        result(
+            &format!("raw_flips_k{k}_writes_per_s"),
+            flips.rate(),
+            "1/s",
+            "bare multi(): version check + k random nodes of {n} deleted if present, else created",
+        );
+        result(
+            &format!("churn_k{k}_of_raw_flips"),
+            of_flips,
+            "%",
+            "target >= 80",
+        );
         println!(
             "churn k={k}: {} syncs, {:.0} znode changes/s (update+diff CPU {}; sync {}); \
              raw multi() of the same shape: {:.0} znode changes/s ({}): {ratio:.0} %",
@@ -575,6 +595,8 @@ struct Churn<'a> {
     opts: &'a WriteOptions,
     payload: Vec<u8>,
     raw_base: &'a str,
+    /// Which of the raw nodes `n{i}` exist, for the flipping raw transactions.
+    raw_present: Vec<bool>,
 }
 
 /// Syncs (and raw transactions) per block of the interleaving.
@@ -620,8 +642,8 @@ impl Churn<'_> {
         tracker: &mut Tracker,
         cache: &mut Option<ServiceState>,
         args: &Args,
-    ) -> anyhow::Result<(Side, Side)> {
-        let (mut ours, mut raw) = (Side::default(), Side::default());
+    ) -> anyhow::Result<(Side, Side, Side)> {
+        let (mut ours, mut raw, mut flips) = (Side::default(), Side::default(), Side::default());
         let mut rng = rand::rng();
         let mut created = false;
         while ours.lat.len() < args.churn_rounds && ours.secs < args.churn_seconds {
@@ -654,11 +676,47 @@ impl Churn<'_> {
                 raw.changes += k;
             }
             raw.secs += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            for _ in 0..BLOCK {
+                let t = Instant::now();
+                self.raw_flips(k, &mut rng).await?;
+                flips.lat.push(ms(t.elapsed()));
+                flips.changes += k;
+            }
+            flips.secs += started.elapsed().as_secs_f64();
         }
         if created {
             self.raw_txn(k, false).await?;
         }
-        Ok((ours, raw))
+        Ok((ours, raw, flips))
+    }
+
+    /// The service record's version check and `k` distinct random raw nodes flipped: deleted
+    /// when present, created (same data size) when not, as readiness flips do to endpoints.
+    async fn raw_flips(&mut self, k: usize, rng: &mut impl rand::Rng) -> anyhow::Result<()> {
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let n = self.raw_present.len();
+        let mut picked = HashSet::new();
+        while picked.len() < k.min(n) {
+            picked.insert(rng.random_range(0..n));
+        }
+        let mut w = self.c.new_multi_writer();
+        w.add_check_version(self.path, 0)?;
+        for &i in &picked {
+            let p = format!("{}/n{i}", self.raw_base);
+            if self.raw_present[i] {
+                w.add_delete(&p, None)?;
+            } else {
+                w.add_create(&p, &self.payload, &persistent)?;
+            }
+        }
+        w.commit()
+            .await
+            .map_err(|e| anyhow::anyhow!("raw flips: {e:?}"))?;
+        for i in picked {
+            self.raw_present[i] = !self.raw_present[i];
+        }
+        Ok(())
     }
 
     /// The service record's version check and `k` creates (300-byte data) or deletes.
