@@ -18,8 +18,10 @@ ARG BINARY_FROM=build
 FROM ${BUILDER_IMAGE} AS build
 # ring, aws-lc-sys (zookeeper-client's TLS) and mimalloc compile C code: the musl target needs
 # musl-gcc, and aws-lc-sys falls back to cmake where its cc build does not cover the target. The binary uses mimalloc
-# (feature `mimalloc`) instead of musl's malloc: the allocator that kept the least memory
-# per published pod in docs/PERFORMANCE.md ("Memory, all in").
+# (feature `mimalloc`) instead of musl's malloc, which cannot be measured on the machines the
+# figures come from: mimalloc kept the least memory in round 2 of docs/PERFORMANCE.md; since
+# round 6 glibc's malloc keeps less than mimalloc, but glibc is no option in this image, so the
+# pick wants a measurement of this image itself.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools cmake \
  && rm -rf /var/lib/apt/lists/* \
