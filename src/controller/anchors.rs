@@ -153,10 +153,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().copied().collect()
     }
 
     fn pods_of(a: &Anchors, key: &str, values: &[&str]) -> Option<BTreeSet<String>> {

@@ -116,6 +116,14 @@ impl FromIterator<(String, String)> for Labels {
     }
 }
 
+impl<'a> FromIterator<(&'a str, &'a str)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(iter: I) -> Self {
+        iter.into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
 /// Which annotations are worth keeping: the podkeeper ones and those resources copy.
 pub trait AnnotationFilter {
     /// Keep this key?

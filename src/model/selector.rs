@@ -123,7 +123,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        Labels::from_iter(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        pairs.iter().copied().collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
