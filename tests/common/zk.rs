@@ -9,6 +9,7 @@ use super::pki;
 #[allow(unused_imports)]
 pub use pki::{CertKey, Pki};
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -464,14 +465,34 @@ pub struct Ensemble {
 }
 
 impl Ensemble {
-    /// Starts three servers and waits until one leads and two follow.
+    /// Starts three servers and waits until one leads and two follow. Ports picked free can be
+    /// taken by another process before a server binds them: then it starts again on new ones.
     pub fn start() -> Ensemble {
+        let mut collided = String::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(e) => return e,
+                Err(why) if why.contains("Address already in use") => collided = why,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        panic!("the ensemble's ports were taken three times:\n{collided}");
+    }
+
+    fn try_start() -> Result<Ensemble, String> {
         let dir = tempfile::Builder::new()
             .prefix("podkeeper-ensemble-")
             .tempdir()
             .unwrap();
-        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let quorum: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut ports = BTreeSet::new();
+        while ports.len() < 9 {
+            ports.insert(free_port());
+        }
+        let ports: Vec<u16> = ports.into_iter().collect();
+        let client_ports = ports[..3].to_vec();
+        let quorum: Vec<(u16, u16)> = (0..3)
+            .map(|i| (ports[3 + 2 * i], ports[4 + 2 * i]))
+            .collect();
         let servers: String = quorum
             .iter()
             .enumerate()
@@ -501,8 +522,8 @@ impl Ensemble {
         for i in 0..3 {
             e.start_server(i);
         }
-        e.wait_quorum();
-        e
+        e.quorum_within(Duration::from_secs(90))?;
+        Ok(e)
     }
 
     /// `127.0.0.1:a,127.0.0.1:b,127.0.0.1:c`.
@@ -555,7 +576,15 @@ impl Ensemble {
 
     /// Waits until a leader and at least one follower serve.
     pub fn wait_quorum(&self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        if let Err(why) = self.quorum_within(Duration::from_secs(90)) {
+            panic!("{why}");
+        }
+    }
+
+    /// Waits up to `limit` for a leader and at least one follower; else why not, with the end
+    /// of each server's log.
+    fn quorum_within(&self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
         loop {
             let modes = self.modes();
             let leaders = modes
@@ -567,14 +596,30 @@ impl Ensemble {
                 .filter(|m| m.as_deref() == Some("follower"))
                 .count();
             if leaders == 1 && followers >= 1 {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "ensemble has no quorum: {modes:?}"
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "ensemble has no quorum after {limit:?}: {modes:?}\n{}",
+                    self.log_tails()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The last lines of each server's log.
+    fn log_tails(&self) -> String {
+        (1..=3)
+            .map(|i| {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("zk{i}.log")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                format!("--- server {i}:\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Kills the current leader; returns its index.
