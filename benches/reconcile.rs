@@ -12,8 +12,11 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use podkeeper::controller::index::Index;
 use podkeeper::crd::ServiceRegistrationSpec;
 use podkeeper::model::desired::{Registration, Tracker, desired};
-use podkeeper::model::plan::{Current, diff};
+use podkeeper::model::plan::{Current, Op, diff, diff_names};
 use podkeeper::model::pod::PodInfo;
+use podkeeper::zk::format::Format;
+use podkeeper::zk::layout::endpoint_path;
+use smol_str::SmolStr;
 
 #[path = "common/fleet.rs"]
 mod fleet;
@@ -170,5 +173,72 @@ fn sparse_pod(i: usize) -> PodInfo {
     p
 }
 
-criterion_group!(benches, bench, bench_sparse);
+/// The CPU of one sync of the churn in `zk_writer_bench` (`churn_k*`), without ZooKeeper:
+/// `k` pods of 10,000 flip readiness, the tracker applies them, the changed names are diffed
+/// against what the writer's cache holds, each write's path and bytes are encoded, and the
+/// cache takes the result. The gap between the churn and the raw `multi()` ceiling is this.
+fn bench_churn(c: &mut Criterion) {
+    let nodes = fleet::nodes();
+    let spec: ServiceRegistrationSpec = serde_yaml::from_str(PLAIN).unwrap();
+    let reg = Registration::compile("shop", &spec).unwrap();
+    let codec = Format::Native.codec();
+    let mut pods: Vec<PodInfo> = (0..10_000).map(|i| fleet::pod(i, true)).collect();
+    fleet::share_labels(&mut pods);
+    let mut tracker = Tracker::build(&reg, &pods, &nodes, 0);
+    let mut current: BTreeMap<SmolStr, Current> = tracker
+        .desired()
+        .endpoints
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Current {
+                    record: Some(v.clone()),
+                    version: 0,
+                },
+            )
+        })
+        .collect();
+    tracker.published();
+    let mut g = c.benchmark_group("churn_cpu");
+    let mut next = 0usize;
+    for k in [1usize, 10, 100] {
+        g.bench_with_input(BenchmarkId::new("sync_of_10000", k), &k, |b, &k| {
+            b.iter(|| {
+                // k distinct pods, spread over the fleet (a stride coprime with 10,000).
+                let picked: Vec<usize> = (0..k).map(|j| (next + j * 7_919) % pods.len()).collect();
+                next += 1;
+                for &i in &picked {
+                    pods[i].ready = !pods[i].ready;
+                }
+                let changed = picked.iter().map(|&i| (&*pods[i].name, Some(&pods[i])));
+                tracker.update(&reg, changed, &nodes, 0);
+                let names = tracker.unpublished().expect("published before");
+                let plan = diff_names(&tracker.desired().endpoints, &current, names);
+                let mut bytes = 0;
+                for op in &plan.ops {
+                    bytes += endpoint_path("/services/shop/web", op.name()).len();
+                    match op {
+                        Op::Create { name, record } | Op::Update { name, record, .. } => {
+                            bytes += codec.encode_endpoint(record).len();
+                            let cur = Current {
+                                record: Some(record.clone()),
+                                version: 0,
+                            };
+                            current.insert(name.clone(), cur);
+                        }
+                        Op::Delete { name, .. } => {
+                            current.remove(name);
+                        }
+                    }
+                }
+                tracker.published();
+                black_box(bytes)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_sparse, bench_churn);
 criterion_main!(benches);

@@ -490,7 +490,9 @@ async fn main() -> anyhow::Result<()> {
     // k readiness flips per sync (warm cache, incremental desired and diff, as the controller
     // runs it), in blocks alternating with blocks of bare multi()s of the same shape, so both
     // see the same disk and the same load.
-    let raw_base = format!("{base}/raw");
+    // The raw nodes' paths are as long as the endpoints' (`{base}/bench/endpoints/<pod>`):
+    // ZooKeeper logs every path of a transaction, so shorter ones would make a faster ceiling.
+    let raw_base = format!("{base}/multi/endpoints");
     let mut tracker = tracker0.clone();
     let mut bench = Churn {
         c: &c,
@@ -501,6 +503,7 @@ async fn main() -> anyhow::Result<()> {
         opts: &opts,
         payload: vec![b'x'; bytes],
         raw_base: &raw_base,
+        raw_names: pods.iter().map(|p| p.name.to_string()).collect(),
         raw_present: vec![true; n],
     };
     bench.populate_raw(n).await?;
@@ -595,6 +598,8 @@ struct Churn<'a> {
     opts: &'a WriteOptions,
     payload: Vec<u8>,
     raw_base: &'a str,
+    /// The raw nodes' names: the pods' names.
+    raw_names: Vec<String>,
     /// Which of the raw nodes `n{i}` exist, for the flipping raw transactions.
     raw_present: Vec<bool>,
 }
@@ -610,11 +615,7 @@ impl Churn<'_> {
         for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
             let mut w = self.c.new_multi_writer();
             for i in chunk {
-                w.add_create(
-                    &format!("{}/n{i}", self.raw_base),
-                    &self.payload,
-                    &persistent,
-                )?;
+                w.add_create(&self.raw_path(*i), &self.payload, &persistent)?;
             }
             w.commit()
                 .await
@@ -630,7 +631,20 @@ impl Churn<'_> {
                 .await?;
         }
         self.c.delete(self.raw_base, None).await?;
+        let folder = self.raw_base.trim_end_matches("/endpoints");
+        self.c.delete(folder, None).await?;
         Ok(())
+    }
+
+    /// Raw node `i`: named as pod `i`.
+    fn raw_path(&self, i: usize) -> String {
+        format!("{}/{}", self.raw_base, self.raw_names[i])
+    }
+
+    /// The `j`th extra raw node: a name as long as the pods'.
+    fn extra_path(&self, j: usize) -> String {
+        let width = self.raw_names[0].len().saturating_sub(6);
+        format!("{}/extra-{j:0>width$}", self.raw_base)
     }
 
     /// Blocks of [`BLOCK`] syncs of `k` flips, each followed by [`BLOCK`] raw transactions,
@@ -703,7 +717,7 @@ impl Churn<'_> {
         let mut w = self.c.new_multi_writer();
         w.add_check_version(self.path, 0)?;
         for &i in &picked {
-            let p = format!("{}/n{i}", self.raw_base);
+            let p = self.raw_path(i);
             if self.raw_present[i] {
                 w.add_delete(&p, None)?;
             } else {
@@ -725,7 +739,7 @@ impl Churn<'_> {
         let mut w = self.c.new_multi_writer();
         w.add_check_version(self.path, 0)?;
         for j in 0..k {
-            let p = format!("{}/extra-{j}", self.raw_base);
+            let p = self.extra_path(j);
             if create {
                 w.add_create(&p, &self.payload, &persistent)?;
             } else {

@@ -38,6 +38,21 @@ pub fn pod(i: usize, ready: bool) -> PodInfo {
     }
 }
 
+/// Gives pods with equal labels one shared copy, as the operator's index does (it interns the
+/// label sets of the pods it keeps).
+#[allow(dead_code)]
+pub fn share_labels(pods: &mut [PodInfo]) {
+    let mut seen: std::collections::HashSet<Labels> = Default::default();
+    for p in pods {
+        match seen.get(&p.labels) {
+            Some(copy) => p.labels = copy.clone(),
+            None => {
+                seen.insert(p.labels.clone());
+            }
+        }
+    }
+}
+
 /// Nodes `node-0..2`, ready, in zones `z0..z2`.
 pub fn nodes() -> HashMap<String, NodeInfo> {
     (0..3)

@@ -1,6 +1,7 @@
 //! The desired registry content of one resource: which pods are endpoints, with which record.
 //! Pure: pods, nodes and the current time come in as arguments.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use smol_str::SmolStr;
 
 use super::address::{self, AddressError, Mode, NodePorts};
-use super::pod::{NodeInfo, PodInfo};
+use super::pod::{Labels, NodeInfo, PodInfo};
 use super::record::{EndpointStatus, PublishedRecord};
 use super::selector::{Selector, SelectorError};
 use super::weights::{self, Member};
@@ -302,16 +303,14 @@ impl Cand {
     }
 }
 
-/// How a selected pod counts at `now`; `None` when the resource does not select it.
+/// How a pod the resource selects, in weight group `group`, counts at `now`.
 fn slot(
     reg: &Registration,
     pod: &PodInfo,
+    group: usize,
     nodes: &HashMap<String, NodeInfo>,
     now_ms: i64,
-) -> Option<Slot> {
-    if !reg.selects(pod) {
-        return None;
-    }
+) -> Slot {
     let mut out = Slot {
         ready: false,
         cand: None,
@@ -327,14 +326,14 @@ fn slot(
         Some(since) => {
             let until = since + reg.drain_ms;
             if !pod.ready_at_termination || until <= now_ms {
-                return Some(out);
+                return out;
             }
             out.expires = Some(until);
             Some(until)
         }
         None => {
             if !(pod.ready && node_ready) {
-                return Some(out);
+                return out;
             }
             out.ready = true;
             None
@@ -349,7 +348,7 @@ fn slot(
             let why = format!("pod {} has no container port named {name:?}", pod.name);
             out.note = Some(Box::new(Note::Warning(why)));
         }
-        return Some(out);
+        return out;
     };
     let container_port = port;
     let port = match reg.address.port(pod, nodes, port) {
@@ -358,7 +357,7 @@ fn slot(
             if why.reported() {
                 out.note = Some(Box::new(Note::Unresolved(why.to_string())));
             }
-            return Some(out);
+            return out;
         }
     };
     let relative = match pod.annotations.get(WEIGHT_ANNOTATION) {
@@ -375,7 +374,7 @@ fn slot(
         },
     };
     out.cand = Some(Cand {
-        group: reg.group_of(pod),
+        group,
         container_port,
         port,
         draining_until,
@@ -388,7 +387,7 @@ fn slot(
             relative.max(1)
         },
     });
-    Some(out)
+    out
 }
 
 /// The desired state of one resource, kept up to date pod by pod.
@@ -557,48 +556,24 @@ impl Tracker {
     ) -> usize {
         let mut touched = vec![false; reg.groups.len() + 1];
         // Names are clones of the pod's own (`PodInfo::name`): one copy of a long name, shared.
-        let mut rebuild: Vec<(SmolStr, Option<&'a PodInfo>)> = Vec::new();
-        if self.next_expiry.is_some_and(|d| d <= now_ms) {
-            for (name, slot) in self.slots.iter_mut() {
-                if slot.expires.is_some_and(|u| u <= now_ms) {
-                    self.totals.apply(name, slot, false);
-                    // Exactly what `slot` gives for a pod whose drain ended (it counts nothing).
-                    *slot = Slot {
-                        ready: false,
-                        cand: None,
-                        note: None,
-                        expires: None,
-                    };
-                    rebuild.push((name.clone(), None));
-                }
-            }
-        }
+        let mut rebuild: Vec<Rebuild<'a>> = self.expire(now_ms);
+        let mut selection = Selection::default();
         for (name, pod) in changed {
             let shared = pod.map_or_else(|| SmolStr::new(name), |p| p.name.clone());
-            let new = pod.and_then(|p| slot(reg, p, nodes, now_ms));
-            if let Some(old) = self.slots.get(name) {
-                self.totals.apply(&shared, old, false);
-            }
-            let old = match new {
-                Some(new) => {
-                    if let Some(c) = new.cand.filter(Cand::serving) {
-                        touched[c.group] = true;
-                    }
-                    self.totals.apply(&shared, &new, true);
-                    match self.slots.get_mut(name) {
-                        Some(s) => Some(std::mem::replace(s, new)),
-                        None => {
-                            self.slots.insert(shared.clone(), new);
-                            None
-                        }
-                    }
+            let new = pod.and_then(|p| {
+                let group = selection.group_of(reg, p)?;
+                Some(slot(reg, p, group, nodes, now_ms))
+            });
+            let cand = new.as_ref().and_then(|s| s.cand);
+            for c in [self.replace_slot(&shared, new), cand]
+                .into_iter()
+                .flatten()
+            {
+                if c.serving() {
+                    touched[c.group] = true;
                 }
-                None => self.slots.remove(name),
-            };
-            if let Some(c) = old.and_then(|o| o.cand).filter(Cand::serving) {
-                touched[c.group] = true;
             }
-            rebuild.push((shared, pod));
+            rebuild.push((shared, pod, cand));
         }
         let mut reweighed: Vec<(SmolStr, u32)> = Vec::new();
         if let Some(shares) = reg.shares.as_deref() {
@@ -609,57 +584,12 @@ impl Tracker {
         if let Some(unpublished) = self.unpublished.as_mut() {
             let names = rebuild
                 .iter()
-                .map(|(n, _)| n)
+                .map(|(n, ..)| n)
                 .chain(reweighed.iter().map(|(n, _)| n));
             unpublished.extend(names.cloned());
         }
+        let mut rebuilt = self.rebuild(reg, &rebuild, nodes);
         let endpoints = &mut self.desired.endpoints;
-        let mut rebuilt = 0;
-        // The record built last, to share its ports and metadata with the next equal ones.
-        let mut last: Option<Arc<PublishedRecord>> = None;
-        for (name, pod) in &rebuild {
-            let (Some(slot), Some(pod)) = (self.slots.get(name.as_str()), pod) else {
-                endpoints.remove(name);
-                continue;
-            };
-            let Some(c) = slot.cand else {
-                endpoints.remove(name);
-                continue;
-            };
-            let status = if c.serving() {
-                EndpointStatus::Up
-            } else {
-                EndpointStatus::Draining
-            };
-            let mut record = endpoint_record(
-                reg,
-                pod,
-                (c.container_port, c.port),
-                c.weight,
-                reg.group_name(c.group),
-                status,
-                nodes,
-            );
-            let before = endpoints.get(name.as_str());
-            // A pod event that changes nothing published keeps the record (and its `Arc`,
-            // which the diff and the writer's cache compare first).
-            if before.is_some_and(|r| **r == record) {
-                continue;
-            }
-            // The pod's earlier record, the one before it by name (pods of one ReplicaSet sort
-            // together), the one built last.
-            let previous = endpoints
-                .range::<str, _>((Bound::Unbounded, Bound::Excluded(name.as_str())))
-                .next_back()
-                .map(|(_, r)| r);
-            for like in [before, previous, last.as_ref()].into_iter().flatten() {
-                share_parts(&mut record, like);
-            }
-            let record = Arc::new(record);
-            last = Some(record.clone());
-            endpoints.insert(name.clone(), record);
-            rebuilt += 1;
-        }
         for (name, weight) in reweighed {
             if let Some(rec) = endpoints.get_mut(&name)
                 && rec.weight != weight
@@ -672,6 +602,90 @@ impl Tracker {
             }
         }
         self.count(reg);
+        rebuilt
+    }
+
+    /// Slots whose drain ended by `now_ms` count nothing any more: the endpoints to remove.
+    fn expire<'a>(&mut self, now_ms: i64) -> Vec<Rebuild<'a>> {
+        let mut gone = Vec::new();
+        if self.next_expiry.is_none_or(|d| d > now_ms) {
+            return gone;
+        }
+        for (name, slot) in self.slots.iter_mut() {
+            if slot.expires.is_some_and(|u| u <= now_ms) {
+                self.totals.apply(name, slot, false);
+                // Exactly what `slot` gives for a pod whose drain ended (it counts nothing).
+                *slot = Slot {
+                    ready: false,
+                    cand: None,
+                    note: None,
+                    expires: None,
+                };
+                gone.push((name.clone(), None, None));
+            }
+        }
+        gone
+    }
+
+    /// Puts pod `name`'s new slot in (`None`: it has none now), moving the totals; returns the
+    /// old slot's candidate. One search of the slots.
+    fn replace_slot(&mut self, name: &SmolStr, new: Option<Slot>) -> Option<Cand> {
+        let old = match (self.slots.entry(name.clone()), new) {
+            (Entry::Occupied(mut o), new) => {
+                self.totals.apply(name, o.get(), false);
+                match new {
+                    Some(new) => {
+                        self.totals.apply(name, &new, true);
+                        Some(o.insert(new))
+                    }
+                    None => Some(o.remove()),
+                }
+            }
+            (Entry::Vacant(v), Some(new)) => {
+                self.totals.apply(name, &new, true);
+                v.insert(new);
+                None
+            }
+            (Entry::Vacant(_), None) => None,
+        };
+        old.and_then(|o| o.cand)
+    }
+
+    /// Builds the records of the pods in `rebuild` again (removing those with no candidate);
+    /// returns how many changed.
+    fn rebuild(
+        &mut self,
+        reg: &Registration,
+        rebuild: &[Rebuild<'_>],
+        nodes: &HashMap<String, NodeInfo>,
+    ) -> usize {
+        let endpoints = &mut self.desired.endpoints;
+        let mut rebuilt = 0;
+        // The record built last, to share its ports and metadata with the next equal ones.
+        let mut last: Option<Arc<PublishedRecord>> = None;
+        for (name, pod, cand) in rebuild {
+            // With weight groups the solve may have moved the weight since: read it again.
+            let cand = match reg.shares {
+                Some(_) => self.slots.get(name).and_then(|s| s.cand),
+                None => *cand,
+            };
+            let (Some(pod), Some(c)) = (pod, cand) else {
+                endpoints.remove(name);
+                continue;
+            };
+            let status = if c.serving() {
+                EndpointStatus::Up
+            } else {
+                EndpointStatus::Draining
+            };
+            let ports = (c.container_port, c.port);
+            let group = reg.group_name(c.group);
+            let record = endpoint_record(reg, pod, ports, c.weight, group, status, nodes);
+            if let Some(record) = place(endpoints, name, record, last.as_ref()) {
+                last = Some(record);
+                rebuilt += 1;
+            }
+        }
         rebuilt
     }
 
@@ -803,6 +817,73 @@ pub fn desired<'a>(
     now_ms: i64,
 ) -> Desired {
     Tracker::build(reg, pods, nodes, now_ms).into_desired()
+}
+
+/// A pod to build the record of again: its name, the pod (`None`: gone) and its candidate
+/// (`None`: not published).
+type Rebuild<'a> = (SmolStr, Option<&'a PodInfo>, Option<Cand>);
+
+/// Which weight group a pod is in, `None` when the resource does not select it; remembered
+/// for the label set seen last. The index holds one copy of equal label sets (a ReplicaSet's
+/// pods share one), so the pods of one update mostly hit.
+#[derive(Default)]
+struct Selection {
+    last: Option<(Labels, Option<usize>)>,
+}
+
+impl Selection {
+    fn group_of(&mut self, reg: &Registration, pod: &PodInfo) -> Option<usize> {
+        if let Some((labels, group)) = &self.last
+            && labels.shares_with(&pod.labels)
+        {
+            return *group;
+        }
+        let group = reg.selects(pod).then(|| reg.group_of(pod));
+        self.last = Some((pod.labels.clone(), group));
+        group
+    }
+}
+
+/// Puts `record` in as `name`'s: `None` when the one there is equal (it stays, and its `Arc`
+/// still matches what was published). The new record shares its ports and metadata, where
+/// equal, with the record built last, the pod's earlier one, or the one before it by name
+/// (pods of one ReplicaSet sort together); one search of `endpoints` unless that last one is
+/// needed.
+fn place(
+    endpoints: &mut BTreeMap<SmolStr, Arc<PublishedRecord>>,
+    name: &SmolStr,
+    mut record: PublishedRecord,
+    last: Option<&Arc<PublishedRecord>>,
+) -> Option<Arc<PublishedRecord>> {
+    if let Some(last) = last {
+        share_parts(&mut record, last);
+    }
+    let shared = |r: &PublishedRecord| last.is_some_and(|l| shares_parts(r, l));
+    match endpoints.entry(name.clone()) {
+        Entry::Occupied(o) if **o.get() == record => None,
+        Entry::Occupied(mut o) => {
+            share_parts(&mut record, o.get());
+            let record = Arc::new(record);
+            o.insert(record.clone());
+            Some(record)
+        }
+        Entry::Vacant(v) if shared(&record) => Some(v.insert(Arc::new(record)).clone()),
+        Entry::Vacant(v) => {
+            drop(v);
+            let below = (Bound::Unbounded, Bound::Excluded(name.as_str()));
+            let before = endpoints.range::<str, _>(below).next_back();
+            if let Some((_, previous)) = before {
+                share_parts(&mut record, previous);
+            }
+            let record = Arc::new(record);
+            endpoints.insert(name.clone(), record.clone());
+            Some(record)
+        }
+    }
+}
+
+fn shares_parts(record: &PublishedRecord, like: &PublishedRecord) -> bool {
+    record.ports.shares_with(&like.ports) && record.metadata.shares_with(&like.metadata)
 }
 
 /// Makes `record` hold `like`'s copy of the ports and metadata where they are equal: the pods
