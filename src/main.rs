@@ -30,6 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(podkeeper::controller::on_thread_park)
         .build()?;
     runtime.block_on(async move {
         match cli.command {

@@ -5,7 +5,8 @@
 //! "Memory, all in"). After such a peak the allocator is asked, once, off the hot path, to
 //! return its free pages.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How often a pending release is carried out: peaks come in bursts (a list, then its first
@@ -13,6 +14,26 @@ use std::time::Duration;
 const PERIOD: Duration = Duration::from_secs(5);
 
 static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Releases carried out so far. mimalloc keeps a heap per thread, and `mi_collect` returns the
+/// free pages of the calling thread's heap only: each runtime thread collects its own when it
+/// next goes idle after a release ([`on_thread_park`]).
+static RELEASES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The releases this thread has followed.
+    static FOLLOWED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// To be called by every runtime thread when it parks (`on_thread_park`): after a release, the
+/// thread returns its own heap's free pages too. Costs an atomic load otherwise.
+pub fn on_thread_park() {
+    let releases = RELEASES.load(Ordering::Acquire);
+    if releases != FOLLOWED.get() {
+        FOLLOWED.set(releases);
+        collect_thread_heap();
+    }
+}
 
 /// A large transient peak just ended.
 pub(super) fn after_peak() {
@@ -32,6 +53,7 @@ pub(super) async fn run() {
 
 /// Asks the process's allocator to return its free pages.
 fn release() {
+    RELEASES.fetch_add(1, Ordering::AcqRel);
     #[cfg(feature = "mimalloc")]
     // SAFETY: mi_collect only walks mimalloc's own free lists.
     unsafe {
@@ -46,6 +68,42 @@ fn release() {
     tracing::debug!("returned free memory to the system after a peak");
 }
 
+/// mimalloc's collect of the calling thread's heap, when mimalloc is the allocator (built in or
+/// preloaded); glibc's trim in [`release`] covers every arena already.
+fn collect_thread_heap() {
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: as in `release`.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
+    #[cfg(all(
+        not(any(feature = "mimalloc", feature = "jemalloc")),
+        target_os = "linux",
+        target_env = "gnu"
+    ))]
+    if let Some(collect) = preloaded_mi_collect() {
+        collect(true);
+    }
+}
+
+/// mimalloc's `mi_collect`, when mimalloc is preloaded in place of glibc's malloc.
+#[cfg(all(
+    not(any(feature = "mimalloc", feature = "jemalloc")),
+    target_os = "linux",
+    target_env = "gnu"
+))]
+fn preloaded_mi_collect() -> Option<extern "C" fn(bool)> {
+    static FOUND: std::sync::OnceLock<Option<extern "C" fn(bool)>> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; the symbol, when found, is mimalloc's
+        // `void mi_collect(bool force)`.
+        unsafe {
+            let collect = libc::dlsym(libc::RTLD_DEFAULT, c"mi_collect".as_ptr());
+            (!collect.is_null()).then(|| std::mem::transmute::<_, extern "C" fn(bool)>(collect))
+        }
+    })
+}
+
 /// glibc's malloc, or an allocator preloaded in its place (LD_PRELOAD) that replaces `malloc`
 /// but not `malloc_trim`: mimalloc's own call when it is there.
 #[cfg(all(
@@ -54,16 +112,12 @@ fn release() {
     target_env = "gnu"
 ))]
 fn glibc_or_preloaded() {
-    // SAFETY: dlsym with a NUL-terminated name; the symbol, when found, is mimalloc's
-    // `void mi_collect(bool force)`. malloc_trim only walks glibc's arenas.
-    unsafe {
-        let collect = libc::dlsym(libc::RTLD_DEFAULT, c"mi_collect".as_ptr());
-        if collect.is_null() {
-            libc::malloc_trim(0);
+    match preloaded_mi_collect() {
+        Some(collect) => collect(true),
+        None => {
+            // SAFETY: malloc_trim only walks glibc's arenas.
+            unsafe { libc::malloc_trim(0) };
             log_glibc_heap();
-        } else {
-            let collect: extern "C" fn(bool) = std::mem::transmute(collect);
-            collect(true);
         }
     }
 }
