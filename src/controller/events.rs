@@ -2,7 +2,7 @@
 //! server: a reason fires at most once per interval, and the next one says how many it folded.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Resource;
@@ -20,14 +20,17 @@ type EventKey = (String, String, String);
 pub struct Events {
     recorder: Recorder,
     limiter: Limiter,
+    /// Shared with the status writers: API writes in flight at once.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Events {
-    /// Events through `recorder`.
-    pub fn new(recorder: Recorder) -> Events {
+    /// Events through `recorder`, one at a time per permit of `permits`.
+    pub fn new(recorder: Recorder, permits: Arc<tokio::sync::Semaphore>) -> Events {
         Events {
             recorder,
             limiter: Limiter::default(),
+            permits,
         }
     }
 
@@ -56,7 +59,11 @@ impl Events {
             action: reason.into(),
             secondary: None,
         };
+        let permits = self.permits.clone();
         tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
             if let Err(err) = recorder.publish(&ev, &reference).await {
                 tracing::debug!(%err, "publishing an Event failed");
             }

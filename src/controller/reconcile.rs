@@ -937,7 +937,7 @@ fn report(
         let ns = sr.namespace().unwrap_or_default();
         (Api::namespaced(ctx.client.clone(), &ns), sr.name_any())
     };
-    entry.status.send(api, prev.as_ref(), new);
+    entry.status.send(api, &ctx.api_writes, prev.as_ref(), new);
 }
 
 /// Events for what a write did: registration, removal, rebalance.

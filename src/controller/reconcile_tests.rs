@@ -117,8 +117,10 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
         instance: None,
     };
     let s = settings();
+    let api_writes = Arc::new(tokio::sync::Semaphore::new(super::API_WRITES_IN_FLIGHT));
     Arc::new(Context {
-        events: Events::new(Recorder::new(client.clone(), reporter)),
+        events: Events::new(Recorder::new(client.clone(), reporter), api_writes.clone()),
+        api_writes,
         fencer: Fencer::new(s.home_prefix(), &s.identity),
         client,
         settings: s,
