@@ -73,9 +73,10 @@ async fn patch_latest(
             let Ok(permit) = permits.acquire().await else {
                 return;
             };
-            let patched = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
+            // Boxed, so the request's state (1.35 KB) is held only while it is in flight: a
+            // resource's writer task waits idle most of its life (3.4 -> 2.0 KB per task).
+            let params = PatchParams::default();
+            let patched = Box::pin(api.patch_status(&name, &params, &Patch::Merge(&patch))).await;
             drop(permit);
             match patched {
                 Ok(_) => {
