@@ -3,7 +3,7 @@
 //! events podkeeper's own writes will raise, so those are not mistaken for tampering.
 //! Reports paths only; deciding what is owned and repairing it is the controller's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,12 +16,31 @@ use super::ZkError;
 /// An expected event that never came (lost in a reconnect) stops masking the path after this.
 const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
+/// Expectations past their TTL are dropped by a sweep at most this often; a lookup ignores an
+/// expired one meanwhile. Sweeping at every event made a first publish of n endpoints cost
+/// O(n²): every event walked every expectation still pending.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// The events podkeeper's own writes are about to raise, by path.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    expected: Mutex<HashMap<String, (u32, Instant)>>,
+    expected: Mutex<Expected>,
     /// Only writes below these raise events: expecting others would mask a later change.
-    watched: Mutex<Vec<String>>,
+    watched: Mutex<HashSet<String>>,
+}
+
+/// Expected events by path: how many, and when the last was expected.
+#[derive(Debug, Default)]
+struct Expected {
+    paths: HashMap<String, (u32, Instant)>,
+    swept: Option<Instant>,
+}
+
+/// `path` itself and its ancestors, nearest first ("/a/b": "/a/b", "/a", "/").
+fn self_and_ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let cuts = path.rmatch_indices('/').map(|(i, _)| i.max(1));
+    let cuts = cuts.filter(move |&i| i < path.len());
+    std::iter::once(path).chain(cuts.map(move |i| &path[..i]))
 }
 
 impl Ledger {
@@ -29,25 +48,21 @@ impl Ledger {
     pub fn expect<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
         let now = Instant::now();
         let watched = self.watched.lock().expect("ledger lock");
-        let under = |p: &str| {
-            watched.iter().any(|r| {
-                p == r || (p.starts_with(r.as_str()) && p.as_bytes().get(r.len()) == Some(&b'/'))
-            })
-        };
+        let under = |p: &str| self_and_ancestors(p).any(|a| watched.contains(a));
         let mut expected = self.expected.lock().expect("ledger lock");
         for p in paths.into_iter().filter(|p| under(p)) {
-            let e = expected.entry(p.to_string()).or_insert((0, now));
+            let e = expected.paths.entry(p.to_string()).or_insert((0, now));
             *e = (e.0 + 1, now);
         }
     }
 
-    fn set_watched(&self, roots: Vec<String>) {
+    fn set_watched(&self, roots: HashSet<String>) {
         *self.watched.lock().expect("ledger lock") = roots;
     }
 
     /// After a failed commit: nothing was written, no event comes.
     pub fn cancel<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
-        let mut expected = self.expected.lock().expect("ledger lock");
+        let expected = &mut self.expected.lock().expect("ledger lock").paths;
         for p in paths {
             if let Some(e) = expected.get_mut(p) {
                 e.0 -= 1;
@@ -60,24 +75,31 @@ impl Ledger {
 
     /// An event on `path`: was it ours?
     pub fn consume(&self, path: &str) -> bool {
-        let mut expected = self.expected.lock().expect("ledger lock");
+        let mut guard = self.expected.lock().expect("ledger lock");
+        let expected = &mut *guard;
         let now = Instant::now();
-        expected.retain(|_, (_, at)| now.duration_since(*at) < EXPECTATION_TTL);
-        match expected.get_mut(path) {
-            Some(e) => {
-                e.0 -= 1;
-                if e.0 == 0 {
-                    expected.remove(path);
-                }
-                true
-            }
-            None => false,
+        let live = |at: &Instant| now.duration_since(*at) < EXPECTATION_TTL;
+        if expected
+            .swept
+            .is_none_or(|s| now.duration_since(s) >= SWEEP_EVERY)
+        {
+            expected.paths.retain(|_, (_, at)| live(at));
+            expected.swept = Some(now);
         }
+        let Some((n, at)) = expected.paths.get_mut(path) else {
+            return false;
+        };
+        let ours = live(at);
+        *n -= 1;
+        if *n == 0 || !ours {
+            expected.paths.remove(path);
+        }
+        ours
     }
 
     /// Paths still expected (for tests and metrics).
     pub fn pending(&self) -> usize {
-        self.expected.lock().expect("ledger lock").len()
+        self.expected.lock().expect("ledger lock").paths.len()
     }
 }
 
@@ -218,7 +240,7 @@ mod tests {
     #[test]
     fn the_ledger_masks_exactly_the_expected_events_below_watched_folders() {
         let l = Ledger::default();
-        l.set_watched(vec!["/a".into(), "/b".into()]);
+        l.set_watched(["/a".into(), "/b".into()].into());
         l.expect(["/a", "/a", "/b", "/c/x", "/ab"]);
         assert!(
             !l.consume("/c/x") && !l.consume("/ab"),
@@ -232,5 +254,17 @@ mod tests {
         assert_eq!(l.pending(), 0);
         l.cancel(["/never"]);
         assert_eq!(l.pending(), 0);
+        // Below a watched folder at any depth; a sibling with the folder's name as a prefix is not.
+        l.set_watched(["/x/y".into()].into());
+        l.expect(["/x/y/z/w", "/x/yz", "/x"]);
+        assert_eq!(l.pending(), 1);
+        assert!(l.consume("/x/y/z/w"));
+    }
+
+    #[test]
+    fn ancestors_nearest_first() {
+        let all: Vec<&str> = self_and_ancestors("/a/b/c").collect();
+        assert_eq!(all, ["/a/b/c", "/a/b", "/a", "/"]);
+        assert_eq!(self_and_ancestors("/").collect::<Vec<_>>(), ["/"]);
     }
 }
