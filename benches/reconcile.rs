@@ -14,6 +14,7 @@ use podkeeper::crd::ServiceRegistrationSpec;
 use podkeeper::model::desired::{Registration, Tracker, desired};
 use podkeeper::model::plan::{Current, Op, diff, diff_names};
 use podkeeper::model::pod::PodInfo;
+use podkeeper::model::record::PublishedRecord;
 use podkeeper::zk::format::Format;
 use podkeeper::zk::layout::endpoint_path;
 use smol_str::SmolStr;
@@ -70,21 +71,7 @@ fn bench(c: &mut Criterion) {
             let mut after_t = tracker.clone();
             after_t.update(&reg, [(name.as_str(), Some(&flipped))], &nodes, 0);
             let after = after_t.desired().clone();
-            // What ZooKeeper holds after the writer adopted the records it wrote.
-            let current: BTreeMap<smol_str::SmolStr, Current> = tracker
-                .desired()
-                .endpoints
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        Current {
-                            record: Some(v.clone()),
-                            version: 0,
-                        },
-                    )
-                })
-                .collect();
+            let current = as_written(&tracker);
             g.bench_with_input(BenchmarkId::new("diff_one_changed", n), &n, |b, _| {
                 b.iter(|| black_box(diff(&after.endpoints, &current)))
             });
@@ -96,6 +83,19 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+}
+
+/// What ZooKeeper holds after the writer wrote `tracker`'s records and adopted them.
+fn as_written(tracker: &Tracker) -> BTreeMap<SmolStr, Current> {
+    let current = |r: &Arc<PublishedRecord>| Current {
+        record: Some(r.clone()),
+        version: 0,
+    };
+    let endpoints = &tracker.desired().endpoints;
+    endpoints
+        .iter()
+        .map(|(k, v)| (k.clone(), current(v)))
+        .collect()
 }
 
 /// One resource of 100 pods among 1,000 in a namespace of 10,000 or 100,000 pods (the
@@ -185,20 +185,7 @@ fn bench_churn(c: &mut Criterion) {
     let mut pods: Vec<PodInfo> = (0..10_000).map(|i| fleet::pod(i, true)).collect();
     fleet::share_labels(&mut pods);
     let mut tracker = Tracker::build(&reg, &pods, &nodes, 0);
-    let mut current: BTreeMap<SmolStr, Current> = tracker
-        .desired()
-        .endpoints
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                Current {
-                    record: Some(v.clone()),
-                    version: 0,
-                },
-            )
-        })
-        .collect();
+    let mut current = as_written(&tracker);
     tracker.published();
     let mut g = c.benchmark_group("churn_cpu");
     let mut next = 0usize;

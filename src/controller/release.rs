@@ -55,10 +55,7 @@ pub(super) async fn run() {
 fn release() {
     RELEASES.fetch_add(1, Ordering::AcqRel);
     #[cfg(feature = "mimalloc")]
-    // SAFETY: mi_collect only walks mimalloc's own free lists.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-    }
+    collect_thread_heap();
     #[cfg(all(
         not(any(feature = "mimalloc", feature = "jemalloc")),
         target_os = "linux",
@@ -72,7 +69,7 @@ fn release() {
 /// preloaded); glibc's trim in [`release`] covers every arena already.
 fn collect_thread_heap() {
     #[cfg(feature = "mimalloc")]
-    // SAFETY: as in `release`.
+    // SAFETY: mi_collect only walks mimalloc's own free lists.
     unsafe {
         libmimalloc_sys::mi_collect(true);
     }
