@@ -24,6 +24,10 @@ use podkeeper::zk::writer::{self, Loaded, ServiceState, Synced, WriteOptions};
 use rand::RngExt;
 use zookeeper_client::{Acls, Client, CreateMode};
 
+#[allow(dead_code)]
+#[path = "../benches/common/fleet.rs"]
+mod fleet;
+
 /// One `writer::sync` to the full desired set, planned in full (`plan::diff`), the desired
 /// records adopted into the cache after a write.
 async fn sync_once(
@@ -242,6 +246,8 @@ async fn main() -> anyhow::Result<()> {
     let reg = Registration::compile("bench", &spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     let nodes = nodes();
     let mut pods: Vec<PodInfo> = (0..n).map(pod).collect();
+    // One copy of equal label sets, as the operator's index keeps them.
+    fleet::share_labels(&mut pods);
     let record = service_record();
     let opts = WriteOptions::default();
 
