@@ -122,6 +122,29 @@ pub fn install_crd() {
     assert!(ok, "installing the CRD failed: {out}");
 }
 
+/// Waits up to 30 s for the CRD's Established condition. `kubectl wait` fails at once, instead
+/// of waiting, while a CRD just created has no conditions yet: it is asked again until then.
+fn wait_crd_established() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let args = [
+            "wait",
+            "--for=condition=Established",
+            "crd/serviceregistrations.podkeeper.io",
+            "--timeout=10s",
+        ];
+        let (ok, out) = kubectl(&args, None);
+        if ok {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CRD not established within 30 s: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// Starts (once) ZooKeeper and the operator, and waits for /readyz.
 pub fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
@@ -132,16 +155,7 @@ pub fn shared() -> &'static Shared {
             ZkServer::shared()
         };
         install_crd();
-        let (ok, out) = kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd/serviceregistrations.podkeeper.io",
-                "--timeout=30s",
-            ],
-            None,
-        );
-        assert!(ok, "CRD not established: {out}");
+        wait_crd_established();
         let (secrets, connect, mut env) = match secure_mode() {
             true => {
                 let (dir, env) = secure_env(zk);
