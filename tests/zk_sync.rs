@@ -115,6 +115,14 @@ async fn read_endpoints(c: &Client, path: &str) -> BTreeMap<SmolStr, Arc<Publish
     out
 }
 
+/// What `path` holds for `rec`'s owner, read afresh.
+async fn loaded(c: &Client, path: &str, rec: &ServiceRecord) -> ServiceState {
+    match writer::load(c, path, &rec.owner, &Default::default()).await {
+        Ok(writer::Loaded::Owned(s)) => s,
+        other => panic!("{path}: {other:?}"),
+    }
+}
+
 fn fleet() -> Vec<PodInfo> {
     let mut pods: Vec<PodInfo> = (0..6).map(|i| pod(i, "stable", true)).collect();
     pods.extend((0..2).map(|i| pod(i, "canary", true)));
@@ -939,6 +947,14 @@ async fn incremental_syncs_of_the_changed_names_keep_zookeeper_equal_to_the_desi
             read_endpoints(&reader, path).await,
             tracker.desired().endpoints,
             "step {k}: ZooKeeper holds the desired state"
+        );
+        // The writer records a transaction's effects while it is in flight: the cache it
+        // keeps is what a fresh read finds, znode versions included (a wrong version would
+        // make the next write fail as stale and read everything again).
+        assert_eq!(
+            cache.as_ref(),
+            Some(&loaded(&reader, path, &rec).await),
+            "step {k}: the warm cache is what ZooKeeper holds"
         );
     }
     // Tampering: a node deleted behind the writer's back. A step that does not touch it

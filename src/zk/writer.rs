@@ -557,12 +557,22 @@ impl Write<'_> {
         }
     }
 
-    /// Records in `state` what the committed operation did.
-    fn record(&self, state: &mut ServiceState, result: MultiWriteResult) {
-        let version = match result {
-            MultiWriteResult::SetData { stat } => stat.version,
+    /// The version the node has once the operation commits: a conditional `setData` moves it
+    /// from the one it checks to the next, a create starts at 0.
+    fn version_after(&self) -> i32 {
+        match self {
+            Write::Endpoint {
+                op: Op::Update { version, .. },
+                ..
+            }
+            | Write::Node(NodeOp::Update { version, .. }) => version.wrapping_add(1),
             _ => 0,
-        };
+        }
+    }
+
+    /// Records in `state` what the operation does once it commits.
+    fn record(&self, state: &mut ServiceState) {
+        let version = self.version_after();
         match self {
             Write::Endpoint { op, .. } => match op {
                 Op::Create { name, record } | Op::Update { name, record, .. } => {
@@ -588,6 +598,25 @@ impl Write<'_> {
             }
         }
     }
+
+    /// Corrects the version [`record`](Self::record) assumed when ZooKeeper answered another.
+    fn confirm(&self, state: &mut ServiceState, result: &MultiWriteResult) {
+        let MultiWriteResult::SetData { stat } = result else {
+            return;
+        };
+        if stat.version == self.version_after() {
+            return;
+        }
+        let version = match self {
+            Write::Endpoint { op, .. } => {
+                state.endpoints.get_mut(op.name()).map(|c| &mut c.version)
+            }
+            Write::Node(op) => state.nodes.get_mut(op.path()).map(|n| &mut n.version),
+        };
+        if let Some(v) = version {
+            *v = stat.version;
+        }
+    }
 }
 
 /// What an apply did.
@@ -604,8 +633,9 @@ pub struct Applied {
 ///
 /// Plans that fit the budget are one transaction, so clients never see half of them (a pod's
 /// removal and its group's re-weighting land together, in every format). Larger plans are
-/// split; each part still checks the service record's version.
-pub async fn apply(
+/// split; each part still checks the service record's version. On error `state` holds what
+/// the failed transaction would have done: the caller discards it ([`sync`] clears its cache).
+async fn apply(
     client: &Client,
     path: &str,
     state: &mut ServiceState,
@@ -701,6 +731,7 @@ async fn apply_inner(
         .enumerate()
     {
         let first = i == 0;
+        let missing = first && state.endpoints_missing;
         let mut w = client.new_multi_writer();
         if let Some(f) = fence {
             w.add_check_version(&f.path, f.version)
@@ -713,7 +744,7 @@ async fn apply_inner(
             w.add_check_version(path, state.version)
                 .map_err(server("check", path))?;
         }
-        if first && state.endpoints_missing {
+        if missing {
             w.add_create(&eps, &[], &persistent(&options.acls, NodeKind::Owned))
                 .map_err(server("create", &eps))?;
         }
@@ -724,13 +755,24 @@ async fn apply_inner(
         if first && record_changed {
             touched.push(path);
         }
-        if first && state.endpoints_missing {
+        if missing {
             touched.push(&eps);
         }
         if let Some(l) = &options.ledger {
             l.expect(touched.iter().copied());
         }
-        let results = match w.commit().await {
+        // The request is on its way: while ZooKeeper commits it, record what it does. A
+        // failure clears the whole cache (`sync`), so nothing recorded here outlives one.
+        let commit = w.commit();
+        if first && record_changed {
+            state.version = state.version.wrapping_add(1);
+            state.record = record.clone();
+        }
+        state.endpoints_missing &= !missing;
+        for write in batch {
+            write.record(state);
+        }
+        let results = match commit.await {
             Ok(r) => r,
             Err(e) => {
                 if let Some(l) = &options.ledger {
@@ -739,20 +781,15 @@ async fn apply_inner(
                 return Err(multi_error(path, fence.is_some(), e));
             }
         };
-        let mut results = results.into_iter();
-        if fence.is_some() {
-            results.next();
-        }
+        let mut results = results.iter().skip(usize::from(fence.is_some()));
         if let Some(MultiWriteResult::SetData { stat }) = results.next() {
             state.version = stat.version;
-            state.record = record.clone();
         }
-        if first && state.endpoints_missing {
+        if missing {
             results.next();
-            state.endpoints_missing = false;
         }
         for (write, result) in batch.iter().zip(results) {
-            write.record(state, result);
+            write.confirm(state, result);
         }
         applied.transactions += 1;
         applied.znodes += batch.len();
