@@ -14,8 +14,11 @@
 //! ZooKeeper-seen minus patch-answered ("from commit") and minus pod-watch-seen ("from event").
 //! The same flips are compared, in the same run, with what a user would compare podkeeper
 //! with: headless Services selecting the same pods, whose EndpointSlices kube-controller-manager
-//! writes (`slices.rs`), and the floor: this program's own pod watch (commit -> watch event)
-//! plus one bare `multi()` of the same shape (issued -> ZooKeeper watch event).
+//! writes (`slices.rs`), and the floor, two ways: this program's own pod watch (commit -> watch
+//! event) plus one bare `multi()` of the same shape (issued -> ZooKeeper watch event), each
+//! measured apart; and the bare bridge, end to end: a few pods nothing selects ([`FLOOR_PODS`])
+//! flip between the paced flips, and this program's pod watch issues one bare `multi()` the
+//! moment it sees each (commit -> ZooKeeper watch event, as podkeeper is timed).
 //!
 //! With `--operator-bin` the program runs the operator itself (`operator.rs`): it can then
 //! restart it cold (a fresh ZooKeeper chroot: operator start -> everything published, RSS all
@@ -397,6 +400,22 @@ fn pod_name(i: usize) -> String {
     format!("lat-{i:05}")
 }
 
+/// Pods no resource and no Service selects, flipped by the bare bridge (the floor): besides
+/// the benchmark's pods, indexed by the operator like any other pod of the namespace.
+const FLOOR_PODS: usize = 10;
+
+fn floor_pod_name(i: usize) -> String {
+    format!("floor-{i:02}")
+}
+
+/// Floor pod `i`: only the label `bench=floor`.
+fn floor_pod_object(ns: &str, i: usize, nodes: &[String]) -> anyhow::Result<Pod> {
+    let mut pod = pod_object(ns, i, 1, &[], nodes)?;
+    pod.metadata.name = Some(floor_pod_name(i));
+    pod.metadata.labels = Some([("bench".to_string(), "floor".to_string())].into());
+    Ok(pod)
+}
+
 /// Pod `i`: `app=svc-<i % services>`, and for each configuration of R resources the label
 /// `bench-r<R>=<resource>` its Service selects; bound to a node when `nodes` is not empty.
 fn pod_object(
@@ -676,7 +695,7 @@ async fn run_all(run: &mut Run, client: &kube::Client) -> anyhow::Result<()> {
     // The operator indexes every pod of the namespace, selected or not.
     let (m1, _) = run
         .wait_metrics("the operator to index every pod", 300, |m| {
-            metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0) >= want as f64
+            metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0) >= (want + FLOOR_PODS) as f64
         })
         .await?;
     let indexed = metric(&m1, "podkeeper_pods_indexed", "").unwrap_or(0.0);
@@ -733,18 +752,20 @@ async fn create_pods(run: &Run, client: &kube::Client) -> anyhow::Result<()> {
     }
     let services_max = *run.args.configs.iter().max().unwrap_or(&1);
     let t = Instant::now();
-    let created: Vec<anyhow::Result<()>> = futures::stream::iter(0..run.args.pods)
+    let created: Vec<anyhow::Result<()>> = futures::stream::iter(0..run.args.pods + FLOOR_PODS)
         .map(|i| {
             let pods = run.pods.clone();
             let (configs, nodes) = (&run.args.configs, &run.args.bind_nodes);
             async move {
-                let p = pod_object(ns, i, services_max, configs, nodes)?;
+                let p = match i.checked_sub(run.args.pods) {
+                    None => pod_object(ns, i, services_max, configs, nodes)?,
+                    Some(f) => floor_pod_object(ns, f, nodes)?,
+                };
                 match pods.create(&PostParams::default(), &p).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-                    Err(e) => {
-                        Err(anyhow::Error::new(e).context(format!("creating {}", pod_name(i))))
-                    }
+                    Err(e) => Err(anyhow::Error::new(e)
+                        .context(format!("creating {}", p.metadata.name.unwrap_or_default()))),
                 }
             }
         })
@@ -762,7 +783,7 @@ async fn create_pods(run: &Run, client: &kube::Client) -> anyhow::Result<()> {
     );
     run.shared
         .wait_for("all pods Running+Ready with an IP", run.overall, |s| {
-            s.ready_now.values().filter(|(r, ip)| *r && *ip).count() >= want
+            s.ready_now.values().filter(|(r, ip)| *r && *ip).count() >= want + FLOOR_PODS
         })
         .await?;
     let ready_in = t.elapsed();
@@ -896,13 +917,15 @@ async fn run_config(
     let half = (run.args.flips / 2).min(members.len() / 2);
     let (paced_pods, rest) = members.split_at(half);
     let (burst_pods, rest) = rest.split_at(run.args.burst.min(rest.len()));
-    // The bare multi()s run beside the paced flips, half an interval after each, so that the
-    // floor is measured under the same load as podkeeper.
-    let (paced, bare) = tokio::join!(
+    // The floor's parts (bare multi()s a quarter of an interval after each paced flip) and the
+    // bare bridge (a floor pod flipped half an interval after) run beside the paced flips, so
+    // that the floor is measured under the same load as podkeeper.
+    let (paced, bare, bridge) = tokio::join!(
         paced_phase(run, &label, paced_pods),
-        bare_multis(run, &label)
+        bare_multis(run, &label),
+        bare_bridge(run, &label)
     );
-    floor_report(&label, &paced?, bare?);
+    floor_report(&label, &paced?, bare?, bridge?);
     tokio::time::sleep(Duration::from_secs(1)).await;
     burst_phase(run, &label, burst_pods).await?;
     if run.args.churn_rate > 0.0 {
@@ -1028,7 +1051,7 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
 
 /// The floor's ZooKeeper part: bare `multi()`s of the operator's shape (a version check and one
 /// ~300-byte create or delete), issued -> seen by the same ZooKeeper watch, paced like the
-/// flips and half an interval after each. Returns their latencies (ms).
+/// flips and a quarter of an interval after each. Returns their latencies (ms).
 async fn bare_multis(run: &Run, label: &str) -> anyhow::Result<Vec<f64>> {
     let base = format!("{}/floor-{label}", run.root);
     let eps = format!("{base}/endpoints");
@@ -1037,7 +1060,7 @@ async fn bare_multis(run: &Run, label: &str) -> anyhow::Result<Vec<f64>> {
     let payload = vec![b'x'; 300];
     let n = run.args.flips.max(2);
     let mut lat = Vec::new();
-    let start = Instant::now() + Duration::from_millis(run.args.interval_ms / 2);
+    let start = Instant::now() + Duration::from_millis(run.args.interval_ms / 4);
     for k in 0..n {
         tokio::time::sleep_until(
             (start + Duration::from_millis(run.args.interval_ms * k as u64)).into(),
@@ -1057,19 +1080,7 @@ async fn bare_multis(run: &Run, label: &str) -> anyhow::Result<Vec<f64>> {
         w.commit()
             .await
             .map_err(|e| anyhow::anyhow!("bare multi: {e:?}"))?;
-        let deadline = run.deadline(5);
-        run.shared
-            .wait_for("the bare multi's watch event", deadline, |s| {
-                s.zk.get(&name)
-                    .is_some_and(|v| v.iter().any(|(c, t)| *c == create && *t >= t0))
-            })
-            .await?;
-        let seen = run.shared.seen.lock().unwrap();
-        let t = seen.zk[&name]
-            .iter()
-            .find(|(c, t)| *c == create && *t >= t0)
-            .map(|(_, t)| *t)
-            .expect("waited for above");
+        let t = first_seen(run, "the bare multi's watch event", &name, create, t0).await?;
         lat.push(ms(t - t0));
     }
     run.zk.delete(&eps, None).await?;
@@ -1077,9 +1088,134 @@ async fn bare_multis(run: &Run, label: &str) -> anyhow::Result<Vec<f64>> {
     Ok(lat)
 }
 
+/// One flip of the bare bridge, in ms: from the patch's answer to the bare multi's ZooKeeper
+/// watch event (podkeeper's measure), and its parts: the answer to this program's pod watch
+/// event, and the multi issued to its watch event.
+struct Bridged {
+    from_answer: f64,
+    pod_watch: f64,
+    multi: f64,
+}
+
+/// The floor measured end to end: the thinnest bridge there is. A floor pod (selected by
+/// nothing) flips half an interval after each paced flip; the moment this program's own pod
+/// watch sees it, one bare `multi()` of the operator's shape goes out. Timed from the patch's
+/// answer to that multi's ZooKeeper watch event, as podkeeper's flips are, so both meet the
+/// API server's and etcd's work that follows a status patch.
+async fn bare_bridge(run: &Run, label: &str) -> anyhow::Result<Vec<Bridged>> {
+    let base = format!("{}/bridge-{label}", run.root);
+    let eps = format!("{base}/endpoints");
+    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    run.zk.mkdir(&eps, &opts).await?;
+    let payload = vec![b'x'; 300];
+    let mut ready = [true; FLOOR_PODS];
+    let mut out = Vec::new();
+    let start = Instant::now() + Duration::from_millis(run.args.interval_ms / 2);
+    for k in 0..run.args.flips.max(2) {
+        tokio::time::sleep_until(
+            (start + Duration::from_millis(run.args.interval_ms * k as u64)).into(),
+        )
+        .await;
+        let pod = floor_pod_name(k % FLOOR_PODS);
+        ready[k % FLOOR_PODS] = !ready[k % FLOOR_PODS];
+        let want = ready[k % FLOOR_PODS];
+        let (name, create) = (format!("bridge-{}", k / 2), k % 2 == 0);
+        let path = format!("{eps}/{name}");
+        let sent = Instant::now();
+        let patched = async {
+            patch_ready(&run.pods, &pod, want).await?;
+            anyhow::Ok(Instant::now())
+        };
+        let bridged = async {
+            run.shared
+                .wait_for("the floor pod's watch event", run.deadline(10), |s| {
+                    s.pod
+                        .get(&pod)
+                        .is_some_and(|v| v.iter().any(|(r, t)| *r == want && *t >= sent))
+                })
+                .await?;
+            let mut w = run.zk.new_multi_writer();
+            w.add_check_version(&base, 0)?;
+            if create {
+                w.add_create(&path, &payload, &opts)?;
+            } else {
+                w.add_delete(&path, None)?;
+            }
+            let t0 = Instant::now();
+            w.commit()
+                .await
+                .map_err(|e| anyhow::anyhow!("bare bridge multi: {e:?}"))?;
+            let zk = first_seen(run, "the bare bridge's watch event", &name, create, t0).await?;
+            let watched = first_seen_pod(run, &pod, want, sent);
+            anyhow::Ok((watched, t0, zk))
+        };
+        let (answered, bridged) = tokio::join!(patched, bridged);
+        let (answered, (watched, t0, zk)) = (answered?, bridged?);
+        out.push(Bridged {
+            from_answer: ms(zk.saturating_duration_since(answered)),
+            pod_watch: ms(watched.saturating_duration_since(answered)),
+            multi: ms(zk - t0),
+        });
+    }
+    run.zk.delete(&eps, None).await?;
+    run.zk.delete(&base, None).await?;
+    Ok(out)
+}
+
+/// When the ZooKeeper watch first saw endpoint `name` created (or deleted) at or after `after`.
+async fn first_seen(
+    run: &Run,
+    what: &str,
+    name: &str,
+    created: bool,
+    after: Instant,
+) -> anyhow::Result<Instant> {
+    let hit = |s: &Seen| {
+        s.zk.get(name)
+            .and_then(|v| v.iter().find(|(c, t)| *c == created && *t >= after))
+            .map(|(_, t)| *t)
+    };
+    run.shared
+        .wait_for(what, run.deadline(5), |s| hit(s).is_some())
+        .await?;
+    Ok(hit(&run.shared.seen.lock().unwrap()).expect("waited for above"))
+}
+
+/// When this program's pod watch first saw `pod` become `ready` at or after `after` (it has).
+fn first_seen_pod(run: &Run, pod: &str, ready: bool, after: Instant) -> Instant {
+    let seen = run.shared.seen.lock().unwrap();
+    seen.pod[pod]
+        .iter()
+        .find(|(r, t)| *r == ready && *t >= after)
+        .map(|(_, t)| *t)
+        .expect("waited for by the caller")
+}
+
 /// The floor: the bare pod watch (measured on the paced flips) plus the bare `multi()`s run
-/// beside them. Reports podkeeper's paced p50/p99 over it.
-fn floor_report(label: &str, paced: &Phase, lat: Vec<f64>) {
+/// beside them, and the bare bridge measured end to end. Reports podkeeper's paced p50/p99
+/// over both.
+fn floor_report(label: &str, paced: &Phase, lat: Vec<f64>, bridge: Vec<Bridged>) {
+    let parts = |f: fn(&Bridged) -> f64| stats(bridge.iter().map(f).collect());
+    let (line, b) = parts(|b| b.from_answer);
+    let (watch_line, _) = parts(|b| b.pod_watch);
+    let (multi_line, _) = parts(|b| b.multi);
+    println!(
+        "{label}: bare bridge (floor pod flip -> own pod watch -> bare multi() -> ZooKeeper watch event), from commit {line}; parts: pod watch {watch_line}, multi {multi_line}"
+    );
+    for (q, i) in [("p50", 0), ("p99", 2)] {
+        result(
+            &format!("{label}_paced_bridge_{q}"),
+            b[i],
+            "ms",
+            "bare bridge, from status commit to its ZooKeeper watch event",
+        );
+        result(
+            &format!("{label}_paced_over_bridge_{q}"),
+            paced.zk[i] / b[i],
+            "x",
+            "podkeeper / bare bridge; target <= 1.5 at p50",
+        );
+    }
     let (line, m) = stats(lat);
     println!("{label}: bare multi() -> ZooKeeper watch event {line}");
     result(
@@ -1282,7 +1418,8 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
             let t0 = run.op.start(v, &[("PODKEEPER_ZK_CHROOT", chroot)])?;
             let (_, listed) = run
                 .wait_metrics("the cold operator to index every pod", 600, |m| {
-                    metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0) >= want as f64
+                    metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0)
+                        >= (want + FLOOR_PODS) as f64
                 })
                 .await?;
             let (_, done) = run
@@ -1338,7 +1475,7 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
     let t0 = run.op.start(&base, &[])?;
     let (_, listed) = run
         .wait_metrics("the warm operator to index every pod", 600, |m| {
-            metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0) >= want as f64
+            metric(m, "podkeeper_pods_indexed", "").unwrap_or(0.0) >= (want + FLOOR_PODS) as f64
         })
         .await?;
     let (_, done) = run
