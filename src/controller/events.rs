@@ -78,9 +78,14 @@ impl Recorder {
             let patch = serde_json::json!({
                 "series": {"count": count, "lastObservedTime": MicroTime(now)}
             });
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            return Ok(());
+            let patched = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch));
+            match patched.await {
+                Ok(_) => return Ok(()),
+                // Gone or refused (deleted, expired early): this one starts a new Event.
+                Err(err) => {
+                    tracing::debug!(%err, event = %name, "counting into an Event's series failed")
+                }
+            }
         }
         let event = self.event(ev, regarding, now);
         let name = event.metadata.name.clone().unwrap_or_default();
