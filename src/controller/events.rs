@@ -78,8 +78,8 @@ impl Recorder {
             let patch = serde_json::json!({
                 "series": {"count": count, "lastObservedTime": MicroTime(now)}
             });
-            let patched = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch));
-            match patched.await {
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+            match api.patch(&name, &params, &patch).await {
                 Ok(_) => return Ok(()),
                 // Gone or refused (deleted, expired early): this one starts a new Event.
                 Err(err) => {
