@@ -1,10 +1,10 @@
 //! Kubernetes Events of a resource, rate-limited per reason so churn does not load the API
 //! server: a reason fires at most once per interval, and the next one says how many it folded.
-//! An Event repeated whole (same resource, reason and note) within [`SERIES_TTL`] counts into
-//! the first one's series instead, as kube's `Recorder` does. That recorder's cache kept every
-//! Event whole for six minutes in a table that never shrinks (5.9 MB after 1,000 resources
-//! published one each, by heaptrack; more with every note under churn): this one keeps a hash
-//! of each key, the Event's name and its count, and drops them when they expire.
+//! Within [`SERIES_TTL`] of an Event, the next ones of the same reason on the same resource
+//! count into its series (its note stays the first one's), as kube's `Recorder` counted them.
+//! That recorder's cache kept each such Event whole for six minutes in a table that never
+//! shrinks (5.9 MB after 1,000 resources published two reasons each, by heaptrack): this one
+//! keeps a hash of each key, the Event's name and its count, and drops them when they expire.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -102,7 +102,13 @@ impl Recorder {
         now: k8s_openapi::jiff::Timestamp,
     ) -> K8sEvent {
         let r = &self.reporter;
+        // A name is at most 253 characters: room for the dot and 16 hex digits.
         let base = regarding.name.as_deref().unwrap_or(&r.controller);
+        let mut cut = base.len().min(236);
+        while !base.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let base = &base[..cut];
         K8sEvent {
             metadata: ObjectMeta {
                 name: Some(format!("{base}.{:x}", now.as_nanosecond())),
@@ -128,11 +134,12 @@ impl Recorder {
     }
 }
 
-/// What makes two Events the same: the resource (by uid), type, reason and note.
+/// What makes two Events one series: the resource (by uid), type and reason (kube's
+/// `Recorder` keyed them so too; the note is immutable once the Event exists).
 fn series_key(ev: &Draft, regarding: &ObjectReference) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&regarding.namespace, &regarding.name, &regarding.uid).hash(&mut h);
-    (matches!(ev.type_, EventType::Warning), &ev.reason, &ev.note).hash(&mut h);
+    (matches!(ev.type_, EventType::Warning), &ev.reason).hash(&mut h);
     h.finish()
 }
 
@@ -272,7 +279,8 @@ impl Limiter {
 
 impl Limits {
     /// At most once a minute, forgets the keys that admit the next Event as if new (nothing
-    /// folded, the interval over): resources deleted long ago among them.
+    /// folded, the interval over), and those whose folded count is older than [`SERIES_TTL`]
+    /// (resources deleted meanwhile among them).
     fn sweep(&mut self, now: Instant) {
         if self
             .swept
@@ -281,8 +289,13 @@ impl Limits {
             return;
         }
         self.swept = Some(now);
-        self.keys
-            .retain(|_, (last, folded)| *folded > 0 || now.duration_since(*last) < MIN_INTERVAL);
+        self.keys.retain(|_, (last, folded)| {
+            let age = now.duration_since(*last);
+            age < MIN_INTERVAL || (*folded > 0 && age < SERIES_TTL)
+        });
+        if self.keys.capacity() > 4 * self.keys.len().max(16) {
+            self.keys.shrink_to_fit();
+        }
     }
 }
 
@@ -340,6 +353,18 @@ mod tests {
             "the folded count survives the sweep"
         );
         assert_eq!(l.admit(key("Added"), later), Some(0));
+        assert_eq!(
+            l.admit(key("Removed"), later + Duration::from_secs(2)),
+            None
+        );
+        let much_later = later + SERIES_TTL + Duration::from_secs(61);
+        assert_eq!(l.admit(key("Other"), much_later), Some(0));
+        assert_eq!(
+            l.len(),
+            1,
+            "a folded count older than the series TTL goes too"
+        );
+        assert_eq!(l.admit(key("Removed"), much_later), Some(0));
     }
 
     fn draft(note: &str) -> Draft {
@@ -360,15 +385,20 @@ mod tests {
     }
 
     #[test]
-    fn an_exact_repeat_within_the_ttl_counts_into_the_first_events_series() {
+    fn a_repeat_within_the_ttl_counts_into_the_first_events_series() {
         let mut s = Series::default();
         let t0 = Instant::now();
         let a = series_key(&draft("added web-1"), &regarding("u1"));
-        assert_ne!(
+        assert_eq!(
             a,
             series_key(&draft("added web-2"), &regarding("u1")),
-            "note"
+            "the note does not count"
         );
+        let removed = Draft {
+            reason: "Removed".into(),
+            ..draft("added web-1")
+        };
+        assert_ne!(a, series_key(&removed, &regarding("u1")), "reason");
         assert_ne!(
             a,
             series_key(&draft("added web-1"), &regarding("u2")),
