@@ -56,8 +56,22 @@ impl Ledger {
         }
     }
 
+    #[cfg(test)]
     fn set_watched(&self, roots: HashSet<String>) {
         *self.watched.lock().expect("ledger lock") = roots;
+    }
+
+    /// `root` is watched now: writes below it raise events.
+    fn watching(&self, root: &str) {
+        let mut watched = self.watched.lock().expect("ledger lock");
+        if !watched.contains(root) {
+            watched.insert(root.to_string());
+        }
+    }
+
+    /// `root` is not watched any more.
+    fn unwatched(&self, root: &str) {
+        self.watched.lock().expect("ledger lock").remove(root);
     }
 
     /// After a failed commit: nothing was written, no event comes.
@@ -205,21 +219,21 @@ impl Tamper {
         {
             old.abort();
         }
-        self.ledger.set_watched(watches.keys().cloned().collect());
+        self.ledger.watching(root);
         Ok(())
     }
 
     /// Stops every watch set for `tag` (the resource went away).
     pub fn unwatch(&self, tag: &str) {
         let mut watches = self.watches.lock().expect("watches lock");
-        watches.retain(|_, (_, t, task)| {
+        watches.retain(|root, (_, t, task)| {
             let keep = t != tag;
             if !keep {
                 task.abort();
+                self.ledger.unwatched(root);
             }
             keep
         });
-        self.ledger.set_watched(watches.keys().cloned().collect());
     }
 
     /// Folders watched now.
@@ -259,6 +273,20 @@ mod tests {
         l.expect(["/x/y/z/w", "/x/yz", "/x"]);
         assert_eq!(l.pending(), 1);
         assert!(l.consume("/x/y/z/w"));
+    }
+
+    #[test]
+    fn folders_are_watched_and_forgotten_one_by_one() {
+        let l = Ledger::default();
+        l.watching("/a");
+        l.watching("/b");
+        l.watching("/a");
+        l.expect(["/a/1", "/b/1", "/c/1"]);
+        assert_eq!(l.pending(), 2);
+        l.unwatched("/a");
+        l.expect(["/a/2", "/b/2"]);
+        assert_eq!(l.pending(), 3, "below /a nothing is expected any more");
+        assert!(l.consume("/b/2") && !l.consume("/a/2"));
     }
 
     #[test]
