@@ -1069,17 +1069,7 @@ async fn bare_multis(run: &Run, label: &str) -> anyhow::Result<Vec<f64>> {
         let name = format!("floor-{}", k / 2);
         let path = format!("{eps}/{name}");
         let create = k % 2 == 0;
-        let mut w = run.zk.new_multi_writer();
-        w.add_check_version(&base, 0)?;
-        if create {
-            w.add_create(&path, &payload, &opts)?;
-        } else {
-            w.add_delete(&path, None)?;
-        }
-        let t0 = Instant::now();
-        w.commit()
-            .await
-            .map_err(|e| anyhow::anyhow!("bare multi: {e:?}"))?;
+        let t0 = bare_multi(run, &base, &path, &payload, create).await?;
         let t = first_seen(run, "the bare multi's watch event", &name, create, t0).await?;
         lat.push(ms(t - t0));
     }
@@ -1134,17 +1124,7 @@ async fn bare_bridge(run: &Run, label: &str) -> anyhow::Result<Vec<Bridged>> {
                         .is_some_and(|v| v.iter().any(|(r, t)| *r == want && *t >= sent))
                 })
                 .await?;
-            let mut w = run.zk.new_multi_writer();
-            w.add_check_version(&base, 0)?;
-            if create {
-                w.add_create(&path, &payload, &opts)?;
-            } else {
-                w.add_delete(&path, None)?;
-            }
-            let t0 = Instant::now();
-            w.commit()
-                .await
-                .map_err(|e| anyhow::anyhow!("bare bridge multi: {e:?}"))?;
+            let t0 = bare_multi(run, &base, &path, &payload, create).await?;
             let zk = first_seen(run, "the bare bridge's watch event", &name, create, t0).await?;
             let watched = first_seen_pod(run, &pod, want, sent);
             anyhow::Ok((watched, t0, zk))
@@ -1160,6 +1140,30 @@ async fn bare_bridge(run: &Run, label: &str) -> anyhow::Result<Vec<Bridged>> {
     run.zk.delete(&eps, None).await?;
     run.zk.delete(&base, None).await?;
     Ok(out)
+}
+
+/// One bare `multi()` of the operator's shape: `base`'s version checked, `path` created (or
+/// deleted). Returns when it was issued.
+async fn bare_multi(
+    run: &Run,
+    base: &str,
+    path: &str,
+    payload: &[u8],
+    create: bool,
+) -> anyhow::Result<Instant> {
+    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let mut w = run.zk.new_multi_writer();
+    w.add_check_version(base, 0)?;
+    if create {
+        w.add_create(path, payload, &opts)?;
+    } else {
+        w.add_delete(path, None)?;
+    }
+    let t0 = Instant::now();
+    w.commit()
+        .await
+        .map_err(|e| anyhow::anyhow!("bare multi on {path}: {e:?}"))?;
+    Ok(t0)
 }
 
 /// When the ZooKeeper watch first saw endpoint `name` created (or deleted) at or after `after`.

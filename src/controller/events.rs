@@ -172,17 +172,10 @@ impl Series {
     /// Drops expired entries, at most once a minute, and returns the memory of a table that
     /// emptied after a burst.
     fn sweep(&mut self, now: Instant) {
-        if self
-            .swept
-            .is_some_and(|s| now.duration_since(s) < Duration::from_secs(60))
-        {
-            return;
-        }
-        self.swept = Some(now);
-        self.live
-            .retain(|_, (_, _, last)| now.duration_since(*last) < SERIES_TTL);
-        if self.live.capacity() > 4 * self.live.len().max(16) {
-            self.live.shrink_to_fit();
+        if sweep_due(&mut self.swept, now) {
+            self.live
+                .retain(|_, (_, _, last)| now.duration_since(*last) < SERIES_TTL);
+            shrink(&mut self.live);
         }
     }
 }
@@ -282,20 +275,29 @@ impl Limits {
     /// folded, the interval over), and those whose folded count is older than [`SERIES_TTL`]
     /// (resources deleted meanwhile among them).
     fn sweep(&mut self, now: Instant) {
-        if self
-            .swept
-            .is_some_and(|s| now.duration_since(s) < Duration::from_secs(60))
-        {
-            return;
+        if sweep_due(&mut self.swept, now) {
+            self.keys.retain(|_, (last, folded)| {
+                let age = now.duration_since(*last);
+                age < MIN_INTERVAL || (*folded > 0 && age < SERIES_TTL)
+            });
+            shrink(&mut self.keys);
         }
-        self.swept = Some(now);
-        self.keys.retain(|_, (last, folded)| {
-            let age = now.duration_since(*last);
-            age < MIN_INTERVAL || (*folded > 0 && age < SERIES_TTL)
-        });
-        if self.keys.capacity() > 4 * self.keys.len().max(16) {
-            self.keys.shrink_to_fit();
-        }
+    }
+}
+
+/// Whether a sweep is due (the first, or a minute after the last); if so, it is taken now.
+fn sweep_due(swept: &mut Option<Instant>, now: Instant) -> bool {
+    let due = swept.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(60));
+    if due {
+        *swept = Some(now);
+    }
+    due
+}
+
+/// Returns the memory of a table that emptied after a burst.
+fn shrink<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len().max(16) {
+        map.shrink_to_fit();
     }
 }
 
