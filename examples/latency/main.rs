@@ -1053,10 +1053,7 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
 /// ~300-byte create or delete), issued -> seen by the same ZooKeeper watch, paced like the
 /// flips and a quarter of an interval after each. Returns their latencies (ms).
 async fn bare_multis(run: &Run, label: &str) -> anyhow::Result<Vec<f64>> {
-    let base = format!("{}/floor-{label}", run.root);
-    let eps = format!("{base}/endpoints");
-    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    run.zk.mkdir(&eps, &opts).await?;
+    let (base, eps) = bare_folder(run, &format!("floor-{label}")).await?;
     let payload = vec![b'x'; 300];
     let n = run.args.flips.max(2);
     let mut lat = Vec::new();
@@ -1073,8 +1070,7 @@ async fn bare_multis(run: &Run, label: &str) -> anyhow::Result<Vec<f64>> {
         let t = first_seen(run, "the bare multi's watch event", &name, create, t0).await?;
         lat.push(ms(t - t0));
     }
-    run.zk.delete(&eps, None).await?;
-    run.zk.delete(&base, None).await?;
+    remove_bare_folder(run, &base, &eps).await?;
     Ok(lat)
 }
 
@@ -1093,10 +1089,7 @@ struct Bridged {
 /// answer to that multi's ZooKeeper watch event, as podkeeper's flips are, so both meet the
 /// API server's and etcd's work that follows a status patch.
 async fn bare_bridge(run: &Run, label: &str) -> anyhow::Result<Vec<Bridged>> {
-    let base = format!("{}/bridge-{label}", run.root);
-    let eps = format!("{base}/endpoints");
-    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    run.zk.mkdir(&eps, &opts).await?;
+    let (base, eps) = bare_folder(run, &format!("bridge-{label}")).await?;
     let payload = vec![b'x'; 300];
     let mut ready = [true; FLOOR_PODS];
     let mut out = Vec::new();
@@ -1137,9 +1130,24 @@ async fn bare_bridge(run: &Run, label: &str) -> anyhow::Result<Vec<Bridged>> {
             multi: ms(zk - t0),
         });
     }
-    run.zk.delete(&eps, None).await?;
-    run.zk.delete(&base, None).await?;
+    remove_bare_folder(run, &base, &eps).await?;
     Ok(out)
+}
+
+/// A service folder of the bare measurements, `<root>/<name>` and its `endpoints` below.
+async fn bare_folder(run: &Run, name: &str) -> anyhow::Result<(String, String)> {
+    let base = format!("{}/{name}", run.root);
+    let eps = format!("{base}/endpoints");
+    let opts = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    run.zk.mkdir(&eps, &opts).await?;
+    Ok((base, eps))
+}
+
+/// Removes what [`bare_folder`] made (its endpoints are gone by then).
+async fn remove_bare_folder(run: &Run, base: &str, eps: &str) -> anyhow::Result<()> {
+    run.zk.delete(eps, None).await?;
+    run.zk.delete(base, None).await?;
+    Ok(())
 }
 
 /// One bare `multi()` of the operator's shape: `base`'s version checked, `path` created (or
