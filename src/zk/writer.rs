@@ -648,60 +648,82 @@ async fn apply(
     timed("multi", work).await
 }
 
-fn encode<'a>(
-    path: &str,
-    plan: &'a Plan,
-    nodes: &'a NodePlan,
-    codec: &dyn Codec,
-) -> Result<Vec<Write<'a>>, ZkError> {
-    let mut writes = Vec::with_capacity(plan.ops.len() + nodes.ops.len());
-    for op in &plan.ops {
-        let p = endpoint_path(path, op.name());
-        let data = match op {
-            Op::Create { record, .. } | Op::Update { record, .. } => {
-                Some(codec.encode_endpoint(record))
-            }
-            Op::Delete { .. } => None,
-        };
-        writes.push(Write::Endpoint { op, path: p, data });
+/// The writes of a plan, encoded one transaction at a time: a first publish of many pods never
+/// holds every record's bytes at once.
+struct Writes<'a> {
+    path: &'a str,
+    codec: &'a dyn Codec,
+    ops: std::slice::Iter<'a, Op>,
+    nodes: std::slice::Iter<'a, NodeOp>,
+    /// A write encoded but left for the next transaction.
+    held: Option<Write<'a>>,
+}
+
+impl<'a> Writes<'a> {
+    fn new(path: &'a str, plan: &'a Plan, nodes: &'a NodePlan, codec: &'a dyn Codec) -> Self {
+        Writes {
+            path,
+            codec,
+            ops: plan.ops.iter(),
+            nodes: nodes.ops.iter(),
+            held: None,
+        }
     }
-    writes.extend(nodes.ops.iter().map(Write::Node));
-    for w in &writes {
-        if w.bytes() > MAX_TXN_BYTES / 2 {
-            let name = match w {
+
+    /// Whether every write went into a batch.
+    fn done(&self) -> bool {
+        self.held.is_none() && self.ops.len() == 0 && self.nodes.len() == 0
+    }
+
+    fn pull(&mut self) -> Result<Option<Write<'a>>, ZkError> {
+        if let Some(w) = self.held.take() {
+            return Ok(Some(w));
+        }
+        let write = if let Some(op) = self.ops.next() {
+            let data = match op {
+                Op::Create { record, .. } | Op::Update { record, .. } => {
+                    Some(self.codec.encode_endpoint(record))
+                }
+                Op::Delete { .. } => None,
+            };
+            let path = endpoint_path(self.path, op.name());
+            Write::Endpoint { op, path, data }
+        } else if let Some(op) = self.nodes.next() {
+            Write::Node(op)
+        } else {
+            return Ok(None);
+        };
+        if write.bytes() > MAX_TXN_BYTES / 2 {
+            let name = match &write {
                 Write::Endpoint { op, .. } => op.name(),
                 Write::Node(op) => op.path(),
             };
             return Err(ZkError::TooLarge {
                 name: name.to_string(),
-                bytes: w.bytes(),
+                bytes: write.bytes(),
                 limit: MAX_TXN_BYTES / 2,
             });
         }
+        Ok(Some(write))
     }
-    Ok(writes)
-}
 
-/// Splits the writes into transactions under the byte budget and the deletion cap.
-fn batches<'w, 'a>(
-    writes: &'w [Write<'a>],
-    first_size: usize,
-    next_size: usize,
-    max_deletes: usize,
-) -> Vec<&'w [Write<'a>]> {
-    let mut batches = Vec::new();
-    let (mut start, mut size, mut deletes) = (0, first_size, 0);
-    for (i, w) in writes.iter().enumerate() {
-        let over_cap = w.is_delete() && max_deletes > 0 && deletes >= max_deletes;
-        if (size + w.bytes() > MAX_TXN_BYTES || over_cap) && i > start {
-            batches.push(&writes[start..i]);
-            (start, size, deletes) = (i, next_size, 0);
+    /// The next transaction's writes: as many as fit the byte budget after `size` bytes of
+    /// checks and the service record, and the deletion cap. A plan that fits one transaction
+    /// is wholly encoded (and refused, if a record is too large) before anything is sent.
+    fn batch(&mut self, mut size: usize, max_deletes: usize) -> Result<Vec<Write<'a>>, ZkError> {
+        let (mut batch, mut deletes) = (Vec::new(), 0);
+        while let Some(w) = self.pull()? {
+            let over_cap = w.is_delete() && max_deletes > 0 && deletes >= max_deletes;
+            if (size + w.bytes() > MAX_TXN_BYTES || over_cap) && !batch.is_empty() {
+                self.held = Some(w);
+                break;
+            }
+            size += w.bytes();
+            deletes += usize::from(w.is_delete());
+            batch.push(w);
         }
-        size += w.bytes();
-        deletes += usize::from(w.is_delete());
+        Ok(batch)
     }
-    batches.push(&writes[start..]);
-    batches
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -720,17 +742,16 @@ async fn apply_inner(
     if plan.is_empty() && nodes.ops.is_empty() && !record_changed && !state.endpoints_missing {
         return Ok(Applied::default());
     }
-    let writes = encode(path, plan, nodes, codec)?;
+    let mut writes = Writes::new(path, plan, nodes, codec);
     let record_data = codec.encode_service(record);
     let first_size = record_data.len() + path.len() + OP_OVERHEAD * 3;
     let next_size = path.len() + OP_OVERHEAD * 2;
     let mut applied = Applied::default();
     let eps = endpoints_path(path);
-    for (i, batch) in batches(&writes, first_size, next_size, options.max_deletes_per_txn)
-        .into_iter()
-        .enumerate()
-    {
-        let first = i == 0;
+    while applied.transactions == 0 || !writes.done() {
+        let first = applied.transactions == 0;
+        let size = if first { first_size } else { next_size };
+        let batch = writes.batch(size, options.max_deletes_per_txn)?;
         let missing = first && state.endpoints_missing;
         let mut w = client.new_multi_writer();
         if let Some(f) = fence {
@@ -748,7 +769,7 @@ async fn apply_inner(
             w.add_create(&eps, &[], &persistent(&options.acls, NodeKind::Owned))
                 .map_err(server("create", &eps))?;
         }
-        for write in batch {
+        for write in &batch {
             write.add(&mut w, &options.acls)?;
         }
         let mut touched: Vec<&str> = batch.iter().map(Write::path).collect();
@@ -769,7 +790,7 @@ async fn apply_inner(
             state.record = record.clone();
         }
         state.endpoints_missing &= !missing;
-        for write in batch {
+        for write in &batch {
             write.record(state);
         }
         let results = match commit.await {
@@ -1056,6 +1077,125 @@ fn compact<K: Ord, V>(map: &mut BTreeMap<K, V>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(pod: &str, meta_bytes: usize) -> Arc<PublishedRecord> {
+        Arc::new(PublishedRecord {
+            host: "10.0.0.1".into(),
+            port: 80,
+            ports: Default::default(),
+            weight: 1,
+            group: "default".into(),
+            zone: None,
+            node: None,
+            pod: pod.into(),
+            namespace: "n".into(),
+            metadata: [("k".into(), "v".repeat(meta_bytes).into())]
+                .into_iter()
+                .collect(),
+            status: crate::model::record::EndpointStatus::Up,
+            ready_since_ms: 0,
+        })
+    }
+
+    fn creates(n: usize, meta_bytes: usize) -> Plan {
+        let ops = (0..n)
+            .map(|i| {
+                let name = SmolStr::from(format!("pod-{i:05}"));
+                Op::Create {
+                    record: record(&name, meta_bytes),
+                    name,
+                }
+            })
+            .collect();
+        Plan { ops }
+    }
+
+    /// Every batch of a plan: the paths and bytes of its writes.
+    fn split(plan: &Plan, nodes: &NodePlan, max_deletes: usize) -> Vec<Vec<(String, usize)>> {
+        let codec = Format::Native.codec();
+        let mut writes = Writes::new("/svc", plan, nodes, codec);
+        let mut out = Vec::new();
+        while out.is_empty() || !writes.done() {
+            let batch = writes
+                .batch(1000, max_deletes)
+                .expect("no record too large");
+            let size: usize = 1000 + batch.iter().map(Write::bytes).sum::<usize>();
+            assert!(size <= MAX_TXN_BYTES, "{size} bytes");
+            out.push(
+                batch
+                    .iter()
+                    .map(|w| (w.path().to_string(), w.bytes()))
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    fn paths(batches: &[Vec<(String, usize)>]) -> Vec<Vec<String>> {
+        let names = |b: &Vec<(String, usize)>| b.iter().map(|(p, _)| p.clone()).collect();
+        batches.iter().map(names).collect()
+    }
+
+    #[test]
+    fn writes_are_encoded_one_transaction_at_a_time_in_plan_order() {
+        let plan = creates(3000, 200);
+        let nodes = NodePlan {
+            ops: vec![NodeOp::Delete {
+                path: "/other/x".into(),
+                version: 0,
+            }],
+            clashes: Vec::new(),
+        };
+        let batches = split(&plan, &nodes, 0);
+        assert!(batches.len() >= 3, "{} batches", batches.len());
+        let mut want: Vec<String> = plan
+            .ops
+            .iter()
+            .map(|op| endpoint_path("/svc", op.name()))
+            .collect();
+        want.push("/other/x".into());
+        assert_eq!(paths(&batches).concat(), want);
+        // Each batch is full: the next write would not have fitted.
+        for pair in batches.windows(2) {
+            let used = 1000 + pair[0].iter().map(|(_, b)| b).sum::<usize>();
+            assert!(
+                used + pair[1][0].1 > MAX_TXN_BYTES,
+                "{used} bytes, then more"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_plan_is_one_empty_transaction_and_deletes_respect_the_cap() {
+        let empty = split(&Plan::default(), &NodePlan::default(), 0);
+        assert_eq!(paths(&empty), vec![Vec::<String>::new()]);
+        let ops = (0..10)
+            .map(|i| Op::Delete {
+                name: format!("p{i}").into(),
+                version: 0,
+            })
+            .collect();
+        let deletes = split(&Plan { ops }, &NodePlan::default(), 4);
+        let sizes: Vec<usize> = deletes.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+    }
+
+    #[test]
+    fn a_too_large_record_is_refused_before_its_transaction_is_sent() {
+        let mut plan = creates(5, 10);
+        plan.ops.push(Op::Create {
+            name: "huge".into(),
+            record: record("huge", MAX_TXN_BYTES / 2),
+        });
+        let nodes = NodePlan::default();
+        let mut writes = Writes::new("/svc", &plan, &nodes, Format::Native.codec());
+        match writes.batch(1000, 0) {
+            Err(ZkError::TooLarge { name, limit, .. }) => {
+                assert_eq!((name.as_str(), limit), ("huge", MAX_TXN_BYTES / 2));
+            }
+            other => panic!("expected TooLarge, got {:?}", other.map(|b| b.len())),
+        }
+    }
 
     #[test]
     fn compacting_keeps_every_entry_in_order() {
