@@ -28,6 +28,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", podkeeper::crd::crd_yaml());
         return Ok(());
     }
+    podkeeper::controller::configure_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(podkeeper::controller::on_thread_park)

@@ -145,9 +145,19 @@ impl Drop for Operator {
 
 /// VmRSS of `pid` in KiB.
 pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// RssAnon of `pid` in KiB: the resident heap and stacks, without the pages of the binary and
+/// its libraries (RssFile), which a process touches more of as it runs more of its code.
+pub fn anon_kib(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()

@@ -13,7 +13,7 @@ mod reconcile;
 #[cfg(test)]
 mod reconcile_tests;
 mod release;
-pub use release::on_thread_park;
+pub use release::{configure_allocator, on_thread_park};
 pub mod status;
 mod status_writer;
 mod watch;
