@@ -44,7 +44,7 @@ use rand::seq::SliceRandom;
 use tokio::sync::Notify;
 use zookeeper_client::{Acls, AddWatchMode, Client as ZkClient, CreateMode, EventType};
 
-use operator::{Operator, Variant, cpu_seconds, rss_kib};
+use operator::{Operator, Variant, anon_kib, cpu_seconds, rss_kib};
 
 struct Args {
     zk: String,
@@ -454,6 +454,7 @@ fn pod_object(
 }
 
 /// A flip: pod `name` to `ready`, and the four timestamps.
+#[derive(Clone)]
 struct Flip {
     name: String,
     ready: bool,
@@ -991,7 +992,9 @@ async fn wait_landed(run: &Run, flips: &[Flip], what: &str) {
 /// Half the pods to NotReady one every `interval_ms`, then back to Ready.
 async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::Result<Phase> {
     let before = scrape(&run.args.metrics).await?;
+    let mut shadow = Shadow::new(run, label).await?;
     let mut all_paced = Vec::new();
+    let mut unshadowed = Vec::new();
     for ready in [false, true] {
         let mut flips = Vec::new();
         let start = Instant::now();
@@ -999,17 +1002,30 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
             let at = start + Duration::from_millis(run.args.interval_ms * k as u64);
             tokio::time::sleep_until(at.into()).await;
             let sent = Instant::now();
-            patch_ready(&run.pods, name, ready).await?;
-            flips.push(Flip {
+            let patched = async {
+                patch_ready(&run.pods, name, ready).await?;
+                anyhow::Ok(Instant::now())
+            };
+            let shadowed = k % 2 == 0;
+            let bridged = shadow.bridge(run, shadowed.then_some((name.as_str(), ready)), sent);
+            let (answered, zk) = tokio::join!(patched, bridged);
+            let (answered, zk) = (answered?, zk?);
+            let flip = Flip {
                 name: name.clone(),
                 ready,
                 sent,
-                answered: Some(Instant::now()),
-            });
+                answered: Some(answered),
+            };
+            match zk {
+                Some(zk) => shadow.lat.push(ms(zk.saturating_duration_since(answered))),
+                None => unshadowed.push(flip.clone()),
+            }
+            flips.push(flip);
         }
         wait_landed(run, &flips, "paced flips").await;
         all_paced.extend(flips);
     }
+    shadow.remove(run).await?;
     let after = scrape(&run.args.metrics).await?;
     let phase = {
         let seen = run.shared.seen.lock().unwrap();
@@ -1031,6 +1047,7 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
         println!(
             "pods not Ready after the paced flips (kwok fighting back would show here): {reverted}"
         );
+        shadow.report(label, &from_commit(&unshadowed, &seen.zk).0);
         phase
     };
     for (name, labels) in [
@@ -1047,6 +1064,93 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
         );
     }
     Ok(phase)
+}
+
+/// The bare bridge on the paced flips themselves: on every other paced flip, the moment this
+/// program's pod watch sees it, one bare `multi()` of the operator's shape goes out, timed from
+/// the patch's answer to its ZooKeeper watch event as podkeeper's flips are. It meets exactly
+/// what podkeeper meets after those flips (the EndpointSlice controller's and etcd's work on a
+/// selected pod); podkeeper is compared on the other flips, where no bare multi runs ahead of
+/// its own in ZooKeeper.
+struct Shadow {
+    base: String,
+    eps: String,
+    payload: Vec<u8>,
+    /// Bare multis issued: node `shadow-<n / 2>` is created, then deleted.
+    issued: usize,
+    /// From the patch's answer to the bare multi's watch event, ms.
+    lat: Vec<f64>,
+}
+
+impl Shadow {
+    async fn new(run: &Run, label: &str) -> anyhow::Result<Shadow> {
+        let (base, eps) = bare_folder(run, &format!("shadow-{label}")).await?;
+        Ok(Shadow {
+            base,
+            eps,
+            payload: vec![b'x'; 300],
+            issued: 0,
+            lat: Vec::new(),
+        })
+    }
+
+    /// For `flip` (a pod and the readiness it is patched to, at `sent`): waits for this
+    /// program's pod watch to see it, issues the bare multi and returns its watch event.
+    async fn bridge(
+        &mut self,
+        run: &Run,
+        flip: Option<(&str, bool)>,
+        sent: Instant,
+    ) -> anyhow::Result<Option<Instant>> {
+        let Some((pod, ready)) = flip else {
+            return Ok(None);
+        };
+        run.shared
+            .wait_for("the paced pod's watch event", run.deadline(10), |s| {
+                s.pod
+                    .get(pod)
+                    .is_some_and(|v| v.iter().any(|(r, t)| *r == ready && *t >= sent))
+            })
+            .await?;
+        let (node, create) = (format!("shadow-{}", self.issued / 2), self.issued % 2 == 0);
+        let path = format!("{}/{node}", self.eps);
+        let t0 = bare_multi(run, &self.base, &path, &self.payload, create).await?;
+        self.issued += 1;
+        let zk = first_seen(run, "the shadow bridge's watch event", &node, create, t0).await?;
+        Ok(Some(zk))
+    }
+
+    /// Reports the bridge and podkeeper over it, on the flips without a bare multi (`podkeeper`,
+    /// ms from the patch's answer).
+    fn report(&self, label: &str, podkeeper: &[f64]) {
+        let (line, b) = stats(self.lat.clone());
+        let (own, p) = stats(podkeeper.to_vec());
+        println!(
+            "{label}_paced: bare bridge on every other paced flip, from commit {line}; podkeeper on the others {own}"
+        );
+        for (q, i) in [("p50", 0), ("p99", 2)] {
+            result(
+                &format!("{label}_paced_shadow_{q}"),
+                b[i],
+                "ms",
+                "bare bridge on the paced flips themselves, from status commit",
+            );
+            result(
+                &format!("{label}_paced_over_shadow_{q}"),
+                p[i] / b[i],
+                "x",
+                "podkeeper (flips without a bare multi) / bare bridge (the others); target <= 1.5 at p50",
+            );
+        }
+    }
+
+    async fn remove(&self, run: &Run) -> anyhow::Result<()> {
+        if self.issued % 2 == 1 {
+            let last = format!("{}/shadow-{}", self.eps, self.issued / 2);
+            run.zk.delete(&last, None).await?;
+        }
+        remove_bare_folder(run, &self.base, &self.eps).await
+    }
 }
 
 /// The floor's ZooKeeper part: bare `multi()`s of the operator's shape (a version check and one
@@ -1424,7 +1528,7 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
             run.wait_metrics("the operator's /metrics", 60, |_| true)
                 .await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let idle = rss_kib(run.op.pid());
+            let (idle, idle_anon) = (rss_kib(run.op.pid()), anon_kib(run.op.pid()));
             run.op.stop().await?;
             let chroot = format!("/cold-{label}-{}-{round}", v.name);
             let t0 = run.op.start(v, &[("PODKEEPER_ZK_CHROOT", chroot)])?;
@@ -1444,10 +1548,10 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
             let rss5 = rss_kib(run.op.pid());
             // jemalloc returns dirty pages after 10 s (its default decay): read again later.
             tokio::time::sleep(Duration::from_secs(10)).await;
-            let rss = rss_kib(run.op.pid());
+            let (rss, anon) = (rss_kib(run.op.pid()), anon_kib(run.op.pid()));
             let name = format!("{label}_cold_{}", v.name);
             println!(
-                "{name} round {round}: start -> pods listed {:.2}s -> all published {:.2}s; RSS idle {idle:?} KiB, at publish {rss_published:?} KiB, 5 s later {rss5:?} KiB, 15 s later {rss:?} KiB; load {}",
+                "{name} round {round}: start -> pods listed {:.2}s -> all published {:.2}s; RSS idle {idle:?} KiB, at publish {rss_published:?} KiB, 5 s later {rss5:?} KiB, 15 s later {rss:?} KiB (of it anonymous: idle {idle_anon:?}, 15 s later {anon:?} KiB); load {}",
                 ms(listed - t0) / 1e3,
                 ms(done - t0) / 1e3,
                 load_avg()
@@ -1479,6 +1583,16 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
                         &format!("round {round}: RSS minus the same variant's 0-pod RSS, per pod"),
                     );
                 }
+            }
+            if let (Some(a), Some(i)) = (anon, idle_anon) {
+                result(
+                    &format!("{name}_anon_delta_per_pod"),
+                    (a as f64 - i as f64) * 1024.0 / want as f64,
+                    "B",
+                    &format!(
+                        "round {round}: RssAnon (heap, stacks; no code pages) minus the 0-pod process's, per pod"
+                    ),
+                );
             }
         }
     }
