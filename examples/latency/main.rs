@@ -1112,7 +1112,10 @@ impl Shadow {
                     .is_some_and(|v| v.iter().any(|(r, t)| *r == ready && *t >= sent))
             })
             .await?;
-        let (node, create) = (format!("shadow-{}", self.issued / 2), self.issued % 2 == 0);
+        let (node, create) = (
+            format!("shadow-{}", self.issued / 2),
+            self.issued.is_multiple_of(2),
+        );
         let path = format!("{}/{node}", self.eps);
         let t0 = bare_multi(run, &self.base, &path, &self.payload, create).await?;
         self.issued += 1;
@@ -1145,7 +1148,7 @@ impl Shadow {
     }
 
     async fn remove(&self, run: &Run) -> anyhow::Result<()> {
-        if self.issued % 2 == 1 {
+        if !self.issued.is_multiple_of(2) {
             let last = format!("{}/shadow-{}", self.eps, self.issued / 2);
             run.zk.delete(&last, None).await?;
         }
