@@ -55,11 +55,7 @@ pub fn configure_allocator() {
         target_env = "gnu"
     ))]
     {
-        let tuned = std::env::vars_os().any(|(k, _)| {
-            let k = k.to_string_lossy();
-            k.starts_with("MALLOC_") || k == "GLIBC_TUNABLES"
-        });
-        if !tuned {
+        if !tunes_malloc(std::env::vars_os().map(|(k, _)| k)) {
             // SAFETY: mallopt only sets glibc's malloc parameters; called before other threads.
             unsafe {
                 libc::mallopt(libc::M_ARENA_MAX, GLIBC_ARENAS);
@@ -68,6 +64,19 @@ pub fn configure_allocator() {
             }
         }
     }
+}
+
+/// Whether one of the environment's variables (`keys`) sets glibc's malloc parameters itself.
+#[cfg(all(
+    not(any(feature = "mimalloc", feature = "jemalloc")),
+    target_os = "linux",
+    target_env = "gnu"
+))]
+fn tunes_malloc(mut keys: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    keys.any(|k| {
+        let k = k.to_string_lossy();
+        k.starts_with("MALLOC_") || k == "GLIBC_TUNABLES"
+    })
 }
 
 /// A large transient peak just ended.
@@ -172,4 +181,26 @@ fn log_glibc_heap() {
         arena_bytes = m.arena,
         "heap after returning free memory"
     );
+}
+
+#[cfg(test)]
+#[cfg(all(
+    not(any(feature = "mimalloc", feature = "jemalloc")),
+    target_os = "linux",
+    target_env = "gnu"
+))]
+mod tests {
+    use super::*;
+
+    fn tuned(keys: &[&str]) -> bool {
+        tunes_malloc(keys.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn the_environment_tuning_malloc_turns_the_operators_settings_off() {
+        assert!(!tuned(&["PATH", "HOME", "PODKEEPER_ZK"]));
+        assert!(tuned(&["PATH", "MALLOC_ARENA_MAX"]));
+        assert!(tuned(&["GLIBC_TUNABLES"]));
+        assert!(!tuned(&["LD_PRELOAD", "GLIBC_TUNABLES_X"]));
+    }
 }
