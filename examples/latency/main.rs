@@ -14,11 +14,12 @@
 //! ZooKeeper-seen minus patch-answered ("from commit") and minus pod-watch-seen ("from event").
 //! The same flips are compared, in the same run, with what a user would compare podkeeper
 //! with: headless Services selecting the same pods, whose EndpointSlices kube-controller-manager
-//! writes (`slices.rs`), and the floor, two ways: this program's own pod watch (commit -> watch
+//! writes (`slices.rs`), and the floor, three ways: this program's own pod watch (commit -> watch
 //! event) plus one bare `multi()` of the same shape (issued -> ZooKeeper watch event), each
-//! measured apart; and the bare bridge, end to end: a few pods nothing selects ([`FLOOR_PODS`])
+//! measured apart; the bare bridge, end to end: a few pods nothing selects ([`FLOOR_PODS`])
 //! flip between the paced flips, and this program's pod watch issues one bare `multi()` the
-//! moment it sees each (commit -> ZooKeeper watch event, as podkeeper is timed).
+//! moment it sees each (commit -> ZooKeeper watch event, as podkeeper is timed); and the same
+//! bridge on every other paced flip itself ([`Shadow`]), podkeeper compared on the others.
 //!
 //! With `--operator-bin` the program runs the operator itself (`operator.rs`): it can then
 //! restart it cold (a fresh ZooKeeper chroot: operator start -> everything published, RSS all
