@@ -38,8 +38,8 @@ pub fn on_thread_park() {
 /// glibc arenas the process may use (glibc's default is eight per core). Memory freed into one
 /// arena serves only the threads attached to it, so many arenas keep more free pages between
 /// live chunks after a peak: at 10,000 published pods, two arenas with fixed 128 KiB trim and
-/// mmap thresholds held 0.81–0.86 KB of anonymous memory per pod against 1.03–1.32 KB with the
-/// defaults (docs/PERFORMANCE.md, round 9).
+/// mmap thresholds held 0.85–0.88 KB of RSS per pod over the idle process, against 1.02–1.59 KB
+/// with glibc's defaults (docs/PERFORMANCE.md, round 9).
 const GLIBC_ARENAS: i32 = 2;
 /// Chunks from this size on are mapped alone and unmapped when freed, and free memory above it
 /// at the top of a heap is returned: glibc's initial thresholds, kept fixed (glibc otherwise
