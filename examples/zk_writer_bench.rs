@@ -103,7 +103,7 @@ fn parse_args() -> anyhow::Result<Args> {
         pods: 10_000,
         root: "/podkeeper-bench".into(),
         churn_seconds: 5.0,
-        churn_rounds: 500,
+        churn_rounds: 2000,
         groups: false,
         resources: 10,
     };
