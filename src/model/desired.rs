@@ -1,8 +1,8 @@
 //! The desired registry content of one resource: which pods are endpoints, with which record.
 //! Pure: pods, nodes and the current time come in as arguments.
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, hash_map};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -44,7 +44,14 @@ pub enum SpecError {
     /// `spec.address` does not compile.
     #[error(transparent)]
     Address(#[from] AddressError),
+    /// More weight groups than the API allows.
+    #[error("spec.weights.groups has {0} groups; at most {MAX_GROUPS} are allowed")]
+    TooManyGroups(usize),
 }
+
+/// Weight groups a resource may declare (the CRD's limit, checked again for specs that did not
+/// come through the API server).
+pub const MAX_GROUPS: usize = 32;
 
 /// Which container port to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +104,9 @@ impl Registration {
                 _ => PortRef::Name(SmolStr::new(s)),
             },
         };
+        if spec.weights.groups.len() > MAX_GROUPS {
+            return Err(SpecError::TooManyGroups(spec.weights.groups.len()));
+        }
         let groups = spec
             .weights
             .groups
@@ -283,15 +293,17 @@ impl Slot {
     }
 }
 
+/// 16 bytes: one per published pod, in every resource that selects it.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
-    group: usize,
+    /// The weight group's index (at most [`MAX_GROUPS`]).
+    group: u16,
     /// The container port of `spec.port`.
     container_port: u16,
     /// The published port (`spec.address`).
     port: u16,
-    /// Draining until this time (Unix ms); `None` while serving.
-    draining_until: Option<i64>,
+    /// Draining (until the slot's `expires`) rather than serving.
+    draining: bool,
     relative: u32,
     /// The solved weight while serving; 0 while draining.
     weight: u32,
@@ -299,7 +311,11 @@ struct Cand {
 
 impl Cand {
     fn serving(&self) -> bool {
-        self.draining_until.is_none()
+        !self.draining
+    }
+
+    fn group(&self) -> usize {
+        usize::from(self.group)
     }
 }
 
@@ -322,21 +338,21 @@ fn slot(
         .as_deref()
         .and_then(|n| nodes.get(n))
         .is_none_or(|n| n.ready);
-    let draining_until = match pod.terminating_since_ms {
+    let draining = match pod.terminating_since_ms {
         Some(since) => {
             let until = since + reg.drain_ms;
             if !pod.ready_at_termination || until <= now_ms {
                 return out;
             }
             out.expires = Some(until);
-            Some(until)
+            true
         }
         None => {
             if !(pod.ready && node_ready) {
                 return out;
             }
             out.ready = true;
-            None
+            false
         }
     };
     let port = match &reg.port {
@@ -374,18 +390,15 @@ fn slot(
         },
     };
     out.cand = Some(Cand {
-        group,
+        // `Registration::compile` allows at most `MAX_GROUPS`.
+        group: group as u16,
         container_port,
         port,
-        draining_until,
+        draining,
         relative,
         // Without groups the relative weight is published as it is; with groups the solver
         // sets it (see `Tracker::solve`).
-        weight: if draining_until.is_some() {
-            0
-        } else {
-            relative.max(1)
-        },
+        weight: if draining { 0 } else { relative.max(1) },
     });
     out
 }
@@ -398,7 +411,10 @@ fn slot(
 /// Both give the same result as [`desired`] over the same pods (property-tested).
 #[derive(Debug, Clone, Default)]
 pub struct Tracker {
-    slots: BTreeMap<SmolStr, Slot>,
+    /// By pod name. Hashed: a change looks its pod up here first, and a B-tree search compares
+    /// a dozen long names sharing a prefix, each read from its own allocation (round 10 of
+    /// docs/PERFORMANCE.md). Nothing depends on its order: the weight solver breaks ties by name.
+    slots: HashMap<SmolStr, Slot>,
     desired: Desired,
     /// The earliest drain end among the slots.
     next_expiry: Option<i64>,
@@ -443,18 +459,19 @@ impl Totals {
             name_in(&mut self.unresolved, name, add);
         }
         let Some(c) = s.cand else { return };
-        match c.draining_until {
+        match s.expires.filter(|_| c.draining) {
             Some(until) => {
                 step(&mut self.draining);
                 count_in(&mut self.drain_ends, until, add);
             }
             None => {
-                if self.group_ready.len() <= c.group {
-                    self.group_ready.resize(c.group + 1, 0);
-                    self.group_weight.resize(c.group + 1, 0);
+                let g = c.group();
+                if self.group_ready.len() <= g {
+                    self.group_ready.resize(g + 1, 0);
+                    self.group_weight.resize(g + 1, 0);
                 }
-                step(&mut self.group_ready[c.group]);
-                self.reweigh(c.group, 0, c.weight, add);
+                step(&mut self.group_ready[g]);
+                self.reweigh(g, 0, c.weight, add);
             }
         }
     }
@@ -503,8 +520,9 @@ impl Tracker {
         t.update(reg, selected.map(|p| (&*p.name, Some(p))), nodes, now_ms);
         // Inserted in name order, a B-tree splits every full node in two and keeps its nodes
         // about half full; built from sorted entries, they are full. Half the nodes: about
-        // 100 B per pod less (examples/memory).
-        t.slots = std::mem::take(&mut t.slots).into_iter().collect();
+        // 100 B per pod less (examples/memory). The slots' table grew by doubling: the
+        // smallest that holds them.
+        t.slots.shrink_to_fit();
         t.desired.endpoints = std::mem::take(&mut t.desired.endpoints)
             .into_iter()
             .collect();
@@ -570,7 +588,7 @@ impl Tracker {
                 .flatten()
             {
                 if c.serving() {
-                    touched[c.group] = true;
+                    touched[c.group()] = true;
                 }
             }
             rebuild.push((shared, pod, cand));
@@ -631,7 +649,7 @@ impl Tracker {
     /// old slot's candidate. One search of the slots.
     fn replace_slot(&mut self, name: &SmolStr, new: Option<Slot>) -> Option<Cand> {
         let old = match (self.slots.entry(name.clone()), new) {
-            (Entry::Occupied(mut o), new) => {
+            (hash_map::Entry::Occupied(mut o), new) => {
                 self.totals.apply(name, o.get(), false);
                 match new {
                     Some(new) => {
@@ -641,12 +659,12 @@ impl Tracker {
                     None => Some(o.remove()),
                 }
             }
-            (Entry::Vacant(v), Some(new)) => {
+            (hash_map::Entry::Vacant(v), Some(new)) => {
                 self.totals.apply(name, &new, true);
                 v.insert(new);
                 None
             }
-            (Entry::Vacant(_), None) => None,
+            (hash_map::Entry::Vacant(_), None) => None,
         };
         old.and_then(|o| o.cand)
     }
@@ -679,7 +697,7 @@ impl Tracker {
                 EndpointStatus::Draining
             };
             let ports = (c.container_port, c.port);
-            let group = reg.group_name(c.group);
+            let group = reg.group_name(c.group());
             let record = endpoint_record(reg, pod, ports, c.weight, group, status, nodes);
             if let Some(record) = place(endpoints, name, record, last.as_ref()) {
                 last = Some(record);
@@ -691,27 +709,24 @@ impl Tracker {
 
     /// Re-solves group `g`; records the members whose weight moved.
     fn solve(&mut self, shares: &[u32], g: usize, moved: &mut Vec<(SmolStr, u32)>) {
-        let in_group = |s: &Slot| s.cand.filter(|c| c.serving() && c.group == g);
-        let members: Vec<Member> = self
+        // One pass over the slots: the group's serving members, each with its candidate.
+        let serving: Vec<(&SmolStr, &mut Cand)> = self
             .slots
+            .iter_mut()
+            .filter_map(|(name, s)| s.cand.as_mut().map(|c| (name, c)))
+            .filter(|(_, c)| c.serving() && c.group() == g)
+            .collect();
+        let members: Vec<Member> = serving
             .iter()
-            .filter_map(|(name, s)| {
-                in_group(s).map(|c| Member {
-                    group: g,
-                    name,
-                    relative: c.relative,
-                })
+            .map(|(name, c)| Member {
+                group: g,
+                name,
+                relative: c.relative,
             })
             .collect();
         let solved = weights::solve(Some(shares), &members);
         drop(members);
-        let serving = self.slots.iter_mut().filter_map(|(name, s)| {
-            s.cand
-                .as_mut()
-                .filter(|c| c.serving() && c.group == g)
-                .map(|c| (name, c))
-        });
-        for ((name, c), w) in serving.zip(solved) {
+        for ((name, c), w) in serving.into_iter().zip(solved) {
             if c.weight != w {
                 self.totals.reweigh(g, c.weight, w, true);
                 c.weight = w;
@@ -771,18 +786,20 @@ impl Tracker {
         let (mut ready, mut weight) = (vec![0u32; group_count], vec![0u64; group_count]);
         let (mut warnings, mut unresolved) = (Vec::new(), Vec::new());
         let (mut n_ready, mut draining, mut next) = (0, 0, None::<i64>);
-        for (name, s) in &self.slots {
+        let mut slots: Vec<_> = self.slots.iter().collect();
+        slots.sort_unstable_by_key(|(name, _)| *name);
+        for (name, s) in slots {
             n_ready += u32::from(s.ready);
             warnings.extend(s.warning().map(str::to_string));
             unresolved.extend(s.unresolved().map(|w| (name.to_string(), w.to_string())));
-            match s.cand.map(|c| (c, c.draining_until)) {
+            match s.cand.map(|c| (c, s.expires.filter(|_| c.draining))) {
                 Some((_, Some(until))) => {
                     draining += 1;
                     next = Some(next.map_or(until, |n: i64| n.min(until)));
                 }
                 Some((c, None)) => {
-                    ready[c.group] += 1;
-                    weight[c.group] += u64::from(c.weight);
+                    ready[c.group()] += 1;
+                    weight[c.group()] += u64::from(c.weight);
                 }
                 None => {}
             }
@@ -860,15 +877,15 @@ fn place(
     }
     let shared = |r: &PublishedRecord| last.is_some_and(|l| shares_parts(r, l));
     match endpoints.entry(name.clone()) {
-        Entry::Occupied(o) if **o.get() == record => None,
-        Entry::Occupied(mut o) => {
+        btree_map::Entry::Occupied(o) if **o.get() == record => None,
+        btree_map::Entry::Occupied(mut o) => {
             share_parts(&mut record, o.get());
             let record = Arc::new(record);
             o.insert(record.clone());
             Some(record)
         }
-        Entry::Vacant(v) if shared(&record) => Some(v.insert(Arc::new(record)).clone()),
-        Entry::Vacant(v) => {
+        btree_map::Entry::Vacant(v) if shared(&record) => Some(v.insert(Arc::new(record)).clone()),
+        btree_map::Entry::Vacant(v) => {
             drop(v);
             let below = (Bound::Unbounded, Bound::Excluded(name.as_str()));
             let before = endpoints.range::<str, _>(below).next_back();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::desired::{Registration, SpecError, desired};
+use super::desired::{MAX_GROUPS, Registration, SpecError, desired};
 use super::pod::{Labels, NodeInfo, PodInfo};
 use super::record::EndpointStatus;
 use crate::crd::ServiceRegistrationSpec;
@@ -226,6 +226,19 @@ fn invalid_specs_are_errors_with_the_field_name() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("groups[0]"), "{e}");
+    let groups = |n: usize| {
+        let g: Vec<String> = (0..n)
+            .map(|i| format!("{{name: g{i}, share: 1, selector: {{matchLabels: {{g: '{i}'}}}}}}"))
+            .collect();
+        spec(&format!(
+            "selector: {{matchLabels: {{a: b}}}}\nport: 80\nweights: {{groups: [{}]}}",
+            g.join(", ")
+        ))
+    };
+    assert!(Registration::compile("x", &groups(MAX_GROUPS)).is_ok());
+    let e = Registration::compile("x", &groups(MAX_GROUPS + 1)).unwrap_err();
+    assert_eq!(e, SpecError::TooManyGroups(MAX_GROUPS + 1));
+    assert!(e.to_string().contains("at most 32"), "{e}");
 }
 
 #[test]

@@ -72,9 +72,15 @@ fn split(budget: u64, idx: &[usize], members: &[Member<'_>], out: &mut [u32]) {
     let left = (spread - handed) as usize;
     if left > 0 {
         // Largest remainder first; equal remainders go to the smaller name so the result does
-        // not depend on input order.
-        remainders.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        for &(_, _, i) in remainders.iter().take(left) {
+        // not depend on input order. Only which `left` members come first matters, not their
+        // order: a selection, linear where a sort of unordered names is not.
+        let first = |a: &(u128, &str, usize), b: &(u128, &str, usize)| {
+            b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+        };
+        if left < remainders.len() {
+            remainders.select_nth_unstable_by(left - 1, first);
+        }
+        for &(_, _, i) in &remainders[..left] {
             out[i] += 1;
         }
     }
