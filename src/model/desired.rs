@@ -463,6 +463,7 @@ impl Totals {
             name_in(&mut self.unresolved, name, add);
         }
         let Some(c) = s.cand else { return };
+        // A draining candidate's slot holds its drain's end (`slot` sets both).
         match s.expires.filter(|_| c.draining) {
             Some(until) => {
                 step(&mut self.draining);
