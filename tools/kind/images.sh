@@ -107,6 +107,8 @@ docker_build() {
     printf '%s\n' "$out" | tail -40 >&2
     pk_die "docker build of $image failed"
   fi
+  # The image this one replaced under the same tag is left untagged: drop ours only (our label).
+  docker image prune -f --filter "label=$LABEL" >/dev/null 2>&1 || true
 }
 
 # Where the host's release binary is built: CARGO_TARGET_DIR, else a directory beside the
