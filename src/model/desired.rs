@@ -417,7 +417,8 @@ pub struct Tracker {
     /// a dozen long names sharing a prefix, each read from its own allocation (round 10 of
     /// docs/PERFORMANCE.md). The entries sit in one vector beside a table of their indices: a
     /// table of whole entries, at the half load a doubling table can have, took 45 B per pod
-    /// more than a B-tree. Nothing depends on the order: the weight solver breaks ties by name.
+    /// more than a B-tree. Where an order shows, it is the names': the weight solver breaks
+    /// ties by name and [`Tracker::recounted`] sorts what it lists.
     slots: IndexMap<SmolStr, Slot>,
     desired: Desired,
     /// The earliest drain end among the slots.
@@ -523,11 +524,11 @@ impl Tracker {
         // (`cargo bench --bench reconcile -- reconcile_sparse`).
         let selected = pods.into_iter().filter(|p| reg.selects(p));
         t.update(reg, selected.map(|p| (&*p.name, Some(p))), nodes, now_ms);
+        // The slots grew by doubling: as small as holds them.
+        t.slots.shrink_to_fit();
         // Inserted in name order, a B-tree splits every full node in two and keeps its nodes
         // about half full; built from sorted entries, they are full. Half the nodes: about
-        // 100 B per pod less (examples/memory). The slots grew by doubling: as small as
-        // holds them.
-        t.slots.shrink_to_fit();
+        // 100 B per pod less (examples/memory).
         t.desired.endpoints = std::mem::take(&mut t.desired.endpoints)
             .into_iter()
             .collect();
