@@ -509,6 +509,28 @@ async fn a_large_plan_is_split_into_transactions_under_the_packet_limit() {
         c.list_children(&endpoints_path(path)).await.unwrap().len(),
         3000
     );
+    // Read back in many multi-reads: every record under its own name, and nothing to write.
+    let state = loaded(&c, path, &record("web", "u1")).await;
+    let read: BTreeMap<_, _> = state
+        .endpoints
+        .iter()
+        .map(|(k, cur)| (k.clone(), cur.record.clone().expect("a readable record")))
+        .collect();
+    assert_eq!(read, want(&pods));
+    let r = sync_once(
+        &c,
+        path,
+        &record("web", "u1"),
+        &want(&pods),
+        &mut Some(state),
+        &WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let Synced::Applied { plan, applied, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert!(plan.ops.is_empty() && applied.znodes == 0, "{applied:?}");
 }
 
 #[tokio::test]

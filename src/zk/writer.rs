@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use smol_str::SmolStr;
 use zookeeper_client::{
-    Acls, Client, CreateMode, CreateOptions, MultiWriteError, MultiWriteResult,
+    Acls, Client, CreateMode, CreateOptions, MultiReadResult, MultiWriteError, MultiWriteResult,
 };
 
 use super::ZkError;
@@ -182,10 +182,10 @@ async fn load_inner(
     options: &WriteOptions,
 ) -> Result<Loaded, ZkError> {
     let codec = options.format.codec();
-    let (data, stat) = match client.get_data(path).await {
-        Ok(x) => x,
-        Err(zookeeper_client::Error::NoNode) => return Ok(Loaded::Absent),
-        Err(e) => return Err(server("get", path)(e)),
+    let eps = endpoints_path(path);
+    let (head, children) = record_and_children(client, path, &eps).await?;
+    let Some((data, stat)) = head else {
+        return Ok(Loaded::Absent);
     };
     let record: ServiceRecord = match codec.decode_service(&data) {
         Some(r) => r,
@@ -202,37 +202,24 @@ async fn load_inner(
             o.namespace, o.name, o.uid, o.cluster_id
         )));
     }
-    let eps = endpoints_path(path);
-    let (children, endpoints_missing) = match client.list_children(&eps).await {
-        Ok(c) => (c, false),
-        Err(zookeeper_client::Error::NoNode) => (Vec::new(), true),
-        Err(e) => return Err(server("list", &eps)(e)),
-    };
-    // All reads are issued before any is awaited: the client pipelines them on one connection.
-    let reads: Vec<_> = children
-        .iter()
-        .map(|c| client.get_data(&endpoint_path(path, c)))
-        .collect();
-    let results = futures::future::join_all(reads).await;
+    let endpoints_missing = children.is_none();
+    let children = children.unwrap_or_default();
+    let paths: Vec<String> = children.iter().map(|c| endpoint_path(path, c)).collect();
+    let results = get_many(client, &paths).await?;
     let mut endpoints = BTreeMap::new();
     let mut acl_set = Vec::new();
-    for (name, r) in children.into_iter().zip(results) {
-        match r {
-            Ok((data, stat)) => {
-                if stat.aversion != 0 {
-                    acl_set.push(endpoint_path(path, &name));
-                }
-                endpoints.insert(
-                    SmolStr::from(name),
-                    Current {
-                        record: codec.decode_endpoint(&data).map(std::sync::Arc::new),
-                        version: stat.version,
-                    },
-                );
-            }
-            Err(zookeeper_client::Error::NoNode) => {}
-            Err(e) => return Err(server("get", &endpoint_path(path, &name))(e)),
+    for ((name, path), r) in children.into_iter().zip(paths).zip(results) {
+        let Some((data, stat)) = r else { continue };
+        if stat.aversion != 0 {
+            acl_set.push(path);
         }
+        endpoints.insert(
+            SmolStr::from(name),
+            Current {
+                record: codec.decode_endpoint(&data).map(std::sync::Arc::new),
+                version: stat.version,
+            },
+        );
     }
     let (nodes, foreign) = match &options.clients {
         Some(clients) => {
@@ -276,13 +263,10 @@ async fn load_clients(
             .iter()
             .map(|c| super::layout::child(&dir, c))
             .collect();
-        let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
-        for (path, r) in paths
-            .into_iter()
-            .zip(futures::future::join_all(reads).await)
-        {
+        let results = get_many(client, &paths).await?;
+        for (path, r) in paths.into_iter().zip(results) {
             match r {
-                Ok((data, stat)) if clients.owns(&path, &data) => {
+                Some((data, stat)) if clients.owns(&path, &data) => {
                     if stat.aversion != 0 {
                         acl_set.push(path.clone());
                     }
@@ -295,15 +279,98 @@ async fn load_clients(
                         },
                     );
                 }
-                Ok(_) => {
+                Some(_) => {
                     foreign.insert(path);
                 }
-                Err(zookeeper_client::Error::NoNode) => {}
-                Err(e) => return Err(server("get", &path)(e)),
+                None => {}
             }
         }
     }
     Ok((owned, foreign, acl_set))
+}
+
+/// Reads per multi-read request. A thousand `get_data` pipelined on one connection took
+/// 0.75–1.1 s for 10,000 nodes here; the same reads in multi-reads of 128 took 25–30 ms
+/// (ZooKeeper handles each request, not each read, at its fixed cost). The records are a few
+/// hundred bytes, so a response stays far below the 1 MiB packet limit of Java readers.
+const READS_PER_MULTI: usize = 128;
+
+/// A node's data and stat; `None` when there is no such node.
+type Read = Option<(Vec<u8>, zookeeper_client::Stat)>;
+
+/// The data at `path` and the children of `folder`, in one request, so both come from one
+/// moment (`None`: missing).
+async fn record_and_children(
+    client: &Client,
+    path: &str,
+    folder: &str,
+) -> Result<(Read, Option<Vec<String>>), ZkError> {
+    let mut head = client.new_multi_reader();
+    head.add_get_data(path).map_err(server("get", path))?;
+    head.add_get_children(folder)
+        .map_err(server("list", folder))?;
+    let mut results = head
+        .commit()
+        .await
+        .map_err(server("get", path))?
+        .into_iter();
+    let record = read_of(results.next(), path)?;
+    let children = match results.next() {
+        Some(MultiReadResult::Children { children }) => Some(children),
+        Some(MultiReadResult::Error {
+            err: zookeeper_client::Error::NoNode,
+        }) => None,
+        Some(MultiReadResult::Error { err }) => return Err(server("list", folder)(err)),
+        other => return Err(unexpected("list", folder, other)),
+    };
+    Ok((record, children))
+}
+
+/// The data and stat of every path, in order, read in pipelined multi-reads.
+async fn get_many(client: &Client, paths: &[String]) -> Result<Vec<Read>, ZkError> {
+    let batches = paths.chunks(READS_PER_MULTI).map(|batch| async move {
+        let mut reader = client.new_multi_reader();
+        for p in batch {
+            reader.add_get_data(p).map_err(server("get", p))?;
+        }
+        let results = reader.commit().await.map_err(server("get", &batch[0]))?;
+        let results = results
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None));
+        batch
+            .iter()
+            .zip(results)
+            .map(|(p, r)| read_of(r, p))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let read = futures::future::try_join_all(batches).await?;
+    Ok(read.into_iter().flatten().collect())
+}
+
+/// One multi-read result of a `get_data` of `path`.
+fn read_of(r: Option<MultiReadResult>, path: &str) -> Result<Read, ZkError> {
+    match r {
+        Some(MultiReadResult::Data { data, stat }) => Ok(Some((data, stat))),
+        Some(MultiReadResult::Error {
+            err: zookeeper_client::Error::NoNode,
+        }) => Ok(None),
+        Some(MultiReadResult::Error { err }) => Err(server("get", path)(err)),
+        other => Err(unexpected("get", path, other)),
+    }
+}
+
+/// A multi-read answered with a result of the wrong kind, or too few.
+fn unexpected(op: &'static str, path: &str, r: Option<MultiReadResult>) -> ZkError {
+    let what = match r {
+        None => "no result".to_string(),
+        Some(r) => format!("a result of the wrong kind: {r:?}"),
+    };
+    ZkError::Server {
+        op,
+        path: path.to_string(),
+        source: zookeeper_client::Error::UnexpectedError(format!("multi-read gave {what}")),
+    }
 }
 
 /// What [`load_clients`] read.
