@@ -309,11 +309,7 @@ async fn record_and_children(
     head.add_get_data(path).map_err(server("get", path))?;
     head.add_get_children(folder)
         .map_err(server("list", folder))?;
-    let mut results = head
-        .commit()
-        .await
-        .map_err(server("get", path))?
-        .into_iter();
+    let mut results = head.commit().await.map_err(multi_read(path))?.into_iter();
     let record = read_of(results.next(), path)?;
     let children = match results.next() {
         Some(MultiReadResult::Children { children }) => Some(children),
@@ -333,7 +329,7 @@ async fn get_many(client: &Client, paths: &[String]) -> Result<Vec<Read>, ZkErro
         for p in batch {
             reader.add_get_data(p).map_err(server("get", p))?;
         }
-        let results = reader.commit().await.map_err(server("get", &batch[0]))?;
+        let results = reader.commit().await.map_err(multi_read(&batch[0]))?;
         let results = results
             .into_iter()
             .map(Some)
@@ -346,6 +342,19 @@ async fn get_many(client: &Client, paths: &[String]) -> Result<Vec<Read>, ZkErro
     });
     let read = futures::future::try_join_all(batches).await?;
     Ok(read.into_iter().flatten().collect())
+}
+
+/// A failed multi-read (of `path` and others). A server before ZooKeeper 3.6 does not know the
+/// request: it answers "unimplemented" and closes the session, so the error says what is needed.
+fn multi_read(path: &str) -> impl FnOnce(zookeeper_client::Error) -> ZkError + '_ {
+    move |source| ZkError::Server {
+        op: match source {
+            zookeeper_client::Error::Unimplemented => "multi-read (needs ZooKeeper 3.6 or later)",
+            _ => "multi-read",
+        },
+        path: path.to_string(),
+        source,
+    }
 }
 
 /// One multi-read result of a `get_data` of `path`.
