@@ -1,24 +1,35 @@
-//! Per-resource status writers: each resource gets one task that patches only the newest status
-//! it was handed, at most every [`MIN_INTERVAL`], so churn coalesces instead of loading the API
-//! server that the operator's own watches share.
+//! Per-resource status writers: a resource's newest status is patched, at most every
+//! [`MIN_INTERVAL`], by a task that runs only while it has something to send, so churn
+//! coalesces instead of loading the API server that the operator's own watches share, and an
+//! idle resource holds no task.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 use crate::crd::{ServiceRegistration, ServiceRegistrationStatus};
 
 /// The least time between two status patches of one resource.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The last status handed to a resource's writer, and the writer itself.
+/// The last status handed to a resource's writer, and what its task has still to send.
 #[derive(Default)]
 pub struct StatusWriter {
     last: Option<ServiceRegistrationStatus>,
-    tx: Option<watch::Sender<Option<ServiceRegistrationStatus>>>,
+    slot: Arc<Mutex<Slot>>,
+}
+
+/// Shared with the task. A task was 2.0 KB even while it waited; it now ends once its newest
+/// status is patched and [`MIN_INTERVAL`] has passed with nothing new.
+#[derive(Default)]
+struct Slot {
+    /// The newest status not yet patched.
+    pending: Option<Box<ServiceRegistrationStatus>>,
+    /// A task is running; it takes `pending` before it ends.
+    running: bool,
 }
 
 impl StatusWriter {
@@ -30,9 +41,9 @@ impl StatusWriter {
         self.last.as_ref().or(on_resource)
     }
 
-    /// Hands `status` to the writer task (started on first use by `api`; it patches holding
-    /// one of `permits`). Returns false, and patches nothing, when it equals the last one apart
-    /// from timestamps.
+    /// Hands `status` to the writer (starting its task with `api` when none runs; it patches
+    /// holding one of `permits`). Returns false, and patches nothing, when it equals the last
+    /// one apart from timestamps.
     pub fn send(
         &mut self,
         api: impl FnOnce() -> (Api<ServiceRegistration>, String),
@@ -44,54 +55,63 @@ impl StatusWriter {
             return false;
         }
         self.last = Some(status.clone());
-        let tx = self.tx.get_or_insert_with(|| {
-            let (tx, rx) = watch::channel(None);
+        let mut slot = self.slot.lock().expect("status slot lock");
+        slot.pending = Some(Box::new(status));
+        if !slot.running {
+            slot.running = true;
             let (api, name) = api();
-            tokio::spawn(patch_latest(api, name, permits.clone(), rx));
-            tx
-        });
-        let _ = tx.send(Some(status));
+            tokio::spawn(patch_pending(api, name, permits.clone(), self.slot.clone()));
+        }
         true
     }
 }
 
-/// Patches the newest status; a burst of changes becomes one patch. Ends when the writer is
-/// dropped or the resource is gone.
-async fn patch_latest(
+/// The newest pending status, or `None` after marking the task ended (under the same lock a
+/// sender checks, so no status is left behind).
+fn next(slot: &Mutex<Slot>) -> Option<Box<ServiceRegistrationStatus>> {
+    let mut slot = slot.lock().expect("status slot lock");
+    let status = slot.pending.take();
+    slot.running = status.is_some();
+    status
+}
+
+/// Patches the newest status until none is pending; a burst of changes becomes one patch.
+/// Ends early when the resource is gone.
+async fn patch_pending(
     api: Api<ServiceRegistration>,
     name: String,
     permits: Arc<Semaphore>,
-    mut rx: watch::Receiver<Option<ServiceRegistrationStatus>>,
+    slot: Arc<Mutex<Slot>>,
 ) {
-    while rx.changed().await.is_ok() {
-        let Some(status) = rx.borrow_and_update().clone() else {
-            continue;
+    let mut delay = Duration::from_millis(200);
+    while let Some(status) = next(&slot) {
+        let Ok(permit) = permits.acquire().await else {
+            slot.lock().expect("status slot lock").running = false;
+            return;
         };
         let patch = serde_json::json!({ "status": status });
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let Ok(permit) = permits.acquire().await else {
+        let params = PatchParams::default();
+        let patched = Box::pin(api.patch_status(&name, &params, &Patch::Merge(&patch))).await;
+        drop(permit);
+        match patched {
+            Ok(_) => {
+                delay = Duration::from_millis(200);
+                tokio::time::sleep(MIN_INTERVAL).await;
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let mut slot = slot.lock().expect("status slot lock");
+                slot.pending = None;
+                slot.running = false;
                 return;
-            };
-            // Boxed, so the request's state (1.35 KB) is held only while it is in flight: a
-            // resource's writer task waits idle most of its life (3.4 -> 2.0 KB per task).
-            let params = PatchParams::default();
-            let patched = Box::pin(api.patch_status(&name, &params, &Patch::Merge(&patch))).await;
-            drop(permit);
-            match patched {
-                Ok(_) => {
-                    tokio::time::sleep(MIN_INTERVAL).await;
-                    break;
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => return,
-                Err(err) => {
-                    tracing::debug!(%err, %name, "status patch failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    if rx.has_changed().unwrap_or(false) {
-                        break;
-                    }
-                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, %name, "status patch failed; retrying");
+                slot.lock()
+                    .expect("status slot lock")
+                    .pending
+                    .get_or_insert(status);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -156,5 +176,53 @@ mod tests {
             })
             .collect();
         assert_eq!(patched, want);
+    }
+
+    fn answer_ok(send: tower_test::mock::SendResponse<Response<Body>>) {
+        let body = serde_json::json!({"apiVersion": "podkeeper.io/v1alpha1",
+            "kind": "ServiceRegistration", "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "port": 8080}});
+        let body = Body::from(serde_json::to_vec(&body).unwrap());
+        send.send_response(Response::builder().body(body).unwrap());
+    }
+
+    async fn ready_in(req: Request<Body>) -> u64 {
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let patch: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        patch["status"]["ready"].as_u64().expect("a status patch")
+    }
+
+    /// The clock is paused: tokio moves it on only when every task waits.
+    #[tokio::test(start_paused = true)]
+    async fn the_newest_status_is_patched_and_an_idle_writer_holds_no_task() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let permits = Arc::new(Semaphore::new(1));
+        let api = || (Api::namespaced(client.clone(), "ns"), "web".to_string());
+        let mut w = StatusWriter::default();
+        assert!(w.send(api, &permits, None, status(1)));
+        let (req, send) = handle.next_request().await.expect("the first patch");
+        assert_eq!(ready_in(req).await, 1);
+        // Two changes while the first is in flight: only the newer one is patched.
+        assert!(w.send(api, &permits, Some(&status(1)), status(2)));
+        assert!(w.send(api, &permits, Some(&status(2)), status(3)));
+        assert!(
+            !w.send(api, &permits, Some(&status(3)), status(3)),
+            "same status"
+        );
+        answer_ok(send);
+        let (req, send) = handle.next_request().await.expect("the newest status");
+        assert_eq!(ready_in(req).await, 3);
+        answer_ok(send);
+        let quiet = tokio::time::timeout(MIN_INTERVAL * 4, handle.next_request()).await;
+        assert!(quiet.is_err(), "nothing was left to patch");
+        let slot = w.slot.lock().unwrap();
+        assert!(!slot.running && slot.pending.is_none(), "the task ended");
+        drop(slot);
+        // A later change starts a task again.
+        assert!(w.send(api, &permits, Some(&status(3)), status(4)));
+        let (req, send) = handle.next_request().await.expect("a new task's patch");
+        assert_eq!(ready_in(req).await, 4);
+        answer_ok(send);
     }
 }
