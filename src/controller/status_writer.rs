@@ -216,9 +216,10 @@ mod tests {
         answer_ok(send);
         let quiet = tokio::time::timeout(MIN_INTERVAL * 4, handle.next_request()).await;
         assert!(quiet.is_err(), "nothing was left to patch");
-        let slot = w.slot.lock().unwrap();
-        assert!(!slot.running && slot.pending.is_none(), "the task ended");
-        drop(slot);
+        {
+            let slot = w.slot.lock().unwrap();
+            assert!(!slot.running && slot.pending.is_none(), "the task ended");
+        }
         // A later change starts a task again.
         assert!(w.send(api, &permits, Some(&status(3)), status(4)));
         let (req, send) = handle.next_request().await.expect("a new task's patch");
