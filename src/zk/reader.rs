@@ -11,10 +11,6 @@ use zookeeper_client::{
 
 use super::security::{Credentials, SecurityFiles};
 
-/// Reads per multi request: records are a few hundred bytes, so 128 of them stay far below
-/// ZooKeeper's 1 MB packet limit even with generous metadata.
-const READS_PER_MULTI: usize = 128;
-
 /// Why a read did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
@@ -199,17 +195,19 @@ impl ReadSession {
     /// The data of every path (`None`: no such node), read in pipelined multi requests, so a
     /// thousand nodes cost a handful of round trips.
     pub async fn get_many(&self, paths: &[String]) -> Result<Vec<Option<Vec<u8>>>, ReadError> {
-        let chunks = paths.chunks(READS_PER_MULTI).map(|chunk| async move {
-            let mut reader = self.client.new_multi_reader();
-            for p in chunk {
-                reader.add_get_data(p)?;
-            }
-            let results = reader.commit().await?;
-            results
-                .into_iter()
-                .map(data_of)
-                .collect::<Result<Vec<_>, _>>()
-        });
+        let chunks = paths
+            .chunks(super::READS_PER_MULTI)
+            .map(|chunk| async move {
+                let mut reader = self.client.new_multi_reader();
+                for p in chunk {
+                    reader.add_get_data(p)?;
+                }
+                let results = reader.commit().await?;
+                results
+                    .into_iter()
+                    .map(data_of)
+                    .collect::<Result<Vec<_>, _>>()
+            });
         Ok(try_join_all(chunks).await?.into_iter().flatten().collect())
     }
 }

@@ -289,12 +289,6 @@ async fn load_clients(
     Ok((owned, foreign, acl_set))
 }
 
-/// Reads per multi-read request. A thousand `get_data` pipelined on one connection took
-/// 0.75–1.1 s for 10,000 nodes here; the same reads in multi-reads of 128 took 25–30 ms
-/// (ZooKeeper handles each request, not each read, at its fixed cost). The records are a few
-/// hundred bytes, so a response stays far below the 1 MiB packet limit of Java readers.
-const READS_PER_MULTI: usize = 128;
-
 /// A node's data and stat; `None` when there is no such node.
 type Read = Option<(Vec<u8>, zookeeper_client::Stat)>;
 
@@ -324,22 +318,24 @@ async fn record_and_children(
 
 /// The data and stat of every path, in order, read in pipelined multi-reads.
 async fn get_many(client: &Client, paths: &[String]) -> Result<Vec<Read>, ZkError> {
-    let batches = paths.chunks(READS_PER_MULTI).map(|batch| async move {
-        let mut reader = client.new_multi_reader();
-        for p in batch {
-            reader.add_get_data(p).map_err(server("get", p))?;
-        }
-        let results = reader.commit().await.map_err(multi_read(&batch[0]))?;
-        let results = results
-            .into_iter()
-            .map(Some)
-            .chain(std::iter::repeat_with(|| None));
-        batch
-            .iter()
-            .zip(results)
-            .map(|(p, r)| read_of(r, p))
-            .collect::<Result<Vec<_>, _>>()
-    });
+    let batches = paths
+        .chunks(super::READS_PER_MULTI)
+        .map(|batch| async move {
+            let mut reader = client.new_multi_reader();
+            for p in batch {
+                reader.add_get_data(p).map_err(server("get", p))?;
+            }
+            let results = reader.commit().await.map_err(multi_read(&batch[0]))?;
+            let results = results
+                .into_iter()
+                .map(Some)
+                .chain(std::iter::repeat_with(|| None));
+            batch
+                .iter()
+                .zip(results)
+                .map(|(p, r)| read_of(r, p))
+                .collect::<Result<Vec<_>, _>>()
+        });
     let read = futures::future::try_join_all(batches).await?;
     Ok(read.into_iter().flatten().collect())
 }
