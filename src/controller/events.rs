@@ -26,8 +26,16 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a repeated Event counts into its first one's series (kube's `Recorder`: 6 min).
 pub const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 
-/// (namespace, name, reason).
-type EventKey = (String, String, String);
+/// A 64-bit hash of (namespace, name, reason): the limiter keeps one per resource and reason,
+/// and three strings each cost more than the rest of its entry. Two keys colliding would only
+/// fold one resource's Event into another's count (odds about n²/2⁶⁵ for n keys).
+type EventKey = u64;
+
+fn limit_key(namespace: &str, name: &str, reason: &str) -> EventKey {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (namespace, name, reason).hash(&mut h);
+    h.finish()
+}
 
 /// Who reports the Events.
 #[derive(Debug, Clone)]
@@ -202,10 +210,10 @@ impl Events {
     /// [`MIN_INTERVAL`] ago.
     pub fn publish(&self, sr: &ServiceRegistration, type_: EventType, reason: &str, note: String) {
         let meta = sr.meta();
-        let key = (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-            reason.to_string(),
+        let key = limit_key(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            reason,
         );
         let Some(folded) = self.limiter.admit(key, Instant::now()) else {
             return;
@@ -319,7 +327,7 @@ mod tests {
     #[test]
     fn a_reason_fires_once_per_interval_and_the_next_one_counts_what_it_folded() {
         let l = Limiter::default();
-        let key = |r: &str| ("ns".to_string(), "web".to_string(), r.to_string());
+        let key = |r: &str| limit_key("ns", "web", r);
         let t0 = Instant::now();
         assert_eq!(l.admit(key("Added"), t0), Some(0));
         assert_eq!(l.admit(key("Added"), t0 + Duration::from_secs(1)), None);
@@ -331,12 +339,15 @@ mod tests {
         );
         assert_eq!(l.admit(key("Added"), t0 + MIN_INTERVAL), Some(2));
         assert_eq!(l.admit(key("Added"), t0 + MIN_INTERVAL * 3), Some(0));
+        let other = limit_key("ns", "web-2", "Added");
+        assert_eq!(l.admit(other, t0 + MIN_INTERVAL * 3), Some(0), "resources apart");
+        assert_ne!(limit_key("n", "sweb", "Added"), key("Added"), "fields apart");
     }
 
     #[test]
     fn keys_that_would_admit_as_new_are_forgotten() {
         let l = Limiter::default();
-        let key = |r: &str| ("ns".to_string(), "web".to_string(), r.to_string());
+        let key = |r: &str| limit_key("ns", "web", r);
         let t0 = Instant::now();
         assert_eq!(l.admit(key("Added"), t0), Some(0));
         assert_eq!(l.admit(key("Removed"), t0), Some(0));
