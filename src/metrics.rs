@@ -73,6 +73,8 @@ pub struct Metrics {
     pub pods_indexed: Gauge,
     /// Bytes held by the slim pod projections.
     pub pod_index_bytes: Gauge,
+    /// Bytes glibc's malloc had in use after memory was last returned after a peak.
+    pub heap_in_use_bytes: Gauge,
     /// ZooKeeper sessions established (a new one forces a full resync).
     pub zk_sessions: Counter,
     /// Completed pod lists (initial and re-lists), over all watchers.
@@ -154,6 +156,12 @@ impl Metrics {
             "Approximate bytes held by the slim pod index",
             pod_index_bytes.clone(),
         );
+        let heap_in_use_bytes = Gauge::default();
+        registry.register(
+            "heap_in_use_bytes",
+            "Bytes the allocator had in use (live data, glibc only) after free memory was last returned",
+            heap_in_use_bytes.clone(),
+        );
         let zk_sessions = Counter::default();
         registry.register(
             "zookeeper_sessions",
@@ -220,6 +228,7 @@ impl Metrics {
             readiness_to_zk,
             pods_indexed,
             pod_index_bytes,
+            heap_in_use_bytes,
             zk_sessions,
         }
     }

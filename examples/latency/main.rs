@@ -1553,6 +1553,8 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
             // jemalloc returns dirty pages after 10 s (its default decay): read again later.
             tokio::time::sleep(Duration::from_secs(10)).await;
             let (rss, anon) = (rss_kib(run.op.pid()), anon_kib(run.op.pid()));
+            let m = scrape(&run.args.metrics).await?;
+            let in_use = metric(&m, "podkeeper_heap_in_use_bytes", "");
             let name = format!("{label}_cold_{}", v.name);
             println!(
                 "{name} round {round}: start -> pods listed {:.2}s -> all published {:.2}s; RSS idle {idle:?} KiB, at publish {rss_published:?} KiB, 5 s later {rss5:?} KiB, 15 s later {rss:?} KiB (of it anonymous: idle {idle_anon:?}, 15 s later {anon:?} KiB); load {}",
@@ -1587,6 +1589,16 @@ async fn restart_phases(run: &mut Run, label: &str, resources: usize) -> anyhow:
                         &format!("round {round}: RSS minus the same variant's 0-pod RSS, per pod"),
                     );
                 }
+            }
+            if let Some(b) = in_use.filter(|b| *b > 0.0) {
+                result(
+                    &format!("{name}_heap_in_use_per_pod"),
+                    b / want as f64,
+                    "B",
+                    &format!(
+                        "round {round}: glibc's bytes in use after the release that follows the publish, all in, per pod"
+                    ),
+                );
             }
             if let (Some(a), Some(i)) = (anon, idle_anon) {
                 result(

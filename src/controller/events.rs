@@ -340,8 +340,16 @@ mod tests {
         assert_eq!(l.admit(key("Added"), t0 + MIN_INTERVAL), Some(2));
         assert_eq!(l.admit(key("Added"), t0 + MIN_INTERVAL * 3), Some(0));
         let other = limit_key("ns", "web-2", "Added");
-        assert_eq!(l.admit(other, t0 + MIN_INTERVAL * 3), Some(0), "resources apart");
-        assert_ne!(limit_key("n", "sweb", "Added"), key("Added"), "fields apart");
+        assert_eq!(
+            l.admit(other, t0 + MIN_INTERVAL * 3),
+            Some(0),
+            "resources apart"
+        );
+        assert_ne!(
+            limit_key("n", "sweb", "Added"),
+            key("Added"),
+            "fields apart"
+        );
     }
 
     #[test]

@@ -174,6 +174,8 @@ fn glibc_or_preloaded() {
 fn log_glibc_heap() {
     // SAFETY: mallinfo2 only reads glibc's arena statistics.
     let m = unsafe { libc::mallinfo2() };
+    let in_use = i64::try_from(m.uordblks).unwrap_or(i64::MAX);
+    crate::metrics::get().heap_in_use_bytes.set(in_use);
     tracing::info!(
         in_use_bytes = m.uordblks,
         free_kept_bytes = m.fordblks,

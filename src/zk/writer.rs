@@ -1134,8 +1134,10 @@ pub fn adopt(state: &mut ServiceState, desired: &BTreeMap<SmolStr, Arc<Published
     compact(&mut state.endpoints);
 }
 
-/// Maps at least this large are rebuilt after a full comparison.
-const COMPACT_FROM: usize = 256;
+/// Maps at least this large are rebuilt after a full comparison: more than one B-tree leaf
+/// (11 entries). A map of 100 endpoints grown in key order took 80 B per endpoint instead of
+/// 46 (heaptrack, 100 resources x 100 pods).
+const COMPACT_FROM: usize = 12;
 
 /// Rebuilds `map` with full nodes. A `BTreeMap` grown by inserts in key order, as a first
 /// publish records its creates, splits every node in two and leaves them little more than
