@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource};
+use tokio::sync::mpsc;
 
 use crate::crd::ServiceRegistration;
 
@@ -190,19 +191,21 @@ impl Series {
 
 /// Publishes Events without holding up the reconcile.
 pub struct Events {
-    recorder: Recorder,
     limiter: Limiter,
-    /// Shared with the status writers: API writes in flight at once.
-    permits: Arc<tokio::sync::Semaphore>,
+    /// Events waiting for a permit, oldest first. A queued Event is its draft and reference
+    /// (about 0.4 KB): a task per Event held its whole future, requests included, while it
+    /// waited, and a cold start of 1,000 resources queues two Events each behind the API server.
+    queue: mpsc::UnboundedSender<(Draft, ObjectReference)>,
 }
 
 impl Events {
     /// Events through `recorder`, one at a time per permit of `permits`.
     pub fn new(recorder: Recorder, permits: Arc<tokio::sync::Semaphore>) -> Events {
+        let (queue, queued) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(recorder, permits, queued));
         Events {
-            recorder,
             limiter: Limiter::default(),
-            permits,
+            queue,
         }
     }
 
@@ -222,21 +225,32 @@ impl Events {
         if folded > 0 {
             note.push_str(&format!(" (and {folded} similar change(s) before)"));
         }
-        let recorder = self.recorder.clone();
-        let reference = sr.object_ref(&());
         let ev = Draft {
             type_,
             reason: reason.into(),
             note: truncate(note, 1000),
         };
-        let permits = self.permits.clone();
+        // Fails only once the dispatcher is gone: the runtime is shutting down.
+        let _ = self.queue.send((ev, sr.object_ref(&())));
+    }
+}
+
+/// Publishes the queued Events in order, each in a task of its own once it holds a permit.
+async fn dispatch(
+    recorder: Recorder,
+    permits: Arc<tokio::sync::Semaphore>,
+    mut queued: mpsc::UnboundedReceiver<(Draft, ObjectReference)>,
+) {
+    while let Some((ev, reference)) = queued.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let recorder = recorder.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire().await else {
-                return;
-            };
             if let Err(err) = recorder.publish(&ev, &reference).await {
                 tracing::debug!(%err, "publishing an Event failed");
             }
+            drop(permit);
         });
     }
 }
@@ -323,6 +337,48 @@ fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resource named `name` in namespace "shop".
+    fn resource(name: &str) -> ServiceRegistration {
+        serde_yaml::from_str(&format!(
+            "apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\n\
+             metadata: {{name: {name}, namespace: shop, uid: u-{name}}}\n\
+             spec: {{selector: {{matchLabels: {{app: web}}}}, port: 80}}\n"
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_events_wait_for_a_permit_and_go_out_in_order() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let reporter = Reporter {
+            controller: "podkeeper".into(),
+            instance: None,
+        };
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let events = Events::new(Recorder::new(client, reporter), permits.clone());
+        for name in ["a", "b", "c"] {
+            events.publish(&resource(name), EventType::Normal, "Registered", name.into());
+        }
+        // The clock is paused: the timeout fires only once every task is idle.
+        let idle = tokio::time::timeout(Duration::from_secs(1), api.next_request()).await;
+        assert!(idle.is_err(), "nothing is sent without a permit");
+        permits.add_permits(1);
+        for name in ["a", "b", "c"] {
+            let (req, send) = api.next_request().await.expect("an Event");
+            let body = req.into_body().collect_bytes().await.unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(event["note"], name, "in the order published");
+            assert_eq!(event["regarding"]["name"], name);
+            let answer = Response::builder().status(201).body(Body::from(body.to_vec()));
+            send.send_response(answer.unwrap());
+        }
+        let back = tokio::time::timeout(Duration::from_secs(5), permits.acquire()).await;
+        assert!(back.is_ok(), "the permit comes back once the Event is published");
+    }
 
     #[test]
     fn a_reason_fires_once_per_interval_and_the_next_one_counts_what_it_folded() {
