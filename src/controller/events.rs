@@ -361,7 +361,12 @@ mod tests {
         let permits = Arc::new(tokio::sync::Semaphore::new(0));
         let events = Events::new(Recorder::new(client, reporter), permits.clone());
         for name in ["a", "b", "c"] {
-            events.publish(&resource(name), EventType::Normal, "Registered", name.into());
+            events.publish(
+                &resource(name),
+                EventType::Normal,
+                "Registered",
+                name.into(),
+            );
         }
         // The clock is paused: the timeout fires only once every task is idle.
         let idle = tokio::time::timeout(Duration::from_secs(1), api.next_request()).await;
@@ -373,11 +378,16 @@ mod tests {
             let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(event["note"], name, "in the order published");
             assert_eq!(event["regarding"]["name"], name);
-            let answer = Response::builder().status(201).body(Body::from(body.to_vec()));
+            let answer = Response::builder()
+                .status(201)
+                .body(Body::from(body.to_vec()));
             send.send_response(answer.unwrap());
         }
         let back = tokio::time::timeout(Duration::from_secs(5), permits.acquire()).await;
-        assert!(back.is_ok(), "the permit comes back once the Event is published");
+        assert!(
+            back.is_ok(),
+            "the permit comes back once the Event is published"
+        );
     }
 
     #[test]
