@@ -28,6 +28,7 @@
 
 mod operator;
 mod slices;
+mod timeline;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -75,6 +76,9 @@ struct Args {
     churn_seconds: f64,
     /// Restart phases (cold and warm) after each configuration's flips.
     restarts: bool,
+    /// Every paced flip's timestamps as CSV, and the split of podkeeper's part by the
+    /// operator's `podkeeper::timeline` trace in `operator_log` (`timeline.rs`).
+    timeline: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -100,6 +104,7 @@ fn parse_args() -> anyhow::Result<Args> {
         churn_rate: 0.0,
         churn_seconds: 60.0,
         restarts: false,
+        timeline: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -131,6 +136,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--churn-rate" => a.churn_rate = val()?.parse()?,
             "--churn-seconds" => a.churn_seconds = val()?.parse()?,
             "--restarts" => a.restarts = true,
+            "--timeline" => a.timeline = Some(val()?.into()),
             "-h" | "--help" => {
                 println!(
                     "latency [--zk host:port] [--metrics host:port] [--operator-pid PID] \
@@ -138,7 +144,7 @@ fn parse_args() -> anyhow::Result<Args> {
                      [--burst B] [--create-concurrency C] [--timeout SECONDS] \
                      [--bind-nodes n1,n2] [--operator-bin PATH [--operator-log F] [--operator-pidfile F] \
                      [--restarts] [--variant 'name=path[ K=V..]']... [--variant-rounds N]] \
-                     [--no-slices] [--churn-rate FLIPS_PER_S --churn-seconds S]"
+                     [--no-slices] [--churn-rate FLIPS_PER_S --churn-seconds S] [--timeline FILE.csv]"
                 );
                 std::process::exit(0);
             }
@@ -510,6 +516,66 @@ fn from_pod_event(flips: &[Flip], seen: &Seen) -> Vec<f64> {
             ))
         })
         .collect()
+}
+
+/// The flips as wall-clock rows for the timeline.
+fn timeline_rows(
+    flips: &[Flip],
+    shadowed: &std::collections::HashSet<(String, bool)>,
+    seen: &Seen,
+) -> Vec<timeline::Row> {
+    let first = |m: &HashMap<String, Vec<(bool, Instant)>>, f: &Flip| {
+        m.get(&f.name)?
+            .iter()
+            .find(|(c, t)| *c == f.ready && *t >= f.sent)
+            .map(|(_, t)| timeline::unix_us(*t))
+    };
+    flips
+        .iter()
+        .map(|f| timeline::Row {
+            pod: f.name.clone(),
+            ready: f.ready,
+            shadowed: shadowed.contains(&(f.name.clone(), f.ready)),
+            sent: timeline::unix_us(f.sent),
+            answered: f.answered.map(timeline::unix_us),
+            pod_watch: first(&seen.pod, f),
+            zookeeper: first(&seen.zk, f),
+        })
+        .collect()
+}
+
+/// Appends the flips of `phase` to the timeline CSV and, when this program runs the operator,
+/// splits podkeeper's part of each by the operator's own trace.
+fn report_timeline(
+    run: &Run,
+    path: &std::path::Path,
+    phase: &str,
+    rows: &[timeline::Row],
+) -> anyhow::Result<()> {
+    timeline::append_csv(path, phase, rows)?;
+    if run.args.operator_bin.is_none() {
+        return Ok(());
+    }
+    let b = timeline::breakdown(rows, &timeline::read_trace(&run.args.operator_log)?);
+    let n = b.own.len();
+    let (lag, lag_q) = stats(b.watch_lag);
+    let (own, own_q) = stats(b.own);
+    let (multi, multi_q) = stats(b.multi);
+    println!(
+        "{phase}: podkeeper's flips split by its trace ({n}): its pod event after this program's {lag}; its pod event -> multi() sent {own}; multi() sent -> ZooKeeper watch event {multi}"
+    );
+    let detail = "podkeeper's flips, by the operator's podkeeper::timeline trace";
+    for (name, q) in [("event_lag", lag_q), ("own", own_q)] {
+        result(&format!("{phase}_operator_{name}_p50"), q[0], "ms", detail);
+        result(&format!("{phase}_operator_{name}_p99"), q[2], "ms", detail);
+    }
+    result(
+        &format!("{phase}_operator_multi_p50"),
+        multi_q[0],
+        "ms",
+        detail,
+    );
+    Ok(())
 }
 
 /// Flips are done when each is visible in `events` (or the deadline passes).
@@ -996,6 +1062,7 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
     let mut shadow = Shadow::new(run, label).await?;
     let mut all_paced = Vec::new();
     let mut unshadowed = Vec::new();
+    let mut bridged_flips = std::collections::HashSet::new();
     for ready in [false, true] {
         let mut flips = Vec::new();
         let start = Instant::now();
@@ -1018,7 +1085,10 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
                 answered: Some(answered),
             };
             match zk {
-                Some(zk) => shadow.lat.push(ms(zk.saturating_duration_since(answered))),
+                Some(zk) => {
+                    shadow.lat.push(ms(zk.saturating_duration_since(answered)));
+                    bridged_flips.insert((name.clone(), ready));
+                }
                 None => unshadowed.push(flip.clone()),
             }
             flips.push(flip);
@@ -1028,7 +1098,7 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
     }
     shadow.remove(run).await?;
     let after = scrape(&run.args.metrics).await?;
-    let phase = {
+    let (phase, rows) = {
         let seen = run.shared.seen.lock().unwrap();
         let phase = report(
             &format!("{label}_paced"),
@@ -1049,8 +1119,16 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
             "pods not Ready after the paced flips (kwok fighting back would show here): {reverted}"
         );
         shadow.report(label, &from_commit(&unshadowed, &seen.zk).0);
-        phase
+        let rows = run
+            .args
+            .timeline
+            .is_some()
+            .then(|| timeline_rows(&all_paced, &bridged_flips, &seen));
+        (phase, rows)
     };
+    if let (Some(path), Some(rows)) = (&run.args.timeline, rows) {
+        report_timeline(run, path, &format!("{label}_paced"), &rows)?;
+    }
     for (name, labels) in [
         ("podkeeper_readiness_to_zookeeper_seconds", ""),
         ("podkeeper_reconcile_duration_seconds", ""),
@@ -1459,7 +1537,7 @@ async fn churn_phase(run: &Run, label: &str, pool: &[String]) -> anyhow::Result<
     let (cpu1, rss) = (cpu_seconds(pid), rss_kib(pid));
     wait_landed(run, &flips, "churn").await;
     let after = scrape(&run.args.metrics).await?;
-    {
+    let rows = {
         let seen = run.shared.seen.lock().unwrap();
         report(
             &format!("{label}_churn"),
@@ -1473,6 +1551,11 @@ async fn churn_phase(run: &Run, label: &str, pool: &[String]) -> anyhow::Result<
             ),
             run.args.slices,
         );
+        let none = Default::default();
+        (run.args.timeline.as_ref()).map(|_| timeline_rows(&flips, &none, &seen))
+    };
+    if let (Some(path), Some(rows)) = (&run.args.timeline, rows) {
+        report_timeline(run, path, &format!("{label}_churn"), &rows)?;
     }
     if let (Some(a), Some(b)) = (cpu1, cpu0) {
         result(

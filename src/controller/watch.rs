@@ -66,6 +66,7 @@ fn handle_pod_event(ctx: &Arc<Context>, ev: Event<PodWire>, scope: Option<&str>)
             Vec::new()
         }
         Event::InitApply(pod) | Event::Apply(pod) => {
+            tracing::trace!(target: "podkeeper::timeline", pod = %pod.name_any(), "pod event");
             let (ns, info) = project(&pod);
             ctx.index.apply_pod(&ns, info, now)
         }

@@ -857,6 +857,7 @@ async fn apply_inner(
         // The request is on its way: while ZooKeeper commits it, record what it does. A
         // failure clears the whole cache (`sync`), so nothing recorded here outlives one.
         let commit = w.commit();
+        tracing::trace!(target: "podkeeper::timeline", paths = ?touched, "multi sent");
         if first && record_changed {
             state.version = state.version.wrapping_add(1);
             state.record = record.clone();
