@@ -1118,7 +1118,8 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
         println!(
             "pods not Ready after the paced flips (kwok fighting back would show here): {reverted}"
         );
-        shadow.report(label, &from_commit(&unshadowed, &seen.zk).0);
+        let from_event = from_pod_event(&unshadowed, &seen);
+        shadow.report(label, &from_commit(&unshadowed, &seen.zk).0, &from_event);
         let rows = run
             .args
             .timeline
@@ -1159,6 +1160,8 @@ struct Shadow {
     issued: usize,
     /// From the patch's answer to the bare multi's watch event, ms.
     lat: Vec<f64>,
+    /// From this program's pod event to the bare multi's watch event, ms.
+    from_event: Vec<f64>,
 }
 
 impl Shadow {
@@ -1170,6 +1173,7 @@ impl Shadow {
             payload: vec![b'x'; 300],
             issued: 0,
             lat: Vec::new(),
+            from_event: Vec::new(),
         })
     }
 
@@ -1199,12 +1203,17 @@ impl Shadow {
         let t0 = bare_multi(run, &self.base, &path, &self.payload, create).await?;
         self.issued += 1;
         let zk = first_seen(run, "the shadow bridge's watch event", &node, create, t0).await?;
+        let event = first_seen_pod(run, pod, ready, sent);
+        self.from_event
+            .push(ms(zk.saturating_duration_since(event)));
         Ok(Some(zk))
     }
 
     /// Reports the bridge and podkeeper over it, on the flips without a bare multi (`podkeeper`,
-    /// ms from the patch's answer).
-    fn report(&self, label: &str, podkeeper: &[f64]) {
+    /// ms from the patch's answer; `podkeeper_from_event`, ms from this program's pod event).
+    /// From the pod event, both start where the bare bridge starts: the flips' own delivery
+    /// by the API server (which differs between the two halves of the flips) is left out.
+    fn report(&self, label: &str, podkeeper: &[f64], podkeeper_from_event: &[f64]) {
         let (line, b) = stats(self.lat.clone());
         let (own, p) = stats(podkeeper.to_vec());
         println!(
@@ -1222,6 +1231,19 @@ impl Shadow {
                 p[i] / b[i],
                 "x",
                 "podkeeper (flips without a bare multi) / bare bridge (the others); target <= 1.5 at p50",
+            );
+        }
+        let (line, b) = stats(self.from_event.clone());
+        let (own, p) = stats(podkeeper_from_event.to_vec());
+        println!(
+            "{label}_paced: from this program's pod event: bare bridge {line}; podkeeper {own}"
+        );
+        for (q, i) in [("p50", 0), ("p99", 2)] {
+            result(
+                &format!("{label}_paced_over_shadow_from_event_{q}"),
+                p[i] / b[i],
+                "x",
+                "podkeeper / bare bridge, each from this program's pod event",
             );
         }
     }
