@@ -76,8 +76,8 @@ struct Args {
     churn_seconds: f64,
     /// Restart phases (cold and warm) after each configuration's flips.
     restarts: bool,
-    /// Every paced flip's timestamps as CSV, and the split of podkeeper's part by the
-    /// operator's `podkeeper::timeline` trace in `operator_log` (`timeline.rs`).
+    /// Every paced, burst and churn flip's timestamps as CSV, and the split of podkeeper's part
+    /// by the operator's `podkeeper::timeline` trace in `operator_log` (`timeline.rs`).
     timeline: Option<PathBuf>,
 }
 
@@ -1510,7 +1510,12 @@ async fn burst_phase(run: &Run, label: &str, burst_pods: &[String]) -> anyhow::R
             ),
             run.args.slices,
         );
+        let none = Default::default();
+        let rows = (run.args.timeline.as_ref()).map(|_| timeline_rows(&flips, &none, &seen));
         drop(seen);
+        if let (Some(path), Some(rows)) = (&run.args.timeline, rows) {
+            report_timeline(run, path, &format!("{label}_burst_{word}"), &rows)?;
+        }
         println!(
             "operator, burst {word}: {}",
             histogram_delta(
