@@ -489,31 +489,30 @@ fn from_commit(
     let mut out = Vec::new();
     let mut missing = 0;
     for f in flips {
-        let seen = events
-            .get(&f.name)
-            .and_then(|v| v.iter().find(|(c, t)| *c == f.ready && *t >= f.sent));
-        match (seen, f.answered) {
-            (Some((_, t)), Some(ta)) => out.push(ms(t.saturating_duration_since(ta))),
+        match (first_event(events, f), f.answered) {
+            (Some(t), Some(ta)) => out.push(ms(t.saturating_duration_since(ta))),
             _ => missing += 1,
         }
     }
     (out, missing)
 }
 
+/// When `events` first showed flip `f` (its pod at its readiness, at or after it was sent).
+fn first_event(events: &HashMap<String, Vec<(bool, Instant)>>, f: &Flip) -> Option<Instant> {
+    events
+        .get(&f.name)?
+        .iter()
+        .find(|(c, t)| *c == f.ready && *t >= f.sent)
+        .map(|(_, t)| *t)
+}
+
 /// Latencies (ms) from this program's pod watch event to the ZooKeeper watch event.
 fn from_pod_event(flips: &[Flip], seen: &Seen) -> Vec<f64> {
-    let first = |m: &HashMap<String, Vec<(bool, Instant)>>, f: &Flip| {
-        m.get(&f.name)?
-            .iter()
-            .find(|(c, t)| *c == f.ready && *t >= f.sent)
-            .map(|(_, t)| *t)
-    };
     flips
         .iter()
         .filter_map(|f| {
-            Some(ms(
-                first(&seen.zk, f)?.saturating_duration_since(first(&seen.pod, f)?)
-            ))
+            let (zk, pod) = (first_event(&seen.zk, f)?, first_event(&seen.pod, f)?);
+            Some(ms(zk.saturating_duration_since(pod)))
         })
         .collect()
 }
@@ -524,12 +523,6 @@ fn timeline_rows(
     shadowed: &std::collections::HashSet<(String, bool)>,
     seen: &Seen,
 ) -> Vec<timeline::Row> {
-    let first = |m: &HashMap<String, Vec<(bool, Instant)>>, f: &Flip| {
-        m.get(&f.name)?
-            .iter()
-            .find(|(c, t)| *c == f.ready && *t >= f.sent)
-            .map(|(_, t)| timeline::unix_us(*t))
-    };
     flips
         .iter()
         .map(|f| timeline::Row {
@@ -538,8 +531,8 @@ fn timeline_rows(
             shadowed: shadowed.contains(&(f.name.clone(), f.ready)),
             sent: timeline::unix_us(f.sent),
             answered: f.answered.map(timeline::unix_us),
-            pod_watch: first(&seen.pod, f),
-            zookeeper: first(&seen.zk, f),
+            pod_watch: first_event(&seen.pod, f).map(timeline::unix_us),
+            zookeeper: first_event(&seen.zk, f).map(timeline::unix_us),
         })
         .collect()
 }
