@@ -85,6 +85,8 @@ pub struct Metrics {
     pub acl_repairs: Counter,
     /// Owned znodes changed behind podkeeper's back, seen by the tamper watch.
     pub tamper_events: Counter,
+    /// Persistent watches set again after a reconnect (tamper watches, discovery watches).
+    pub watch_rearms: Counter,
     /// Credential files re-read with a change.
     pub credential_reloads: Counter,
     /// Credential files found unusable (the last good ones stay in use).
@@ -192,6 +194,12 @@ impl Metrics {
             "Owned znodes changed by another client, seen by the tamper watch",
             tamper_events.clone(),
         );
+        let watch_rearms = Counter::default();
+        registry.register(
+            "watch_rearms",
+            "Persistent ZooKeeper watches set again after a reconnect within the session",
+            watch_rearms.clone(),
+        );
         let credential_reloads = Counter::default();
         registry.register(
             "credential_reloads",
@@ -214,6 +222,7 @@ impl Metrics {
             registry,
             acl_repairs,
             tamper_events,
+            watch_rearms,
             credential_reloads,
             credential_reload_errors,
             gate_patches,

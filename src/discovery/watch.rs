@@ -314,7 +314,7 @@ const MAX_NAMED_READS: usize = 512;
 impl Batch {
     fn add(&mut self, layout: &Layout, event: TreeEvent) {
         let path = match event {
-            TreeEvent::Node(path) => path,
+            TreeEvent::Node(path, _) => path,
             TreeEvent::Reconnected => {
                 self.reconnected = true;
                 self.disconnected = false;
@@ -433,11 +433,9 @@ impl Follower {
     /// Applies event bursts; returns when the session is over (expired, closed, refused).
     async fn follow(&mut self, shared: &Shared, mut session: Session) {
         // Set when events may have been missed (a disconnect, a failed read): the next read is
-        // a full one, because ZooKeeper does not replay persistent-watch events after a reconnect.
+        // a full one, because ZooKeeper does not replay persistent-watch events after a reconnect
+        // (the watch itself is set again by `TreeWatch` before it reports the reconnect).
         let mut full_read = false;
-        // zookeeper-client 0.11.2 restores only one-shot watches when it resumes a session (its
-        // SetWatches request leaves persistent ones out), so after a reconnect we set ours again.
-        let mut rewatch = false;
         let mut retry_at: Option<Instant> = None;
         loop {
             let mut batch = Batch::default();
@@ -469,22 +467,11 @@ impl Follower {
                 continue;
             }
             full_read |= batch.reconnected || batch.everything;
-            rewatch |= batch.reconnected;
             if !full_read && batch.is_empty() {
                 continue;
             }
-            let result = async {
-                if rewatch {
-                    let watch = session.zk.watch_tree(self.layout.service());
-                    session.watcher = timeout(self.config.ensemble.session_timeout, watch)
-                        .await
-                        .map_err(|_| ReadError::Timeout)??;
-                }
-                self.read(&session.zk, full_read, batch).await
-            };
-            match result.await {
+            match self.read(&session.zk, full_read, batch).await {
                 Ok(()) => {
-                    rewatch = false;
                     full_read = false;
                     retry_at = None;
                     shared.publish_registry(&self.config, &self.registry);

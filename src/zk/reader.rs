@@ -65,7 +65,7 @@ pub struct ReadSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TreeEvent {
     /// A node at or below the watched path was created, changed or deleted.
-    Node(String),
+    Node(String, Change),
     /// Connected again within the same session: events may have been missed meanwhile, and the
     /// watch must be set again (zookeeper-client 0.11 does not restore persistent watches).
     Reconnected,
@@ -75,13 +75,43 @@ pub enum TreeEvent {
     Ended,
 }
 
-/// A persistent recursive watch.
+/// What happened to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Appeared.
+    Created,
+    /// Went away.
+    Deleted,
+    /// Its data changed.
+    Changed,
+}
+
+/// A persistent recursive watch that survives reconnects: zookeeper-client 0.11 restores only
+/// one-shot watches when it resumes a session (its SetWatches request leaves persistent ones
+/// out), so this sets the watch again at every reconnect before it reports
+/// [`TreeEvent::Reconnected`]. The one place that does so, for the discovery client and the
+/// operator's tamper watch alike.
 pub struct TreeWatch {
+    client: Client,
+    path: String,
     watcher: PersistentWatcher,
     ended: bool,
 }
 
 impl TreeWatch {
+    /// Watches `path` and everything below it through `client`.
+    pub async fn open(client: &Client, path: &str) -> Result<TreeWatch, zookeeper_client::Error> {
+        let watcher = client
+            .watch(path, AddWatchMode::PersistentRecursive)
+            .await?;
+        Ok(TreeWatch {
+            client: client.clone(),
+            path: path.to_string(),
+            watcher,
+            ended: false,
+        })
+    }
+
     /// The next event. After [`TreeEvent::Ended`] it stays ended (the client would panic if
     /// asked again).
     pub async fn next(&mut self) -> TreeEvent {
@@ -97,13 +127,35 @@ impl TreeWatch {
                         return TreeEvent::Ended;
                     }
                     SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
-                        return TreeEvent::Reconnected;
+                        if self.rearm().await {
+                            return TreeEvent::Reconnected;
+                        }
                     }
                     SessionState::Disconnected => return TreeEvent::Disconnected,
                     _ => continue,
                 },
                 EventType::NodeChildrenChanged => continue,
-                _ => return TreeEvent::Node(event.path),
+                EventType::NodeCreated => return TreeEvent::Node(event.path, Change::Created),
+                EventType::NodeDeleted => return TreeEvent::Node(event.path, Change::Deleted),
+                EventType::NodeDataChanged => return TreeEvent::Node(event.path, Change::Changed),
+            }
+        }
+    }
+
+    /// Sets the watch again; false when that failed (the connection dropped again: the old
+    /// watcher still reports the next session state, and the next reconnect tries again).
+    async fn rearm(&mut self) -> bool {
+        let mode = AddWatchMode::PersistentRecursive;
+        match self.client.watch(&self.path, mode).await {
+            Ok(watcher) => {
+                // The new watcher first, then the old one goes: the path stays watched.
+                self.watcher = watcher;
+                crate::metrics::get().watch_rearms.inc();
+                true
+            }
+            Err(err) => {
+                tracing::warn!(path = %self.path, %err, "cannot set the watch again after a reconnect; retrying at the next one");
+                false
             }
         }
     }
@@ -138,14 +190,7 @@ impl ReadSession {
 
     /// Watches `path` and everything below it.
     pub async fn watch_tree(&self, path: &str) -> Result<TreeWatch, ReadError> {
-        let watcher = self
-            .client
-            .watch(path, AddWatchMode::PersistentRecursive)
-            .await?;
-        Ok(TreeWatch {
-            watcher,
-            ended: false,
-        })
+        Ok(TreeWatch::open(&self.client, path).await?)
     }
 
     /// The data at `path`, `None` when there is no node.

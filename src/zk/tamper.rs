@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use zookeeper_client::{AddWatchMode, Client, EventType};
+use zookeeper_client::Client;
 
 use super::ZkError;
+pub use super::reader::Change;
+use super::reader::{TreeEvent, TreeWatch};
 
 /// An expected event that never came (lost in a reconnect) stops masking the path after this.
 const EXPECTATION_TTL: Duration = Duration::from_secs(30);
@@ -36,6 +38,22 @@ struct Expected {
     swept: Option<Instant>,
 }
 
+impl Expected {
+    /// Drops the expectations past their TTL, at most every [`SWEEP_EVERY`]. Run on writes
+    /// too, not only on events: with no events (a watch gone with its connection) the
+    /// expectations of every later write would pile up.
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_none_or(|s| now.duration_since(s) >= SWEEP_EVERY)
+        {
+            self.paths
+                .retain(|_, (_, at)| now.duration_since(*at) < EXPECTATION_TTL);
+            self.swept = Some(now);
+        }
+    }
+}
+
 /// `path` itself and its ancestors, nearest first ("/a/b": "/a/b", "/a", "/").
 fn self_and_ancestors(path: &str) -> impl Iterator<Item = &str> {
     let cuts = path.rmatch_indices('/').map(|(i, _)| i.max(1));
@@ -50,6 +68,7 @@ impl Ledger {
         let watched = self.watched.lock().expect("ledger lock");
         let under = |p: &str| self_and_ancestors(p).any(|a| watched.contains(a));
         let mut expected = self.expected.lock().expect("ledger lock");
+        expected.sweep(now);
         for p in paths.into_iter().filter(|p| under(p)) {
             let e = expected.paths.entry(p.to_string()).or_insert((0, now));
             *e = (e.0 + 1, now);
@@ -93,13 +112,7 @@ impl Ledger {
         let expected = &mut *guard;
         let now = Instant::now();
         let live = |at: &Instant| now.duration_since(*at) < EXPECTATION_TTL;
-        if expected
-            .swept
-            .is_none_or(|s| now.duration_since(s) >= SWEEP_EVERY)
-        {
-            expected.paths.retain(|_, (_, at)| live(at));
-            expected.swept = Some(now);
-        }
+        expected.sweep(now);
         let Some((n, at)) = expected.paths.get_mut(path) else {
             return false;
         };
@@ -128,17 +141,6 @@ pub struct Tampered {
     pub path: String,
     /// Created, deleted or changed.
     pub kind: Change,
-}
-
-/// What happened to a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// Appeared.
-    Created,
-    /// Went away.
-    Deleted,
-    /// Its data changed.
-    Changed,
 }
 
 /// One folder's watch: the session generation it was set on, its tag, the task reading it.
@@ -181,8 +183,7 @@ impl Tamper {
         {
             return Ok(());
         }
-        let mut watcher = client
-            .watch(root, AddWatchMode::PersistentRecursive)
+        let mut watch = TreeWatch::open(client, root)
             .await
             .map_err(super::writer::server("addWatch", root))?;
         let (ledger, events) = (self.ledger.clone(), self.events.clone());
@@ -190,22 +191,21 @@ impl Tamper {
         let task = tokio::spawn(async move {
             let tag = tag_owned;
             loop {
-                let event = watcher.changed().await;
-                let kind = match event.event_type {
-                    EventType::Session if event.session_state.is_terminated() => return,
-                    EventType::Session | EventType::NodeChildrenChanged => continue,
-                    EventType::NodeCreated => Change::Created,
-                    EventType::NodeDeleted => Change::Deleted,
-                    EventType::NodeDataChanged => Change::Changed,
+                // A reconnect sets the watch again (inside `TreeWatch`); what changed while
+                // disconnected is repaired by the full resync the session change starts.
+                let (path, kind) = match watch.next().await {
+                    TreeEvent::Ended => return,
+                    TreeEvent::Reconnected | TreeEvent::Disconnected => continue,
+                    TreeEvent::Node(path, kind) => (path, kind),
                 };
-                if ledger.consume(&event.path) {
+                if ledger.consume(&path) {
                     continue;
                 }
                 crate::metrics::get().tamper_events.inc();
                 let t = Tampered {
                     tag: tag.clone(),
                     root: root_owned.clone(),
-                    path: event.path,
+                    path,
                     kind,
                 };
                 if events.send(t).is_err() {
@@ -234,6 +234,14 @@ impl Tamper {
             }
             keep
         });
+    }
+
+    /// Stops the watch on `root` (a place a resource moved away from).
+    pub fn unwatch_root(&self, root: &str) {
+        if let Some((_, _, task)) = self.watches.lock().expect("watches lock").remove(root) {
+            task.abort();
+            self.ledger.unwatched(root);
+        }
     }
 
     /// Folders watched now.
