@@ -213,7 +213,18 @@ pub struct Registry {
 
 /// The layouts podkeeper writes.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    schemars::JsonSchema,
 )]
 pub enum RegistryFormat {
     /// podkeeper's own JSON records.
@@ -371,6 +382,53 @@ pub struct ServiceRegistrationStatus {
     /// The first few of them, with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved_addresses: Vec<UnresolvedAddress>,
+    /// Where this resource's nodes are, as last confirmed in ZooKeeper: what an edit of the
+    /// path, the ensemble or the registries moves away from, and what deletion removes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// Where a registration's nodes live: the ensemble, the native service path and every
+/// client-format folder. Kept on the status so that an edit, even across an operator restart,
+/// removes exactly what the resource no longer wants, after the new place is written.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// The resource's own ensemble (`spec.zookeeper`); null: the operator's.
+    // Every field is serialized, null and empty included: the status is merge-patched, and an
+    // omitted field would keep the ensemble or chroot a resource moved away from.
+    #[serde(default)]
+    pub zookeeper: Option<PlacedEnsemble>,
+    /// The service record's path.
+    pub path: String,
+    /// The client-format folders written, with their format.
+    #[serde(default)]
+    pub folders: Vec<PlacedFolder>,
+}
+
+/// The ensemble of a placement.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacedEnsemble {
+    /// Comma-separated `host:port` list.
+    pub connect: String,
+    /// Its chroot, if any.
+    #[serde(default)]
+    pub chroot: Option<String>,
+}
+
+/// One client-format folder a resource writes into.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacedFolder {
+    /// Dubbo, Curator or ServerSet.
+    pub format: RegistryFormat,
+    /// The folder.
+    pub path: String,
 }
 
 /// A ready pod that is not published because its address cannot be resolved.

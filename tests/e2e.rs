@@ -1805,3 +1805,151 @@ spec:
         }
     }
 }
+
+/// A resource publishing natively, in Dubbo (two interfaces) and in Curator, with `path`.
+fn moving_registration(service: &str, ifaces: &[&str], curator: bool, path: &str) -> String {
+    let ifaces = ifaces
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let curator = if curator {
+        "  - format: Curator\n    curator: {}\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: web}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  port: http
+  serviceName: {service}
+  path: {path}
+  registries:
+  - format: Native
+  - format: Dubbo
+    dubbo: {{interfaces: [{ifaces}], group: g1, version: "1.0.0", application: web}}
+{curator}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_and_registry_edits_never_empty_a_consumer_s_list_and_leave_nothing_behind() {
+    use common::clients::{self, Client as Java};
+    use common::registry::FolderWatch;
+    let shared = env();
+    let ns = TestNs::new("move").await;
+    let connect = shared.zk.connect_string();
+    let iface = |n: &str| format!("org.example.{}.{n}", ns.name.replace('-', "_"));
+    let (kept, dropped) = (iface("Kept"), iface("Dropped"));
+    let service = format!("mover-{}", ns.name);
+    const LIMIT: Duration = Duration::from_secs(120);
+    let vm_url = format!(
+        "dubbo://127.0.0.9:20880/{kept}?application=vm-app&group=g1&version=1.0.0\
+         &interface={kept}&side=provider&weight=100"
+    );
+    let vm = clients::spawn(Java::Dubbo, &["provide", &connect, "dubbo", &vm_url]);
+    vm.wait_for(0, LIMIT, "the VM registration", |l| {
+        l.get("registered").is_some()
+    });
+    let consumer = clients::spawn(
+        Java::Dubbo,
+        &["consume", &connect, "dubbo", &kept, "g1", "1.0.0"],
+    );
+    ns.apply(&deployment("web-stable", "stable", 3, ""));
+    let (old_path, new_path) = (ns.path("web"), format!("{}-moved", ns.path("web")));
+    let both = [kept.as_str(), dropped.as_str()];
+    ns.apply(&moving_registration(&service, &both, true, &old_path));
+    let (three, _) = consumer.wait_for(0, LIMIT, "3 pods and the VM", |l| {
+        dubbo_providers(l).is_some_and(|p| p.len() == 4)
+    });
+    let zk = zk_client().await;
+    let (kept_dir, dropped_dir) = (
+        format!("/dubbo/{kept}/providers"),
+        format!("/dubbo/{dropped}/providers"),
+    );
+    let curator_dir = format!("/services/{service}");
+    let watches = [
+        FolderWatch::start(&zk, &kept_dir).await,
+        FolderWatch::start(&zk, &dropped_dir).await,
+        FolderWatch::start(&zk, &curator_dir).await,
+    ];
+    wait_until(LIMIT, "the folders hold 4, 3 and 3", || async {
+        watches
+            .iter()
+            .map(|w| *w.sizes().last().unwrap())
+            .collect::<Vec<_>>()
+            == [4, 3, 3]
+    })
+    .await;
+
+    // 1. The path moves: the record goes to the new path, the old one is removed afterwards,
+    // and the client folders (which do not depend on the path) are never emptied.
+    ns.apply(&moving_registration(&service, &both, true, &new_path));
+    wait_until(LIMIT, "the record moved", || async {
+        let moved = common::registry::read(&zk, &new_path)
+            .await
+            .is_some_and(|(_, e)| up(&e) == 3);
+        moved && zk.check_stat(&old_path).await.unwrap().is_none()
+    })
+    .await;
+    let sr = svcreg(&ns, "web").await;
+    let placed = sr
+        .status
+        .and_then(|s| s.placement)
+        .expect("placement on the status");
+    assert_eq!(placed.path, new_path);
+    let mins: Vec<Option<usize>> = watches.iter().map(|w| w.min_after_reaching(3)).collect();
+    assert_eq!(
+        mins,
+        [Some(4), Some(3), Some(3)],
+        "a client folder lost nodes while the path moved: {:?}",
+        watches.iter().map(FolderWatch::sizes).collect::<Vec<_>>()
+    );
+
+    // 2. An interface and the Curator registry are dropped: their nodes go (none orphaned),
+    // the kept interface's folder never shrinks.
+    ns.apply(&moving_registration(&service, &[&kept], false, &new_path));
+    wait_until(LIMIT, "the dropped folders emptied", || async {
+        let dropped = zk.list_children(&dropped_dir).await.unwrap();
+        let curator = zk.list_children(&curator_dir).await.unwrap();
+        dropped.is_empty() && curator.is_empty()
+    })
+    .await;
+    assert_eq!(
+        watches[0].min_after_reaching(4),
+        Some(4),
+        "{:?}",
+        watches[0].sizes()
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the status forgets the dropped folders",
+        || async {
+            let placed = svcreg(&ns, "web").await.status.and_then(|s| s.placement);
+            placed.is_some_and(|p| p.folders.len() == 1 && p.folders[0].path == kept_dir)
+        },
+    )
+    .await;
+
+    // Every notification the real Dubbo consumer had since it first saw all four kept them.
+    let lines = consumer.lines();
+    let seen: Vec<usize> = lines
+        .iter()
+        .skip(three)
+        .filter_map(dubbo_providers)
+        .map(|p| p.len())
+        .collect();
+    assert!(
+        seen.iter().all(|&n| n == 4),
+        "the consumer saw a shorter provider list: {seen:?}"
+    );
+
+    // 3. Deleted: its nodes go from every folder, the VM provider stays.
+    ns.kubectl(&["delete", "serviceregistration", "web", "--wait=true"]);
+    let left = zk.list_children(&kept_dir).await.unwrap();
+    assert_eq!(left.len(), 1, "only the VM provider stays: {left:?}");
+    assert!(zk.check_stat(&new_path).await.unwrap().is_none());
+}

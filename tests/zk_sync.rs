@@ -1014,3 +1014,189 @@ async fn incremental_syncs_of_the_changed_names_keep_zookeeper_equal_to_the_desi
         "the retry after a stale write compares everything"
     );
 }
+
+#[tokio::test]
+async fn retiring_client_folders_removes_only_this_resource_s_nodes_and_creates_no_folder() {
+    use podkeeper::zk::clients::{ClientRegistries, ClientRegistry, PlacedNodes};
+    use podkeeper::zk::format::dubbo;
+    use podkeeper::zk::format::publish::OwnerTag;
+    use podkeeper::zk::format::registry::Kind;
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let iface = format!("org.example.Retire{}", std::process::id());
+    let prefixes = ["/podkeeper", "/dubbo"].map(String::from);
+    let owner = OwnerTag::new("test", "shop", "web");
+    let clients = Arc::new(
+        ClientRegistries::compile(
+            vec![ClientRegistry::Dubbo(dubbo::Options::new(
+                &[iface.as_str()],
+            ))],
+            "web",
+            owner.clone(),
+            &prefixes,
+        )
+        .unwrap(),
+    );
+    let providers = podkeeper::zk::writer::ClientNodes::dirs(clients.as_ref())[0].clone();
+    let path = "/podkeeper/shop/retire-folders";
+    sync_clients(&c, path, &want(&fleet()), &clients, &mut None).await;
+    let vm = format!(
+        "{providers}/{}",
+        dubbo::java_url_encode(&format!(
+            "dubbo://192.168.0.9:20880/{iface}?interface={iface}&side=provider&weight=100"
+        ))
+    );
+    let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    c.create(&vm, b"", &open).await.unwrap();
+    // Another resource of the same cluster wrote into the same folder: its nodes stay too.
+    let other = format!(
+        "{providers}/{}",
+        dubbo::java_url_encode(&format!(
+            "dubbo://10.9.9.9:8080/{iface}?interface={iface}&side=provider&weight=100\
+             &podkeeper.owner=test/shop/other"
+        ))
+    );
+    c.create(&other, b"", &open).await.unwrap();
+    assert_eq!(c.list_children(&providers).await.unwrap().len(), 8 + 2);
+
+    let placed = PlacedNodes::new(vec![(Kind::Dubbo, providers.clone())], owner.clone());
+    let removed = writer::remove_nodes(&c, &placed, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(removed, 8, "the 8 endpoints' provider URLs");
+    let mut left = c.list_children(&providers).await.unwrap();
+    left.sort();
+    let mut want_left = vec![
+        vm.rsplit('/').next().unwrap().to_string(),
+        other.rsplit('/').next().unwrap().to_string(),
+    ];
+    want_left.sort();
+    assert_eq!(
+        left, want_left,
+        "the VM's and the other resource's nodes stay"
+    );
+    // The native record was not touched: retiring folders is not retiring the path.
+    assert_eq!(read_endpoints(&c, path).await.len(), 8);
+
+    // A folder that is gone is skipped, never created (a retired folder must not reappear).
+    let gone = format!("/dubbo/org.example.Gone{}/providers", std::process::id());
+    let placed = PlacedNodes::new(vec![(Kind::Dubbo, gone.clone())], owner);
+    let removed = writer::remove_nodes(&c, &placed, &WriteOptions::default()).await;
+    assert_eq!(removed.unwrap(), 0);
+    assert!(c.check_stat(&gone).await.unwrap().is_none());
+}
+
+/// Waits for `state` on `states`, with a deadline.
+async fn state_reached(
+    states: &mut zookeeper_client::StateWatcher,
+    state: zookeeper_client::SessionState,
+) {
+    let reached = async {
+        loop {
+            if states.changed().await == state {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), reached)
+        .await
+        .unwrap_or_else(|_| panic!("no {state:?} within 30 s"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tamper_watch_is_set_again_after_a_reconnect_within_the_session() {
+    use podkeeper::zk::tamper::{Change, Tamper};
+    use zookeeper_client::SessionState;
+    let mut zk = ZkServer::start();
+    let (changed, _changes) = tokio::sync::mpsc::unbounded_channel();
+    let target = Target {
+        connect: zk.connect_string(),
+        chroot: None,
+    };
+    let session = Session::start(
+        target,
+        SessionOptions::anonymous(Duration::from_secs(30)),
+        changed,
+    );
+    let (c, generation) = wait_for_client(&session).await;
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let tamper = Tamper::new(tx);
+    let options = WriteOptions {
+        ledger: Some(tamper.ledger()),
+        ..Default::default()
+    };
+    let path = "/podkeeper/shop/rearm";
+    let rec = record("web", "u1");
+    let pods = fleet();
+    sync_once(&c, path, &rec, &want(&pods), &mut None, &options)
+        .await
+        .unwrap();
+    tamper
+        .watch(&c, generation, path, "shop/web")
+        .await
+        .unwrap();
+    let other = connect(&zk).await;
+    let ep = endpoint_path(path, "web-stable-0");
+    other
+        .set_data(&ep, b"{\"host\":\"6.6.6.6\"}", None)
+        .await
+        .unwrap();
+    let t = next(&mut events).await.expect("reported before");
+    assert_eq!((t.path.as_str(), t.kind), (ep.as_str(), Change::Changed));
+
+    // The server goes away and comes back with its data: the client reconnects inside its
+    // session (no expiry), the case where persistent watches were lost.
+    let mut states = c.state_watcher();
+    drop(other);
+    zk.restart();
+    state_reached(&mut states, SessionState::Disconnected).await;
+    state_reached(&mut states, SessionState::SyncConnected).await;
+    let (_, same) = wait_for_client(&session).await;
+    assert_eq!(
+        same, generation,
+        "the same session: no expiry in this window"
+    );
+
+    // Our own writes after the reconnect are still recognised, someone else's still reported.
+    let mut cache = None;
+    sync_once(&c, path, &rec, &want(&pods[1..]), &mut cache, &options)
+        .await
+        .unwrap();
+    let other = connect(&zk).await;
+    let ep = endpoint_path(path, "web-stable-1");
+    other
+        .set_data(&ep, b"{\"host\":\"6.6.6.7\"}", None)
+        .await
+        .unwrap();
+    let t = next(&mut events)
+        .await
+        .expect("reported after the reconnect");
+    assert_eq!((t.path.as_str(), t.kind), (ep.as_str(), Change::Changed));
+    assert_eq!(
+        tamper.ledger().pending(),
+        0,
+        "every write of ours raised its event"
+    );
+}
+
+/// The next tampering reported within 10 s.
+async fn next(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<podkeeper::zk::tamper::Tampered>,
+) -> Option<podkeeper::zk::tamper::Tampered> {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The session's client once it is connected.
+async fn wait_for_client(session: &Session) -> (Client, u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) = session.client() {
+            return c;
+        }
+        assert!(std::time::Instant::now() < deadline, "no session in 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

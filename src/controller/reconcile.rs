@@ -18,15 +18,20 @@ use super::index::{Key, PodEntry};
 use super::status::{self, Counts, Outcome};
 use super::status_writer::StatusWriter;
 use crate::crd::{FINALIZER, ServiceRegistration};
+use crate::crd::{PlacedEnsemble, PlacedFolder, Placement};
 use crate::crd::{Registry, RegistryFormat, RegistryStatus};
 use crate::model::desired::{Desired, Registration, Tracker};
 use crate::model::guard::{self, Endpoints};
 use crate::model::nodes;
+use crate::model::placement::{self, Retired};
 use crate::model::plan::{Op, Plan};
 use crate::model::record::{Owner, ServiceRecord};
 use crate::zk::ZkError;
-use crate::zk::clients::{ClientRegistries, ClientRegistry, DesiredNodes, RegistryError};
+use crate::zk::clients::{
+    ClientRegistries, ClientRegistry, DesiredNodes, PlacedNodes, RegistryError,
+};
 use crate::zk::format::publish::OwnerTag;
+use crate::zk::format::registry::Kind;
 use crate::zk::layout;
 use crate::zk::session::Target;
 use crate::zk::writer::{self, ServiceState, Synced, WriteOptions};
@@ -67,6 +72,8 @@ pub struct Entry {
     last: Option<Last>,
     /// Readiness-gate patches in flight: pod → status sent.
     gates_sent: HashMap<String, bool>,
+    /// Where its nodes are, as last confirmed (also on the status: see [`recorded`]).
+    placed: Option<Placement>,
 }
 
 impl Entry {
@@ -253,24 +260,39 @@ async fn apply(
         }
         Err(err) => return Err(err.into()),
     };
-    relocate(ctx, &sr, &mut entry, &res, &conn.options, term).await?;
     forget_tampered(ctx, &mut entry, &res);
     let Some(wanted) = desired(ctx, &sr, &mut entry, &res, &conn, last_start).await? else {
-        // Nothing this resource depends on changed (typically our own status patch came back).
-        return Ok(next_wakeup(entry.last.as_ref().map(|l| &l.tracker)));
+        // Nothing this resource depends on changed (typically our own status patch came back);
+        // ZooKeeper holds the new place, so a retirement left over is retried here.
+        let moved = move_out(ctx, &sr, &mut entry, &res, term).await;
+        return Ok(until_moved(
+            moved,
+            next_wakeup(entry.last.as_ref().map(|l| &l.tracker)),
+        ));
     };
     let written = write(&mut entry, &res, &conn, &wanted).await;
     if wanted.large {
         // Records encoded and read back in bulk: their memory is free now.
         super::release::after_peak();
     }
-    if written.is_ok() {
+    let mut moved = true;
+    if let Ok((Synced::Applied { .. }, _)) = &written {
         watch_owned(ctx, &res, &conn).await;
+        moved = move_out(ctx, &sr, &mut entry, &res, term).await;
     }
     let gates = registered(ctx, &res, &mut entry, &wanted, &written);
     let action = report_written(ctx, &sr, &mut entry, &res, &conn, wanted, written)?;
     super::gate::patch(ctx, &res.key, gates);
-    Ok(action)
+    Ok(until_moved(moved, action))
+}
+
+/// A retirement that could not finish (the old ensemble unreachable) is retried soon.
+fn until_moved(moved: bool, action: Action) -> Action {
+    if moved {
+        action
+    } else {
+        Action::requeue(Duration::from_secs(10))
+    }
 }
 
 /// NodePort mode: binds the registration to its Service's node ports (a new registration
@@ -488,48 +510,174 @@ async fn connect(ctx: &Context, res: &Resolved, term: u64) -> Result<Connection,
     })
 }
 
-/// The resource moved (path or ensemble changed): remove what it owned at the old place.
-async fn relocate(
+/// Where the resource's nodes go under `res`, with the ensemble written as `None` when it is
+/// the operator's own (however the spec names it).
+fn placement_of(ctx: &Context, res: &Resolved) -> Placement {
+    let zookeeper = own_ensemble(
+        ctx,
+        res.target.as_ref().map(|t| PlacedEnsemble {
+            connect: t.connect.clone(),
+            chroot: t.chroot.clone(),
+        }),
+    );
+    let mut folders: Vec<PlacedFolder> = res
+        .clients
+        .iter()
+        .flat_map(|c| c.iter())
+        .flat_map(|(registry, dirs)| {
+            dirs.iter().map(|d| PlacedFolder {
+                format: format_of(registry),
+                path: d.clone(),
+            })
+        })
+        .collect();
+    folders.sort();
+    folders.dedup();
+    Placement {
+        zookeeper,
+        path: res.path.clone(),
+        folders,
+    }
+}
+
+/// `None` for the operator's own ensemble, however it is named: a resource that names it must
+/// not look moved (a move retires everything at the old place).
+fn own_ensemble(ctx: &Context, z: Option<PlacedEnsemble>) -> Option<PlacedEnsemble> {
+    let default = ctx.sessions.get(None);
+    let own = default.target();
+    z.filter(|z| z.connect != own.connect || z.chroot != own.chroot)
+}
+
+/// Where the resource's nodes were last confirmed: this process's memory, else the status
+/// (which survives restarts), else, for a status written before placements were recorded, its
+/// path and registries on the ensemble the spec names now.
+fn recorded(ctx: &Context, sr: &ServiceRegistration, entry: &Entry) -> Option<Placement> {
+    if let Some(p) = &entry.placed {
+        return Some(p.clone());
+    }
+    let status = sr.status.as_ref()?;
+    if let Some(p) = &status.placement {
+        let mut p = p.clone();
+        p.zookeeper = own_ensemble(ctx, p.zookeeper);
+        return Some(p);
+    }
+    let folders = status.registries.iter().flat_map(|r| {
+        r.paths.iter().filter_map(|p| {
+            (r.format != RegistryFormat::Native).then(|| PlacedFolder {
+                format: r.format,
+                path: p.clone(),
+            })
+        })
+    });
+    Some(Placement {
+        zookeeper: own_ensemble(ctx, spec_ensemble(sr)),
+        path: status.path.clone()?,
+        folders: folders.collect(),
+    })
+}
+
+/// Step 3b, once ZooKeeper holds the resource at its place now: removes what the last place
+/// held that this one does not want (another ensemble, an old path, a dropped folder), and
+/// remembers the new place. False when the old place could not be cleaned yet: it stays
+/// recorded and is retried.
+async fn move_out(
     ctx: &Context,
     sr: &ServiceRegistration,
     entry: &mut Entry,
     res: &Resolved,
-    options: &WriteOptions,
     term: u64,
-) -> Result<(), Error> {
-    let previous = match &entry.zk {
-        Some(c) => Some((c.target.clone(), c.path.clone())),
-        None => sr
-            .status
-            .as_ref()
-            .and_then(|s| s.path.clone())
-            .map(|p| (res.target.clone(), p)),
-    };
-    let Some((old_target, old_path)) = previous.filter(|(t, p)| *p != res.path || *t != res.target)
-    else {
-        return Ok(());
-    };
-    entry.zk = None;
-    let old_session = ctx.sessions.get(old_target.as_ref());
-    let (Ok((old_client, _)), false) = (old_session.client(), options.dry_run) else {
-        return Ok(());
-    };
-    let term = ctx.leadership.is_elected().then_some(term);
-    let old_options = WriteOptions {
-        fence: ctx.fencer.fence(&old_session, &old_client, term).await?,
-        acls: old_session.acls(),
-        ..options.clone()
-    };
-    let removed =
-        writer::remove_owned(&old_client, &old_path, &res.record.owner, &old_options).await?;
-    if removed.is_some() {
-        let note = format!(
-            "removed the registration at {old_path}; now at {}",
-            res.path
-        );
-        ctx.events.publish(sr, EventType::Normal, "Moved", note);
+) -> bool {
+    let now = placement_of(ctx, res);
+    let retired = recorded(ctx, sr, entry).and_then(|old| placement::retired(&old, &now));
+    if let Some(r) = retired {
+        match retire(ctx, sr, &r, term).await {
+            Ok(n) => {
+                let note = format!(
+                    "removed {n} node(s) the resource no longer wants ({})",
+                    where_(&r)
+                );
+                ctx.events.publish(sr, EventType::Normal, "Moved", note);
+            }
+            Err(err) => {
+                let note = format!(
+                    "cannot remove the old registration yet ({}): {err}",
+                    where_(&r)
+                );
+                tracing::warn!(namespace = %res.key.0, name = %res.key.1, %note);
+                ctx.events
+                    .publish(sr, EventType::Warning, "MoveIncomplete", note);
+                return false;
+            }
+        }
     }
-    Ok(())
+    entry.placed = Some(now);
+    true
+}
+
+/// A retirement in words, for Events.
+fn where_(r: &Retired) -> String {
+    let mut parts: Vec<String> = r.path.iter().cloned().collect();
+    parts.extend(r.folders.iter().map(|f| f.path.clone()));
+    let on = r
+        .zookeeper
+        .as_ref()
+        .map_or(String::new(), |z| format!(" on {}", z.connect));
+    format!("{}{on}", parts.join(", "))
+}
+
+/// Removes what `r` names, on its ensemble, fenced like every write: the service record and
+/// its endpoints (if the record is this resource's) and this resource's nodes in the folders.
+async fn retire(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    r: &Retired,
+    term: u64,
+) -> Result<usize, ZkError> {
+    let target = r.zookeeper.as_ref().map(|z| Target {
+        connect: z.connect.clone(),
+        chroot: z.chroot.clone(),
+    });
+    let session = ctx.sessions.get(target.as_ref());
+    let (client, _) = session.client()?;
+    let term = ctx.leadership.is_elected().then_some(term);
+    let fence = ctx.fencer.fence(&session, &client, term).await?;
+    let mut options = ctx.settings.write_options(fence, None, session.acls());
+    options.ledger = Some(ctx.tamper.ledger());
+    let owner = owner(&ctx.settings, sr);
+    let mut removed = 0;
+    if let Some(path) = &r.path {
+        ctx.tamper.unwatch_root(path);
+        removed += writer::remove_owned(&client, path, &owner, &options)
+            .await?
+            .unwrap_or(0);
+    }
+    let folders: Vec<(Kind, String)> = r
+        .folders
+        .iter()
+        .filter_map(|f| kind_of(f.format).map(|k| (k, f.path.clone())))
+        .collect();
+    if !folders.is_empty() {
+        let nodes = PlacedNodes::new(folders, OwnerTag::of(&owner));
+        removed += writer::remove_nodes(&client, &nodes, &options).await?;
+    }
+    Ok(removed)
+}
+
+fn format_of(registry: &ClientRegistry) -> RegistryFormat {
+    match registry {
+        ClientRegistry::Dubbo(_) => RegistryFormat::Dubbo,
+        ClientRegistry::Curator(_) => RegistryFormat::Curator,
+        ClientRegistry::ServerSet(_) => RegistryFormat::ServerSet,
+    }
+}
+
+fn kind_of(format: RegistryFormat) -> Option<Kind> {
+    match format {
+        RegistryFormat::Native => None,
+        RegistryFormat::Dubbo => Some(Kind::Dubbo),
+        RegistryFormat::Curator => Some(Kind::Curator),
+        RegistryFormat::ServerSet => Some(Kind::ServerSet),
+    }
 }
 
 /// Changed pods a reconcile updates on the worker thread itself (each costs a few µs).
@@ -751,11 +899,7 @@ fn registry_statuses(
             Ok(n) => (*n, None),
         };
         out.push(RegistryStatus {
-            format: match registry {
-                ClientRegistry::Dubbo(_) => RegistryFormat::Dubbo,
-                ClientRegistry::Curator(_) => RegistryFormat::Curator,
-                ClientRegistry::ServerSet(_) => RegistryFormat::ServerSet,
-            },
+            format: format_of(registry),
             paths: dirs.clone(),
             published,
             last_error,
@@ -927,7 +1071,7 @@ fn report(
 ) {
     let prev = entry.status.last(sr.status.as_ref()).cloned();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let new = status::build(
+    let mut new = status::build(
         prev.as_ref(),
         sr.meta().generation,
         outcome,
@@ -935,6 +1079,10 @@ fn report(
         path,
         &now,
     );
+    new.placement = entry
+        .placed
+        .clone()
+        .or_else(|| prev.as_ref().and_then(|p| p.placement.clone()));
     let api = || {
         let ns = sr.namespace().unwrap_or_default();
         (Api::namespaced(ctx.client.clone(), &ns), sr.name_any())
@@ -992,42 +1140,33 @@ async fn cleanup(
     ctx.tamper.unwatch(&format!("{}/{}", key.0, key.1));
     let entry = ctx.entry(&key);
     let entry = entry.lock().await;
-    let target = entry
-        .zk
-        .as_ref()
-        .map_or_else(|| target_of(&sr), |c| c.target.clone());
-    let path = entry
-        .zk
-        .as_ref()
-        .map(|c| c.path.clone())
-        .or_else(|| sr.status.as_ref().and_then(|s| s.path.clone()))
-        .or_else(|| {
-            let prefixes = &ctx.settings.allowed_path_prefixes;
-            layout::service_path(
-                sr.spec.path.as_deref(),
-                prefixes,
-                &key.0,
-                &sr.service_name(),
-            )
-            .ok()
-        });
-    if let Some(path) = path {
-        let session = ctx.sessions.get(target.as_ref());
-        let (client, _) = session.client()?;
-        let owner = owner(&ctx.settings, &sr);
-        if ctx.settings.dry_run {
-            tracing::info!(%path, "dry run: would remove the registration");
-            return Ok(Action::await_change());
-        }
-        let term = ctx.leadership.is_elected().then_some(term);
-        let fence = ctx.fencer.fence(&session, &client, term).await?;
-        // The client-format nodes go too; a spec that no longer resolves has none to remove.
-        let clients = resolve(&sr, &ctx.settings, &mut None)
-            .ok()
-            .and_then(|r| r.clients);
-        let options = ctx.settings.write_options(fence, clients, session.acls());
-        if let Some(n) = writer::remove_owned(&client, &path, &owner, &options).await? {
-            let note = format!("removed {path} and its {n} endpoint(s)");
+    // Every place the resource may have nodes: the one recorded, and the one its spec names
+    // now (written, perhaps, just before a crash that kept it off the status).
+    let current = match resolve(&sr, &ctx.settings, &mut None) {
+        Ok(res) => Some(placement_of(ctx, &res)),
+        Err(_) => layout::service_path(
+            sr.spec.path.as_deref(),
+            &ctx.settings.allowed_path_prefixes,
+            &key.0,
+            &sr.service_name(),
+        )
+        .ok()
+        .map(|path| Placement {
+            zookeeper: own_ensemble(ctx, spec_ensemble(&sr)),
+            path,
+            folders: Vec::new(),
+        }),
+    };
+    let recorded = recorded(ctx, &sr, &entry);
+    let places: Vec<&Placement> = recorded.iter().chain(current.iter()).collect();
+    if ctx.settings.dry_run {
+        tracing::info!(?places, "dry run: would remove the registration");
+        return Ok(Action::await_change());
+    }
+    for r in placement::everything(&places) {
+        let n = retire(ctx, &sr, &r, term).await?;
+        if n > 0 {
+            let note = format!("removed {n} node(s) at {}", where_(&r));
             ctx.events
                 .publish(&sr, EventType::Normal, "Deregistered", note);
         }
@@ -1051,6 +1190,13 @@ fn owner(settings: &super::Settings, sr: &ServiceRegistration) -> Owner {
         name: sr.name_any(),
         uid: sr.uid().unwrap_or_default(),
     }
+}
+
+fn spec_ensemble(sr: &ServiceRegistration) -> Option<PlacedEnsemble> {
+    sr.spec.zookeeper.as_ref().map(|z| PlacedEnsemble {
+        connect: z.connect.clone(),
+        chroot: z.chroot.clone(),
+    })
 }
 
 fn target_of(sr: &ServiceRegistration) -> Option<Target> {

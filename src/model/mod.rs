@@ -9,6 +9,8 @@ pub mod desired;
 pub mod gate;
 pub mod guard;
 pub mod nodes;
+#[cfg(feature = "operator")]
+pub mod placement;
 pub mod plan;
 #[cfg(feature = "operator")]
 pub mod pod;

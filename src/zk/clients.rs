@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::format::publish::{FormatError, OwnerTag, Publish, PublishedEndpoint};
+use super::format::registry::{Kind, is_ours_as};
 use super::layout::{PathError, allowed};
 use super::writer::ClientNodes;
 use crate::model::record::PublishedRecord;
@@ -124,6 +125,34 @@ impl ClientNodes for ClientRegistries {
         self.list.iter().any(|(registry, dirs)| {
             dirs.iter().any(|d| d == parent) && registry.is_ours(path, data, &self.owner)
         })
+    }
+}
+
+/// Folders a resource wrote into before, each with its format: enough to tell its own nodes
+/// there from everyone else's, so an edit or a deletion removes exactly those.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedNodes {
+    folders: Vec<(Kind, String)>,
+    owner: OwnerTag,
+}
+
+impl PlacedNodes {
+    /// The folders (`(format, path)`) and whose nodes are removed from them.
+    pub fn new(folders: Vec<(Kind, String)>, owner: OwnerTag) -> PlacedNodes {
+        PlacedNodes { folders, owner }
+    }
+}
+
+impl ClientNodes for PlacedNodes {
+    fn dirs(&self) -> Vec<String> {
+        self.folders.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    fn owns(&self, path: &str, data: &[u8]) -> bool {
+        let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+        self.folders
+            .iter()
+            .any(|(kind, d)| d == parent && is_ours_as(*kind, path, data, &self.owner))
     }
 }
 

@@ -224,7 +224,7 @@ async fn load_inner(
     let (nodes, foreign) = match &options.clients {
         Some(clients) => {
             let (owned, others, set) =
-                load_clients(client, clients.as_ref(), &options.acls).await?;
+                load_clients(client, clients.as_ref(), Some(&options.acls)).await?;
             acl_set.extend(set);
             (owned, others)
         }
@@ -242,19 +242,21 @@ async fn load_inner(
 }
 
 /// Reads the client-format folders: the nodes this resource owns, the paths of the others, and
-/// the owned ones whose ACL was set after their creation. Missing folders are created (empty
-/// folders are harmless to every client).
+/// the owned ones whose ACL was set after their creation. Missing folders are created with
+/// `acls` (empty folders are harmless to every client), or skipped without.
 async fn load_clients(
     client: &Client,
     clients: &dyn ClientNodes,
-    acls: &NodeAcls,
+    acls: Option<&NodeAcls>,
 ) -> Result<ClientState, ZkError> {
     let (mut owned, mut foreign, mut acl_set) = (BTreeMap::new(), BTreeSet::new(), Vec::new());
     for dir in clients.dirs() {
         let children = match client.list_children(&dir).await {
             Ok(c) => c,
             Err(zookeeper_client::Error::NoNode) => {
-                mkdir_folder(client, &dir, acls).await?;
+                if let Some(acls) = acls {
+                    mkdir_folder(client, &dir, acls).await?;
+                }
                 continue;
             }
             Err(e) => return Err(server("list", &dir)(e)),
@@ -510,7 +512,7 @@ async fn claim_inner(
     match w.commit().await {
         Ok(_) => {
             let (nodes, foreign, _) = match &options.clients {
-                Some(clients) => load_clients(client, clients.as_ref(), acls).await?,
+                Some(clients) => load_clients(client, clients.as_ref(), Some(acls)).await?,
                 None => Default::default(),
             };
             Ok(ServiceState {
@@ -1077,6 +1079,63 @@ pub async fn remove_owned(
         }
         Loaded::Absent | Loaded::Foreign(_) => Ok(None),
     }
+}
+
+/// Deletes the nodes `clients` says are this resource's in its folders, leaving every other
+/// writer's; a missing folder is skipped, never created. Each transaction checks the fence,
+/// and each delete the version read, so a node rewritten meanwhile waits for the next pass.
+/// Returns how many went.
+pub async fn remove_nodes(
+    client: &Client,
+    clients: &dyn ClientNodes,
+    options: &WriteOptions,
+) -> Result<usize, ZkError> {
+    timed("remove", remove_nodes_inner(client, clients, options)).await
+}
+
+async fn remove_nodes_inner(
+    client: &Client,
+    clients: &dyn ClientNodes,
+    options: &WriteOptions,
+) -> Result<usize, ZkError> {
+    let (owned, _, _) = load_clients(client, clients, None).await?;
+    if options.dry_run || owned.is_empty() {
+        return Ok(0);
+    }
+    let fence = options.fence.as_ref();
+    let mut budget = MAX_TXN_BYTES;
+    let mut batches: Vec<Vec<(&String, i32)>> = vec![Vec::new()];
+    for (path, node) in &owned {
+        let bytes = path.len() + OP_OVERHEAD;
+        if bytes > budget {
+            batches.push(Vec::new());
+            budget = MAX_TXN_BYTES;
+        }
+        budget -= bytes;
+        batches.last_mut().expect("one").push((path, node.version));
+    }
+    for batch in &batches {
+        let mut w = client.new_multi_writer();
+        if let Some(f) = fence {
+            w.add_check_version(&f.path, f.version)
+                .map_err(server("check", &f.path))?;
+        }
+        for (path, version) in batch {
+            w.add_delete(path, Some(*version))
+                .map_err(server("delete", path))?;
+        }
+        let paths = batch.iter().map(|(p, _)| p.as_str());
+        if let Some(l) = &options.ledger {
+            l.expect(paths.clone());
+        }
+        if let Err(e) = w.commit().await {
+            if let Some(l) = &options.ledger {
+                l.cancel(paths);
+            }
+            return Err(multi_error(batch[0].0, fence.is_some(), e));
+        }
+    }
+    Ok(owned.len())
 }
 
 /// The endpoints clients may pick that `path` holds now (from `cache`, loaded if empty): what

@@ -78,3 +78,70 @@ pub async fn wait_for(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The children of one folder as a client that watches every change sees them: a persistent
+/// recursive watch, applied event by event, so a moment with fewer children cannot slip
+/// between two polls. Records every size it passes through.
+pub struct FolderWatch {
+    sizes: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FolderWatch {
+    /// Starts watching `folder` (which must exist) through `zk`.
+    pub async fn start(zk: &zookeeper_client::Client, folder: &str) -> FolderWatch {
+        use zookeeper_client::{AddWatchMode, EventType};
+        let mut watcher = zk
+            .watch(folder, AddWatchMode::PersistentRecursive)
+            .await
+            .expect("watch the folder");
+        // Listed after the watch is set: a change in between is applied again, harmlessly (a
+        // set of names).
+        let mut names: std::collections::BTreeSet<String> = zk
+            .list_children(folder)
+            .await
+            .expect("list the folder")
+            .into_iter()
+            .collect();
+        let sizes = std::sync::Arc::new(std::sync::Mutex::new(vec![names.len()]));
+        let (out, prefix) = (sizes.clone(), format!("{folder}/"));
+        let task = tokio::spawn(async move {
+            loop {
+                let e = watcher.changed().await;
+                let Some(name) = e.path.strip_prefix(&prefix).filter(|n| !n.contains('/')) else {
+                    if e.event_type == EventType::Session && e.session_state.is_terminated() {
+                        return;
+                    }
+                    continue;
+                };
+                let changed = match e.event_type {
+                    EventType::NodeCreated => names.insert(name.to_string()),
+                    EventType::NodeDeleted => names.remove(name),
+                    _ => false,
+                };
+                if changed {
+                    out.lock().unwrap().push(names.len());
+                }
+            }
+        });
+        FolderWatch { sizes, task }
+    }
+
+    /// Every size so far, oldest first.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.sizes.lock().unwrap().clone()
+    }
+
+    /// The smallest size once the folder first held `n` children (None: it never did).
+    pub fn min_after_reaching(&self, n: usize) -> Option<usize> {
+        let sizes = self.sizes();
+        let from = sizes.iter().position(|&s| s >= n)?;
+        sizes[from..].iter().copied().min()
+    }
+}
+
+impl Drop for FolderWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -46,6 +46,16 @@ pub fn discover_as<'a>(
     }
 }
 
+/// Does this node of a `kind` folder carry `owner`? The options play no part: a folder's
+/// format and the owner tag are enough, even for a registry the resource no longer declares.
+pub fn is_ours_as(kind: Kind, path_or_name: &str, data: &[u8], owner: &OwnerTag) -> bool {
+    match kind {
+        Kind::Dubbo => dubbo::is_ours(path_or_name, data, owner),
+        Kind::Curator => curator::is_ours(path_or_name, data, owner),
+        Kind::ServerSet => serverset::is_ours(path_or_name, data, owner),
+    }
+}
+
 /// A client format and its options (one entry of the resource's registries).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registry {
@@ -87,11 +97,7 @@ impl Registry {
 
     /// May the writer change or delete this existing node? Only when it carries `owner`.
     pub fn is_ours(&self, path_or_name: &str, data: &[u8], owner: &OwnerTag) -> bool {
-        match self {
-            Registry::Dubbo(_) => dubbo::is_ours(path_or_name, data, owner),
-            Registry::Curator(_) => curator::is_ours(path_or_name, data, owner),
-            Registry::ServerSet(_) => serverset::is_ours(path_or_name, data, owner),
-        }
+        is_ours_as(self.kind(), path_or_name, data, owner)
     }
 
     /// Its kind.
