@@ -128,8 +128,9 @@ pub struct RunArgs {
     /// Interval of the full resync that repairs tampering (e.g. 5m).
     #[arg(long, env = "PODKEEPER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
-    /// Identifies this Kubernetes cluster in owner records.
-    #[arg(long, env = "PODKEEPER_CLUSTER_ID", default_value = "default")]
+    /// Identifies this Kubernetes cluster in owner records and names its leader epoch: give
+    /// every cluster that shares an ensemble its own (letters, digits, `.`, `_`, `-`).
+    #[arg(long, env = "PODKEEPER_CLUSTER_ID", default_value = "default", value_parser = parse_cluster_id)]
     pub cluster_id: String,
     /// Elect one leader among replicas through a Lease; only the leader writes, fenced by an
     /// epoch znode.
@@ -261,6 +262,21 @@ pub struct TreeArgs {
     /// Where to start.
     #[arg(default_value = "/podkeeper")]
     pub path: String,
+}
+
+/// A cluster id: it becomes part of owner tags (`<id>/<namespace>/<name>`) and of a znode name.
+pub fn parse_cluster_id(s: &str) -> Result<String, String> {
+    let ok = (1..=63).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !s.starts_with('.');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid cluster id {s:?}: 1-63 letters, digits, '.', '_' or '-', not starting with '.'"
+        ))
+    }
 }
 
 /// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
@@ -544,6 +560,17 @@ fn draw_children(node: &Node, prefix: &str, out: &mut String) {
 mod tests {
     use super::*;
     use podkeeper::discovery::Registry;
+
+    #[test]
+    fn cluster_ids_that_would_break_owner_tags_or_znode_names_are_refused() {
+        for ok in ["default", "prod-eu.1", "a_b"] {
+            assert_eq!(parse_cluster_id(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", "a/b", ".hidden", "a b", "é", &"x".repeat(64)] {
+            let err = parse_cluster_id(bad).unwrap_err();
+            assert!(err.contains("invalid cluster id"), "{bad:?}: {err}");
+        }
+    }
     use podkeeper::model::record::EndpointRecord;
 
     fn endpoint(i: u8, weight: u32, status: EndpointStatus) -> EndpointRecord {

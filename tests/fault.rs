@@ -555,7 +555,10 @@ async fn paused_leader_is_fenced_and_steps_down() {
     let raw = zookeeper_client::Client::connect(&zk.connect_string())
         .await
         .unwrap();
-    let (_, epoch_before) = raw.get_data("/podkeeper/.leader-epoch").await.unwrap();
+    let (_, epoch_before) = raw
+        .get_data("/podkeeper/.leader-epoch-fault")
+        .await
+        .unwrap();
     let written_by_a = metric(&metrics_of(&a), "podkeeper_znodes_written_total");
     a.signal("STOP");
     let paused = Instant::now();
@@ -568,7 +571,7 @@ async fn paused_leader_is_fenced_and_steps_down() {
         Duration::from_secs(30),
         "replica-b bumps the epoch",
         || async {
-            raw.get_data("/podkeeper/.leader-epoch")
+            raw.get_data("/podkeeper/.leader-epoch-fault")
                 .await
                 .unwrap()
                 .1

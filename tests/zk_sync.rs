@@ -1200,3 +1200,55 @@ async fn wait_for_client(session: &Session) -> (Client, u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_installations_on_one_ensemble_keep_their_own_epochs_and_never_fence_each_other() {
+    use podkeeper::zk::fence::Fencer;
+    let zk = ZkServer::shared();
+    let (changed, _changes) = tokio::sync::mpsc::unbounded_channel();
+    let target = Target {
+        connect: zk.connect_string(),
+        chroot: None,
+    };
+    let session = Session::start(
+        target,
+        SessionOptions::anonymous(Duration::from_secs(10)),
+        changed,
+    );
+    let (c, _) = wait_for_client(&session).await;
+    let prefix = format!("/podkeeper-epochs-{}", std::process::id());
+    let east = Fencer::new(&prefix, "east", "east-0");
+    let west = Fencer::new(&prefix, "west", "west-0");
+    let pods = fleet();
+    // Each cluster's leader starts a term, then the other starts one, then each writes: with
+    // one shared epoch the first of them would be fenced.
+    let mut terms = Vec::new();
+    for (term, fencer) in [(1, &east), (1, &west), (2, &east), (2, &west)] {
+        terms.push(
+            fencer
+                .fence(&session, &c, Some(term))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_ne!(terms[0].path, terms[1].path, "one epoch per installation");
+    for (i, fence) in [(0, &terms[2]), (1, &terms[3])] {
+        let options = WriteOptions {
+            fence: Some(fence.clone()),
+            ..Default::default()
+        };
+        let path = format!("/podkeeper/shop/epoch-{i}");
+        let synced = sync_once(
+            &c,
+            &path,
+            &record("web", "u1"),
+            &want(&pods),
+            &mut None,
+            &options,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("installation {i} was fenced by the other: {e}"));
+        assert!(matches!(synced, Synced::Applied { .. }), "{synced:?}");
+    }
+}

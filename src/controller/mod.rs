@@ -298,7 +298,11 @@ pub async fn run(
         client: client.clone(),
         events: Events::new(Recorder::new(client.clone(), reporter), api_writes.clone()),
         api_writes,
-        fencer: Fencer::new(settings.home_prefix(), &settings.identity),
+        fencer: Fencer::new(
+            settings.home_prefix(),
+            &settings.cluster_id,
+            &settings.identity,
+        ),
         settings: settings.clone(),
         sessions,
         index: Index::default(),

@@ -121,7 +121,7 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
     Arc::new(Context {
         events: Events::new(Recorder::new(client.clone(), reporter), api_writes.clone()),
         api_writes,
-        fencer: Fencer::new(s.home_prefix(), &s.identity),
+        fencer: Fencer::new(s.home_prefix(), &s.cluster_id, &s.identity),
         client,
         settings: s,
         sessions,

@@ -27,11 +27,12 @@ pub struct Fencer {
 }
 
 impl Fencer {
-    /// The epoch znode is `<prefix>/.leader-epoch` on every ensemble; `identity` is written
-    /// into it so an operator can see who leads.
-    pub fn new(prefix: &str, identity: &str) -> Fencer {
+    /// The epoch znode is `<prefix>/.leader-epoch-<cluster id>` on every ensemble: one per
+    /// installation, so that the clusters sharing an ensemble (each with its own id) never
+    /// fence each other. `identity` is written into it so an operator can see who leads.
+    pub fn new(prefix: &str, cluster_id: &str, identity: &str) -> Fencer {
         Fencer {
-            path: format!("{}/.leader-epoch", prefix.trim_end_matches('/')),
+            path: epoch_path(prefix, cluster_id),
             identity: identity.to_string(),
             fences: tokio::sync::Mutex::default(),
         }
@@ -60,6 +61,14 @@ impl Fencer {
         fences.insert(key, (term, fence.clone()));
         Ok(Some(fence))
     }
+}
+
+/// The epoch znode of the installation `cluster_id` under `prefix`.
+pub fn epoch_path(prefix: &str, cluster_id: &str) -> String {
+    format!(
+        "{}/.leader-epoch-{cluster_id}",
+        prefix.trim_end_matches('/')
+    )
 }
 
 /// Bumps the epoch znode at `path` (created, or its ACL repaired, with `acls`) and returns the
