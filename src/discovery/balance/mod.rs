@@ -58,6 +58,12 @@ enum State {
     ConsistentHash(Arc<HashRing>),
 }
 
+/// Where a new round-robin order starts: random, so that clients rebuilding at the same moment
+/// do not start on the same endpoint.
+fn random_start() -> usize {
+    (rng::thread_u64() >> 1) as usize
+}
+
 impl Balancer {
     /// Builds `policy`'s state over the pickable ones among `endpoints`, whose order is kept
     /// (it decides round-robin order and smooth WRR tie-breaks).
@@ -116,16 +122,18 @@ impl Balancer {
         previous: Option<&Balancer>,
     ) -> State {
         match policy {
-            Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(0))),
+            // Every client builds a snapshot at the same moments (a registry change, a warm-up
+            // step): from position 0 a fleet of them would all send their next call to the same
+            // endpoint. A random start spreads them, as Envoy's round robin does.
+            Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(random_start()))),
             Policy::Random => State::Random,
             Policy::LeastRequest => State::LeastRequest,
             // Targets all weigh at least 1, so these builders always return Some.
             Policy::WeightedRandom => {
                 AliasTable::new(weights).map_or(State::Empty, State::WeightedRandom)
             }
-            Policy::WeightedRoundRobin => {
-                SmoothWrr::new(weights).map_or(State::Empty, State::WeightedRoundRobin)
-            }
+            Policy::WeightedRoundRobin => SmoothWrr::new(weights, random_start())
+                .map_or(State::Empty, State::WeightedRoundRobin),
             Policy::ConsistentHash => match previous.and_then(|p| p.ring_for(targets, vnodes)) {
                 Some(ring) => State::ConsistentHash(ring),
                 None => {
@@ -352,10 +360,30 @@ mod tests {
                     .to_string()
             })
             .collect();
-        assert_eq!(
-            names,
-            ["web-0", "web-1", "web-3", "web-0", "web-1", "web-3"]
-        );
+        // From a random start: the pickable ones in list order, rotated.
+        let cycle = ["web-0", "web-1", "web-3"];
+        let first = cycle.iter().position(|n| *n == names[0]).unwrap();
+        let want: Vec<&str> = (0..6).map(|i| cycle[(first + i) % 3]).collect();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn clients_rebuilding_at_the_same_moment_do_not_all_start_on_one_endpoint() {
+        let eps = endpoints(&[
+            (1, EndpointStatus::Up),
+            (1, EndpointStatus::Up),
+            (2, EndpointStatus::Up),
+        ]);
+        for policy in [Policy::RoundRobin, Policy::WeightedRoundRobin] {
+            let firsts: std::collections::BTreeSet<String> = (0..100)
+                .map(|_| {
+                    let b = Balancer::new(policy, &eps);
+                    b.pick(&PickContext::default()).unwrap().name().to_string()
+                })
+                .collect();
+            // From position 0 every one of the 100 would start on web-0 (WRR: web-2).
+            assert_eq!(firsts.len(), 3, "{policy:?}: {firsts:?}");
+        }
     }
 
     #[test]
@@ -397,12 +425,12 @@ mod tests {
                     .to_string()
             })
             .collect();
-        assert_eq!(
-            order,
-            [
-                "web-0", "web-0", "web-2", "web-0", "web-3", "web-0", "web-0"
-            ]
-        );
+        // nginx's order over the pickable ones (5, 1, 1), entered at a random point.
+        let cycle = [
+            "web-0", "web-0", "web-2", "web-0", "web-3", "web-0", "web-0",
+        ];
+        let rotated = (0..7).any(|k| (0..7).all(|i| order[i] == cycle[(k + i) % 7]));
+        assert!(rotated, "{order:?}");
     }
 
     #[test]

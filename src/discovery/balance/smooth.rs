@@ -31,18 +31,29 @@ enum Order {
 }
 
 impl SmoothWrr {
-    /// Builds the order. Returns `None` when every weight is 0 or there are none.
-    pub fn new(weights: &[u32]) -> Option<SmoothWrr> {
+    /// Builds the order, starting `start` picks into it (modulo the cycle). Returns `None`
+    /// when every weight is 0 or there are none.
+    ///
+    /// Clients that build a snapshot at the same moment (a registry change, a warm-up step)
+    /// must not all begin with the same endpoint, so the caller passes a random `start`: the
+    /// interleaving and the shares over a cycle are the same from any position.
+    pub fn new(weights: &[u32], start: usize) -> Option<SmoothWrr> {
         let mut stepper = Stepper::new(weights)?;
         let cycle = stepper.cycle();
         let order = if cycle <= MAX_TABLE && cycle * stepper.classes.len() as u64 <= MAX_TABLE_WORK
         {
-            let sequence = (0..cycle).map(|_| stepper.step()).collect();
+            let sequence: Box<[u32]> = (0..cycle).map(|_| stepper.step()).collect();
+            let first = start % sequence.len();
             Order::Table {
                 sequence,
-                next: CachePadded(AtomicUsize::new(0)),
+                next: CachePadded(AtomicUsize::new(first)),
             }
         } else {
+            // A long cycle: stepping into it costs O(distinct weights) a step, so at most as
+            // many steps as there are endpoints.
+            for _ in 0..start % weights.len().max(1) {
+                stepper.step();
+            }
             Order::Live(Mutex::new(stepper))
         };
         Some(SmoothWrr { order })
@@ -188,7 +199,7 @@ mod tests {
 
     #[test]
     fn nginx_example_five_one_one() {
-        let wrr = SmoothWrr::new(&[5, 1, 1]).unwrap();
+        let wrr = SmoothWrr::new(&[5, 1, 1], 0).unwrap();
         let names: String = (0..14).map(|_| ['a', 'b', 'c'][wrr.pick()]).collect();
         assert_eq!(names, "aabacaaaabacaa");
     }
@@ -196,7 +207,7 @@ mod tests {
     #[test]
     fn each_index_exactly_weight_times_per_cycle() {
         let weights = [3, 7, 0, 2, 7, 1];
-        let wrr = SmoothWrr::new(&weights).unwrap();
+        let wrr = SmoothWrr::new(&weights, 5).unwrap();
         let total: u32 = weights.iter().sum();
         for _cycle in 0..3 {
             let mut counts = [0u32; 6];
@@ -211,7 +222,7 @@ mod tests {
     fn long_cycles_step_live_with_the_same_order() {
         // 1000 distinct weights: too much work to precompute, so the locked stepper runs.
         let weights: Vec<u32> = (1..=1000).collect();
-        let wrr = SmoothWrr::new(&weights).unwrap();
+        let wrr = SmoothWrr::new(&weights, 0).unwrap();
         assert!(!wrr.is_precomputed());
         let got: Vec<usize> = (0..5000).map(|_| wrr.pick()).collect();
         assert_eq!(got, nginx(&weights, 5000));
@@ -221,11 +232,28 @@ mod tests {
         #[test]
         fn grouped_stepper_matches_nginx(weights in prop::collection::vec(0u32..20, 1..30)) {
             prop_assume!(weights.iter().any(|&w| w > 0));
-            let wrr = SmoothWrr::new(&weights).unwrap();
+            let wrr = SmoothWrr::new(&weights, 0).unwrap();
             let total: u32 = weights.iter().sum();
             let picks = (total as usize) * 2;
             let got: Vec<usize> = (0..picks).map(|_| wrr.pick()).collect();
             prop_assert_eq!(got, nginx(&weights, picks));
+        }
+
+        /// From any start the order is nginx's, entered `start` picks in: the same interleaving
+        /// and, over any cycle, each index exactly its weight's times.
+        #[test]
+        fn any_start_is_the_same_order_entered_later(
+            weights in prop::collection::vec(0u32..20, 1..30),
+            start in 0usize..10_000,
+        ) {
+            prop_assume!(weights.iter().any(|&w| w > 0));
+            let g = weights.iter().fold(0u32, |g, &w| gcd(g, w));
+            let cycle = (weights.iter().sum::<u32>() / g) as usize;
+            let wrr = SmoothWrr::new(&weights, start).unwrap();
+            let got: Vec<usize> = (0..cycle * 2).map(|_| wrr.pick()).collect();
+            let skip = start % cycle;
+            let want = nginx(&weights, skip + cycle * 2);
+            prop_assert_eq!(&got[..], &want[skip..]);
         }
     }
 }
