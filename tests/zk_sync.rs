@@ -796,11 +796,16 @@ async fn sync_clients(
         clients: Some(clients.clone()),
         ..Default::default()
     };
-    let nodes = clients.desired(want.values()).nodes;
+    let desired = clients.desired(want.values());
     let planned = |s: &ServiceState| {
         (
             podkeeper::model::plan::diff(want, &s.endpoints),
-            podkeeper::model::nodes::diff(&nodes, &s.nodes, &s.foreign),
+            podkeeper::model::nodes::diff_holding(
+                &desired.nodes,
+                &s.nodes,
+                &s.foreign,
+                &desired.held,
+            ),
         )
     };
     writer::sync(c, path, &record("web", "u1"), cache, &options, planned)
@@ -1251,4 +1256,58 @@ async fn two_installations_on_one_ensemble_keep_their_own_epochs_and_never_fence
         .unwrap_or_else(|e| panic!("installation {i} was fenced by the other: {e}"));
         assert!(matches!(synced, Synced::Applied { .. }), "{synced:?}");
     }
+}
+
+#[tokio::test]
+async fn a_registry_whose_encoder_refuses_keeps_what_it_published_while_the_others_follow() {
+    use podkeeper::zk::clients::{ClientRegistries, ClientRegistry};
+    use podkeeper::zk::format::publish::OwnerTag;
+    use podkeeper::zk::format::{curator, dubbo};
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let iface = format!("org.example.Held{}", std::process::id());
+    let base = format!("/services/held-{}", std::process::id());
+    let prefixes = ["/podkeeper", "/dubbo", "/services"].map(String::from);
+    let clients = Arc::new(
+        ClientRegistries::compile(
+            vec![
+                ClientRegistry::Dubbo(dubbo::Options::new(&[iface.as_str()])),
+                ClientRegistry::Curator(curator::Options {
+                    base_path: base.clone(),
+                    ..Default::default()
+                }),
+            ],
+            "web",
+            OwnerTag::new("test", "shop", "web"),
+            &prefixes,
+        )
+        .unwrap(),
+    );
+    let dirs = podkeeper::zk::writer::ClientNodes::dirs(clients.as_ref());
+    let path = "/podkeeper/shop/held";
+    let mut cache = None;
+    let pods = fleet();
+    sync_clients(&c, path, &want(&pods), &clients, &mut cache).await;
+    let before = c.list_children(&dirs[0]).await.unwrap();
+    assert_eq!(before.len(), 8);
+    // A new pod whose zone Dubbo's URL syntax cannot carry: Dubbo refuses the new state.
+    let mut bad = want(&pods[1..]);
+    let mut odd = (*bad.values().next().unwrap()).as_ref().clone();
+    odd.pod = "web-odd".into();
+    odd.zone = Some("a&b".into());
+    bad.insert("web-odd".into(), Arc::new(odd));
+    let synced = sync_clients(&c, path, &bad, &clients, &mut cache).await;
+    assert!(matches!(synced, Synced::Applied { .. }), "{synced:?}");
+    let mut after = c.list_children(&dirs[0]).await.unwrap();
+    after.sort();
+    let mut before = before;
+    before.sort();
+    assert_eq!(
+        after, before,
+        "the Dubbo providers stay as they were, none deleted"
+    );
+    // Curator and the native records follow the new state.
+    assert_eq!(c.list_children(&dirs[1]).await.unwrap().len(), 8);
+    assert!(read_endpoints(&c, path).await.contains_key("web-odd"));
+    assert!(!read_endpoints(&c, path).await.contains_key("web-stable-0"));
 }

@@ -837,7 +837,8 @@ async fn write(
     // Only the endpoints the tracker changed since it last published can differ from a warm
     // cache; anything else is compared in full.
     let target = (native, incremental(res, wanted));
-    let planned = |s: &ServiceState| nodes::diff(&clients.nodes, &s.nodes, &s.foreign);
+    let planned =
+        |s: &ServiceState| nodes::diff_holding(&clients.nodes, &s.nodes, &s.foreign, &clients.held);
     let (client, options) = (&conn.client, &conn.options);
     let synced = writer::sync_endpoints(
         client, &res.path, &record, &mut cache, options, target, planned,

@@ -68,6 +68,22 @@ pub fn diff(
     owned: &BTreeMap<String, OwnedNode>,
     foreign: &BTreeSet<String>,
 ) -> NodePlan {
+    diff_holding(desired, owned, foreign, &[])
+}
+
+/// [`diff`], leaving the owned nodes in the `held` folders as they are: the folders of a
+/// registry whose encoder refused the new state publish nothing new, and delete nothing either
+/// (one bad label must not empty a provider list).
+pub fn diff_holding(
+    desired: &BTreeMap<String, Arc<[u8]>>,
+    owned: &BTreeMap<String, OwnedNode>,
+    foreign: &BTreeSet<String>,
+    held: &[String],
+) -> NodePlan {
+    let is_held = |path: &str| {
+        let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+        held.iter().any(|h| h == parent)
+    };
     let mut plan = NodePlan::default();
     let mut updates = Vec::new();
     for (path, data) in desired {
@@ -89,7 +105,7 @@ pub fn diff(
     plan.ops.extend(
         owned
             .iter()
-            .filter(|(path, _)| !desired.contains_key(*path))
+            .filter(|(path, _)| !desired.contains_key(*path) && !is_held(path))
             .map(|(path, cur)| NodeOp::Delete {
                 path: path.clone(),
                 version: cur.version,
@@ -105,6 +121,32 @@ mod tests {
 
     fn data(s: &str) -> Arc<[u8]> {
         Arc::from(s.as_bytes())
+    }
+
+    #[test]
+    fn a_held_folder_keeps_its_nodes_while_the_others_follow() {
+        let owned: BTreeMap<String, OwnedNode> = ["/dubbo/p/a", "/services/web/a"]
+            .map(|p| {
+                (
+                    p.to_string(),
+                    OwnedNode {
+                        data: data("old"),
+                        version: 3,
+                    },
+                )
+            })
+            .into();
+        // The Dubbo encoder refused: nothing desired there. Curator moved on.
+        let desired: BTreeMap<String, Arc<[u8]>> = [("/services/web/b".into(), data("new"))].into();
+        let plan = diff_holding(&desired, &owned, &BTreeSet::new(), &["/dubbo/p".into()]);
+        let paths: Vec<&str> = plan.ops.iter().map(NodeOp::path).collect();
+        assert_eq!(paths, ["/services/web/b", "/services/web/a"]);
+        let plan = diff(&desired, &owned, &BTreeSet::new());
+        assert_eq!(
+            plan.ops.len(),
+            3,
+            "without holding, the Dubbo node would go"
+        );
     }
 
     #[test]

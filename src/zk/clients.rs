@@ -40,6 +40,8 @@ pub struct DesiredNodes {
     pub nodes: BTreeMap<String, Arc<[u8]>>,
     /// Per registry (in order): endpoints published, or why none are.
     pub per_registry: Vec<Result<u32, FormatError>>,
+    /// The folders of the registries that refused: what they hold stays as it is.
+    pub held: Vec<String>,
 }
 
 impl ClientRegistries {
@@ -82,7 +84,8 @@ impl ClientRegistries {
     }
 
     /// The nodes of every registry for `endpoints`. A registry whose encoder refuses an
-    /// endpoint publishes nothing new (its error is reported); the others go on.
+    /// endpoint publishes nothing new and removes nothing (its folders are `held`; its error is
+    /// reported); the others go on.
     pub fn desired<'a>(
         &self,
         endpoints: impl IntoIterator<Item = &'a Arc<PublishedRecord>>,
@@ -99,13 +102,16 @@ impl ClientRegistries {
                 .collect(),
         };
         let mut out = DesiredNodes::default();
-        for (registry, _) in &self.list {
+        for (registry, dirs) in &self.list {
             let result = registry.nodes(&publish).map(|nodes| {
                 for n in nodes {
                     out.nodes.insert(n.path, Arc::from(n.data));
                 }
                 publish.endpoints.len() as u32
             });
+            if result.is_err() {
+                out.held.extend(dirs.iter().cloned());
+            }
             out.per_registry.push(result);
         }
         out
