@@ -690,3 +690,36 @@ async fn client_format_folders_are_read_with_providers_that_registered_themselve
     let s = wait_for(&spring, "3 Curator instances", |s| s.endpoints().len() == 3).await;
     assert_eq!(s.pickable().len(), 2, "the draining instance is disabled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_static_never_keeps_endpoints_that_turned_draining() {
+    let zk = ZkServer::shared();
+    let client = client(zk).await;
+    let path = "/discovery-tests/fail-static-draining/web";
+    register(&client, path, Policy::RoundRobin, 2).await;
+    let discovery = Discovery::builder(zk.connect_string(), path)
+        .coalesce(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    wait_for(&discovery, "two pickable", |s| pickable(s).len() == 2).await;
+    // Both drain in one transaction (a rolling update's last old pods): listed, not pickable.
+    let mut multi = client.new_multi_writer();
+    let paths: Vec<String> = (0..2)
+        .map(|i| format!("{path}/endpoints/web-{i}"))
+        .collect();
+    let data: Vec<Vec<u8>> = (0..2)
+        .map(|i| endpoint_json(&format!("web-{i}"), &format!("10.0.0.{i}"), 0, "DRAINING"))
+        .collect();
+    for (p, d) in paths.iter().zip(&data) {
+        multi.add_set_data(p, d, None).unwrap();
+    }
+    multi.commit().await.unwrap();
+    let drained = wait_for(&discovery, "both listed as draining", |s| {
+        s.endpoints().len() == 2 && s.endpoints().iter().all(|e| !e.pickable())
+    })
+    .await;
+    assert!(pickable(&drained).is_empty(), "{:?}", pickable(&drained));
+    assert_ne!(drained.staleness(), Staleness::Emptied);
+    assert!(discovery.pick(&PickContext::default()).is_none());
+}

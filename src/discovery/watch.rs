@@ -252,12 +252,16 @@ impl Shared {
         self.updates.send_replace(snapshot);
     }
 
-    /// Publishes what was read, unless fail-static says to keep the last view.
+    /// Publishes what was read, unless fail-static says to keep the last view: only when the
+    /// registry lists no endpoint at all any more.
     fn publish_registry(&self, config: &DiscoveryBuilder, registry: &Registry) {
         let previous = self.current.load_full();
         let fresh =
             Snapshot::build_with_vnodes(registry, config.pinned, Some(&previous), config.vnodes);
-        if config.fail_static && fresh.pickable().is_empty() && !previous.pickable().is_empty() {
+        // Only a registry that lists nothing is suspect (wiped, a broken writer): endpoints that
+        // are listed but DRAINING or at weight 0 are the operator saying "pick none of these".
+        let wiped = fresh.endpoints().is_empty();
+        if config.fail_static && wiped && !previous.pickable().is_empty() {
             tracing::warn!(
                 path = %config.path,
                 kept = previous.pickable().len(),
