@@ -1311,3 +1311,35 @@ async fn a_registry_whose_encoder_refuses_keeps_what_it_published_while_the_othe
     assert!(read_endpoints(&c, path).await.contains_key("web-odd"));
     assert!(!read_endpoints(&c, path).await.contains_key("web-stable-0"));
 }
+
+#[tokio::test]
+async fn nodes_another_client_created_below_an_endpoint_do_not_wedge_its_removal() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/occupied";
+    let rec = record("web", "u1");
+    let pods = fleet();
+    sync_once(&c, path, &rec, &want(&pods), &mut None, &Default::default())
+        .await
+        .unwrap();
+    let ep = endpoint_path(path, "web-stable-0");
+    let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    c.create(&format!("{ep}/note"), b"", &open).await.unwrap();
+    c.create(&format!("{ep}/note/deeper"), b"", &open)
+        .await
+        .unwrap();
+    // The pod goes: its endpoint must go, children and all, and the rest follow.
+    let synced = sync_once(
+        &c,
+        path,
+        &rec,
+        &want(&pods[1..]),
+        &mut None,
+        &Default::default(),
+    )
+    .await
+    .expect("the removal is not wedged by the foreign children");
+    assert!(matches!(synced, Synced::Applied { .. }), "{synced:?}");
+    assert!(c.check_stat(&ep).await.unwrap().is_none());
+    assert_eq!(read_endpoints(&c, path).await, want(&pods[1..]));
+}

@@ -57,6 +57,13 @@ pub enum ZkError {
         /// The error.
         source: zookeeper_client::Error,
     },
+    /// A node this resource deletes has children another client created below it (ZooKeeper
+    /// deletes no node with children); the writer clears them and tries again.
+    #[error("ZooKeeper refused to delete {path}: another client created nodes below it")]
+    Occupied {
+        /// The node.
+        path: String,
+    },
     /// One record is larger than a transaction may carry.
     #[error("endpoint record {name} is {bytes} bytes, over the {limit}-byte transaction budget")]
     TooLarge {
@@ -78,13 +85,14 @@ impl ZkError {
             ZkError::Fenced { .. } => "fenced",
             ZkError::Server { .. } => "server",
             ZkError::TooLarge { .. } => "too_large",
+            ZkError::Occupied { .. } => "occupied",
         }
     }
 
     /// Worth retrying soon (connection trouble or a race), rather than a lasting problem?
     pub fn is_transient(&self) -> bool {
         match self {
-            ZkError::Unavailable { .. } | ZkError::Stale { .. } => true,
+            ZkError::Unavailable { .. } | ZkError::Stale { .. } | ZkError::Occupied { .. } => true,
             ZkError::Server { source, .. } => matches!(
                 source,
                 zookeeper_client::Error::ConnectionLoss

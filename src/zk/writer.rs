@@ -559,6 +559,64 @@ fn multi_error(path: &str, fenced: bool, e: MultiWriteError) -> ZkError {
     }
 }
 
+/// The delete in `batch` that ZooKeeper refused because the node has children, if that is why
+/// the transaction failed (`before`: operations ahead of the batch's).
+fn occupied(e: &MultiWriteError, before: usize, batch: &[Write<'_>]) -> Option<ZkError> {
+    let MultiWriteError::OperationFailed {
+        index,
+        source: zookeeper_client::Error::NotEmpty,
+    } = e
+    else {
+        return None;
+    };
+    let write = index.checked_sub(before).and_then(|i| batch.get(i))?;
+    Some(ZkError::Occupied {
+        path: write.path().to_string(),
+    })
+}
+
+/// Deletes what other clients created below `path`, a node of this resource that is to be
+/// deleted: deepest first, each delete fenced like every write.
+async fn clear_below(client: &Client, path: &str, options: &WriteOptions) -> Result<(), ZkError> {
+    let (mut stack, mut found) = (vec![path.to_string()], Vec::new());
+    while let Some(p) = stack.pop() {
+        let children = match client.list_children(&p).await {
+            Ok(c) => c,
+            Err(zookeeper_client::Error::NoNode) => continue,
+            Err(e) => return Err(server("list", &p)(e)),
+        };
+        for c in children {
+            let child = super::layout::child(&p, &c);
+            found.push(child.clone());
+            stack.push(child);
+        }
+    }
+    // Found parents before their children: in reverse, children go first.
+    for p in found.iter().rev() {
+        let mut w = client.new_multi_writer();
+        if let Some(f) = &options.fence {
+            w.add_check_version(&f.path, f.version)
+                .map_err(server("check", &f.path))?;
+        }
+        w.add_delete(p, None).map_err(server("delete", p))?;
+        match w.commit().await {
+            Ok(_) => {}
+            // Gone meanwhile (the delete is after the fence's check).
+            Err(MultiWriteError::OperationFailed {
+                index,
+                source: zookeeper_client::Error::NoNode,
+            }) if index == usize::from(options.fence.is_some()) => {}
+            Err(e) => return Err(multi_error(path, options.fence.is_some(), e)),
+        }
+    }
+    tracing::warn!(
+        path,
+        removed = found.len(),
+        "removed nodes another client created below a node podkeeper deletes"
+    );
+    Ok(())
+}
+
 /// One operation of a transaction, encoded.
 enum Write<'a> {
     /// A native endpoint record; `data` is `None` for a delete.
@@ -874,7 +932,10 @@ async fn apply_inner(
                 if let Some(l) = &options.ledger {
                     l.cancel(touched.iter().copied());
                 }
-                return Err(multi_error(path, fence.is_some(), e));
+                // The checks before the batch: the fence, the record, a recreated folder.
+                let before = usize::from(fence.is_some()) + 1 + usize::from(missing);
+                return Err(occupied(&e, before, &batch)
+                    .unwrap_or_else(|| multi_error(path, fence.is_some(), e)));
             }
         };
         let mut results = results.iter().skip(usize::from(fence.is_some()));
@@ -1021,6 +1082,11 @@ pub async fn sync(
             Err(ZkError::Stale { .. }) if !retried => {
                 retried = true;
                 *cache = None;
+            }
+            Err(ZkError::Occupied { path: node }) if !retried => {
+                retried = true;
+                *cache = None;
+                clear_below(client, &node, options).await?;
             }
             Err(e) => {
                 *cache = None;
