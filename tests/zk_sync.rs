@@ -1343,3 +1343,57 @@ async fn nodes_another_client_created_below_an_endpoint_do_not_wedge_its_removal
     assert!(c.check_stat(&ep).await.unwrap().is_none());
     assert_eq!(read_endpoints(&c, path).await, want(&pods[1..]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_resource_ensemble_nobody_uses_is_closed_and_never_makes_the_operator_unready() {
+    use podkeeper::zk::session::Sessions;
+    let zk = ZkServer::start();
+    let (changed, _changes) = tokio::sync::mpsc::unbounded_channel();
+    let own = Target {
+        connect: zk.connect_string(),
+        chroot: None,
+    };
+    let sessions = Sessions::new(
+        own,
+        SessionOptions::anonymous(Duration::from_secs(10)),
+        changed,
+    );
+    let connections = || {
+        common::zk::four_letter(zk.port(), "cons").map_or(0, |out| {
+            out.lines().filter(|l| l.contains("queued=")).count()
+        })
+    };
+    wait_for_client(&sessions.get(None)).await;
+    // A resource names a wrong ensemble: its session never connects...
+    let wrong = Target {
+        connect: format!("127.0.0.1:{}", common::zk::free_port()),
+        chroot: None,
+    };
+    let _ = sessions.get(Some(&wrong));
+    // ...and another one a chroot of the same server: a second, working session.
+    let chrooted = Target {
+        connect: zk.connect_string(),
+        chroot: Some("/team-b".into()),
+    };
+    wait_for_client(&sessions.get(Some(&chrooted))).await;
+    assert_eq!(sessions.open_others(), 2);
+    assert_eq!(
+        sessions.unavailable(),
+        None,
+        "only the operator's own ensemble counts"
+    );
+    let before = connections();
+    assert!(before >= 2, "{before} connections");
+    // Nothing asks for them any more (the resources were fixed or deleted).
+    assert_eq!(sessions.close_idle(Duration::ZERO), 2);
+    assert_eq!(sessions.open_others(), 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while connections() >= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed session's connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_client(&sessions.get(None)).await;
+}

@@ -214,25 +214,22 @@ impl Context {
     /// Why the operator is not ready, if it is not.
     pub fn not_ready_reason(&self) -> Option<String> {
         not_ready_reason(
-            &self.sessions.unavailable(),
+            self.sessions.unavailable().as_deref(),
             self.index.synced(),
             &self.watch_errors.lock().expect("watch errors lock"),
         )
     }
 }
 
-/// Ready means: every ZooKeeper ensemble in use has a session, the pod and node lists are
+/// Ready means: the operator's own ZooKeeper ensemble has a session, the pod and node lists are
 /// complete, and no watch is failing.
 fn not_ready_reason(
-    unavailable: &[String],
+    unavailable: Option<&str>,
     synced: bool,
     watch_errors: &HashMap<String, String>,
 ) -> Option<String> {
-    if !unavailable.is_empty() {
-        return Some(format!(
-            "no ZooKeeper session to {}",
-            unavailable.join(", ")
-        ));
+    if let Some(zk) = unavailable {
+        return Some(format!("no ZooKeeper session to {zk}"));
     }
     if !synced {
         return Some("pod and node lists are not complete yet".into());
@@ -353,6 +350,9 @@ pub async fn run(
         loop {
             tick.tick().await;
             tracing::debug!("periodic full resync");
+            // Every resource is reconciled at least once per interval: an ensemble none asked
+            // for in two of them is used by none.
+            c.sessions.close_idle(interval * 2);
             c.full_resync();
         }
     });
@@ -452,15 +452,15 @@ mod tests {
     }
 
     #[test]
-    fn readiness_counts_every_ensemble_the_lists_and_the_watches() {
+    fn readiness_counts_the_own_ensemble_the_lists_and_the_watches() {
         let none = HashMap::new();
-        assert_eq!(not_ready_reason(&[], true, &none), None);
-        let why = not_ready_reason(&["zk-b:2181".into()], true, &none).unwrap();
+        assert_eq!(not_ready_reason(None, true, &none), None);
+        let why = not_ready_reason(Some("zk-b:2181"), true, &none).unwrap();
         assert!(why.contains("zk-b:2181"), "{why}");
-        let why = not_ready_reason(&[], false, &none).unwrap();
+        let why = not_ready_reason(None, false, &none).unwrap();
         assert!(why.contains("not complete"), "{why}");
         let errs: HashMap<String, String> = [("nodes".into(), "forbidden".into())].into();
-        let why = not_ready_reason(&[], true, &errs).unwrap();
+        let why = not_ready_reason(None, true, &errs).unwrap();
         assert_eq!(why, "nodes watch failing: forbidden");
     }
 }

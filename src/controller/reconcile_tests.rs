@@ -197,7 +197,7 @@ async fn run(
     let ctx = context(kube::Client::new(service, "default"), zk, pods);
     if zk != NO_ZK {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !ctx.sessions.unavailable().is_empty() {
+        while ctx.sessions.unavailable().is_some() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no ZooKeeper session to {zk}"

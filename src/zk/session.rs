@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use zookeeper_client::{Acls, Client, CreateMode, SessionState};
@@ -69,10 +69,19 @@ pub struct SessionStatus {
     pub acls: Option<Arc<NodeAcls>>,
 }
 
-/// One ZooKeeper session, kept alive and replaced on expiry by a background task.
+/// One ZooKeeper session, kept alive and replaced on expiry by a background task, which
+/// closes it when the `Session` is dropped.
 pub struct Session {
     target: Target,
     status: watch::Sender<SessionStatus>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A permit is stored if the task is not waiting right now: it stops at its next wait.
+        self.stop.notify_one();
+    }
 }
 
 impl Session {
@@ -84,8 +93,13 @@ impl Session {
         changed: mpsc::UnboundedSender<()>,
     ) -> Arc<Session> {
         let (status, _) = watch::channel(SessionStatus::default());
-        let session = Arc::new(Session { target, status });
-        tokio::spawn(run(Arc::downgrade(&session), options, changed));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let session = Arc::new(Session {
+            target,
+            status,
+            stop: stop.clone(),
+        });
+        tokio::spawn(run(Arc::downgrade(&session), options, changed, stop));
         session
     }
 
@@ -187,6 +201,7 @@ async fn run(
     session: std::sync::Weak<Session>,
     options: SessionOptions,
     changed: mpsc::UnboundedSender<()>,
+    stop: Arc<tokio::sync::Notify>,
 ) {
     // Reconnect backoff: 100 ms doubling to 5 s, reset by a session. Kept as three lines rather
     // than `backon`: there is no retried future to wrap (the loop also follows session states),
@@ -219,7 +234,11 @@ async fn run(
                 });
                 let _ = changed.send(());
                 loop {
-                    let state = states.changed().await;
+                    let state = tokio::select! {
+                        state = states.changed() => state,
+                        // Dropped: the client goes with this task, and with it the session.
+                        () = stop.notified() => return,
+                    };
                     match state {
                         SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                             tracing::info!(%target, "ZooKeeper reconnected");
@@ -265,7 +284,10 @@ async fn run(
                     s.connected = false;
                     s.last_error = Some(err);
                 });
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.notified() => return,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
@@ -278,11 +300,12 @@ fn publish(session: &std::sync::Weak<Session>, f: impl FnOnce(&mut SessionStatus
     }
 }
 
-/// The operator's default session plus one per distinct per-resource ensemble.
+/// The operator's default session plus one per distinct per-resource ensemble, each kept while
+/// resources use it.
 pub struct Sessions {
     default: Arc<Session>,
     options: SessionOptions,
-    others: Mutex<HashMap<Target, Arc<Session>>>,
+    others: Mutex<HashMap<Target, (Arc<Session>, Instant)>>,
     changed: mpsc::UnboundedSender<()>,
 }
 
@@ -308,32 +331,50 @@ impl Sessions {
             Some(t) if *t == *self.default.target() => self.default.clone(),
             Some(t) => {
                 let mut others = self.others.lock().expect("sessions lock");
-                others
-                    .entry(t.clone())
-                    .or_insert_with(|| {
-                        // The operator's credentials go to its own ensemble only: a resource
-                        // must not be able to send them to a server of its choosing.
-                        let options = SessionOptions {
-                            credentials: None,
-                            ..self.options.clone()
-                        };
-                        Session::start(t.clone(), options, self.changed.clone())
-                    })
-                    .clone()
+                let (session, used) = others.entry(t.clone()).or_insert_with(|| {
+                    // The operator's credentials go to its own ensemble only: a resource
+                    // must not be able to send them to a server of its choosing.
+                    let options = SessionOptions {
+                        credentials: None,
+                        ..self.options.clone()
+                    };
+                    let s = Session::start(t.clone(), options, self.changed.clone());
+                    (s, Instant::now())
+                });
+                *used = Instant::now();
+                session.clone()
             }
         }
     }
 
-    /// The ensembles in use without a connected session (the default one first), each with why.
-    pub fn unavailable(&self) -> Vec<String> {
-        let others = self.others.lock().expect("sessions lock");
-        std::iter::once(&self.default)
-            .chain(others.values())
-            .filter(|s| !s.is_available())
-            .map(|s| match s.last_error() {
-                Some(why) => format!("{} ({why})", s.target()),
-                None => s.target().to_string(),
-            })
-            .collect()
+    /// Closes the per-resource sessions nothing asked for in `idle` (their resources were
+    /// fixed, re-pointed or deleted); returns how many. A later `get` opens one again.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        let mut others = self.others.lock().expect("sessions lock");
+        let before = others.len();
+        others.retain(|target, (_, used)| {
+            let keep = used.elapsed() < idle;
+            if !keep {
+                tracing::info!(%target, "closing a ZooKeeper session no resource uses any more");
+            }
+            keep
+        });
+        before - others.len()
+    }
+
+    /// Per-resource ensembles open now.
+    pub fn open_others(&self) -> usize {
+        self.others.lock().expect("sessions lock").len()
+    }
+
+    /// Why the operator's own ensemble has no connected session, if it has none. Per-resource
+    /// ensembles are reported on their resources' status, not here: one resource pointing at a
+    /// wrong address must not make every replica unready.
+    pub fn unavailable(&self) -> Option<String> {
+        let s = &self.default;
+        (!s.is_available()).then(|| match s.last_error() {
+            Some(why) => format!("{} ({why})", s.target()),
+            None => s.target().to_string(),
+        })
     }
 }
