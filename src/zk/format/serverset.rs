@@ -9,8 +9,10 @@
 //! ignored); a member's weight is the product of the weights of every descriptor that selects
 //! it, 1.0 when none does.
 //!
-//! Layout decisions: one vector per resource, replaced as a whole (new name, old one deleted in
-//! the same transaction), so a reader sees either the old or the new weights, never a mix.
+//! Layout decisions: one vector per resource (split into several of at most 96 KiB past about
+//! 800 members, each member in exactly one), replaced as a whole (new name, old one deleted in
+//! the same transaction), so a reader sees either the old or the new weights, never a mix
+//! while the plan fits one transaction.
 //! Members and vectors are two separate watches in Finagle, so for one update a reader may pair
 //! new members with the old vector for a moment: a new member then weighs 1.0, which is why
 //! weights are normalised to a mean of 1.0 per ready member (also the weight of a neighbour
@@ -106,8 +108,8 @@ struct VectorJson<'a> {
     owner: &'a str,
 }
 
-/// Members (one per endpoint) and, when there is any endpoint, the one weight vector; in path
-/// order.
+/// Members (one per endpoint) and, when there is any endpoint, the weight vector (in as many
+/// nodes as its size needs); in path order.
 pub fn nodes(options: &Options, publish: &Publish) -> Result<Vec<Node>, FormatError> {
     options.validate()?;
     let dir = &dirs(options, &publish.service_name)[0];
@@ -175,10 +177,10 @@ pub fn nodes(options: &Options, publish: &Publish) -> Result<Vec<Node>, FormatEr
             data,
         });
     }
-    if !descriptors.is_empty() {
-        descriptors.sort_by(|a, b| a.select.cmp(&b.select));
+    descriptors.sort_by(|a, b| a.select.cmp(&b.select));
+    for chunk in vector_chunks(descriptors) {
         let data = serde_json::to_vec(&VectorJson {
-            vector: descriptors,
+            vector: chunk,
             owner: &owner,
         })
         .expect("vector JSON serializes");
@@ -190,6 +192,31 @@ pub fn nodes(options: &Options, publish: &Publish) -> Result<Vec<Node>, FormatEr
     }
     out.sort();
     Ok(out)
+}
+
+/// Descriptor bytes per vector node: far below a write's share of a transaction (256 KiB),
+/// which one vector of about 2,000 members outgrew.
+const VECTOR_MAX_BYTES: usize = 96 * 1024;
+
+/// The descriptors split into vectors of at most [`VECTOR_MAX_BYTES`], in order. Each member
+/// is selected in exactly one of them, and Finagle multiplies the weights of every descriptor
+/// that selects a member, so the split weighs each member as one vector would.
+fn vector_chunks(descriptors: Vec<DescriptorJson>) -> Vec<Vec<DescriptorJson>> {
+    let mut chunks: Vec<Vec<DescriptorJson>> = Vec::new();
+    let mut bytes = 0;
+    for d in descriptors {
+        // The select string and about 40 bytes of JSON around it and the weight.
+        let size = d.select.len() + 48;
+        match chunks.last_mut() {
+            Some(chunk) if bytes + size <= VECTOR_MAX_BYTES => chunk.push(d),
+            _ => {
+                bytes = 0;
+                chunks.push(vec![d]);
+            }
+        }
+        bytes += size;
+    }
+    chunks
 }
 
 /// The ServerSet weight of each `(solver weight, up)`: ready weights scaled so their mean is

@@ -239,3 +239,54 @@ proptest! {
         let _ = is_ours("vector_x", &b, &OwnerTag::new("a", "b", "c"));
     }
 }
+
+#[test]
+fn a_large_set_splits_its_vector_so_every_node_fits_a_write_and_weights_stay() {
+    let mut publish = fixture::publish();
+    let template = (*publish.endpoints[0].record).clone();
+    let n = 10_000;
+    publish.endpoints = (0..n)
+        .map(|i| {
+            let mut r = template.clone();
+            r.pod = format!("web-7d9f8c6b5-{i:05}").into();
+            r.host = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256).into();
+            r.weight = 1 + (i % 7) as u32;
+            PublishedEndpoint {
+                record: r.into(),
+                ready_since_ms: 0,
+            }
+        })
+        .collect();
+    let all = nodes(&Options::default(), &publish).unwrap();
+    let vectors: Vec<&Node> = all
+        .iter()
+        .filter(|n| base_name(&n.path).starts_with(VECTOR_PREFIX))
+        .collect();
+    assert!(vectors.len() > 1, "one vector of {n} members");
+    let limit = crate::zk::writer::MAX_TXN_BYTES / 2;
+    for v in &vectors {
+        assert!(
+            v.path.len() + v.data.len() < limit,
+            "{} bytes",
+            v.data.len()
+        );
+        assert!(is_ours(&v.path, &v.data, &publish.owner));
+    }
+    let found = read_back(&all);
+    assert_eq!(found.len(), n);
+    let total: f64 = (0..n).map(|i| f64::from(1 + (i % 7) as u32)).sum();
+    for d in &found {
+        let i = publish
+            .endpoints
+            .iter()
+            .position(|e| e.record.host == d.host)
+            .unwrap();
+        let want = f64::from(1 + (i % 7) as u32) * n as f64 / total;
+        assert!(
+            (d.weight - want).abs() <= want * 1e-12,
+            "{}: {} != {want}",
+            d.host,
+            d.weight
+        );
+    }
+}
