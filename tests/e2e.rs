@@ -1895,12 +1895,6 @@ async fn path_and_registry_edits_never_empty_a_consumer_s_list_and_leave_nothing
         moved && zk.check_stat(&old_path).await.unwrap().is_none()
     })
     .await;
-    let sr = svcreg(&ns, "web").await;
-    let placed = sr
-        .status
-        .and_then(|s| s.placement)
-        .expect("placement on the status");
-    assert_eq!(placed.path, new_path);
     let mins: Vec<Option<usize>> = watches.iter().map(|w| w.min_after_reaching(3)).collect();
     assert_eq!(
         mins,
@@ -1908,6 +1902,12 @@ async fn path_and_registry_edits_never_empty_a_consumer_s_list_and_leave_nothing
         "a client folder lost nodes while the path moved: {:?}",
         watches.iter().map(FolderWatch::sizes).collect::<Vec<_>>()
     );
+    let sr = svcreg(&ns, "web").await;
+    let placed = sr
+        .status
+        .and_then(|s| s.placement)
+        .expect("placement on the status");
+    assert_eq!(placed.path, new_path);
 
     // 2. An interface and the Curator registry are dropped: their nodes go (none orphaned),
     // the kept interface's folder never shrinks.

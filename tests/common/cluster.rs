@@ -223,7 +223,10 @@ impl Operator {
         let log = dir.path().join(format!("{name}.log"));
         let pid_file = dir.path().join(format!("{name}.pid"));
         let health = format!("127.0.0.1:{}", free_port());
-        let bin = env!("CARGO_BIN_EXE_podkeeper");
+        // PODKEEPER_E2E_OPERATOR_BIN runs the suite against another build (an A/B, or a test
+        // shown failing on an older commit).
+        let bin = std::env::var("PODKEEPER_E2E_OPERATOR_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_podkeeper").to_string());
         let script = format!(
             "'{bin}' run & op=$!; echo $op > '{pid}'; trap 'kill -9 $op 2>/dev/null; exit 0' TERM INT; \
              while kill -0 {parent} 2>/dev/null && kill -0 $op 2>/dev/null; do sleep 0.5; done; kill -9 $op 2>/dev/null; \
