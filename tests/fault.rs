@@ -209,10 +209,21 @@ async fn converge(
 }
 
 async fn setup(ns: &TestNs) -> (Api<Pod>, Vec<String>) {
+    setup_with(ns, "").await
+}
+
+/// The `web` registration with `extra` lines appended to its spec (indented by two).
+fn registration(extra: &str) -> String {
+    format!(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {{name: web}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  port: http\n  drainSeconds: 0\n{extra}"
+    )
+}
+
+async fn setup_with(ns: &TestNs, extra: &str) -> (Api<Pod>, Vec<String>) {
     ns.apply(&format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {PODS}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: app, image: x, ports: [{{name: http, containerPort: 8080}}]}}]\n"
     ));
-    ns.apply("apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  port: http\n  drainSeconds: 0\n");
+    ns.apply(&registration(extra));
     let pods: Api<Pod> = Api::namespaced(cluster::client().await, &ns.name);
     let p = pods.clone();
     wait_until(Duration::from_secs(60), "pods ready", || {
@@ -857,5 +868,339 @@ async fn an_endpoint_rewritten_by_a_superuser_is_repaired_within_a_second() {
         duplicated,
         converge,
         failover: Some(slowest),
+    });
+}
+
+/// Registries for the edit scenarios: native, Curator (`/services/web`) and optionally a Dubbo
+/// interface.
+fn edit_registries(path: Option<&str>, dubbo: bool) -> String {
+    let mut out = String::new();
+    if let Some(p) = path {
+        out += &format!("  path: {p}\n");
+    }
+    out += "  registries:\n  - format: Native\n  - format: Curator\n    curator: {}\n";
+    if dubbo {
+        out += "  - format: Dubbo\n    dubbo: {interfaces: [org.example.fault.Edited]}\n";
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_path_edited_during_churn_moves_the_record_and_never_empties_a_client_folder() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let op = Operator::start("op", &zk.connect_string(), &[]);
+    wait_ready(&op).await;
+    let ns = TestNs::new("path-edit").await;
+    let (old, new) = (ns.path("web"), format!("{}-moved", ns.path("web")));
+    let (pods, names) = setup_with(&ns, &edit_registries(None, false)).await;
+    converged_before_the_fault(&zk.connect_string(), &old, &pods).await;
+    let zkc = cluster::connect_zk(&zk.connect_string()).await;
+    let consumers = common::registry::FolderWatch::start(&zkc, "/services/web").await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+    churn
+        .wait_for(10, Instant::now(), "churn under way before the edit")
+        .await;
+    ns.apply(&registration(&edit_registries(Some(&new), false)));
+    let fault = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "the old record removed",
+        || async { zkc.check_stat(&old).await.unwrap().is_none() },
+    )
+    .await;
+    churn
+        .wait_for(10, fault, "changes while the path moved")
+        .await;
+    let end = Instant::now();
+    let changes = churn.finish("path edited", fault, end).await;
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &new, &pods, end).await;
+    let fewest = consumers.min_after_reaching(1);
+    assert!(
+        fewest >= Some(1),
+        "the Curator folder was empty while ready pods existed: {:?}",
+        consumers.sizes()
+    );
+    finish(Row {
+        scenario: format!(
+            "spec.path edited during churn (Curator folder never empty: fewest {})",
+            fewest.unwrap_or(0)
+        ),
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_removed_during_churn_takes_its_nodes_and_leaves_the_others_alone() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let op = Operator::start("op", &zk.connect_string(), &[]);
+    wait_ready(&op).await;
+    let ns = TestNs::new("registry-removed").await;
+    let path = ns.path("web");
+    let (pods, names) = setup_with(&ns, &edit_registries(None, true)).await;
+    converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
+    let zkc = cluster::connect_zk(&zk.connect_string()).await;
+    let dubbo = "/dubbo/org.example.fault.Edited/providers";
+    wait_until(
+        Duration::from_secs(30),
+        "Dubbo providers written",
+        || async {
+            !zkc.list_children(dubbo)
+                .await
+                .unwrap_or_default()
+                .is_empty()
+        },
+    )
+    .await;
+    let consumers = common::registry::FolderWatch::start(&zkc, "/services/web").await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+    churn
+        .wait_for(10, Instant::now(), "churn under way before the edit")
+        .await;
+    ns.apply(&registration(&edit_registries(None, false)));
+    let fault = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "the Dubbo providers removed",
+        || async { zkc.list_children(dubbo).await.unwrap().is_empty() },
+    )
+    .await;
+    churn
+        .wait_for(10, fault, "changes while the registry went")
+        .await;
+    let end = Instant::now();
+    let changes = churn.finish("registry removed", fault, end).await;
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &path, &pods, end).await;
+    let fewest = consumers.min_after_reaching(1);
+    assert!(fewest >= Some(1), "{:?}", consumers.sizes());
+    finish(Row {
+        scenario: format!(
+            "a Dubbo registry removed during churn (its providers gone; Curator folder fewest {})",
+            fewest.unwrap_or(0)
+        ),
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tamper_after_a_zookeeper_blip_within_the_session_is_repaired_at_once() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let mut zk = ZkServer::start();
+    let op = Operator::start(
+        "op",
+        &zk.connect_string(),
+        &[("PODKEEPER_ZK_SESSION_TIMEOUT", "20s")],
+    );
+    wait_ready(&op).await;
+    let ns = TestNs::new("blip-tamper").await;
+    let path = ns.path("web");
+    let (pods, names) = setup(&ns).await;
+    converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(100));
+    churn
+        .wait_for(5, Instant::now(), "churn under way before the blip")
+        .await;
+    let sessions = || metric(&metrics_of(&op), "podkeeper_zookeeper_sessions_total");
+    let before = sessions();
+    // The server goes away and comes back with its data, well inside the 20 s session.
+    tokio::task::block_in_place(|| zk.restart());
+    let fault = Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "the operator reconnected",
+        || async { op.ready() },
+    )
+    .await;
+    assert_eq!(
+        sessions(),
+        before,
+        "the same session: the blip did not expire it"
+    );
+    let zkc = cluster::connect_zk(&zk.connect_string()).await;
+    let eps = format!("{path}/endpoints");
+    let evil = br#"{"host":"6.6.6.6","port":6666,"weight":1000000}"#;
+    let mut repaired = None;
+    for _ in 0..10 {
+        let children = zkc.list_children(&eps).await.unwrap();
+        let victim = format!("{eps}/{}", children[0]);
+        if zkc.set_data(&victim, evil, None).await.is_err() {
+            continue; // churn removed it first
+        }
+        let t = Instant::now();
+        loop {
+            match zkc.get_data(&victim).await {
+                Ok((data, _)) if data == evil => {}
+                Ok(_) | Err(zookeeper_client::Error::NoNode) => break,
+                Err(e) => panic!("reading {victim}: {e}"),
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{victim} still tampered after 5 s: the watch did not survive the reconnect; log:\n{}",
+                op.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        repaired = Some(t.elapsed());
+        break;
+    }
+    let repaired = repaired.expect("no rewrite landed");
+    churn
+        .wait_for(3, fault, "changes during the blip and the repair")
+        .await;
+    let end = Instant::now();
+    let changes = churn.finish("blip and tamper", fault, end).await;
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &path, &pods, end).await;
+    finish(Row {
+        scenario: "ZooKeeper restarted inside the session, then an endpoint rewritten by another client (failover: repair)".into(),
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: Some(repaired),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ha_installations_on_one_ensemble_never_fence_each_other() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let (east, west) = (TestNs::new("ha-east").await, TestNs::new("ha-west").await);
+    let install = |id: &'static str, ns: &TestNs| {
+        let lease = format!("podkeeper-{id}");
+        let _ = kubectl(
+            &[
+                "delete",
+                "lease",
+                "-n",
+                "default",
+                &lease,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        let env = [
+            ("PODKEEPER_CLUSTER_ID", id.to_string()),
+            ("PODKEEPER_NAMESPACES", ns.name.clone()),
+            ("PODKEEPER_LEADER_ELECT", "true".into()),
+            ("PODKEEPER_LEASE_DURATION", "3s".into()),
+            ("PODKEEPER_LEASE_NAMESPACE", "default".into()),
+            ("PODKEEPER_LEASE_NAME", lease),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        (
+            Operator::start(&format!("{id}-a"), &zk.connect_string(), &env),
+            Operator::start(&format!("{id}-b"), &zk.connect_string(), &env),
+        )
+    };
+    let (e1, e2) = install("east", &east);
+    let (w1, w2) = install("west", &west);
+    for op in [&e1, &e2, &w1, &w2] {
+        wait_ready(op).await;
+    }
+    let (east_pods, east_names) = setup(&east).await;
+    let (west_pods, west_names) = setup(&west).await;
+    converged_before_the_fault(&zk.connect_string(), &east.path("web"), &east_pods).await;
+    converged_before_the_fault(&zk.connect_string(), &west.path("web"), &west_pods).await;
+    // Both churn while each installation's leader takes new terms: the east leader is killed,
+    // its standby takes over and bumps its epoch; west must not notice.
+    let east_churn = Churn::start(east_pods.clone(), east_names, Duration::from_millis(50));
+    let west_churn = Churn::start(west_pods.clone(), west_names, Duration::from_millis(50));
+    let fault = Instant::now();
+    east_churn.wait_for(10, fault, "east churn under way").await;
+    let leader = kubectl(
+        &[
+            "get",
+            "lease",
+            "-n",
+            "default",
+            "podkeeper-east",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+    .1;
+    let (killed, survivor) = if leader.trim() == "east-a" {
+        (e1, e2)
+    } else {
+        (e2, e1)
+    };
+    killed.signal("KILL");
+    drop(killed);
+    wait_until(
+        Duration::from_secs(30),
+        "the east standby leads",
+        || async {
+            let holder = kubectl(
+                &[
+                    "get",
+                    "lease",
+                    "-n",
+                    "default",
+                    "podkeeper-east",
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ],
+                None,
+            )
+            .1;
+            holder.trim() != leader.trim() && !holder.trim().is_empty()
+        },
+    )
+    .await;
+    east_churn
+        .wait_for(10, fault, "east changes after the takeover")
+        .await;
+    west_churn
+        .wait_for(20, fault, "west changes meanwhile")
+        .await;
+    let end = Instant::now();
+    let changes =
+        east_churn.finish("east", fault, end).await + west_churn.finish("west", fault, end).await;
+    let (c1, l1, s1, d1) = converge(&zk.connect_string(), &east.path("web"), &east_pods, end).await;
+    let (c2, l2, s2, d2) = converge(&zk.connect_string(), &west.path("web"), &west_pods, end).await;
+    for op in [&survivor, &w1, &w2] {
+        let steps = metric(&metrics_of(op), "podkeeper_leader_step_downs_total");
+        assert_eq!(
+            steps.unwrap_or(0.0),
+            0.0,
+            "a replica was fenced; log:\n{}",
+            op.log_tail()
+        );
+    }
+    let zkc = cluster::connect_zk(&zk.connect_string()).await;
+    for epoch in [
+        "/podkeeper/.leader-epoch-east",
+        "/podkeeper/.leader-epoch-west",
+    ] {
+        assert!(zkc.check_stat(epoch).await.unwrap().is_some(), "{epoch}");
+    }
+    finish(Row {
+        scenario: "two HA installations (cluster ids east, west) on one ensemble, east's leader killed during churn in both: no step-down".into(),
+        changes,
+        lost: l1 + l2,
+        stale: s1 + s2,
+        duplicated: d1 + d2,
+        converge: c1.max(c2),
+        failover: None,
     });
 }

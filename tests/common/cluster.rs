@@ -460,3 +460,12 @@ pub async fn zk_client() -> zookeeper_client::Client {
         .await
         .expect("connect to ZooKeeper")
 }
+
+/// A ZooKeeper client on the server at `connect` (a scenario's own).
+pub async fn connect_zk(connect: &str) -> zookeeper_client::Client {
+    zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(connect)
+        .await
+        .expect("connect to ZooKeeper")
+}
