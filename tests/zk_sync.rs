@@ -1397,3 +1397,41 @@ async fn a_per_resource_ensemble_nobody_uses_is_closed_and_never_makes_the_opera
     }
     wait_for_client(&sessions.get(None)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_ensemble_holds_up_only_its_own_fence() {
+    use podkeeper::zk::fence::Fencer;
+    let (healthy, hung) = (ZkServer::start(), ZkServer::start());
+    let start = |zk: &ZkServer| {
+        let (changed, changes) = tokio::sync::mpsc::unbounded_channel();
+        let target = Target {
+            connect: zk.connect_string(),
+            chroot: None,
+        };
+        let s = Session::start(
+            target,
+            SessionOptions::anonymous(Duration::from_secs(30)),
+            changed,
+        );
+        (s, changes)
+    };
+    let ((a, _ca), (b, _cb)) = (start(&healthy), start(&hung));
+    let (client_a, _) = wait_for_client(&a).await;
+    let (client_b, _) = wait_for_client(&b).await;
+    let fencer = Arc::new(Fencer::new("/podkeeper", "hung-test", "replica-0"));
+    hung.signal_java("STOP");
+    let stuck = {
+        let (fencer, b) = (fencer.clone(), b.clone());
+        tokio::spawn(async move { fencer.fence(&b, &client_b, Some(1)).await })
+    };
+    // Let the bump on the hung ensemble get under way, holding its lock.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stuck.is_finished(), "the hung ensemble answered");
+    let healthy_fence =
+        tokio::time::timeout(Duration::from_secs(5), fencer.fence(&a, &client_a, Some(1)))
+            .await
+            .expect("the healthy ensemble's fence waited for the hung one");
+    assert!(healthy_fence.unwrap().is_some());
+    hung.signal_java("CONT");
+    let _ = tokio::time::timeout(Duration::from_secs(30), stuck).await;
+}

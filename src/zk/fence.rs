@@ -23,8 +23,12 @@ pub struct Fence {
 pub struct Fencer {
     path: String,
     identity: String,
-    fences: tokio::sync::Mutex<HashMap<String, (u64, Fence)>>,
+    /// One lock per ensemble: a bump that hangs on one ensemble holds up only its writers.
+    fences: std::sync::Mutex<HashMap<String, PerEnsemble>>,
 }
+
+/// The fence of one ensemble and the term it was bumped in, behind its own lock.
+type PerEnsemble = std::sync::Arc<tokio::sync::Mutex<Option<(u64, Fence)>>>;
 
 impl Fencer {
     /// The epoch znode is `<prefix>/.leader-epoch-<cluster id>` on every ensemble: one per
@@ -34,7 +38,7 @@ impl Fencer {
         Fencer {
             path: epoch_path(prefix, cluster_id),
             identity: identity.to_string(),
-            fences: tokio::sync::Mutex::default(),
+            fences: std::sync::Mutex::default(),
         }
     }
 
@@ -50,15 +54,22 @@ impl Fencer {
             return Ok(None);
         };
         let key = session.target().to_string();
-        let mut fences = self.fences.lock().await;
-        if let Some((t, f)) = fences.get(&key)
+        let slot = self
+            .fences
+            .lock()
+            .expect("fences lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some((t, f)) = slot.as_ref()
             && *t == term
         {
             return Ok(Some(f.clone()));
         }
         let fence = bump_epoch(client, &self.path, &self.identity, &session.acls()).await?;
         tracing::info!(term, epoch_version = fence.version, target = %key, "bumped the leader epoch");
-        fences.insert(key, (term, fence.clone()));
+        *slot = Some((term, fence.clone()));
         Ok(Some(fence))
     }
 }

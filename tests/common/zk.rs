@@ -444,6 +444,29 @@ impl ZkServer {
         }
     }
 
+    /// Sends `signal` (STOP, CONT...) to the server's java process: a STOPped server keeps its
+    /// connections open and answers nothing, as a hung ensemble does.
+    pub fn signal_java(&self, signal: &str) {
+        let parent = self.child.as_ref().expect("running").id().to_string();
+        let java = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+            .find(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // "pid (comm) state ppid ..."
+                let after = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+                stat.contains("(java)") && after.split(' ').nth(1) == Some(parent.as_str())
+            })
+            .expect("the server's java process");
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&java)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {java}");
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn restart(&mut self) {
         self.stop();
