@@ -36,8 +36,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator.
     Run(Box<RunArgs>),
-    /// Print the ServiceRegistration CRD as YAML.
-    Crd,
+    /// Print the CRDs as YAML (both, or the one named).
+    Crd {
+        /// `serviceregistration` or `registrypolicy`; both when absent.
+        #[arg(value_parser = ["serviceregistration", "registrypolicy"])]
+        which: Option<String>,
+    },
     /// Show a service's endpoints and sample picks with its load-balancing policy.
     Resolve(ResolveArgs),
     /// Show what is registered under a path.
@@ -132,6 +136,14 @@ pub struct RunArgs {
     /// every cluster that shares an ensemble its own (letters, digits, `.`, `_`, `-`).
     #[arg(long, env = "PODKEEPER_CLUSTER_ID", default_value = "default", value_parser = parse_cluster_id)]
     pub cluster_id: String,
+    /// The cluster's DNS domain: `address.mode: Template` hosts inside it need no
+    /// RegistryPolicy grant.
+    #[arg(
+        long,
+        env = "PODKEEPER_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
     /// Elect one leader among replicas through a Lease; only the leader writes, fenced by an
     /// epoch znode.
     #[arg(long, env = "PODKEEPER_LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -203,6 +215,7 @@ impl RunArgs {
             allowed_path_prefix: self.allowed_path_prefix,
             resync_interval: self.resync_interval,
             cluster_id: self.cluster_id,
+            cluster_domain: self.cluster_domain,
             leader_elect: self.leader_elect,
             lease_namespace: self.lease_namespace,
             lease_name: self.lease_name,
@@ -712,7 +725,7 @@ mod tests {
                 Command::Run(a) => a.zk,
                 Command::Resolve(a) => a.zk,
                 Command::Tree(a) => a.zk,
-                Command::Crd => unreachable!(),
+                Command::Crd { .. } => unreachable!(),
             };
             assert_eq!(args.zk_connect, "zk-a:2181", "{sub:?}");
             assert_eq!(args.zk_chroot.as_deref(), Some("/team"), "{sub:?}");

@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub resync_interval: Duration,
     /// Identifies this Kubernetes cluster in owner records.
     pub cluster_id: String,
+    /// The cluster's DNS domain: Template hosts inside it need no RegistryPolicy.
+    pub cluster_domain: String,
     /// Elect one leader among replicas through a Lease.
     pub leader_elect: bool,
     /// Namespace of the Lease (default: POD_NAMESPACE, else `default`).

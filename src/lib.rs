@@ -128,6 +128,7 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
             dry_run: args.dry_run,
             max_deletes_per_txn: args.max_deletes_per_txn,
             identity,
+            cluster_domain: args.cluster_domain.clone(),
         },
         sessions,
         session_changes: changes_rx,
@@ -161,7 +162,7 @@ async fn check_crd(client: &kube::Client) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => anyhow::bail!(
             "the ServiceRegistration CRD (serviceregistrations.podkeeper.io) is not installed; install it with\n  \
-             kubectl apply -f crds/serviceregistration.yaml\nor\n  podkeeper crd | kubectl apply -f -"
+             kubectl apply -f crds/\nor\n  podkeeper crd | kubectl apply -f -"
         ),
         Err(kube::Error::Api(e)) if e.code == 403 => {
             // Namespaced RBAC cannot list cluster-wide; the namespaced controllers report problems.

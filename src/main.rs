@@ -24,8 +24,13 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Crd = cli.command {
-        print!("{}", podkeeper::crd::crd_yaml());
+    if let Command::Crd { which } = &cli.command {
+        use podkeeper::crd::{crd_yaml, policy_crd_yaml};
+        match which.as_deref() {
+            Some("serviceregistration") => print!("{}", crd_yaml()),
+            Some(_) => print!("{}", policy_crd_yaml()),
+            None => print!("{}---\n{}", crd_yaml(), policy_crd_yaml()),
+        }
         return Ok(());
     }
     podkeeper::controller::configure_allocator();
@@ -38,7 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Run(args) => podkeeper::run(args.config()?).await,
             Command::Resolve(args) => cli::resolve(args).await,
             Command::Tree(args) => cli::tree(args).await,
-            Command::Crd => unreachable!("handled above"),
+            Command::Crd { .. } => unreachable!("handled above"),
         }
     })
 }

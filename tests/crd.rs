@@ -2,19 +2,22 @@
 
 #[test]
 fn committed_crds_are_fresh() {
-    let generated = podkeeper::crd::crd_yaml();
     let root = env!("CARGO_MANIFEST_DIR");
-    for file in [
-        "crds/serviceregistration.yaml",
-        "charts/podkeeper/crds/serviceregistration.yaml",
+    for (kind, generated) in [
+        ("serviceregistration", podkeeper::crd::crd_yaml()),
+        ("registrypolicy", podkeeper::crd::policy_crd_yaml()),
     ] {
-        // A missing copy fails too: the chart installs the CRD from its own file.
-        let committed = std::fs::read_to_string(format!("{root}/{file}"))
-            .unwrap_or_else(|e| panic!("{file}: {e}; generate it with: cargo run -- crd > {file}"));
-        assert!(
-            committed == generated,
-            "{file} is stale; regenerate it with: cargo run -- crd > crds/serviceregistration.yaml && cp crds/serviceregistration.yaml charts/podkeeper/crds/"
-        );
+        for dir in ["crds", "charts/podkeeper/crds"] {
+            let file = format!("{dir}/{kind}.yaml");
+            // A missing copy fails too: the chart installs the CRDs from its own files.
+            let committed = std::fs::read_to_string(format!("{root}/{file}")).unwrap_or_else(|e| {
+                panic!("{file}: {e}; generate it with: cargo run -- crd {kind} > {file}")
+            });
+            assert!(
+                committed == generated,
+                "{file} is stale; regenerate it with: cargo run -- crd {kind} > crds/{kind}.yaml && cp crds/{kind}.yaml charts/podkeeper/crds/"
+            );
+        }
     }
 }
 

@@ -1953,3 +1953,123 @@ async fn path_and_registry_edits_never_empty_a_consumer_s_list_and_leave_nothing
     assert_eq!(left.len(), 1, "only the VM provider stays: {left:?}");
     assert!(zk.check_stat(&new_path).await.unwrap().is_none());
 }
+
+/// The Synced condition's message of `name`, once its reason is `reason` (60 s at most).
+async fn refused(ns: &TestNs, name: &str, reason: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sr = svcreg(ns, name).await;
+        let synced = sr.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Synced" && c.reason == reason)
+        });
+        if let Some(c) = synced {
+            return c.message.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: no Synced={reason} within 60 s: {:?}",
+            sr.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_publishes_only_what_a_registry_policy_grants_it() {
+    use common::clients::{self, Client as Java};
+    let shared = env();
+    let victim = TestNs::new("victim").await;
+    let evil = TestNs::tenant("acc-evil").await;
+    let connect = shared.zk.connect_string();
+    let iface = format!("com.acme.{}.OrderService", victim.name.replace('-', "_"));
+    const LIMIT: Duration = Duration::from_secs(120);
+    let dubbo = |ns: &TestNs, extra: &str| {
+        format!(
+            r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {{name: orders}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  port: http
+  registries:
+  - format: Dubbo
+    dubbo: {{interfaces: ["{iface}"], group: g1, version: "1.0.0", application: {}}}
+{extra}"#,
+            ns.name
+        )
+    };
+    victim.apply(&deployment("web-stable", "stable", 2, ""));
+    victim.apply(&dubbo(&victim, ""));
+    let consumer = clients::spawn(
+        Java::Dubbo,
+        &["consume", &connect, "dubbo", &iface, "g1", "1.0.0"],
+    );
+    let (two, _) = consumer.wait_for(0, LIMIT, "the owners' two pods", |l| {
+        dubbo_providers(l).is_some_and(|p| p.len() == 2)
+    });
+
+    // The attempts from a namespace no policy names, each its own resource.
+    evil.apply(&deployment("web-stable", "stable", 1, ""));
+    evil.apply(&dubbo(
+        &evil,
+        "  address: {mode: Template, host: attacker.example.net}\n",
+    ));
+    let squat = format!(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {{name: squat}}\n\
+         spec:\n  selector: {{matchLabels: {{app: web}}}}\n  port: http\n  path: /podkeeper/{}/squat\n",
+        victim.name
+    );
+    evil.apply(&squat);
+    let foreign_zk = "apiVersion: podkeeper.io/v1alpha1\nkind: ServiceRegistration\nmetadata: {name: away}\n\
+         spec:\n  selector: {matchLabels: {app: web}}\n  port: http\n  zookeeper: {connect: \"127.0.0.1:1\"}\n";
+    evil.apply(foreign_zk);
+    let why = refused(&evil, "orders", "PolicyRefused").await;
+    assert!(why.contains(&format!("Dubbo interface {iface}")), "{why}");
+    assert!(why.contains(&format!("namespace {}", evil.name)), "{why}");
+    let why = refused(&evil, "squat", "PolicyRefused").await;
+    assert!(
+        why.contains(&format!("native path /podkeeper/{}/squat", victim.name)),
+        "{why}"
+    );
+    let why = refused(&evil, "away", "PolicyRefused").await;
+    assert!(why.contains("ZooKeeper ensemble \"127.0.0.1:1\""), "{why}");
+    // Nothing of the tenant reached ZooKeeper.
+    let zk = zk_client().await;
+    assert!(zk.check_stat(&evil.path("orders")).await.unwrap().is_none());
+    let squatted = common::registry::read(&zk, &format!("/podkeeper/{}/squat", victim.name)).await;
+    assert!(squatted.is_none(), "{squatted:?}");
+    let providers = zk
+        .list_children(&format!("/dubbo/{iface}/providers"))
+        .await
+        .unwrap();
+    assert_eq!(providers.len(), 2, "{providers:?}");
+
+    // With a policy that grants the interface and the host: it publishes, beside the owners.
+    let grant = format!(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryPolicy\nmetadata: {{name: {0}}}\n\
+         spec:\n  namespaces: [{0}]\n  dubbo: [{{interface: \"{iface}\", group: g1}}]\n  templateHosts: [\"*.example.net\"]\n",
+        evil.name
+    );
+    let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&grant));
+    assert!(ok, "{out}");
+    let (three, _) = consumer.wait_for(two, LIMIT, "the granted tenant's provider", |l| {
+        dubbo_providers(l).is_some_and(|p| p.len() == 3 && p.contains_key("attacker.example.net"))
+    });
+    // Revoked: what it published is withdrawn (the documented choice), the owners' stays.
+    let (ok, out) = kubectl(&["delete", "registrypolicy", &evil.name], None);
+    assert!(ok, "{out}");
+    consumer.wait_for(three, LIMIT, "the tenant withdrawn", |l| {
+        dubbo_providers(l).is_some_and(|p| p.len() == 2 && !p.contains_key("attacker.example.net"))
+    });
+    refused(&evil, "orders", "PolicyRefused").await;
+    let before_grant: Vec<_> = consumer.lines().into_iter().take(three).collect();
+    assert!(
+        before_grant
+            .iter()
+            .filter_map(dubbo_providers)
+            .all(|p| !p.contains_key("attacker.example.net")),
+        "the consumer saw the tenant's provider before any policy granted it"
+    );
+}

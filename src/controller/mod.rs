@@ -16,6 +16,7 @@ mod release;
 pub use release::{configure_allocator, on_thread_park};
 pub mod status;
 mod status_writer;
+mod tenancy;
 mod watch;
 
 use std::collections::HashMap;
@@ -59,6 +60,8 @@ pub struct Settings {
     pub max_deletes_per_txn: usize,
     /// This replica's identity (written into the epoch znode).
     pub identity: String,
+    /// The cluster's DNS domain: Template hosts inside it need no RegistryPolicy.
+    pub cluster_domain: String,
 }
 
 impl Settings {
@@ -114,6 +117,8 @@ pub struct Context {
     fast: fast::FastPath,
     /// Status patches and Events in flight at once (see [`API_WRITES_IN_FLIGHT`]).
     api_writes: Arc<tokio::sync::Semaphore>,
+    /// The RegistryPolicies in force.
+    policies: tenancy::Policies,
 }
 
 /// Status patches and Events sent to the API server at once. A restart of 1,000 resources
@@ -295,6 +300,7 @@ pub async fn run(
         client: client.clone(),
         events: Events::new(Recorder::new(client.clone(), reporter), api_writes.clone()),
         api_writes,
+        policies: tenancy::Policies::default(),
         fencer: Fencer::new(
             settings.home_prefix(),
             &settings.cluster_id,
@@ -357,6 +363,7 @@ pub async fn run(
         }
     });
     tokio::spawn(watch::nodes(ctx.clone(), Api::<Node>::all(client.clone())));
+    tokio::spawn(tenancy::watch(ctx.clone(), Api::all(client.clone())));
     tokio::spawn(release::run());
 
     ctx.index.expect_pod_scopes(scopes.len());

@@ -26,6 +26,7 @@ use crate::model::nodes;
 use crate::model::placement::{self, Retired};
 use crate::model::plan::{Op, Plan};
 use crate::model::record::{Owner, ServiceRecord};
+use crate::model::tenancy::Request;
 use crate::zk::ZkError;
 use crate::zk::clients::{
     ClientRegistries, ClientRegistry, DesiredNodes, PlacedNodes, RegistryError,
@@ -74,6 +75,8 @@ pub struct Entry {
     gates_sent: HashMap<String, bool>,
     /// Where its nodes are, as last confirmed (also on the status: see [`recorded`]).
     placed: Option<Placement>,
+    /// A place already emptied because a RegistryPolicy refuses the resource.
+    withdrawn: Option<Placement>,
 }
 
 impl Entry {
@@ -126,6 +129,8 @@ pub(super) enum Rejected {
     InvalidSpec(String),
     PathRefused(String),
     AddressRefused(String),
+    /// Outside its namespace's RegistryPolicies.
+    PolicyRefused(String),
 }
 
 /// Where a reconcile stands with ZooKeeper: a client of the resource's ensemble, fenced for
@@ -162,8 +167,9 @@ impl Wanted {
 /// Entry point for the controller.
 pub async fn reconcile(sr: Arc<ServiceRegistration>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    if !ctx.index.synced() {
-        // Never act on a partial pod list: it would deregister pods not listed yet.
+    if !ctx.index.synced() || !ctx.policies.synced() {
+        // Never act on a partial pod list (it would deregister pods not listed yet) or before
+        // the RegistryPolicies are known (it would withdraw what they grant).
         return Ok(Action::await_change());
     }
     let Some(term) = ctx.leadership.term() else {
@@ -238,6 +244,10 @@ async fn apply(
         Ok(res) => res,
         Err(rejected) => return Ok(reject(ctx, &sr, &mut entry, rejected)),
     };
+    if let Err(refused) = permitted(ctx, &sr, &res) {
+        withdraw(ctx, &sr, &mut entry, term).await;
+        return Ok(reject(ctx, &sr, &mut entry, refused));
+    }
     ctx.index.register(&key.0, &key.1, Some(res.reg.clone()));
     if sr.spec.suspend {
         report(
@@ -293,6 +303,74 @@ fn until_moved(moved: bool, action: Action) -> Action {
     } else {
         Action::requeue(Duration::from_secs(10))
     }
+}
+
+/// Checks what the resource asks to publish against its namespace's RegistryPolicies.
+fn permitted(ctx: &Context, sr: &ServiceRegistration, res: &Resolved) -> Result<(), Rejected> {
+    let Some(tenancy) = ctx.policies.tenancy(&ctx.settings) else {
+        return Err(Rejected::PolicyRefused(
+            "RegistryPolicies are not listed yet".into(),
+        ));
+    };
+    tenancy
+        .check(&request(ctx, sr, res))
+        .map_err(|r| Rejected::PolicyRefused(r.0))
+}
+
+/// What `res` asks to publish, in the terms RegistryPolicies grant.
+fn request(ctx: &Context, sr: &ServiceRegistration, res: &Resolved) -> Request {
+    let mut req = Request {
+        namespace: res.key.0.clone(),
+        native_path: res.path.clone(),
+        template_host: match sr.spec.address.mode {
+            crate::crd::AddressMode::Template => sr.spec.address.host.clone(),
+            _ => None,
+        },
+        ensemble: own_ensemble(ctx, spec_ensemble(sr)).map(|e| e.connect),
+        ..Default::default()
+    };
+    for (registry, dirs) in res.clients.iter().flat_map(|c| c.iter()) {
+        match registry {
+            ClientRegistry::Dubbo(o) => req.dubbo.extend(o.interfaces.iter().map(|i| {
+                let (g, v) = (o.group.clone(), o.version.clone());
+                (i.clone(), g.unwrap_or_default(), v.unwrap_or_default())
+            })),
+            ClientRegistry::Curator(_) => req.curator.extend(dirs.iter().cloned()),
+            ClientRegistry::ServerSet(_) => req.server_set.extend(dirs.iter().cloned()),
+        }
+    }
+    req
+}
+
+/// A refused resource keeps shaping nobody's traffic: what it had published is removed (once
+/// per place; its status keeps the place, so a later grant writes it again). Removing is the
+/// documented choice: a registration its namespace may not make must not stay beside the
+/// owners' providers, even when a policy is tightened after the fact.
+async fn withdraw(ctx: &Context, sr: &ServiceRegistration, entry: &mut Entry, term: u64) {
+    let Some(placed) = recorded(ctx, sr, entry) else {
+        return;
+    };
+    if entry.withdrawn.as_ref() == Some(&placed) || ctx.settings.dry_run {
+        return;
+    }
+    for r in placement::everything(&[&placed]) {
+        match retire(ctx, sr, &r, term).await {
+            Ok(n) if n > 0 => {
+                let note = format!(
+                    "withdrew {n} node(s) at {}: refused by RegistryPolicy",
+                    where_(&r)
+                );
+                ctx.events
+                    .publish(sr, EventType::Warning, "Withdrawn", note);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, "cannot withdraw a refused registration yet; retried at its next reconcile");
+                return;
+            }
+        }
+    }
+    entry.withdrawn = Some(placed);
 }
 
 /// NodePort mode: binds the registration to its Service's node ports (a new registration
@@ -481,9 +559,13 @@ fn reject(
         }
         Rejected::PathRefused(msg) => ("PathRefused", Outcome::PathRefused(msg)),
         Rejected::AddressRefused(msg) => ("AddressRefused", Outcome::AddressRefused(msg)),
+        Rejected::PolicyRefused(msg) => ("PolicyRefused", Outcome::PolicyRefused(msg)),
     };
     let msg = match &outcome {
-        Outcome::InvalidSpec(m) | Outcome::PathRefused(m) | Outcome::AddressRefused(m) => m.clone(),
+        Outcome::InvalidSpec(m)
+        | Outcome::PathRefused(m)
+        | Outcome::AddressRefused(m)
+        | Outcome::PolicyRefused(m) => m.clone(),
         _ => unreachable!("rejections carry a message"),
     };
     ctx.events.publish(sr, EventType::Warning, reason, msg);
@@ -611,6 +693,7 @@ async fn move_out(
         }
     }
     entry.placed = Some(now);
+    entry.withdrawn = None;
     true
 }
 

@@ -87,6 +87,7 @@ fn settings() -> Settings {
         dry_run: false,
         max_deletes_per_txn: 0,
         identity: "unit-test".into(),
+        cluster_domain: "cluster.local".into(),
     }
 }
 
@@ -121,6 +122,7 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
     Arc::new(Context {
         events: Events::new(Recorder::new(client.clone(), reporter), api_writes.clone()),
         api_writes,
+        policies: super::tenancy::Policies::listed(Vec::new()),
         fencer: Fencer::new(s.home_prefix(), &s.cluster_id, &s.identity),
         client,
         settings: s,

@@ -15,6 +15,8 @@ pub enum Outcome {
     /// `spec.address` cannot be used as it stands (e.g. a NodePort Service that is not
     /// `externalTrafficPolicy: Local`).
     AddressRefused(String),
+    /// No RegistryPolicy grants the resource's namespace what it asks to publish.
+    PolicyRefused(String),
     /// Another owner holds the path.
     Conflict(String),
     /// No ZooKeeper session.
@@ -79,6 +81,7 @@ pub fn build(
         Outcome::InvalidSpec(m) => (false, "InvalidSpec", m.clone()),
         Outcome::PathRefused(m) => (false, "PathRefused", m.clone()),
         Outcome::AddressRefused(m) => (false, "AddressRefused", m.clone()),
+        Outcome::PolicyRefused(m) => (false, "PolicyRefused", m.clone()),
         Outcome::Conflict(m) => (false, "Conflict", m.clone()),
         Outcome::ZooKeeperUnavailable(m) => (false, "ZooKeeperUnavailable", m.clone()),
         Outcome::WriteFailed(m) => (false, "WriteFailed", m.clone()),

@@ -21,6 +21,8 @@ pub mod record;
 #[cfg(feature = "operator")]
 pub mod selector;
 pub mod small_map;
+#[cfg(feature = "operator")]
+pub mod tenancy;
 pub mod weights;
 
 #[cfg(all(test, feature = "operator"))]

@@ -107,7 +107,24 @@ pub fn secure_env(zk: &ZkServer) -> (tempfile::TempDir, Vec<(&'static str, Strin
     (dir, env)
 }
 
-/// Applies the committed ServiceRegistration CRD (server-side, taking over conflicting fields).
+/// Namespaces the e2e and fault suites create (`TestNs::new`) are granted everything by this
+/// RegistryPolicy, as a single-team installation would grant its own: the tenancy tests use
+/// namespaces outside the pattern.
+pub const OPEN_POLICY: &str = r#"apiVersion: podkeeper.io/v1alpha1
+kind: RegistryPolicy
+metadata: {name: e2e-open}
+spec:
+  namespaces: ["e2e-*"]
+  nativePaths: ["/**"]
+  dubbo: [{interface: "*"}]
+  curatorServices: ["/**"]
+  serverSetPaths: ["/**"]
+  templateHosts: ["*"]
+  ensembles: ["*"]
+"#;
+
+/// Applies the committed CRDs (server-side, taking over conflicting fields) and the policy
+/// that opens the suites' namespaces.
 pub fn install_crd() {
     let (ok, out) = kubectl(
         &[
@@ -115,22 +132,26 @@ pub fn install_crd() {
             "--server-side",
             "--force-conflicts",
             "-f",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/crds/serviceregistration.yaml"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/crds/"),
         ],
         None,
     );
-    assert!(ok, "installing the CRD failed: {out}");
+    assert!(ok, "installing the CRDs failed: {out}");
+    wait_crd_established("registrypolicies.podkeeper.io");
+    let (ok, out) = kubectl(&["apply", "-f", "-"], Some(OPEN_POLICY));
+    assert!(ok, "applying the e2e RegistryPolicy failed: {out}");
 }
 
 /// Waits up to 30 s for the CRD's Established condition. `kubectl wait` fails at once, instead
 /// of waiting, while a CRD just created has no conditions yet: it is asked again until then.
-fn wait_crd_established() {
+fn wait_crd_established(name: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let crd = format!("crd/{name}");
     loop {
         let args = [
             "wait",
             "--for=condition=Established",
-            "crd/serviceregistrations.podkeeper.io",
+            crd.as_str(),
             "--timeout=10s",
         ];
         let (ok, out) = kubectl(&args, None);
@@ -155,7 +176,7 @@ pub fn shared() -> &'static Shared {
             ZkServer::shared()
         };
         install_crd();
-        wait_crd_established();
+        wait_crd_established("serviceregistrations.podkeeper.io");
         let (secrets, connect, mut env) = match secure_mode() {
             true => {
                 let (dir, env) = secure_env(zk);
@@ -349,10 +370,19 @@ pub struct TestNs {
 }
 
 impl TestNs {
-    /// Creates a fresh namespace named after the test.
+    /// Creates a fresh namespace named after the test (`e2e-…`: opened by [`OPEN_POLICY`]).
     pub async fn new(test: &str) -> TestNs {
+        TestNs::with_prefix("e2e", test).await
+    }
+
+    /// A namespace no RegistryPolicy names (`tenant-…`): it has only the defaults.
+    pub async fn tenant(test: &str) -> TestNs {
+        TestNs::with_prefix("tenant", test).await
+    }
+
+    async fn with_prefix(prefix: &str, test: &str) -> TestNs {
         let name = format!(
-            "e2e-{}-{}",
+            "{prefix}-{}-{}",
             test.replace('_', "-").chars().take(40).collect::<String>(),
             std::process::id() % 10_000
         );

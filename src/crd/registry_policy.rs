@@ -1,0 +1,73 @@
+//! The RegistryPolicy resource: what the namespaces it names may publish beyond their own
+//! native folder. Cluster-scoped, so only who holds cluster RBAC (the platform team) shapes
+//! it; what a namespace may do is evaluated in `model::tenancy`.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Grants the namespaces it names the right to publish what it lists. Every grant is explicit:
+/// without one, a namespace publishes native records under `<home prefix>/<namespace>/` on the
+/// operator's own ensemble, and nothing else. Two namespaces may share a Dubbo interface or a
+/// Curator service only when policies grant it to both.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "podkeeper.io",
+    version = "v1alpha1",
+    kind = "RegistryPolicy",
+    plural = "registrypolicies",
+    shortname = "regpol",
+    category = "podkeeper",
+    printcolumn(name = "Namespaces", type_ = "string", json_path = ".spec.namespaces"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryPolicySpec {
+    /// Namespaces granted, by name or glob (`shop`, `team-a-*`; `*` matches any run of
+    /// characters).
+    #[x_kube(validation = Rule::new("size(self) >= 1").message("namespaces must name at least one namespace or pattern"))]
+    pub namespaces: Vec<String>,
+    /// Native service paths beyond the namespace's own folder (globs: `*` within one path
+    /// segment, `**` across segments, e.g. `/podkeeper/shared/**`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native_paths: Vec<String>,
+    /// Dubbo interfaces, each with the groups and versions allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dubbo: Vec<DubboGrant>,
+    /// Curator / Spring Cloud ZooKeeper service folders (`<basePath>/<serviceName>`, globs as
+    /// for paths, e.g. `/services/shop-*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curator_services: Vec<String>,
+    /// ServerSet member folders (globs as for paths, e.g. `/serversets/shop-*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_set_paths: Vec<String>,
+    /// Hosts `address.mode: Template` may name (globs over the host, e.g. `*.shop.example.com`),
+    /// beyond the cluster's own domain, which is always allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub template_hosts: Vec<String>,
+    /// Ensembles `spec.zookeeper.connect` may name (exact connect strings or globs), beyond
+    /// the operator's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensembles: Vec<String>,
+}
+
+/// One Dubbo interface pattern and the groups and versions it may carry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DubboGrant {
+    /// Interface name or glob (`com.acme.shop.*`).
+    pub interface: String,
+    /// Group glob; `*` (the default) allows any, `""` only none.
+    #[serde(default = "any")]
+    pub group: String,
+    /// Version glob; `*` (the default) allows any, `""` only none.
+    #[serde(default = "any")]
+    pub version: String,
+}
+
+fn any() -> String {
+    "*".into()
+}
