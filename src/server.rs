@@ -15,11 +15,11 @@ pub async fn serve(addr: SocketAddr, ctx: Arc<OnceLock<Arc<Context>>>) -> std::i
     let readyz = move || {
         let ctx = ctx.clone();
         async move {
-            match ctx.get().map(|c| c.not_ready_reason()) {
+            match ctx.get().map(|c| c.not_ready()) {
                 Some(None) => (StatusCode::OK, "ready\n".to_string()),
                 Some(Some(why)) => (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {why}\n"),
+                    format!("not ready: {}\n", why.summary),
                 ),
                 None => (
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -119,6 +119,8 @@ pub struct Context {
     api_writes: Arc<tokio::sync::Semaphore>,
     /// The RegistryPolicies in force.
     policies: tenancy::Policies,
+    /// The last reason for not being ready that was logged.
+    last_not_ready: Mutex<Option<String>>,
 }
 
 /// Status patches and Events sent to the API server at once. A restart of 1,000 resources
@@ -216,31 +218,62 @@ impl Context {
         }
     }
 
-    /// Why the operator is not ready, if it is not.
-    pub fn not_ready_reason(&self) -> Option<String> {
-        not_ready_reason(
+    /// Why the operator is not ready, if it is not. The detail (ensemble, identity, the
+    /// failing watch's error) goes to the log when it changes, never to `/readyz`, which
+    /// anyone who reaches the health port can read.
+    pub fn not_ready(&self) -> Option<NotReady> {
+        let why = not_ready(
             self.sessions.unavailable().as_deref(),
             self.index.synced(),
             &self.watch_errors.lock().expect("watch errors lock"),
-        )
+        );
+        let detail = why.as_ref().map(|w| w.detail.clone());
+        let mut last = self.last_not_ready.lock().expect("readiness lock");
+        if *last != detail {
+            match &detail {
+                Some(d) => tracing::warn!(reason = %d, "not ready"),
+                None => tracing::info!("ready"),
+            }
+            *last = detail;
+        }
+        why
     }
+}
+
+/// Why the operator is not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// For `/readyz`: what is missing, without names, addresses or identities.
+    pub summary: String,
+    /// For the log.
+    pub detail: String,
 }
 
 /// Ready means: the operator's own ZooKeeper ensemble has a session, the pod and node lists are
 /// complete, and no watch is failing.
-fn not_ready_reason(
+fn not_ready(
     unavailable: Option<&str>,
     synced: bool,
     watch_errors: &HashMap<String, String>,
-) -> Option<String> {
+) -> Option<NotReady> {
     if let Some(zk) = unavailable {
-        return Some(format!("no ZooKeeper session to {zk}"));
+        return Some(NotReady {
+            summary: "no ZooKeeper session".into(),
+            detail: format!("no ZooKeeper session to {zk}"),
+        });
     }
     if !synced {
-        return Some("pod and node lists are not complete yet".into());
+        let why = "pod and node lists are not complete yet".to_string();
+        return Some(NotReady {
+            summary: why.clone(),
+            detail: why,
+        });
     }
     let (w, e) = watch_errors.iter().min()?;
-    Some(format!("{w} watch failing: {e}"))
+    Some(NotReady {
+        summary: format!("{} watch(es) failing", watch_errors.len()),
+        detail: format!("{w} watch failing: {e}"),
+    })
 }
 
 /// Everything `run` needs besides the kube client.
@@ -301,6 +334,7 @@ pub async fn run(
         events: Events::new(Recorder::new(client.clone(), reporter), api_writes.clone()),
         api_writes,
         policies: tenancy::Policies::default(),
+        last_not_ready: Mutex::default(),
         fencer: Fencer::new(
             settings.home_prefix(),
             &settings.cluster_id,
@@ -459,15 +493,25 @@ mod tests {
     }
 
     #[test]
-    fn readiness_counts_the_own_ensemble_the_lists_and_the_watches() {
+    fn readiness_counts_the_own_ensemble_the_lists_and_the_watches_and_names_nothing() {
         let none = HashMap::new();
-        assert_eq!(not_ready_reason(None, true, &none), None);
-        let why = not_ready_reason(Some("zk-b:2181"), true, &none).unwrap();
-        assert!(why.contains("zk-b:2181"), "{why}");
-        let why = not_ready_reason(None, false, &none).unwrap();
-        assert!(why.contains("not complete"), "{why}");
+        assert_eq!(not_ready(None, true, &none), None);
+        let why = not_ready(
+            Some("zk-b:2181 (wrong password for user podkeeper)"),
+            true,
+            &none,
+        )
+        .unwrap();
+        assert!(why.detail.contains("zk-b:2181"), "{why:?}");
+        assert_eq!(
+            why.summary, "no ZooKeeper session",
+            "nothing of it on /readyz"
+        );
+        let why = not_ready(None, false, &none).unwrap();
+        assert!(why.summary.contains("not complete"), "{why:?}");
         let errs: HashMap<String, String> = [("nodes".into(), "forbidden".into())].into();
-        let why = not_ready_reason(None, true, &errs).unwrap();
-        assert_eq!(why, "nodes watch failing: forbidden");
+        let why = not_ready(None, true, &errs).unwrap();
+        assert_eq!(why.detail, "nodes watch failing: forbidden");
+        assert_eq!(why.summary, "1 watch(es) failing");
     }
 }

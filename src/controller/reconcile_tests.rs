@@ -123,6 +123,7 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
         events: Events::new(Recorder::new(client.clone(), reporter), api_writes.clone()),
         api_writes,
         policies: super::tenancy::Policies::listed(Vec::new()),
+        last_not_ready: Mutex::default(),
         fencer: Fencer::new(s.home_prefix(), &s.cluster_id, &s.identity),
         client,
         settings: s,
