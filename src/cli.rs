@@ -209,6 +209,11 @@ impl RunArgs {
                 open: self.zk_acl_open,
                 readers: self.zk_acl_readers,
                 neighbours: self.zk_acl_neighbours,
+                home: self
+                    .allowed_path_prefix
+                    .first()
+                    .map(|p| p.trim_end_matches('/').to_string())
+                    .filter(|p| !p.is_empty()),
             },
             health_addr: self.health_addr,
             namespaces: self.namespaces,

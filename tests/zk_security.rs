@@ -56,6 +56,10 @@ fn files(tls: &Path, login: &Path) -> SecurityFiles {
 }
 
 fn start(zk: &ZkServer, creds: &Arc<Credentials>) -> Arc<Session> {
+    start_with(zk, creds, AclPolicy::default())
+}
+
+fn start_with(zk: &ZkServer, creds: &Arc<Credentials>, acl: AclPolicy) -> Arc<Session> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::mem::forget(rx);
     Session::start(
@@ -66,7 +70,7 @@ fn start(zk: &ZkServer, creds: &Arc<Credentials>) -> Arc<Session> {
         SessionOptions {
             timeout: Duration::from_secs(4),
             credentials: Some(creds.clone()),
-            acl: AclPolicy::default(),
+            acl,
         },
         tx,
     )
@@ -162,12 +166,24 @@ async fn operator(
     tempfile::TempDir,
     tempfile::NamedTempFile,
 ) {
+    operator_with(zk, AclPolicy::default()).await
+}
+
+async fn operator_with(
+    zk: &ZkServer,
+    acl: AclPolicy,
+) -> (
+    Arc<Session>,
+    Client,
+    tempfile::TempDir,
+    tempfile::NamedTempFile,
+) {
     let pki = zk.pki();
     let tls = tls_dir(&pki.ca, Some(&pki.podkeeper));
     let pk = zk.sasl_user("podkeeper");
     let login = login_file(&pk.user, &pk.password);
     let creds = Credentials::load(files(tls.path(), login.path())).unwrap();
-    let session = start(zk, &creds);
+    let session = start_with(zk, &creds, acl);
     let client = connected(&session).await;
     (session, client, tls, login)
 }
@@ -513,4 +529,62 @@ async fn the_discovery_client_reads_over_tls_as_a_read_only_identity() {
         err.to_string().contains("not signed by a CA in ca.crt"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_else_can_create_under_the_home_prefix_and_a_loose_folder_is_repaired() {
+    let zk = ZkServer::shared_secure();
+    let home = format!("/home-{}", std::process::id());
+    let policy = AclPolicy {
+        home: Some(home.clone()),
+        ..Default::default()
+    };
+    let (session, c, _tls, _login) = operator_with(zk, policy).await;
+    let options = WriteOptions {
+        acls: session.acls(),
+        ..Default::default()
+    };
+    let path = format!("{home}/sec/web");
+    publish(&c, &path, &endpoints(2), &mut None, &options).await;
+    // Anyone without podkeeper's identity: no service, namespace folder or epoch planted.
+    let intruder = anonymous(zk).await;
+    let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    for planted in [
+        format!("{home}/forged"),
+        format!("{home}/other-ns"),
+        format!("{home}/sec/forged"),
+        format!("{home}/.leader-epoch-test"),
+    ] {
+        let r = intruder.create(&planted, b"", &open).await;
+        assert!(matches!(r, Err(ZkErr::NoAuth)), "{planted}: {r:?}");
+    }
+    // An epoch node planted before (here by a superuser, read-only for all): the bump takes it
+    // back instead of failing every write with NoAuth.
+    let su = superuser(zk).await;
+    let epoch = format!("{home}/.leader-epoch-planted");
+    su.create(
+        &epoch,
+        b"{}",
+        &CreateMode::Persistent.with_acls(Acls::anyone_read()),
+    )
+    .await
+    .unwrap();
+    let fence = podkeeper::zk::fence::bump_epoch(&c, &epoch, "replica-0", &session.acls())
+        .await
+        .expect("a planted epoch is taken back");
+    assert_eq!(fence.path, epoch);
+    // A folder an older version (or someone) left open is set back on the next audit.
+    let loose = format!("{home}/loose");
+    su.create(&loose, b"", &open).await.unwrap();
+    let repaired = writer::repair_home_parents(&c, &format!("{loose}/web"), &session.acls())
+        .await
+        .unwrap();
+    assert_eq!(
+        repaired, 1,
+        "the loose folder (the home folder was already right)"
+    );
+    let r = intruder
+        .create(&format!("{loose}/forged"), b"", &open)
+        .await;
+    assert!(matches!(r, Err(ZkErr::NoAuth)), "{r:?}");
 }

@@ -121,6 +121,8 @@ pub struct Context {
     policies: tenancy::Policies,
     /// The last reason for not being ready that was logged.
     last_not_ready: Mutex<Option<String>>,
+    /// Home folders (by ensemble) whose ACLs were checked, with the resync epoch of the check.
+    home_audited: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// Status patches and Events sent to the API server at once. A restart of 1,000 resources
@@ -194,6 +196,12 @@ impl Context {
             .expect("tampered lock")
             .remove(key)
             .unwrap_or_default()
+    }
+
+    /// Whether the home folder `key` (ensemble, path) is not checked yet in `epoch`; marks it.
+    fn home_audit_due(&self, key: (String, String), epoch: u64) -> bool {
+        let mut seen = self.home_audited.lock().expect("home audit lock");
+        seen.insert(key, epoch) != Some(epoch)
     }
 
     fn resync_epoch(&self) -> u64 {
@@ -335,6 +343,7 @@ pub async fn run(
         api_writes,
         policies: tenancy::Policies::default(),
         last_not_ready: Mutex::default(),
+        home_audited: Mutex::default(),
         fencer: Fencer::new(
             settings.home_prefix(),
             &settings.cluster_id,

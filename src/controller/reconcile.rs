@@ -28,6 +28,7 @@ use crate::model::plan::{Op, Plan};
 use crate::model::record::{Owner, ServiceRecord};
 use crate::model::tenancy::Request;
 use crate::zk::ZkError;
+use crate::zk::acl::NodeKind;
 use crate::zk::clients::{
     ClientRegistries, ClientRegistry, DesiredNodes, PlacedNodes, RegistryError,
 };
@@ -280,6 +281,9 @@ async fn apply(
             next_wakeup(entry.last.as_ref().map(|l| &l.tracker)),
         ));
     };
+    if entry.zk.is_none() {
+        audit_home(ctx, &res, &conn).await;
+    }
     let written = write(&mut entry, &res, &conn, &wanted).await;
     if wanted.large {
         // Records encoded and read back in bulk: their memory is free now.
@@ -302,6 +306,30 @@ fn until_moved(moved: bool, action: Action) -> Action {
         action
     } else {
         Action::requeue(Duration::from_secs(10))
+    }
+}
+
+/// Once per resync epoch and folder: the folders above the resource's path at and below the
+/// home prefix are set back to podkeeper's alone, where an older version (or anyone) left them
+/// open to others' creates. Runs only on a cold cache, never on the per-pod path.
+async fn audit_home(ctx: &Context, res: &Resolved, conn: &Connection) {
+    let Some((parent, _)) = res.path.rsplit_once('/') else {
+        return;
+    };
+    if conn.options.dry_run || conn.options.acls.parent_kind(parent) != NodeKind::Owned {
+        return;
+    }
+    let target = res
+        .target
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    if !ctx.home_audit_due((target, parent.to_string()), conn.epoch) {
+        return;
+    }
+    let repaired = writer::repair_home_parents(&conn.client, &res.path, &conn.options.acls);
+    if let Err(err) = repaired.await {
+        tracing::warn!(path = %res.path, %err, "cannot check the ACLs of the folders above");
     }
 }
 

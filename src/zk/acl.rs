@@ -62,6 +62,9 @@ pub struct AclPolicy {
     /// (VM providers registering beside the pods). ZooKeeper checks deletes on the parent, so
     /// they can delete podkeeper's nodes there too; the tamper watch puts those back.
     pub neighbours: Vec<Identity>,
+    /// The home prefix (`/podkeeper`): the folders at and below it that podkeeper creates are
+    /// its alone (nobody else may create there: no planted epoch, namespace folder or record).
+    pub home: Option<String>,
 }
 
 impl Default for AclPolicy {
@@ -70,6 +73,7 @@ impl Default for AclPolicy {
             open: false,
             readers: vec![Identity::anyone()],
             neighbours: Vec::new(),
+            home: None,
         }
     }
 }
@@ -81,8 +85,9 @@ pub enum NodeKind {
     Owned,
     /// A client-format folder podkeeper created (Dubbo `providers`, a Curator service).
     Folder,
-    /// A parent above a service (`/dubbo`, `/services/x`): others create their own services
-    /// beside podkeeper's.
+    /// A parent above a service outside the home prefix (`/dubbo`, `/services/x`): others
+    /// create their own services beside podkeeper's. Below the home prefix parents are `Owned`
+    /// (see [`NodeAcls::parent_kind`]).
     Ancestor,
 }
 
@@ -94,6 +99,8 @@ pub struct NodeAcls {
     ancestor: Vec<Acl>,
     /// Who podkeeper is on this session (empty: anonymous, ACLs are open).
     pub writers: Vec<Identity>,
+    /// See [`AclPolicy::home`].
+    home: Option<String>,
 }
 
 fn acl(perm: Permission, who: &Identity) -> Acl {
@@ -141,6 +148,7 @@ impl NodeAcls {
             folder: all.clone(),
             ancestor: all,
             writers: Vec::new(),
+            home: None,
         }
     }
 
@@ -174,6 +182,16 @@ impl NodeAcls {
             folder,
             ancestor,
             writers,
+            home: policy.home.clone(),
+        }
+    }
+
+    /// The kind a parent folder at `path` gets: `Owned` at or below the home prefix, where
+    /// nobody else may create anything, `Ancestor` elsewhere.
+    pub fn parent_kind(&self, path: &str) -> NodeKind {
+        match &self.home {
+            Some(h) if path == h || path.starts_with(&format!("{h}/")) => NodeKind::Owned,
+            _ => NodeKind::Ancestor,
         }
     }
 
@@ -270,6 +288,7 @@ mod tests {
             neighbours: vec![id("sasl:vm-provider")],
             readers: vec![id("sasl:consumer")],
             open: false,
+            home: None,
         };
         let acls = NodeAcls::new(&policy, vec![id("x509:CN=podkeeper"), id("sasl:podkeeper")]);
         let folder = acls.of(NodeKind::Folder);
@@ -288,6 +307,27 @@ mod tests {
                 .any(|a| a.scheme() == "world")
         );
         assert_eq!(acls.of(NodeKind::Owned).len(), 3);
+    }
+
+    #[test]
+    fn folders_at_and_below_home_are_podkeeper_s_alone() {
+        let policy = AclPolicy {
+            home: Some("/podkeeper".into()),
+            ..Default::default()
+        };
+        let acls = NodeAcls::new(&policy, vec![id("sasl:podkeeper")]);
+        for p in ["/podkeeper", "/podkeeper/shop", "/podkeeper/shop/web"] {
+            assert_eq!(acls.parent_kind(p), NodeKind::Owned, "{p}");
+        }
+        for p in ["/dubbo", "/dubbo/a.B", "/services", "/podkeeper-other", "/"] {
+            assert_eq!(acls.parent_kind(p), NodeKind::Ancestor, "{p}");
+        }
+        let owned = acls.of(NodeKind::Owned);
+        assert!(
+            !owned
+                .iter()
+                .any(|a| a.scheme() == "world" && a.permission().has(Permission::CREATE))
+        );
     }
 
     #[test]

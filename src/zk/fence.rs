@@ -103,6 +103,18 @@ pub async fn bump_epoch(
                     version: stat.version,
                 });
             }
+            // Planted by someone else, with an ACL that shuts podkeeper out: its parent is
+            // podkeeper's, so it may delete it and create its own.
+            Err(zookeeper_client::Error::NoAuth) => {
+                tracing::warn!(
+                    path,
+                    "the leader epoch node is not writable by podkeeper; replacing it"
+                );
+                match client.delete(path, None).await {
+                    Ok(()) | Err(zookeeper_client::Error::NoNode) => continue,
+                    Err(e) => return Err(server("delete", path)(e)),
+                }
+            }
             Err(zookeeper_client::Error::NoNode) => {
                 mkdir_parent(client, path, acls).await?;
                 match client

@@ -30,7 +30,8 @@ pub(super) fn persistent(acls: &NodeAcls, kind: NodeKind) -> CreateOptions<'_> {
     CreateMode::Persistent.with_acls(Acls::new(acls.of(kind)))
 }
 
-/// Creates the parents of `path` that are missing (as ancestors others may create beside).
+/// Creates the parents of `path` that are missing: podkeeper's alone at and below the home
+/// prefix, ancestors others may create beside elsewhere ([`NodeAcls::parent_kind`]).
 pub(super) async fn mkdir_parent(
     client: &Client,
     path: &str,
@@ -43,10 +44,54 @@ pub(super) async fn mkdir_parent(
     else {
         return Ok(());
     };
-    client
-        .mkdir(parent, &persistent(acls, NodeKind::Ancestor))
-        .await
-        .map_err(server("mkdir", parent))
+    let mut missing = Vec::new();
+    let mut at = parent;
+    // Deepest first, down to the first that exists; then created top-down, each with its kind.
+    loop {
+        match client.check_stat(at).await.map_err(server("stat", at))? {
+            Some(_) => break,
+            None => missing.push(at),
+        }
+        match at.rsplit_once('/') {
+            Some((up, _)) if !up.is_empty() => at = up,
+            _ => break,
+        }
+    }
+    for dir in missing.into_iter().rev() {
+        let kind = acls.parent_kind(dir);
+        match client.create(dir, &[], &persistent(acls, kind)).await {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(e) => return Err(server("create", dir)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Sets the ACL of the existing folders above `path` at and below the home prefix to
+/// podkeeper's alone, where an older version or another client left them looser; returns
+/// how many were repaired.
+pub async fn repair_home_parents(
+    client: &Client,
+    path: &str,
+    acls: &NodeAcls,
+) -> Result<usize, ZkError> {
+    let mut repaired = 0;
+    let mut at = path;
+    while let Some((up, _)) = at.rsplit_once('/').filter(|(up, _)| !up.is_empty()) {
+        at = up;
+        if acls.parent_kind(at) != NodeKind::Owned {
+            break;
+        }
+        match repair_acl(client, at, NodeKind::Owned, acls).await {
+            Ok(fixed) => repaired += usize::from(fixed),
+            Err(ZkError::Server {
+                source: zookeeper_client::Error::NoNode,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(repaired)
 }
 
 /// Creates a client-format folder (its parents as ancestors); one that exists is left as is.
