@@ -166,19 +166,16 @@ pub struct RunArgs {
     /// At most this many endpoint deletions per ZooKeeper transaction (0: no cap).
     #[arg(long, env = "PODKEEPER_MAX_DELETES_PER_TXN", default_value_t = 0)]
     pub max_deletes_per_txn: usize,
-    /// Who may read the znodes podkeeper creates (comma-separated `scheme:id`); podkeeper's own
-    /// identity (login or client certificate) may do everything, nobody else may write.
-    #[arg(
-        long,
-        env = "PODKEEPER_ZK_ACL_READERS",
-        value_delimiter = ',',
-        default_value = "world:anyone"
-    )]
-    pub zk_acl_readers: Vec<Identity>,
+    /// Who may read the znodes podkeeper creates (comma-separated `scheme:id`; an x509 subject
+    /// keeps its commas: `x509:CN=app,O=acme`); podkeeper's own identity (login or client
+    /// certificate) may do everything, nobody else may write.
+    #[arg(long, env = "PODKEEPER_ZK_ACL_READERS", default_value = "world:anyone")]
+    pub zk_acl_readers: Identities,
     /// Identities that may also create and delete children in the client-format folders
-    /// podkeeper creates (VM providers registering beside the pods), comma-separated.
-    #[arg(long, env = "PODKEEPER_ZK_ACL_NEIGHBOURS", value_delimiter = ',')]
-    pub zk_acl_neighbours: Vec<Identity>,
+    /// podkeeper creates (VM providers registering beside the pods), comma-separated as for
+    /// readers.
+    #[arg(long, env = "PODKEEPER_ZK_ACL_NEIGHBOURS", default_value = "")]
+    pub zk_acl_neighbours: Identities,
     /// Create every znode writable by anyone (podkeeper before ACLs).
     #[arg(long, env = "PODKEEPER_ZK_ACL_OPEN")]
     pub zk_acl_open: bool,
@@ -207,8 +204,8 @@ impl RunArgs {
             zk_security: ensemble.security,
             zk_acl: AclPolicy {
                 open: self.zk_acl_open,
-                readers: self.zk_acl_readers,
-                neighbours: self.zk_acl_neighbours,
+                readers: self.zk_acl_readers.0,
+                neighbours: self.zk_acl_neighbours.0,
                 home: self
                     .allowed_path_prefix
                     .first()
@@ -280,6 +277,34 @@ pub struct TreeArgs {
     /// Where to start.
     #[arg(default_value = "/podkeeper")]
     pub path: String,
+}
+
+/// A comma-separated list of ZooKeeper ACL ids. A comma starts a new id only when a scheme
+/// follows it, so x509 subjects keep theirs (`x509:CN=a,O=b,sasl:reader` is two ids).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identities(pub Vec<Identity>);
+
+impl std::str::FromStr for Identities {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        const SCHEMES: [&str; 6] = ["world:", "digest:", "sasl:", "x509:", "ip:", "auth:"];
+        let mut ids: Vec<String> = Vec::new();
+        for piece in s.split(',') {
+            let starts_id = SCHEMES.iter().any(|sc| piece.trim_start().starts_with(sc));
+            match ids.last_mut() {
+                Some(last) if !starts_id => {
+                    last.push(',');
+                    last.push_str(piece);
+                }
+                _ if piece.trim().is_empty() => {}
+                _ => ids.push(piece.trim().to_string()),
+            }
+        }
+        ids.iter()
+            .map(|i| i.parse())
+            .collect::<Result<_, _>>()
+            .map(Identities)
+    }
 }
 
 /// A cluster id: it becomes part of owner tags (`<id>/<namespace>/<name>`) and of a znode name.
@@ -578,6 +603,21 @@ fn draw_children(node: &Node, prefix: &str, out: &mut String) {
 mod tests {
     use super::*;
     use podkeeper::discovery::Registry;
+
+    #[test]
+    fn acl_id_lists_split_at_schemes_so_x509_subjects_keep_their_commas() {
+        let ids: Identities = "x509:CN=app,O=acme,OU=x, sasl:reader,world:anyone"
+            .parse()
+            .unwrap();
+        let shown: Vec<String> = ids.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["x509:CN=app,O=acme,OU=x", "sasl:reader", "world:anyone"]
+        );
+        assert_eq!("".parse::<Identities>(), Ok(Identities::default()));
+        let err = "CN=app,sasl:x".parse::<Identities>().unwrap_err();
+        assert!(err.contains("scheme:id"), "{err}");
+    }
 
     #[test]
     fn cluster_ids_that_would_break_owner_tags_or_znode_names_are_refused() {

@@ -1902,12 +1902,16 @@ async fn path_and_registry_edits_never_empty_a_consumer_s_list_and_leave_nothing
         "a client folder lost nodes while the path moved: {:?}",
         watches.iter().map(FolderWatch::sizes).collect::<Vec<_>>()
     );
-    let sr = svcreg(&ns, "web").await;
-    let placed = sr
-        .status
-        .and_then(|s| s.placement)
-        .expect("placement on the status");
-    assert_eq!(placed.path, new_path);
+    // The status follows (patched at most every 500 ms).
+    wait_until(
+        Duration::from_secs(10),
+        "the placement on the status",
+        || async {
+            let placed = svcreg(&ns, "web").await.status.and_then(|s| s.placement);
+            placed.is_some_and(|p| p.path == new_path)
+        },
+    )
+    .await;
 
     // 2. An interface and the Curator registry are dropped: their nodes go (none orphaned),
     // the kept interface's folder never shrinks.
@@ -2072,4 +2076,7 @@ spec:
             .all(|p| !p.contains_key("attacker.example.net")),
         "the consumer saw the tenant's provider before any policy granted it"
     );
+    // Deleting the refused resources completes: a place they never wrote (the unreachable
+    // ensemble) does not hold their finalizer.
+    evil.kubectl(&["delete", "svcreg", "--all", "--timeout=60s"]);
 }

@@ -1253,8 +1253,10 @@ async fn cleanup(
     let entry = ctx.entry(&key);
     let entry = entry.lock().await;
     // Every place the resource may have nodes: the one recorded, and the one its spec names
-    // now (written, perhaps, just before a crash that kept it off the status).
+    // now (written, perhaps, just before a crash that kept it off the status; never when its
+    // policy refuses it, for then nothing was written there).
     let current = match resolve(&sr, &ctx.settings, &mut None) {
+        Ok(res) if permitted(ctx, &sr, &res).is_err() => None,
         Ok(res) => Some(placement_of(ctx, &res)),
         Err(_) => layout::service_path(
             sr.spec.path.as_deref(),
@@ -1276,7 +1278,18 @@ async fn cleanup(
         return Ok(Action::await_change());
     }
     for r in placement::everything(&places) {
-        let n = retire(ctx, &sr, &r, term).await?;
+        let n = match retire(ctx, &sr, &r, term).await {
+            Ok(n) => n,
+            // A place only the spec names, on an ensemble that cannot be reached: most likely
+            // never written; waiting for it would hold the deletion (and its namespace) forever.
+            Err(err @ ZkError::Unavailable { .. })
+                if recorded.as_ref().is_none_or(|p| p.zookeeper != r.zookeeper) =>
+            {
+                tracing::warn!(%err, place = %where_(&r), "not cleaning an unreachable place the resource never recorded");
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
         if n > 0 {
             let note = format!("removed {n} node(s) at {}", where_(&r));
             ctx.events

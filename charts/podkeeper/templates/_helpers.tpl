@@ -47,11 +47,12 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* "true" when leader election is on: explicitly, or by default with more than one replica. */}}
+{{/* "true" when leader election is on: by default (null), whatever the replica count, so that
+an upgrade or `kubectl scale` from one replica to two never runs an unfenced writer. */}}
 {{- define "podkeeper.leaderElect" -}}
 {{- $le := .Values.leaderElection.enabled }}
 {{- if kindIs "invalid" $le }}
-{{- ternary "true" "false" (gt (int .Values.replicaCount) 1) }}
+{{- "true" }}
 {{- else }}
 {{- ternary "true" "false" (eq (toString $le) "true") }}
 {{- end }}
