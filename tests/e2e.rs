@@ -466,6 +466,13 @@ async fn invalid_resources_are_rejected_at_admission_with_readable_messages() {
             "  selector: {matchLabels: {a: b}}\n  port: 80\n  loadBalancer: {policy: Fastest}\n",
             "Unsupported value: \"Fastest\"",
         ),
+        (
+            &format!(
+                "  selector: {{matchLabels: {{a: b}}}}\n  port: 80\n  registries: [{{format: Dubbo, dubbo: {{interfaces: [a.B], group: {}}}}}]\n",
+                "g".repeat(65)
+            ),
+            "spec.registries[0].dubbo.group: Too long: may not be more than 64",
+        ),
     ];
     for (spec, message) in cases {
         let out = ns.apply_rejected(&format!("{base}{spec}"));

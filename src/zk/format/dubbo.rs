@@ -23,6 +23,12 @@ pub const OWNER_PARAM: &str = "podkeeper.owner";
 pub const ZONE_PARAM: &str = "podkeeper.zone";
 /// The Dubbo protocol version consumers expect in `dubbo=`.
 pub const PROTOCOL_VERSION: &str = "2.0.2";
+/// Bytes a provider URL may take as a znode name. Every consumer lists the whole `providers`
+/// folder in one response, which a Java client refuses past about 1 MiB (`jute.maxbuffer`), so
+/// one pod's long strings must not push the folder (VM providers' included) past it: at 4 KiB,
+/// 250 pods still fit; typical URLs are 300-600 bytes.
+pub const MAX_URL_BYTES: usize = 4096;
+
 /// A provider URL without `weight` weighs this much (Dubbo's `DEFAULT_WEIGHT`).
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -32,26 +38,34 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 pub struct Options {
     /// ZooKeeper root of the registry (Dubbo's registry `group`), `dubbo` unless set.
     #[serde(default = "default_root")]
+    #[schemars(length(max = 64))]
     pub root: String,
     /// Java interfaces the pods serve; one provider node per endpoint and interface.
+    #[schemars(length(min = 1, max = 16), inner(length(max = 255)))]
     pub interfaces: Vec<String>,
     /// Protocol of the provider URL (`dubbo`, `tri`, ...), `dubbo` unless set.
     #[serde(default = "default_protocol")]
+    #[schemars(length(max = 32))]
     pub protocol: String,
     /// Service group; consumers only see providers of their own group (or `*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub group: Option<String>,
     /// Service version; must equal the consumers' `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub version: Option<String>,
     /// `application` parameter; the service name unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub application: Option<String>,
     /// `serialization` parameter (e.g. `hessian2`), left out unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     pub serialization: Option<String>,
     /// `methods` parameter (comma-joined), left out when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(max = 64)))]
     pub methods: Vec<String>,
     /// Warm-up in seconds (`warmup` parameter, in ms); Dubbo consumers that keep `timestamp`
     /// (the pod's ready time) ramp a provider's weight up over this time. `spec.warmupSeconds`
@@ -60,6 +74,7 @@ pub struct Options {
     pub warmup_seconds: Option<u32>,
     /// `release` parameter (the Dubbo release the pods run), left out unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     pub release: Option<String>,
 }
 
@@ -176,8 +191,17 @@ pub fn nodes(options: &Options, publish: &Publish) -> Result<Vec<Node>, FormatEr
     {
         for (ep, &weight) in publish.endpoints.iter().zip(&weights) {
             let url = provider_url(options, publish, interface, &owner, ep, weight)?;
+            let name = java_url_encode(&url);
+            if name.len() > MAX_URL_BYTES {
+                return Err(FormatError::Value {
+                    format: FORMAT,
+                    what: format!("provider URL ({} bytes encoded)", name.len()),
+                    value: url,
+                    reason: "over the 4 KiB a provider may take of its folder's listing",
+                });
+            }
             out.push(Node {
-                path: child_path(dir, &java_url_encode(&url)),
+                path: child_path(dir, &name),
                 data: Vec::new(),
             });
         }
