@@ -115,7 +115,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub zk: ZkArgs,
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "PODKEEPER_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    /// The default `[::]` takes IPv4 too (dual stack); where IPv6 is off, `0.0.0.0` is used.
+    #[arg(long, env = "PODKEEPER_HEALTH_ADDR", default_value = "[::]:8080")]
     pub health_addr: SocketAddr,
     /// Namespaces to watch, comma-separated; empty means all.
     #[arg(long, env = "PODKEEPER_NAMESPACES", value_delimiter = ',')]

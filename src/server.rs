@@ -10,6 +10,18 @@ use axum::routing::get;
 
 use crate::controller::Context;
 
+/// Binds `addr`; the IPv6 wildcard falls back to the IPv4 one on a host without IPv6, so the
+/// default serves IPv6-only, dual-stack and IPv4-only clusters alike.
+async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Err(err) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
+            tracing::info!(%err, "no IPv6 here; serving health and metrics on IPv4 only");
+            tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port())).await
+        }
+        other => other,
+    }
+}
+
 /// Serves until the process ends. `ctx` is filled once the controller exists.
 pub async fn serve(addr: SocketAddr, ctx: Arc<OnceLock<Arc<Context>>>) -> std::io::Result<()> {
     let readyz = move || {
@@ -43,7 +55,7 @@ pub async fn serve(addr: SocketAddr, ctx: Arc<OnceLock<Arc<Context>>>) -> std::i
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = bind(addr).await?;
     tracing::info!(%addr, "health and metrics server listening");
     axum::serve(listener, app).await
 }

@@ -218,7 +218,9 @@ proptest! {
 #[test]
 fn a_provider_url_past_its_share_of_the_listing_is_refused() {
     let mut options = Options::new(&["org.example.DemoService"]);
-    options.methods = (0..100).map(|i| format!("method{i:03}{}", "x".repeat(40))).collect();
+    options.methods = (0..100)
+        .map(|i| format!("method{i:03}{}", "x".repeat(40)))
+        .collect();
     let err = nodes(&options, &fixture::publish()).unwrap_err();
     assert!(err.to_string().contains("4 KiB"), "{err}");
     options.methods.truncate(10);
