@@ -67,11 +67,23 @@ pk_free_port() {
 
 # pk_pid <piddir> <name>: prints the pid if the daemon runs.
 pk_pid() {
-  local f="$1/$2.pid" pid
+  local f="$1/$2.pid" pid started
   [[ -f "$f" ]] || return 1
-  pid="$(cat "$f")"
+  read -r pid started <"$f" || true
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  # A pid file outlives a reboot, and its pid may then be an unrelated process: the start time
+  # written beside it must match too (files without one, from older scripts, are trusted).
+  [[ -z "$started" || "$(pk_started "$pid")" == "$started" ]] || return 1
   echo "$pid"
+}
+
+# pk_started <pid>: the process's start time in clock ticks since boot (/proc/<pid>/stat field
+# 22), empty when it is gone. With the boot it tells one process from a later one with its pid.
+pk_started() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+  # Fields after the command name, which may hold spaces, start at ") ".
+  awk '{ print $20 }' <<<"${stat##*) }"
 }
 
 # pk_start <piddir> <logfile> <name> <command...>
@@ -83,7 +95,7 @@ pk_start() {
   printf '\n==== %s starting %s: %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$logfile"
   # fds 8/9 are lock fds of our scripts: the daemon must not keep them.
   setsid "$@" </dev/null >>"$logfile" 2>&1 8>&- 9>&- &
-  echo $! >"$piddir/$name.pid"
+  echo "$! $(pk_started $!)" >"$piddir/$name.pid"
 }
 
 # pk_stop <piddir> <name> [timeout seconds, default 10]
@@ -92,8 +104,9 @@ pk_stop() {
   local piddir="$1" name="$2" timeout="${3:-10}" pid
   local f="$piddir/$name.pid"
   [[ -f "$f" ]] || return 0
-  pid="$(cat "$f")"
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+  # Only the process this file names: the same pid and start time (see pk_pid).
+  pid="$(pk_pid "$piddir" "$name")" || pid=""
+  if [[ -n "$pid" ]]; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     local deadline=$(( SECONDS + timeout ))
     while kill -0 -- "-$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.1; done
