@@ -1204,3 +1204,71 @@ async fn two_ha_installations_on_one_ensemble_never_fence_each_other() {
         failover: None,
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_from_one_replica_to_two_during_churn_never_runs_two_writers() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    // The chart's default: leader election on with one replica too.
+    let lease = [
+        ("PODKEEPER_LEADER_ELECT", "true"),
+        ("PODKEEPER_LEASE_DURATION", "3s"),
+        ("PODKEEPER_LEASE_NAMESPACE", "default"),
+        ("PODKEEPER_LEASE_NAME", "podkeeper-scale"),
+    ];
+    let _ = kubectl(
+        &[
+            "delete",
+            "lease",
+            "-n",
+            "default",
+            "podkeeper-scale",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    let first = Operator::start("replica-1", &zk.connect_string(), &lease);
+    wait_ready(&first).await;
+    let ns = TestNs::new("scale-up").await;
+    let path = ns.path("web");
+    let (pods, names) = setup(&ns).await;
+    converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
+    let zkc = cluster::connect_zk(&zk.connect_string()).await;
+    let epoch = "/podkeeper/.leader-epoch-fault";
+    let (_, before) = zkc.get_data(epoch).await.unwrap();
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+    churn
+        .wait_for(10, Instant::now(), "churn under way before the scale-up")
+        .await;
+    let second = Operator::start("replica-2", &zk.connect_string(), &lease);
+    let fault = Instant::now();
+    wait_ready(&second).await;
+    churn
+        .wait_for(30, fault, "changes while two replicas run")
+        .await;
+    let end = Instant::now();
+    let changes = churn.finish("scaled to two replicas", fault, end).await;
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &path, &pods, end).await;
+    let written = |op: &Operator| metric(&metrics_of(op), "podkeeper_znodes_written_total");
+    assert!(written(&first) > Some(0.0), "the leader kept writing");
+    assert_eq!(
+        written(&second).unwrap_or(0.0),
+        0.0,
+        "the new replica wrote: two writers"
+    );
+    let steps = metric(&metrics_of(&first), "podkeeper_leader_step_downs_total");
+    assert_eq!(steps.unwrap_or(0.0), 0.0, "the leader was fenced");
+    let (_, after) = zkc.get_data(epoch).await.unwrap();
+    assert_eq!(after.version, before.version, "no new term began");
+    finish(Row {
+        scenario: "scaled from one replica to two during churn (leader election on by default): the new replica wrote 0 znodes".into(),
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
