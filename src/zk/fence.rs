@@ -7,8 +7,9 @@ use zookeeper_client::Client;
 
 use super::ZkError;
 use super::acl::{NodeAcls, NodeKind};
+use super::server;
 use super::session::Session;
-use super::writer::{mkdir_parent, persistent, repair_acl, server};
+use super::writer::{mkdir_parent, persistent, repair_acl};
 
 /// What a transaction checks: the epoch znode still has the version this leader set.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,19 @@ pub use zookeeper_client::Client;
 /// took 0.5–1.1 s, the same reads in multi-reads of 128 about 30 ms (docs/PERFORMANCE.md,
 /// round 11). Records are a few hundred bytes, so a response of 128 stays far below the 1 MiB
 /// packet limit of Java readers.
-const READS_PER_MULTI: usize = 128;
+pub(crate) const READS_PER_MULTI: usize = 128;
+
+/// Maps a `zookeeper-client` error of `op` on `path` to [`ZkError::Server`] (for `map_err`).
+pub(crate) fn server<'p>(
+    op: &'static str,
+    path: &'p str,
+) -> impl FnOnce(zookeeper_client::Error) -> ZkError + 'p {
+    move |source| ZkError::Server {
+        op,
+        path: path.to_string(),
+        source,
+    }
+}
 
 /// A ZooKeeper failure, by what the caller should do about it.
 #[derive(Debug, Clone, thiserror::Error)]

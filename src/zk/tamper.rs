@@ -185,7 +185,7 @@ impl Tamper {
         }
         let mut watch = TreeWatch::open(client, root)
             .await
-            .map_err(super::writer::server("addWatch", root))?;
+            .map_err(super::server("addWatch", root))?;
         let (ledger, events) = (self.ledger.clone(), self.events.clone());
         let (root_owned, tag_owned) = (root.to_string(), tag.to_string());
         let task = tokio::spawn(async move {
