@@ -1,0 +1,350 @@
+//! Where a registration writes: what its namespace may publish (RegistryPolicies), where it
+//! wrote before (`status.placement`), moving out of an old place once the new one is written,
+//! withdrawing what a refused resource published, and cleaning up on deletion.
+
+use super::*;
+
+/// Once per resync epoch and folder: the folders above the resource's path at and below the
+/// home prefix are set back to podkeeper's alone, where an older version (or anyone) left them
+/// open to others' creates. Runs only on a cold cache, never on the per-pod path.
+pub(super) async fn audit_home(ctx: &Context, res: &Resolved, conn: &Connection) {
+    let Some((parent, _)) = res.path.rsplit_once('/') else {
+        return;
+    };
+    if conn.options.dry_run || conn.options.acls.parent_kind(parent) != NodeKind::Owned {
+        return;
+    }
+    let target = res
+        .target
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    if !ctx.home_audit_due((target, parent.to_string()), conn.epoch) {
+        return;
+    }
+    let repaired = writer::repair_home_parents(&conn.client, &res.path, &conn.options.acls);
+    if let Err(err) = repaired.await {
+        tracing::warn!(path = %res.path, %err, "cannot check the ACLs of the folders above");
+    }
+}
+
+/// Checks what the resource asks to publish against its namespace's RegistryPolicies.
+pub(super) fn permitted(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    res: &Resolved,
+) -> Result<(), Rejected> {
+    let Some(tenancy) = ctx.policies.tenancy(&ctx.settings) else {
+        return Err(Rejected::PolicyRefused(
+            "RegistryPolicies are not listed yet".into(),
+        ));
+    };
+    tenancy
+        .check(&request(ctx, sr, res))
+        .map_err(|r| Rejected::PolicyRefused(r.0))
+}
+
+/// What `res` asks to publish, in the terms RegistryPolicies grant.
+fn request(ctx: &Context, sr: &ServiceRegistration, res: &Resolved) -> Request {
+    let mut req = Request {
+        namespace: res.key.0.clone(),
+        native_path: res.path.clone(),
+        template_host: match sr.spec.address.mode {
+            crate::crd::AddressMode::Template => sr.spec.address.host.clone(),
+            _ => None,
+        },
+        ensemble: own_ensemble(ctx, spec_ensemble(sr)).map(|e| e.connect),
+        ..Default::default()
+    };
+    for (registry, dirs) in res.clients.iter().flat_map(|c| c.iter()) {
+        match registry {
+            ClientRegistry::Dubbo(o) => req.dubbo.extend(o.interfaces.iter().map(|i| {
+                let (g, v) = (o.group.clone(), o.version.clone());
+                (i.clone(), g.unwrap_or_default(), v.unwrap_or_default())
+            })),
+            ClientRegistry::Curator(_) => req.curator.extend(dirs.iter().cloned()),
+            ClientRegistry::ServerSet(_) => req.server_set.extend(dirs.iter().cloned()),
+        }
+    }
+    req
+}
+
+/// A refused resource keeps shaping nobody's traffic: what it had published is removed (once
+/// per place; its status keeps the place, so a later grant writes it again). Removing is the
+/// documented choice: a registration its namespace may not make must not stay beside the
+/// owners' providers, even when a policy is tightened after the fact.
+pub(super) async fn withdraw(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    term: u64,
+) {
+    let Some(placed) = recorded(ctx, sr, entry) else {
+        return;
+    };
+    if entry.withdrawn.as_ref() == Some(&placed) || ctx.settings.dry_run {
+        return;
+    }
+    for r in placement::everything(&[&placed]) {
+        match retire(ctx, sr, &r, term).await {
+            Ok(n) if n > 0 => {
+                let note = format!(
+                    "withdrew {n} node(s) at {}: refused by RegistryPolicy",
+                    where_(&r)
+                );
+                ctx.events
+                    .publish(sr, EventType::Warning, "Withdrawn", note);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, "cannot withdraw a refused registration yet; retried at its next reconcile");
+                return;
+            }
+        }
+    }
+    entry.withdrawn = Some(placed);
+}
+
+/// Where the resource's nodes go under `res`, with the ensemble written as `None` when it is
+/// the operator's own (however the spec names it).
+pub(super) fn placement_of(ctx: &Context, res: &Resolved) -> Placement {
+    let zookeeper = own_ensemble(
+        ctx,
+        res.target.as_ref().map(|t| PlacedEnsemble {
+            connect: t.connect.clone(),
+            chroot: t.chroot.clone(),
+        }),
+    );
+    let mut folders: Vec<PlacedFolder> = res
+        .clients
+        .iter()
+        .flat_map(|c| c.iter())
+        .flat_map(|(registry, dirs)| {
+            dirs.iter().map(|d| PlacedFolder {
+                format: format_of(registry),
+                path: d.clone(),
+            })
+        })
+        .collect();
+    folders.sort();
+    folders.dedup();
+    Placement {
+        zookeeper,
+        path: res.path.clone(),
+        folders,
+    }
+}
+
+/// `None` for the operator's own ensemble, however it is named: a resource that names it must
+/// not look moved (a move retires everything at the old place).
+fn own_ensemble(ctx: &Context, z: Option<PlacedEnsemble>) -> Option<PlacedEnsemble> {
+    let default = ctx.sessions.get(None);
+    let own = default.target();
+    z.filter(|z| z.connect != own.connect || z.chroot != own.chroot)
+}
+
+/// Where the resource's nodes were last confirmed: this process's memory, else the status
+/// (which survives restarts), else, for a status written before placements were recorded, its
+/// path and registries on the ensemble the spec names now.
+pub(super) fn recorded(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &Entry,
+) -> Option<Placement> {
+    if let Some(p) = &entry.placed {
+        return Some(p.clone());
+    }
+    let status = sr.status.as_ref()?;
+    if let Some(p) = &status.placement {
+        let mut p = p.clone();
+        p.zookeeper = own_ensemble(ctx, p.zookeeper);
+        return Some(p);
+    }
+    let folders = status.registries.iter().flat_map(|r| {
+        r.paths.iter().filter_map(|p| {
+            (r.format != RegistryFormat::Native).then(|| PlacedFolder {
+                format: r.format,
+                path: p.clone(),
+            })
+        })
+    });
+    Some(Placement {
+        zookeeper: own_ensemble(ctx, spec_ensemble(sr)),
+        path: status.path.clone()?,
+        folders: folders.collect(),
+    })
+}
+
+/// Step 3b, once ZooKeeper holds the resource at its place now: removes what the last place
+/// held that this one does not want (another ensemble, an old path, a dropped folder), and
+/// remembers the new place. False when the old place could not be cleaned yet: it stays
+/// recorded and is retried.
+pub(super) async fn move_out(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    res: &Resolved,
+    term: u64,
+) -> bool {
+    let now = placement_of(ctx, res);
+    let retired = recorded(ctx, sr, entry).and_then(|old| placement::retired(&old, &now));
+    if let Some(r) = retired {
+        match retire(ctx, sr, &r, term).await {
+            Ok(n) => {
+                let note = format!(
+                    "removed {n} node(s) the resource no longer wants ({})",
+                    where_(&r)
+                );
+                ctx.events.publish(sr, EventType::Normal, "Moved", note);
+            }
+            Err(err) => {
+                let note = format!(
+                    "cannot remove the old registration yet ({}): {err}",
+                    where_(&r)
+                );
+                tracing::warn!(namespace = %res.key.0, name = %res.key.1, %note);
+                ctx.events
+                    .publish(sr, EventType::Warning, "MoveIncomplete", note);
+                return false;
+            }
+        }
+    }
+    entry.placed = Some(now);
+    entry.withdrawn = None;
+    true
+}
+
+/// A retirement in words, for Events.
+fn where_(r: &Retired) -> String {
+    let mut parts: Vec<String> = r.path.iter().cloned().collect();
+    parts.extend(r.folders.iter().map(|f| f.path.clone()));
+    let on = r
+        .zookeeper
+        .as_ref()
+        .map_or(String::new(), |z| format!(" on {}", z.connect));
+    format!("{}{on}", parts.join(", "))
+}
+
+/// Removes what `r` names, on its ensemble, fenced like every write: the service record and
+/// its endpoints (if the record is this resource's) and this resource's nodes in the folders.
+async fn retire(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    r: &Retired,
+    term: u64,
+) -> Result<usize, ZkError> {
+    let target = r.zookeeper.as_ref().map(|z| Target {
+        connect: z.connect.clone(),
+        chroot: z.chroot.clone(),
+    });
+    let session = ctx.sessions.get(target.as_ref());
+    let (client, _) = session.client()?;
+    let term = ctx.leadership.is_elected().then_some(term);
+    let fence = ctx.fencer.fence(&session, &client, term).await?;
+    let mut options = ctx.settings.write_options(fence, None, session.acls());
+    options.ledger = Some(ctx.tamper.ledger());
+    let owner = owner(&ctx.settings, sr);
+    let mut removed = 0;
+    if let Some(path) = &r.path {
+        ctx.tamper.unwatch_root(path);
+        removed += writer::remove_owned(&client, path, &owner, &options)
+            .await?
+            .unwrap_or(0);
+    }
+    let folders: Vec<(Kind, String)> = r
+        .folders
+        .iter()
+        .filter_map(|f| kind_of(f.format).map(|k| (k, f.path.clone())))
+        .collect();
+    if !folders.is_empty() {
+        let nodes = PlacedNodes::new(folders, OwnerTag::of(&owner));
+        removed += writer::remove_nodes(&client, &nodes, &options).await?;
+    }
+    Ok(removed)
+}
+
+pub(super) fn format_of(registry: &ClientRegistry) -> RegistryFormat {
+    match registry {
+        ClientRegistry::Dubbo(_) => RegistryFormat::Dubbo,
+        ClientRegistry::Curator(_) => RegistryFormat::Curator,
+        ClientRegistry::ServerSet(_) => RegistryFormat::ServerSet,
+    }
+}
+
+fn kind_of(format: RegistryFormat) -> Option<Kind> {
+    match format {
+        RegistryFormat::Native => None,
+        RegistryFormat::Dubbo => Some(Kind::Dubbo),
+        RegistryFormat::Curator => Some(Kind::Curator),
+        RegistryFormat::ServerSet => Some(Kind::ServerSet),
+    }
+}
+
+pub(super) async fn cleanup(
+    sr: Arc<ServiceRegistration>,
+    ctx: &Arc<Context>,
+    term: u64,
+) -> Result<Action, Error> {
+    let key = key_of(&sr);
+    ctx.index.register(&key.0, &key.1, None);
+    ctx.tamper.unwatch(&format!("{}/{}", key.0, key.1));
+    let entry = ctx.entry(&key);
+    let entry = entry.lock().await;
+    // Every place the resource may have nodes: the one recorded, and the one its spec names
+    // now (written, perhaps, just before a crash that kept it off the status; never when its
+    // policy refuses it, for then nothing was written there).
+    let current = match resolve(&sr, &ctx.settings, &mut None) {
+        Ok(res) if permitted(ctx, &sr, &res).is_err() => None,
+        Ok(res) => Some(placement_of(ctx, &res)),
+        Err(_) => layout::service_path(
+            sr.spec.path.as_deref(),
+            &ctx.settings.allowed_path_prefixes,
+            &key.0,
+            &sr.service_name(),
+        )
+        .ok()
+        .map(|path| Placement {
+            zookeeper: own_ensemble(ctx, spec_ensemble(&sr)),
+            path,
+            folders: Vec::new(),
+        }),
+    };
+    let recorded = recorded(ctx, &sr, &entry);
+    let places: Vec<&Placement> = recorded.iter().chain(current.iter()).collect();
+    if ctx.settings.dry_run {
+        tracing::info!(?places, "dry run: would remove the registration");
+        return Ok(Action::await_change());
+    }
+    for r in placement::everything(&places) {
+        let n = match retire(ctx, &sr, &r, term).await {
+            Ok(n) => n,
+            // A place only the spec names, on an ensemble that cannot be reached: most likely
+            // never written; waiting for it would hold the deletion (and its namespace) forever.
+            Err(err @ ZkError::Unavailable { .. })
+                if recorded.as_ref().is_none_or(|p| p.zookeeper != r.zookeeper) =>
+            {
+                tracing::warn!(%err, place = %where_(&r), "not cleaning an unreachable place the resource never recorded");
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if n > 0 {
+            let note = format!("removed {n} node(s) at {}", where_(&r));
+            ctx.events
+                .publish(&sr, EventType::Normal, "Deregistered", note);
+        }
+    }
+    drop(entry);
+    ctx.forget(&key);
+    crate::metrics::get()
+        .endpoints_published
+        .remove(&resource_labels(&key));
+    Ok(Action::await_change())
+}
+
+pub(super) fn spec_ensemble(sr: &ServiceRegistration) -> Option<PlacedEnsemble> {
+    sr.spec.zookeeper.as_ref().map(|z| PlacedEnsemble {
+        connect: z.connect.clone(),
+        chroot: z.chroot.clone(),
+    })
+}
