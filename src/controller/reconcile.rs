@@ -2,12 +2,14 @@
 //! it: pure; bind a NodePort address to its Service), desired (the endpoints the pods call
 //! for), write (one pass through `zk::writer`), report (status, Events, metrics, and the
 //! `podkeeper.io/registered` gates). Talks to ZooKeeper only through the writer.
-//! Where a registration writes, and moving out of where it wrote, is [`place`]; the report
-//! step is [`report`].
+//! Step 2 is [`desired`]; where a registration writes, and moving out of where it wrote, is
+//! [`place`]; step 4 is [`report`].
 
+mod desired;
 mod place;
 mod report;
 
+use desired::desired;
 use place::{audit_home, cleanup, move_out, permitted, withdraw};
 use report::{next_wakeup, report, report_written};
 
@@ -534,141 +536,6 @@ async fn connect(ctx: &Context, res: &Resolved, term: u64) -> Result<Connection,
         epoch,
         options,
     })
-}
-
-/// Changed pods a reconcile updates on the worker thread itself (each costs a few µs).
-const FEW_CHANGES: usize = 64;
-
-/// Step 2: the endpoints the selected pods call for, updated from the pods changed since the
-/// last reconcile, and the keep-last guard. `None` when nothing changed and ZooKeeper already
-/// holds the result.
-async fn desired(
-    ctx: &Context,
-    sr: &ServiceRegistration,
-    entry: &mut Entry,
-    res: &Resolved,
-    conn: &Connection,
-    last_start: Option<Instant>,
-) -> Result<Option<Wanted>, ZkError> {
-    let epoch = conn.epoch;
-    let fresh = entry.zk.as_ref().is_some_and(|c| {
-        c.session_generation == conn.session_generation
-            && c.epoch == epoch
-            && c.generation == res.generation
-            && c.path == res.path
-            && c.target == res.target
-    });
-    if !fresh {
-        entry.zk = None;
-    }
-    let now = crate::now_ms();
-    let node_epoch = ctx.index.node_epoch();
-    let dirty = ctx.index.take_dirty(&res.key);
-    let last = entry.last.take().filter(|l| {
-        l.generation == res.generation
-            && Arc::ptr_eq(&l.reg, &res.reg)
-            && l.node_epoch == node_epoch
-            && l.epoch == epoch
-    });
-    let due = last
-        .as_ref()
-        .and_then(|l| l.tracker.next_wakeup_ms())
-        .is_some_and(|d| d <= now);
-    if last.is_some() && dirty.is_empty() && !due && entry.zk.is_some() {
-        entry.last = last;
-        return Ok(None);
-    }
-    // Building many records is CPU work: keep it off the worker that polls sockets. A few
-    // changed pods cost microseconds, less than handing the worker's other tasks over.
-    let few = last.is_some() && dirty.len() <= FEW_CHANGES;
-    let track = || track(ctx, res, last.map(|l| l.tracker), &dirty, last_start, now);
-    let (tracker, changed_at) = if few {
-        track()
-    } else {
-        tokio::task::block_in_place(track)
-    };
-    entry.last = None;
-    let mut wanted = Wanted {
-        tracker,
-        changed_at,
-        kept: None,
-        node_epoch,
-        large: !few,
-    };
-    if guard::engaged(
-        sr.spec.keep_last_endpoints,
-        &wanted.tracker.desired().endpoints,
-    ) {
-        let mut cache = entry.zk.take().map(|c| c.state);
-        if cache.is_none() {
-            // Read afresh below: the tracker's changed names say nothing about what it holds.
-            wanted.tracker.unpublished_all();
-        }
-        let published = writer::pickable(
-            &conn.client,
-            &res.path,
-            &res.record.owner,
-            &mut cache,
-            &conn.options,
-        )
-        .await?;
-        let already_stale = cache.as_ref().is_some_and(|s| s.record.stale);
-        entry.zk = cache.map(|state| cached(conn, res, state));
-        wanted.kept = guard::keep(published);
-        if let Some(kept) = &wanted.kept
-            && !already_stale
-        {
-            let note = format!(
-                "no selected pod is ready; keeping the last {} endpoint(s) at {}, marked stale (spec.keepLastEndpoints)",
-                kept.len(),
-                res.path
-            );
-            ctx.events
-                .publish(sr, EventType::Warning, "KeptLastEndpoints", note);
-        }
-    }
-    Ok(Some(wanted))
-}
-
-/// The tracker brought up to date: only the dirty pods when the last one still holds, every
-/// pod it may select otherwise. Also returns when each pod changed since `last_start` was seen.
-fn track(
-    ctx: &Context,
-    res: &Resolved,
-    last: Option<Tracker>,
-    dirty: &std::collections::HashSet<String>,
-    last_start: Option<Instant>,
-    now: i64,
-) -> (Tracker, HashMap<String, Instant>) {
-    let mut recent: HashMap<String, Instant> = HashMap::new();
-    let mut note = |e: &PodEntry| {
-        if last_start.is_some_and(|t| e.changed_at > t) {
-            recent.insert(e.info.name.to_string(), e.changed_at);
-        }
-    };
-    let tracker = match last {
-        Some(mut tracker) => ctx.index.with_namespace_map(&res.key.0, |pods, nodes| {
-            let changed = dirty.iter().map(|name| {
-                let e = pods.and_then(|p| p.get(name.as_str()));
-                if let Some(e) = e {
-                    note(e);
-                }
-                (name.as_str(), e.map(|e| &e.info))
-            });
-            tracker.update(&res.reg, changed, nodes, now);
-            tracker
-        }),
-        None => ctx
-            .index
-            .with_selectable(&res.key.0, &res.reg, |pods, nodes| {
-                let all = pods.map(|e| {
-                    note(e);
-                    &e.info
-                });
-                Tracker::build(&res.reg, all, nodes, now)
-            }),
-    };
-    (tracker, recent)
 }
 
 /// Step 3: bring ZooKeeper to the wanted endpoints, in every registry of the resource,
