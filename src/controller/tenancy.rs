@@ -13,10 +13,13 @@ use super::Context;
 use crate::crd::{RegistryPolicy, RegistryPolicySpec};
 use crate::model::tenancy::Tenancy;
 
+/// Every RegistryPolicy, by name.
+type Listed = Arc<Vec<(String, RegistryPolicySpec)>>;
+
 /// The policies by name, once listed.
 #[derive(Default)]
 pub struct Policies {
-    listed: RwLock<Option<Arc<Vec<(String, RegistryPolicySpec)>>>>,
+    listed: RwLock<Option<Listed>>,
 }
 
 impl Policies {

@@ -105,7 +105,7 @@ mod tests {
         assert_eq!((r.path, r.folders), (None, vec![a]));
         let as_curator = folder(RegistryFormat::Curator, &b.path);
         let r = retired(
-            &place(None, "/p", &[b.clone()]),
+            &place(None, "/p", std::slice::from_ref(&b)),
             &place(None, "/p", &[as_curator]),
         );
         assert_eq!(r.unwrap().folders, vec![b]);

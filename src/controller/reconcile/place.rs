@@ -161,12 +161,14 @@ pub(super) fn recorded(
         return Some(p);
     }
     let folders = status.registries.iter().flat_map(|r| {
-        r.paths.iter().filter_map(|p| {
-            (r.format != RegistryFormat::Native).then(|| PlacedFolder {
+        let native = r.format == RegistryFormat::Native;
+        r.paths
+            .iter()
+            .filter(move |_| !native)
+            .map(|p| PlacedFolder {
                 format: r.format,
                 path: p.clone(),
             })
-        })
     });
     Some(Placement {
         zookeeper: own_ensemble(ctx, spec_ensemble(sr)),
