@@ -10,7 +10,7 @@ mod place;
 mod report;
 
 use desired::desired;
-use place::{audit_home, cleanup, move_out, permitted, withdraw};
+use place::{audit_home, cleanup, move_out, nested_move, permitted, withdraw};
 use report::{next_wakeup, report, report_written};
 
 use std::collections::{BTreeSet, HashMap};
@@ -36,7 +36,7 @@ use crate::model::nodes;
 use crate::model::placement::{self, Retired};
 use crate::model::plan::{Op, Plan};
 use crate::model::record::{Owner, ServiceRecord};
-use crate::model::tenancy::Request;
+use crate::model::tenancy::{DubboAsk, Request};
 use crate::zk::ZkError;
 use crate::zk::acl::NodeKind;
 use crate::zk::clients::{
@@ -178,9 +178,8 @@ impl Wanted {
 /// Entry point for the controller.
 pub async fn reconcile(sr: Arc<ServiceRegistration>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    if !ctx.index.synced() || !ctx.policies.synced() {
-        // Never act on a partial pod list (it would deregister pods not listed yet) or before
-        // the RegistryPolicies are known (it would withdraw what they grant).
+    if !ctx.index.synced() {
+        // Never act on a partial pod list: it would deregister pods not listed yet.
         return Ok(Action::await_change());
     }
     let Some(term) = ctx.leadership.term() else {
@@ -238,6 +237,11 @@ async fn apply(
     ctx: &Arc<Context>,
     term: u64,
 ) -> Result<Action, Error> {
+    if !ctx.policies.synced() {
+        // Not before the RegistryPolicies are known: it would withdraw what they grant.
+        // Deletions (cleanup) do not wait for them.
+        return Ok(Action::await_change());
+    }
     let started = Instant::now();
     let key = key_of(&sr);
     let entry = ctx.entry(&key);
@@ -257,6 +261,9 @@ async fn apply(
     };
     if let Err(refused) = permitted(ctx, &sr, &res) {
         withdraw(ctx, &sr, &mut entry, term).await;
+        return Ok(reject(ctx, &sr, &mut entry, refused));
+    }
+    if let Some(refused) = nested_move(ctx, &sr, &entry, &res) {
         return Ok(reject(ctx, &sr, &mut entry, refused));
     }
     ctx.index.register(&key.0, &key.1, Some(res.reg.clone()));
@@ -606,10 +613,14 @@ fn owner(settings: &super::Settings, sr: &ServiceRegistration) -> Owner {
     }
 }
 
+/// The resource's own ensemble, spelled canonically ([`Target::canonical`]).
 fn target_of(sr: &ServiceRegistration) -> Option<Target> {
-    sr.spec.zookeeper.as_ref().map(|z| Target {
-        connect: z.connect.clone(),
-        chroot: z.chroot.clone(),
+    sr.spec.zookeeper.as_ref().map(|z| {
+        Target {
+            connect: z.connect.clone(),
+            chroot: z.chroot.clone(),
+        }
+        .canonical()
     })
 }
 

@@ -48,16 +48,22 @@ pub struct RegistryPolicySpec {
     /// beyond the cluster's own domain, which is always allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub template_hosts: Vec<String>,
-    /// Ensembles `spec.zookeeper.connect` may name (exact connect strings or globs), beyond
-    /// the operator's own.
+    /// Ensembles `spec.zookeeper` may name beyond the operator's own: `host:port` patterns,
+    /// comma-separated, optionally followed by a chroot pattern (`zk-*.team-a.svc:2181/team-a`).
+    /// Every host of the resource's connect string must match one of the patterns (`*` does
+    /// not cross `.` or `:`), and its chroot the chroot pattern (none when the grant has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ensembles: Vec<String>,
 }
 
-/// One Dubbo interface pattern and the groups and versions it may carry.
+/// One Dubbo interface pattern, the registry root it may be written under, and the groups
+/// and versions it may carry.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DubboGrant {
+    /// The registry root (`/dubbo`, the default; a path glob as for native paths).
+    #[serde(default = "dubbo_root")]
+    pub root: String,
     /// Interface name or glob (`com.acme.shop.*`).
     pub interface: String,
     /// Group glob; `*` (the default) allows any, `""` only none.
@@ -66,6 +72,10 @@ pub struct DubboGrant {
     /// Version glob; `*` (the default) allows any, `""` only none.
     #[serde(default = "any")]
     pub version: String,
+}
+
+fn dubbo_root() -> String {
+    "/dubbo".into()
 }
 
 fn any() -> String {

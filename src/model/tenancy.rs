@@ -5,6 +5,8 @@
 
 use crate::crd::{DubboGrant, RegistryPolicySpec};
 
+// Path globs: `*` stays within one segment.
+
 /// What one resource asks to publish, in the terms policies grant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
@@ -12,16 +14,30 @@ pub struct Request {
     pub namespace: String,
     /// Its native service path.
     pub native_path: String,
-    /// Dubbo interfaces with their group and version (`""`: none).
-    pub dubbo: Vec<(String, String, String)>,
+    /// Dubbo interfaces, each with its registry root, group and version.
+    pub dubbo: Vec<DubboAsk>,
     /// Curator service folders.
     pub curator: Vec<String>,
     /// ServerSet member folders.
     pub server_set: Vec<String>,
     /// `address.host` of a Template address.
     pub template_host: Option<String>,
-    /// `spec.zookeeper.connect`, when it names another ensemble than the operator's.
-    pub ensemble: Option<String>,
+    /// `spec.zookeeper` (canonical connect string and chroot), when it names another ensemble
+    /// than the operator's.
+    pub ensemble: Option<(String, Option<String>)>,
+}
+
+/// One Dubbo interface a resource asks to publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DubboAsk {
+    /// The registry root, absolute (`/dubbo`).
+    pub root: String,
+    /// The interface.
+    pub interface: String,
+    /// Its group (`""`: none).
+    pub group: String,
+    /// Its version (`""`: none).
+    pub version: String,
 }
 
 /// The policies in force and what every namespace gets without one.
@@ -47,7 +63,7 @@ impl Tenancy {
         let granted: Vec<&(String, RegistryPolicySpec)> = self
             .policies
             .iter()
-            .filter(|(_, p)| p.namespaces.iter().any(|n| glob(n, ns, None)))
+            .filter(|(_, p)| p.namespaces.iter().any(|n| glob(n, ns, &[])))
             .collect();
         let names = || granted.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>();
         let none_grants = |what: String| {
@@ -64,7 +80,7 @@ impl Tenancy {
         let any_path = |pick: fn(&RegistryPolicySpec) -> &Vec<String>, path: &str| {
             granted
                 .iter()
-                .any(|(_, p)| pick(p).iter().any(|g| glob(g, path, Some('/'))))
+                .any(|(_, p)| pick(p).iter().any(|g| glob(g, path, &['/'])))
         };
         if !in_own && !any_path(|p| &p.native_paths, &req.native_path) {
             return Err(none_grants(format!(
@@ -72,15 +88,14 @@ impl Tenancy {
                 req.native_path
             )));
         }
-        for (iface, group, version) in &req.dubbo {
-            let ok = granted.iter().any(|(_, p)| {
-                p.dubbo
-                    .iter()
-                    .any(|g| dubbo_grants(g, iface, group, version))
-            });
+        for ask in &req.dubbo {
+            let ok = granted
+                .iter()
+                .any(|(_, p)| p.dubbo.iter().any(|g| dubbo_grants(g, ask)));
             if !ok {
                 return Err(none_grants(format!(
-                    "Dubbo interface {iface} (group {group:?}, version {version:?})"
+                    "Dubbo interface {} under {} (group {:?}, version {:?})",
+                    ask.interface, ask.root, ask.group, ask.version
                 )));
             }
         }
@@ -106,12 +121,15 @@ impl Tenancy {
                 )));
             }
         }
-        if let Some(connect) = &req.ensemble {
-            let ok = granted
-                .iter()
-                .any(|(_, p)| p.ensembles.iter().any(|g| glob(g, connect, None)));
+        if let Some((connect, chroot)) = &req.ensemble {
+            let ok = granted.iter().any(|(_, p)| {
+                p.ensembles
+                    .iter()
+                    .any(|g| ensemble_grants(g, connect, chroot))
+            });
             if !ok {
-                return Err(none_grants(format!("ZooKeeper ensemble {connect:?}")));
+                let shown = format!("{connect}{}", chroot.as_deref().unwrap_or(""));
+                return Err(none_grants(format!("ZooKeeper ensemble {shown:?}")));
             }
         }
         Ok(())
@@ -123,35 +141,53 @@ impl Tenancy {
     }
 }
 
-fn dubbo_grants(g: &DubboGrant, iface: &str, group: &str, version: &str) -> bool {
-    glob(&g.interface, iface, None)
-        && glob(&g.group, group, None)
-        && glob(&g.version, version, None)
+fn dubbo_grants(g: &DubboGrant, ask: &DubboAsk) -> bool {
+    glob(&g.root, &ask.root, &['/'])
+        && glob(&g.interface, &ask.interface, &[])
+        && glob(&g.group, &ask.group, &[])
+        && glob(&g.version, &ask.version, &[])
 }
 
-/// Whether every host `template` can render lies within the host glob `allowed`: the text after
-/// the template's last placeholder must match the glob's fixed tail (the part after its last
-/// `*`), and, without placeholders, the whole host must match the glob.
+/// Whether the grant `hosts[/chroot]` covers every host of `connect` and its chroot.
+fn ensemble_grants(grant: &str, connect: &str, chroot: &Option<String>) -> bool {
+    let (hosts, root) = match grant.find('/') {
+        Some(i) => (&grant[..i], Some(&grant[i..])),
+        None => (grant, None),
+    };
+    let patterns: Vec<&str> = hosts.split(',').map(str::trim).collect();
+    let hosts_ok = connect
+        .split(',')
+        .all(|h| patterns.iter().any(|p| glob(p, h, &['.', ':'])));
+    let root_ok = match (root, chroot) {
+        (None, None) => true,
+        (Some(p), Some(c)) => glob(p, c, &['/']),
+        _ => false,
+    };
+    hosts_ok && root_ok
+}
+
+/// Whether every host `template` can render lies within the host glob `allowed`. Without
+/// placeholders the host must match the glob. What placeholders render could be anything, so
+/// then only a grant of a whole domain (`*.example.com`: one leading `*`) covers it, when the
+/// text after the last placeholder ends in that domain.
 fn template_within(template: &str, allowed: &str) -> bool {
     if allowed.chars().all(|c| c == '*') && !allowed.is_empty() {
         return true;
     }
     match template.rfind('}') {
-        None => glob(allowed, template, None),
-        Some(i) => {
-            let tail = &template[i + 1..];
-            match allowed.rfind('*') {
-                // `*.example.com`: what the placeholders render is the `*`.
-                Some(j) => !allowed[j + 1..].is_empty() && tail.ends_with(&allowed[j + 1..]),
-                None => false,
+        None => glob(allowed, template, &[]),
+        Some(i) => match allowed.strip_prefix('*') {
+            Some(domain) if domain.starts_with('.') && !domain.contains('*') => {
+                template[i + 1..].ends_with(domain)
             }
-        }
+            _ => false,
+        },
     }
 }
 
-/// Glob match: `**` matches anything; `*` matches any run of characters except `sep` (any at
-/// all without one); everything else matches itself.
-pub fn glob(pattern: &str, text: &str, sep: Option<char>) -> bool {
+/// Glob match: `**` matches anything; `*` matches any run of characters but the `seps`;
+/// everything else matches itself.
+pub fn glob(pattern: &str, text: &str, seps: &[char]) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     // Rows of the classic table: reachable[j] = p[..i] matches t[..j].
     let mut reachable = vec![false; t.len() + 1];
@@ -164,7 +200,7 @@ pub fn glob(pattern: &str, text: &str, sep: Option<char>) -> bool {
             let mut run = false;
             for j in 0..=t.len() {
                 // Extend a run of `*` over characters it may cover.
-                run = reachable[j] || (run && (double || Some(t[j - 1]) != sep));
+                run = reachable[j] || (run && (double || !seps.contains(&t[j - 1])));
                 next[j] = run;
             }
             i += if double { 2 } else { 1 };
@@ -195,6 +231,60 @@ mod tests {
         }
     }
 
+    fn ask(root: &str, interface: &str, group: &str, version: &str) -> DubboAsk {
+        DubboAsk {
+            root: root.into(),
+            interface: interface.into(),
+            group: group.into(),
+            version: version.into(),
+        }
+    }
+
+    #[test]
+    fn a_granted_interface_under_another_root_is_refused() {
+        let t = tenancy(&[(
+            "evil",
+            "{namespaces: [evil], dubbo: [{interface: 'com.evil.*'}]}",
+        )]);
+        let mut r = req("evil", "/podkeeper/evil/web");
+        r.dubbo = vec![ask("/dubbo", "com.evil.X", "", "")];
+        assert_eq!(t.check(&r), Ok(()));
+        r.dubbo = vec![ask(
+            "/podkeeper/billing/web/endpoints",
+            "com.evil.X",
+            "",
+            "",
+        )];
+        let err = t.check(&r).unwrap_err();
+        assert!(
+            err.0.contains("under /podkeeper/billing/web/endpoints"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ensemble_grants_match_host_by_host_and_name_the_chroot() {
+        let t = tenancy(&[(
+            "zk",
+            "{namespaces: [a], ensembles: ['zk-*.team-a.svc:2181', 'zk.shared:2181/team-a*']}",
+        )]);
+        let with = |connect: &str, chroot: Option<&str>| {
+            let mut r = req("a", "/podkeeper/a/web");
+            r.ensemble = Some((connect.into(), chroot.map(Into::into)));
+            t.check(&r).is_ok()
+        };
+        assert!(with("zk-0.team-a.svc:2181,zk-1.team-a.svc:2181", None));
+        assert!(!with("zk-1.attacker.net:2181,zk-0.team-a.svc:2181", None));
+        assert!(!with("zk-0.team-a.svc:2181.attacker.net:2181", None));
+        assert!(
+            !with("zk-0.team-a.svc:2181", Some("/elsewhere")),
+            "a chroot the grant names not"
+        );
+        assert!(with("zk.shared:2181", Some("/team-a-1")));
+        assert!(!with("zk.shared:2181", Some("/team-b")));
+        assert!(!with("zk.shared:2181", None));
+    }
+
     fn req(ns: &str, path: &str) -> Request {
         Request {
             namespace: ns.into(),
@@ -205,13 +295,13 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob("/podkeeper/shop/*", "/podkeeper/shop/web", Some('/')));
-        assert!(!glob("/podkeeper/shop/*", "/podkeeper/shop/a/b", Some('/')));
-        assert!(glob("/podkeeper/shop/**", "/podkeeper/shop/a/b", Some('/')));
-        assert!(glob("com.acme.*", "com.acme.shop.Orders", None));
-        assert!(!glob("com.acme.*", "com.acmex.Orders", None));
-        assert!(glob("team-*", "team-", None) && !glob("team-*", "team", None));
-        assert!(glob("*", "", None) && glob("", "", None) && !glob("", "x", None));
+        assert!(glob("/podkeeper/shop/*", "/podkeeper/shop/web", &['/']));
+        assert!(!glob("/podkeeper/shop/*", "/podkeeper/shop/a/b", &['/']));
+        assert!(glob("/podkeeper/shop/**", "/podkeeper/shop/a/b", &['/']));
+        assert!(glob("com.acme.*", "com.acme.shop.Orders", &[]));
+        assert!(!glob("com.acme.*", "com.acmex.Orders", &[]));
+        assert!(glob("team-*", "team-", &[]) && !glob("team-*", "team", &[]));
+        assert!(glob("*", "", &[]) && glob("", "", &[]) && !glob("", "x", &[]));
     }
 
     #[test]
@@ -228,14 +318,14 @@ mod tests {
         // A prefix of another namespace's name is not its folder.
         assert!(t.check(&req("shop", "/podkeeper/shopping/web")).is_err());
         let mut dubbo = req("shop", "/podkeeper/shop/web");
-        dubbo.dubbo = vec![("com.acme.OrderService".into(), "g1".into(), "1.0.0".into())];
+        dubbo.dubbo = vec![ask("/dubbo", "com.acme.OrderService", "g1", "1.0.0")];
         let err = t.check(&dubbo).unwrap_err();
         assert!(
             err.0.contains("Dubbo interface com.acme.OrderService"),
             "{err}"
         );
         let mut zk = req("shop", "/podkeeper/shop/web");
-        zk.ensemble = Some("evil:2181".into());
+        zk.ensemble = Some(("evil:2181".into(), None));
         assert!(t.check(&zk).is_err());
     }
 
@@ -252,11 +342,11 @@ mod tests {
             ),
         ]);
         let mut ok = req("orders-eu", "/podkeeper/shared/web");
-        ok.dubbo = vec![("com.acme.OrderService".into(), "g1".into(), "2.0".into())];
+        ok.dubbo = vec![ask("/dubbo", "com.acme.OrderService", "g1", "2.0")];
         ok.curator = vec!["/services/orders-api".into()];
         assert_eq!(t.check(&ok), Ok(()));
         let mut wrong_group = ok.clone();
-        wrong_group.dubbo[0].1 = "g2".into();
+        wrong_group.dubbo[0].group = "g2".into();
         let err = t.check(&wrong_group).unwrap_err();
         assert!(
             err.0.contains("policies naming it: orders, shared"),
@@ -292,6 +382,16 @@ mod tests {
         // A placeholder after the domain could render anything.
         assert!(!with("shop", "x.shop.example.com{pod}"));
         assert!(!with("other", "{pod}.shop.example.com"));
+        // Only a whole-domain grant covers what placeholders render.
+        let t = tenancy(&[(
+            "ext",
+            "{namespaces: [x], templateHosts: ['shop-*.example.com', 'api.*.example.com']}",
+        )]);
+        let mut r = req("x", "/podkeeper/x/web");
+        r.template_host = Some("{pod}.payments.example.com".into());
+        assert!(t.check(&r).is_err());
+        r.template_host = Some("shop-eu.example.com".into());
+        assert!(t.check(&r).is_ok());
     }
 
     proptest! {
@@ -299,11 +399,11 @@ mod tests {
         /// pattern matches only itself.
         #[test]
         fn glob_laws(text in "[a-c/.]{0,12}") {
-            prop_assert!(glob("**", &text, Some('/')));
-            prop_assert_eq!(glob("*", &text, Some('/')), !text.contains('/'));
-            prop_assert!(glob(&text, &text, Some('/')) || text.contains('*'));
+            prop_assert!(glob("**", &text, &['/']));
+            prop_assert_eq!(glob("*", &text, &['/']), !text.contains('/'));
+            prop_assert!(glob(&text, &text, &['/']) || text.contains('*'));
             let longer = format!("{text}x");
-            prop_assert!(!glob(&longer, &text, Some('/')));
+            prop_assert!(!glob(&longer, &text, &['/']));
         }
     }
 }

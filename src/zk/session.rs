@@ -21,6 +21,33 @@ pub struct Target {
     pub chroot: Option<String>,
 }
 
+impl Target {
+    /// One spelling per ensemble: hosts trimmed, lowercased, sorted and once each; the chroot
+    /// without a trailing `/` (and `/` alone is none). Two spellings of one ensemble must not
+    /// look like two ensembles: a move between them would retire what was just written, and
+    /// their fences would fence each other.
+    pub fn canonical(&self) -> Target {
+        let mut hosts: Vec<String> = self
+            .connect
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let chroot = self
+            .chroot
+            .as_deref()
+            .map(|c| c.trim_end_matches('/'))
+            .filter(|c| !c.is_empty())
+            .map(str::to_string);
+        Target {
+            connect: hosts.join(","),
+            chroot,
+        }
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -317,7 +344,7 @@ impl Sessions {
         changed: mpsc::UnboundedSender<()>,
     ) -> Sessions {
         Sessions {
-            default: Session::start(default, options.clone(), changed.clone()),
+            default: Session::start(default.canonical(), options.clone(), changed.clone()),
             options,
             others: Mutex::new(HashMap::new()),
             changed,
@@ -326,7 +353,8 @@ impl Sessions {
 
     /// The session for a resource's target (`None`: the operator's default).
     pub fn get(&self, target: Option<&Target>) -> Arc<Session> {
-        match target {
+        let target = target.map(Target::canonical);
+        match target.as_ref() {
             None => self.default.clone(),
             Some(t) if *t == *self.default.target() => self.default.clone(),
             Some(t) => {
@@ -376,5 +404,27 @@ impl Sessions {
             Some(why) => format!("{} ({why})", s.target()),
             None => s.target().to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ensemble_has_one_canonical_spelling() {
+        let t = |c: &str, r: Option<&str>| Target {
+            connect: c.into(),
+            chroot: r.map(Into::into),
+        };
+        let a = t("zk-0:2181,zk-1:2181", Some("/team/"));
+        let b = t(" ZK-1:2181, zk-0:2181,zk-0:2181", Some("/team"));
+        assert_eq!(a.canonical(), b.canonical());
+        assert_eq!(a.canonical().to_string(), "zk-0:2181,zk-1:2181/team");
+        assert_eq!(t("zk:2181", Some("/")).canonical(), t("zk:2181", None));
+        assert_ne!(
+            t("zk:2181", None).canonical(),
+            t("zk:2182", None).canonical()
+        );
     }
 }

@@ -116,11 +116,11 @@ metadata: {name: e2e-open}
 spec:
   namespaces: ["e2e-*"]
   nativePaths: ["/**"]
-  dubbo: [{interface: "*"}]
+  dubbo: [{interface: "*", root: "/**"}]
   curatorServices: ["/**"]
   serverSetPaths: ["/**"]
   templateHosts: ["*"]
-  ensembles: ["*"]
+  ensembles: ["**", "**/**"]
 "#;
 
 /// Applies the committed CRDs (server-side, taking over conflicting fields) and the policy

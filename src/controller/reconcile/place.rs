@@ -53,14 +53,16 @@ fn request(ctx: &Context, sr: &ServiceRegistration, res: &Resolved) -> Request {
             crate::crd::AddressMode::Template => sr.spec.address.host.clone(),
             _ => None,
         },
-        ensemble: own_ensemble(ctx, spec_ensemble(sr)).map(|e| e.connect),
+        ensemble: own_ensemble(ctx, spec_ensemble(sr)).map(|e| (e.connect, e.chroot)),
         ..Default::default()
     };
     for (registry, dirs) in res.clients.iter().flat_map(|c| c.iter()) {
         match registry {
-            ClientRegistry::Dubbo(o) => req.dubbo.extend(o.interfaces.iter().map(|i| {
-                let (g, v) = (o.group.clone(), o.version.clone());
-                (i.clone(), g.unwrap_or_default(), v.unwrap_or_default())
+            ClientRegistry::Dubbo(o) => req.dubbo.extend(o.interfaces.iter().map(|i| DubboAsk {
+                root: o.root_path(),
+                interface: i.clone(),
+                group: o.group.clone().unwrap_or_default(),
+                version: o.version.clone().unwrap_or_default(),
             })),
             ClientRegistry::Curator(_) => req.curator.extend(dirs.iter().cloned()),
             ClientRegistry::ServerSet(_) => req.server_set.extend(dirs.iter().cloned()),
@@ -79,6 +81,10 @@ pub(super) async fn withdraw(
     entry: &mut Entry,
     term: u64,
 ) {
+    // What this process remembers of ZooKeeper goes with what is withdrawn: a grant that comes
+    // back must write everything again, not find nothing changed.
+    entry.zk = None;
+    entry.last = None;
     let Some(placed) = recorded(ctx, sr, entry) else {
         return;
     };
@@ -140,7 +146,19 @@ pub(super) fn placement_of(ctx: &Context, res: &Resolved) -> Placement {
 fn own_ensemble(ctx: &Context, z: Option<PlacedEnsemble>) -> Option<PlacedEnsemble> {
     let default = ctx.sessions.get(None);
     let own = default.target();
-    z.filter(|z| z.connect != own.connect || z.chroot != own.chroot)
+    let canonical = |z: PlacedEnsemble| {
+        let t = Target {
+            connect: z.connect,
+            chroot: z.chroot,
+        }
+        .canonical();
+        PlacedEnsemble {
+            connect: t.connect,
+            chroot: t.chroot,
+        }
+    };
+    z.map(canonical)
+        .filter(|z| z.connect != own.connect || z.chroot != own.chroot)
 }
 
 /// Where the resource's nodes were last confirmed: this process's memory, else the status
@@ -214,6 +232,28 @@ pub(super) async fn move_out(
     entry.placed = Some(now);
     entry.withdrawn = None;
     true
+}
+
+/// A move into or out of the registration's own subtree, refused: the old record cannot be
+/// removed while the new one lies below it, nor the new one claimed where the old one's
+/// folder stands. The old place keeps serving; the message says what to do instead.
+pub(super) fn nested_move(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &Entry,
+    res: &Resolved,
+) -> Option<Rejected> {
+    let old = recorded(ctx, sr, entry)?;
+    if old.zookeeper != placement_of(ctx, res).zookeeper || old.path == res.path {
+        return None;
+    }
+    let inside = |a: &str, b: &str| b.starts_with(&format!("{a}/"));
+    (inside(&old.path, &res.path) || inside(&res.path, &old.path)).then(|| {
+        Rejected::PathRefused(format!(
+            "spec.path {} is nested with {}, where this resource is published: move it to a path beside that one, never into or out of its own subtree",
+            res.path, old.path
+        ))
+    })
 }
 
 /// A retirement in words, for Events.
@@ -296,7 +336,7 @@ pub(super) async fn cleanup(
     // now (written, perhaps, just before a crash that kept it off the status; never when its
     // policy refuses it, for then nothing was written there).
     let current = match resolve(&sr, &ctx.settings, &mut None) {
-        Ok(res) if permitted(ctx, &sr, &res).is_err() => None,
+        Ok(res) if ctx.policies.synced() && permitted(ctx, &sr, &res).is_err() => None,
         Ok(res) => Some(placement_of(ctx, &res)),
         Err(_) => layout::service_path(
             sr.spec.path.as_deref(),
@@ -317,6 +357,8 @@ pub(super) async fn cleanup(
         tracing::info!(?places, "dry run: would remove the registration");
         return Ok(Action::await_change());
     }
+    // Every place is tried, whatever failed before it; the first failure is retried.
+    let mut failed = None;
     for r in placement::everything(&places) {
         let n = match retire(ctx, &sr, &r, term).await {
             Ok(n) => n,
@@ -328,13 +370,19 @@ pub(super) async fn cleanup(
                 tracing::warn!(%err, place = %where_(&r), "not cleaning an unreachable place the resource never recorded");
                 continue;
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                failed.get_or_insert(err);
+                continue;
+            }
         };
         if n > 0 {
             let note = format!("removed {n} node(s) at {}", where_(&r));
             ctx.events
                 .publish(&sr, EventType::Normal, "Deregistered", note);
         }
+    }
+    if let Some(err) = failed {
+        return Err(err.into());
     }
     drop(entry);
     ctx.forget(&key);
@@ -345,8 +393,8 @@ pub(super) async fn cleanup(
 }
 
 pub(super) fn spec_ensemble(sr: &ServiceRegistration) -> Option<PlacedEnsemble> {
-    sr.spec.zookeeper.as_ref().map(|z| PlacedEnsemble {
-        connect: z.connect.clone(),
-        chroot: z.chroot.clone(),
+    target_of(sr).map(|t| PlacedEnsemble {
+        connect: t.connect,
+        chroot: t.chroot,
     })
 }

@@ -153,7 +153,8 @@ impl Options {
         Ok(())
     }
 
-    fn root_path(&self) -> String {
+    /// The registry's root as an absolute path (`/dubbo` by default).
+    pub fn root_path(&self) -> String {
         if self.root.starts_with('/') {
             self.root.clone()
         } else {
