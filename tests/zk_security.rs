@@ -565,14 +565,22 @@ async fn nobody_else_can_create_under_the_home_prefix_and_a_loose_folder_is_repa
     su.create(
         &epoch,
         b"{}",
-        &CreateMode::Persistent.with_acls(Acls::anyone_read()),
+        &CreateMode::Persistent.with_acls(Acls::anyone_all()),
     )
     .await
     .unwrap();
+    for _ in 0..3 {
+        su.set_data(&epoch, b"{}", None).await.unwrap();
+    }
+    su.set_acl(&epoch, &Acls::anyone_read(), None)
+        .await
+        .unwrap();
     let fence = podkeeper::zk::fence::bump_epoch(&c, &epoch, "replica-0", &session.acls())
         .await
         .expect("a planted epoch is taken back");
     assert_eq!(fence.path, epoch);
+    // Past the version the planted node had (3): a fence taken on it never passes again.
+    assert!(fence.version > 3, "{fence:?}");
     // A folder an older version (or someone) left open is set back on the next audit.
     let loose = format!("{home}/loose");
     su.create(&loose, b"", &open).await.unwrap();

@@ -23,6 +23,9 @@ pub struct Fence {
 /// Bumps the epoch once per ensemble and term, and hands out the fence for later writes.
 pub struct Fencer {
     path: String,
+    /// The epoch of releases before one epoch per installation: bumped too (when it exists), so
+    /// a paused pod of an older release is fenced during the upgrade.
+    legacy: String,
     identity: String,
     /// One lock per ensemble: a bump that hangs on one ensemble holds up only its writers.
     fences: std::sync::Mutex<HashMap<String, PerEnsemble>>,
@@ -38,6 +41,7 @@ impl Fencer {
     pub fn new(prefix: &str, cluster_id: &str, identity: &str) -> Fencer {
         Fencer {
             path: epoch_path(prefix, cluster_id),
+            legacy: format!("{}/.leader-epoch", prefix.trim_end_matches('/')),
             identity: identity.to_string(),
             fences: std::sync::Mutex::default(),
         }
@@ -70,6 +74,12 @@ impl Fencer {
         }
         let fence = bump_epoch(client, &self.path, &self.identity, &session.acls()).await?;
         tracing::info!(term, epoch_version = fence.version, target = %key, "bumped the leader epoch");
+        match client.set_data(&self.legacy, b"{}", None).await {
+            Ok(_) | Err(zookeeper_client::Error::NoNode) => {}
+            Err(err) => {
+                tracing::warn!(path = %self.legacy, %err, "cannot bump the older releases' epoch")
+            }
+        }
         *slot = Some((term, fence.clone()));
         Ok(Some(fence))
     }
@@ -95,8 +105,12 @@ pub async fn bump_epoch(
         &serde_json::json!({ "holder": holder, "at": chrono::Utc::now().to_rfc3339() }),
     )
     .expect("json");
+    // A replaced node restarts at version 0: it is bumped past the version it had, or a former
+    // leader holding a fence of a version it already passed could write again.
+    let mut past: Option<i32> = None;
     loop {
         match client.set_data(path, &data, None).await {
+            Ok(stat) if past.is_some_and(|v| stat.version <= v) => continue,
             Ok(stat) => {
                 repair_acl(client, path, NodeKind::Owned, acls).await?;
                 return Ok(Fence {
@@ -104,13 +118,18 @@ pub async fn bump_epoch(
                     version: stat.version,
                 });
             }
-            // Planted by someone else, with an ACL that shuts podkeeper out: its parent is
-            // podkeeper's, so it may delete it and create its own.
+            // Planted by someone else (or left by another identity), with an ACL that shuts
+            // podkeeper out: its parent is podkeeper's, so it may delete it and create its own.
             Err(zookeeper_client::Error::NoAuth) => {
                 tracing::warn!(
                     path,
                     "the leader epoch node is not writable by podkeeper; replacing it"
                 );
+                let had = client
+                    .check_stat(path)
+                    .await
+                    .map_err(server("stat", path))?;
+                past = past.max(had.map(|s| s.version));
                 match client.delete(path, None).await {
                     Ok(()) | Err(zookeeper_client::Error::NoNode) => continue,
                     Err(e) => return Err(server("delete", path)(e)),
@@ -122,6 +141,7 @@ pub async fn bump_epoch(
                     .create(path, &data, &persistent(acls, NodeKind::Owned))
                     .await
                 {
+                    Ok(_) if past.is_some() => continue,
                     Ok((stat, _)) => {
                         return Ok(Fence {
                             path: path.to_string(),
