@@ -1298,18 +1298,49 @@ async fn a_registry_whose_encoder_refuses_keeps_what_it_published_while_the_othe
     bad.insert("web-odd".into(), Arc::new(odd));
     let synced = sync_clients(&c, path, &bad, &clients, &mut cache).await;
     assert!(matches!(synced, Synced::Applied { .. }), "{synced:?}");
-    let mut after = c.list_children(&dirs[0]).await.unwrap();
-    after.sort();
-    let mut before = before;
-    before.sort();
+    // Dubbo publishes every pod it can encode: web-stable-0 left, the odd one stays out.
+    let dubbo_hosts = |names: &[String]| -> Vec<String> {
+        let mut hosts: Vec<String> = names
+            .iter()
+            .map(|n| dubbo::decode(n, &[]).expect("a provider URL").host)
+            .collect();
+        hosts.sort();
+        hosts
+    };
+    let after = c.list_children(&dirs[0]).await.unwrap();
+    assert_eq!(after.len(), 7, "{after:?}");
+    let odd_host = bad["web-odd"].host.to_string();
     assert_eq!(
-        after, before,
-        "the Dubbo providers stay as they were, none deleted"
+        dubbo_hosts(&after)
+            .iter()
+            .filter(|h| **h == odd_host)
+            .count(),
+        1,
+        "web-odd shares its host with another pod, whose provider is listed once"
     );
     // Curator and the native records follow the new state.
     assert_eq!(c.list_children(&dirs[1]).await.unwrap().len(), 8);
     assert!(read_endpoints(&c, path).await.contains_key("web-odd"));
     assert!(!read_endpoints(&c, path).await.contains_key("web-stable-0"));
+
+    // When no pod can be encoded, the folder is held as it was: nothing is deleted.
+    let all_bad: BTreeMap<SmolStr, Arc<PublishedRecord>> = bad
+        .iter()
+        .map(|(k, v)| {
+            let mut r = v.as_ref().clone();
+            r.zone = Some("a&b".into());
+            (k.clone(), Arc::new(r))
+        })
+        .collect();
+    sync_clients(&c, path, &all_bad, &clients, &mut cache).await;
+    let mut held = c.list_children(&dirs[0]).await.unwrap();
+    held.sort();
+    let mut after = after;
+    after.sort();
+    assert_eq!(
+        held, after,
+        "the Dubbo providers stay as they were, none deleted"
+    );
 }
 
 #[tokio::test]

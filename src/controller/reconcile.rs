@@ -307,9 +307,11 @@ async fn apply(
         super::release::after_peak();
     }
     let mut moved = true;
-    if let Ok((Synced::Applied { .. }, _)) = &written {
+    if let Ok((Synced::Applied { .. }, nodes)) = &written {
         watch_owned(ctx, &res, &conn).await;
-        moved = move_out(ctx, &sr, &mut entry, &res, term).await;
+        // A registry that could publish nothing new holds its folders: the old place keeps
+        // serving until it can (retried).
+        moved = nodes.held.is_empty() && move_out(ctx, &sr, &mut entry, &res, term).await;
     }
     let gates = registered(ctx, &res, &mut entry, &wanted, &written);
     let action = report_written(ctx, &sr, &mut entry, &res, &conn, wanted, written)?;

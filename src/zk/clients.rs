@@ -83,9 +83,10 @@ impl ClientRegistries {
         self.list.iter()
     }
 
-    /// The nodes of every registry for `endpoints`. A registry whose encoder refuses an
-    /// endpoint publishes nothing new and removes nothing (its folders are `held`; its error is
-    /// reported); the others go on.
+    /// The nodes of every registry for `endpoints`. A registry whose encoder refuses some
+    /// endpoints publishes the others; one that can encode none publishes nothing new and
+    /// removes nothing (its folders are `held`). Either way its error is reported, and the
+    /// other registries go on.
     pub fn desired<'a>(
         &self,
         endpoints: impl IntoIterator<Item = &'a Arc<PublishedRecord>>,
@@ -103,19 +104,57 @@ impl ClientRegistries {
         };
         let mut out = DesiredNodes::default();
         for (registry, dirs) in &self.list {
-            let result = registry.nodes(&publish).map(|nodes| {
-                for n in nodes {
-                    out.nodes.insert(n.path, Arc::from(n.data));
+            // The error stays on the status (and keeps readiness gates shut) even when the
+            // endpoints that can be encoded are published.
+            let (nodes, result) = match registry.nodes(&publish) {
+                Ok(nodes) => (Some(nodes), Ok(publish.endpoints.len() as u32)),
+                Err(err) => (publishable(registry, &publish), Err(err)),
+            };
+            match nodes {
+                Some(nodes) => {
+                    for n in nodes {
+                        out.nodes.insert(n.path, Arc::from(n.data));
+                    }
                 }
-                publish.endpoints.len() as u32
-            });
-            if result.is_err() {
-                out.held.extend(dirs.iter().cloned());
+                None => out.held.extend(dirs.iter().cloned()),
             }
             out.per_registry.push(result);
         }
         out
     }
+}
+
+/// The nodes of the endpoints `registry` can encode, when only some of them fail (a pod whose
+/// label or zone its syntax cannot carry): the others are published and the failing ones left
+/// out, so one bad pod never freezes the list (a rollout's dead pods included). `None` when
+/// none can be encoded, or when the failure is not an endpoint's (then the folders are held).
+fn publishable(
+    registry: &ClientRegistry,
+    publish: &Publish,
+) -> Option<Vec<super::format::publish::Node>> {
+    let alone = |ep: &PublishedEndpoint| {
+        let one = Publish {
+            service_name: publish.service_name.clone(),
+            owner: publish.owner.clone(),
+            endpoints: vec![ep.clone()],
+        };
+        registry.nodes(&one).is_ok()
+    };
+    let good: Vec<PublishedEndpoint> = publish
+        .endpoints
+        .iter()
+        .filter(|e| alone(e))
+        .cloned()
+        .collect();
+    if good.is_empty() || good.len() == publish.endpoints.len() {
+        return None;
+    }
+    let rest = Publish {
+        service_name: publish.service_name.clone(),
+        owner: publish.owner.clone(),
+        endpoints: good,
+    };
+    registry.nodes(&rest).ok()
 }
 
 impl ClientNodes for ClientRegistries {
