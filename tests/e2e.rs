@@ -2083,6 +2083,16 @@ spec:
             .all(|p| !p.contains_key("attacker.example.net")),
         "the consumer saw the tenant's provider before any policy granted it"
     );
+    // Granted again (a policy deleted and re-created, as `kubectl replace` does): published
+    // again at once, not at the next resync.
+    let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&grant));
+    assert!(ok, "{out}");
+    let lines = consumer.lines().len();
+    consumer.wait_for(lines, LIMIT, "the tenant granted again", |l| {
+        dubbo_providers(l).is_some_and(|p| p.len() == 3 && p.contains_key("attacker.example.net"))
+    });
+    let (ok, out) = kubectl(&["delete", "registrypolicy", &evil.name], None);
+    assert!(ok, "{out}");
     // Deleting the refused resources completes: a place they never wrote (the unreachable
     // ensemble) does not hold their finalizer.
     evil.kubectl(&["delete", "svcreg", "--all", "--timeout=60s"]);
