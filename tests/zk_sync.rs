@@ -1113,16 +1113,7 @@ async fn the_tamper_watch_is_set_again_after_a_reconnect_within_the_session() {
     use podkeeper::zk::tamper::{Change, Tamper};
     use zookeeper_client::SessionState;
     let mut zk = ZkServer::start();
-    let (changed, _changes) = tokio::sync::mpsc::unbounded_channel();
-    let target = Target {
-        connect: zk.connect_string(),
-        chroot: None,
-    };
-    let session = Session::start(
-        target,
-        SessionOptions::anonymous(Duration::from_secs(30)),
-        changed,
-    );
+    let session = session_on(&zk, Duration::from_secs(30));
     let (c, generation) = wait_for_client(&session).await;
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let tamper = Tamper::new(tx);
@@ -1194,6 +1185,20 @@ async fn next(
         .flatten()
 }
 
+/// The target of `zk`'s plain port, without a chroot.
+fn target_of(zk: &ZkServer) -> Target {
+    Target {
+        connect: zk.connect_string(),
+        chroot: None,
+    }
+}
+
+/// An operator session on `zk` (its change notices dropped).
+fn session_on(zk: &ZkServer, timeout: Duration) -> Arc<Session> {
+    let (changed, _) = tokio::sync::mpsc::unbounded_channel();
+    Session::start(target_of(zk), SessionOptions::anonymous(timeout), changed)
+}
+
 /// The session's client once it is connected.
 async fn wait_for_client(session: &Session) -> (Client, u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -1210,16 +1215,7 @@ async fn wait_for_client(session: &Session) -> (Client, u64) {
 async fn two_installations_on_one_ensemble_keep_their_own_epochs_and_never_fence_each_other() {
     use podkeeper::zk::fence::Fencer;
     let zk = ZkServer::shared();
-    let (changed, _changes) = tokio::sync::mpsc::unbounded_channel();
-    let target = Target {
-        connect: zk.connect_string(),
-        chroot: None,
-    };
-    let session = Session::start(
-        target,
-        SessionOptions::anonymous(Duration::from_secs(10)),
-        changed,
-    );
+    let session = session_on(zk, Duration::from_secs(10));
     let (c, _) = wait_for_client(&session).await;
     let prefix = format!("/podkeeper-epochs-{}", std::process::id());
     let east = Fencer::new(&prefix, "east", "east-0");
@@ -1380,10 +1376,7 @@ async fn a_per_resource_ensemble_nobody_uses_is_closed_and_never_makes_the_opera
     use podkeeper::zk::session::Sessions;
     let zk = ZkServer::start();
     let (changed, _changes) = tokio::sync::mpsc::unbounded_channel();
-    let own = Target {
-        connect: zk.connect_string(),
-        chroot: None,
-    };
+    let own = target_of(&zk);
     let sessions = Sessions::new(
         own,
         SessionOptions::anonymous(Duration::from_secs(10)),
@@ -1433,20 +1426,10 @@ async fn a_per_resource_ensemble_nobody_uses_is_closed_and_never_makes_the_opera
 async fn a_hung_ensemble_holds_up_only_its_own_fence() {
     use podkeeper::zk::fence::Fencer;
     let (healthy, hung) = (ZkServer::start(), ZkServer::start());
-    let start = |zk: &ZkServer| {
-        let (changed, changes) = tokio::sync::mpsc::unbounded_channel();
-        let target = Target {
-            connect: zk.connect_string(),
-            chroot: None,
-        };
-        let s = Session::start(
-            target,
-            SessionOptions::anonymous(Duration::from_secs(30)),
-            changed,
-        );
-        (s, changes)
-    };
-    let ((a, _ca), (b, _cb)) = (start(&healthy), start(&hung));
+    let (a, b) = (
+        session_on(&healthy, Duration::from_secs(30)),
+        session_on(&hung, Duration::from_secs(30)),
+    );
     let (client_a, _) = wait_for_client(&a).await;
     let (client_b, _) = wait_for_client(&b).await;
     let fencer = Arc::new(Fencer::new("/podkeeper", "hung-test", "replica-0"));
