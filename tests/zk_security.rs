@@ -456,7 +456,10 @@ async fn the_tamper_watch_ignores_our_writes_and_reports_a_superusers_at_once() 
     let mut cache = None;
     publish(&c, path, &endpoints(3), &mut cache, &options).await;
     let (_, generation) = session.client().unwrap();
-    tamper.watch(&c, generation, path, "sec/web").await.unwrap();
+    tamper
+        .watch(&c, generation, "", path, "sec/web")
+        .await
+        .unwrap();
     // Our own changes: one removal, then two additions.
     publish(&c, path, &endpoints(2), &mut cache, &options).await;
     publish(&c, path, &endpoints(4), &mut cache, &options).await;

@@ -1128,7 +1128,7 @@ async fn the_tamper_watch_is_set_again_after_a_reconnect_within_the_session() {
         .await
         .unwrap();
     tamper
-        .watch(&c, generation, path, "shop/web")
+        .watch(&c, generation, "", path, "shop/web")
         .await
         .unwrap();
     let other = connect(&zk).await;
@@ -1448,4 +1448,29 @@ async fn a_hung_ensemble_holds_up_only_its_own_fence() {
     assert!(healthy_fence.unwrap().is_some());
     hung.signal_java("CONT");
     let _ = tokio::time::timeout(Duration::from_secs(30), stuck).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tamper_watches_are_per_ensemble_and_unwatched_only_by_their_resource() {
+    use podkeeper::zk::tamper::Tamper;
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let tamper = Tamper::new(tx);
+    let path = "/podkeeper/shop/keyed";
+    // The same path on two ensembles (a move that kept the path): two watches.
+    tamper.watch(&c, 1, "", path, "shop/web").await.unwrap();
+    tamper
+        .watch(&c, 1, "zk-b:2181", path, "shop/web")
+        .await
+        .unwrap();
+    assert_eq!(tamper.watched().len(), 2);
+    // Another resource moving away from that path does not take this one's watch.
+    tamper.unwatch_root("", path, "shop/other");
+    assert_eq!(tamper.watched().len(), 2);
+    tamper.unwatch_root("", path, "shop/web");
+    assert_eq!(
+        tamper.watched(),
+        [("zk-b:2181".to_string(), path.to_string())]
+    );
 }

@@ -405,14 +405,16 @@ async fn watch_owned(ctx: &Context, res: &Resolved, conn: &Connection) {
         return;
     }
     let tag = format!("{}/{}", res.key.0, res.key.1);
+    let ensemble = place::ensemble_key(&place::placement_of(ctx, res).zookeeper);
     let dirs = res
         .clients
         .iter()
         .flat_map(|c| crate::zk::writer::ClientNodes::dirs(c.as_ref()));
     for root in std::iter::once(res.path.clone()).chain(dirs) {
+        let generation = conn.session_generation;
         let watched = ctx
             .tamper
-            .watch(&conn.client, conn.session_generation, &root, &tag);
+            .watch(&conn.client, generation, &ensemble, &root, &tag);
         if let Err(err) = watched.await {
             tracing::warn!(%root, %err, "cannot watch for tampering; the periodic resync repairs instead");
         }

@@ -89,8 +89,15 @@ impl Ledger {
     }
 
     /// `root` is not watched any more.
+    #[cfg(test)]
     fn unwatched(&self, root: &str) {
         self.watched.lock().expect("ledger lock").remove(root);
+    }
+
+    /// Only these roots are watched any more.
+    fn watching_only(&self, roots: &HashSet<&str>) {
+        let mut watched = self.watched.lock().expect("ledger lock");
+        watched.retain(|r| roots.contains(r.as_str()));
     }
 
     /// After a failed commit: nothing was written, no event comes.
@@ -149,7 +156,7 @@ type Watch = (u64, String, JoinHandle<()>);
 /// The watches of one process, by folder, each tied to the session it was set on.
 pub struct Tamper {
     ledger: Arc<Ledger>,
-    watches: Mutex<HashMap<String, Watch>>,
+    watches: Mutex<HashMap<(String, String), Watch>>,
     events: mpsc::UnboundedSender<Tampered>,
 }
 
@@ -168,16 +175,19 @@ impl Tamper {
         self.ledger.clone()
     }
 
-    /// Watches `root` (recursively) on the session `generation` of `client`, unless it already
-    /// is; `tag` comes back with each event.
+    /// Watches `root` (recursively) on the session `generation` of `client` to `ensemble`,
+    /// unless it already is; `tag` comes back with each event. The same path on two ensembles
+    /// is two watches.
     pub async fn watch(
         &self,
         client: &Client,
         generation: u64,
+        ensemble: &str,
         root: &str,
         tag: &str,
     ) -> Result<(), ZkError> {
-        if let Some((g, _, task)) = self.watches.lock().expect("watches lock").get(root)
+        let key = (ensemble.to_string(), root.to_string());
+        if let Some((g, _, task)) = self.watches.lock().expect("watches lock").get(&key)
             && *g == generation
             && !task.is_finished()
         {
@@ -214,9 +224,7 @@ impl Tamper {
             }
         });
         let mut watches = self.watches.lock().expect("watches lock");
-        if let Some((_, _, old)) =
-            watches.insert(root.to_string(), (generation, tag.to_string(), task))
-        {
+        if let Some((_, _, old)) = watches.insert(key, (generation, tag.to_string(), task)) {
             old.abort();
         }
         self.ledger.watching(root);
@@ -226,26 +234,37 @@ impl Tamper {
     /// Stops every watch set for `tag` (the resource went away).
     pub fn unwatch(&self, tag: &str) {
         let mut watches = self.watches.lock().expect("watches lock");
-        watches.retain(|root, (_, t, task)| {
+        watches.retain(|_, (_, t, task)| {
             let keep = t != tag;
             if !keep {
                 task.abort();
-                self.ledger.unwatched(root);
             }
             keep
         });
+        self.forget_unwatched(&watches);
     }
 
-    /// Stops the watch on `root` (a place a resource moved away from).
-    pub fn unwatch_root(&self, root: &str) {
-        if let Some((_, _, task)) = self.watches.lock().expect("watches lock").remove(root) {
+    /// Stops the watch `tag` set on `root` of `ensemble` (a place it moved away from); a watch
+    /// another resource set there now stays.
+    pub fn unwatch_root(&self, ensemble: &str, root: &str, tag: &str) {
+        let mut watches = self.watches.lock().expect("watches lock");
+        let key = (ensemble.to_string(), root.to_string());
+        if watches.get(&key).is_some_and(|(_, t, _)| t == tag)
+            && let Some((_, _, task)) = watches.remove(&key)
+        {
             task.abort();
-            self.ledger.unwatched(root);
         }
+        self.forget_unwatched(&watches);
     }
 
-    /// Folders watched now.
-    pub fn watched(&self) -> Vec<String> {
+    /// The ledger stops expecting events below roots no watch covers any more.
+    fn forget_unwatched(&self, watches: &HashMap<(String, String), Watch>) {
+        let roots: HashSet<&str> = watches.keys().map(|(_, r)| r.as_str()).collect();
+        self.ledger.watching_only(&roots);
+    }
+
+    /// Folders watched now (ensemble, root).
+    pub fn watched(&self) -> Vec<(String, String)> {
         self.watches
             .lock()
             .expect("watches lock")

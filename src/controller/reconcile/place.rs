@@ -256,6 +256,13 @@ pub(super) fn nested_move(
     })
 }
 
+/// How the tamper watches name an ensemble (empty: the operator's own).
+pub(super) fn ensemble_key(z: &Option<PlacedEnsemble>) -> String {
+    z.as_ref().map_or_else(String::new, |z| {
+        format!("{}{}", z.connect, z.chroot.as_deref().unwrap_or(""))
+    })
+}
+
 /// A retirement in words, for Events.
 fn where_(r: &Retired) -> String {
     let mut parts: Vec<String> = r.path.iter().cloned().collect();
@@ -288,7 +295,9 @@ async fn retire(
     let owner = owner(&ctx.settings, sr);
     let mut removed = 0;
     if let Some(path) = &r.path {
-        ctx.tamper.unwatch_root(path);
+        let tag = format!("{}/{}", owner.namespace, owner.name);
+        ctx.tamper
+            .unwatch_root(&ensemble_key(&r.zookeeper), path, &tag);
         removed += writer::remove_owned(&client, path, &owner, &options)
             .await?
             .unwrap_or(0);
