@@ -73,21 +73,25 @@ pub enum ServiceType {
 pub struct Options {
     /// Base path (Spring's `spring.cloud.zookeeper.discovery.root`), `/services` unless set.
     #[serde(default = "default_base_path")]
+    #[schemars(length(max = 256))]
     pub base_path: String,
     /// Payload shape: `ZookeeperInstance` (default) or `None`.
     #[serde(default)]
     pub payload: PayloadKind,
     /// The consumers' payload class, which `payload.@class` must equal exactly.
     #[serde(default = "default_payload_class")]
+    #[schemars(length(max = 256))]
     pub payload_class: String,
     /// URI spec, written in Curator's parsed form; `{scheme}://{address}:{port}` unless set.
     #[serde(default = "default_uri_spec")]
+    #[schemars(length(max = 256))]
     pub uri_spec: String,
     /// `serviceType`, `DYNAMIC` (as Spring registers) unless set.
     #[serde(default)]
     pub service_type: ServiceType,
     /// Name of the endpoint port published as `sslPort` (null when unset or the pod lacks it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15))]
     pub ssl_port: Option<String>,
 }
 

@@ -45,6 +45,7 @@ pub const ZONE_KEY: &str = "zone";
 pub struct Options {
     /// The ServerSet lives at `<basePath>/<serviceName>`; `/serversets` unless set.
     #[serde(default = "default_base_path")]
+    #[schemars(length(max = 256))]
     pub base_path: String,
     /// Write `shard` from the pod name's trailing ordinal (`web-3` is shard 3), for StatefulSets.
     /// Off: no `shard` (Finagle reads that as unsharded).
