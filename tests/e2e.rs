@@ -2057,10 +2057,14 @@ spec:
         .unwrap();
     assert_eq!(providers.len(), 2, "{providers:?}");
 
-    // With a policy that grants the interface and the host: it publishes, beside the owners.
+    // With a policy that grants the interface and the host (to the namespaces labelled as the
+    // tenant's, by a selector): it publishes, beside the owners.
+    let label = format!("podkeeper-e2e-team={}", evil.name);
+    let (ok, out) = kubectl(&["label", "namespace", &evil.name, &label], None);
+    assert!(ok, "{out}");
     let grant = format!(
         "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryPolicy\nmetadata: {{name: {0}}}\n\
-         spec:\n  namespaces: [{0}]\n  dubbo: [{{interface: \"{iface}\", group: g1}}]\n  templateHosts: [\"*.example.net\"]\n",
+         spec:\n  namespaceSelector: {{matchLabels: {{podkeeper-e2e-team: {0}}}}}\n  dubbo: [{{interface: \"{iface}\", group: g1}}]\n  templateHosts: [\"*.example.net\"]\n",
         evil.name
     );
     let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&grant));

@@ -407,6 +407,10 @@ pub async fn run(
     });
     tokio::spawn(watch::nodes(ctx.clone(), Api::<Node>::all(client.clone())));
     tokio::spawn(tenancy::watch(ctx.clone(), Api::all(client.clone())));
+    tokio::spawn(tenancy::watch_namespaces(
+        ctx.clone(),
+        Api::all(client.clone()),
+    ));
     tokio::spawn(release::run());
 
     ctx.index.expect_pod_scopes(scopes.len());

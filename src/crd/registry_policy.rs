@@ -2,6 +2,7 @@
 //! native folder. Cluster-scoped, so only who holds cluster RBAC (the platform team) shapes
 //! it; what a namespace may do is evaluated in `model::tenancy`.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -25,11 +26,15 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)").message("name the namespaces granted: namespaces, namespaceSelector or both"))]
 pub struct RegistryPolicySpec {
     /// Namespaces granted, by name or glob (`shop`, `team-a-*`; `*` matches any run of
     /// characters).
-    #[x_kube(validation = Rule::new("size(self) >= 1").message("namespaces must name at least one namespace or pattern"))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Namespaces granted by their labels (as a Deployment selects pods), beside `namespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
     /// Native service paths beyond the namespace's own folder (globs: `*` within one path
     /// segment, `**` across segments, e.g. `/podkeeper/shared/**`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -4,6 +4,8 @@
 //! load-balancing policy here.
 
 use crate::crd::{DubboGrant, RegistryPolicySpec};
+use crate::model::pod::Labels;
+use crate::model::selector::Selector;
 
 // Path globs: `*` stays within one segment.
 
@@ -12,6 +14,8 @@ use crate::crd::{DubboGrant, RegistryPolicySpec};
 pub struct Request {
     /// The resource's namespace.
     pub namespace: String,
+    /// Its labels (for policies' `namespaceSelector`).
+    pub namespace_labels: Labels,
     /// Its native service path.
     pub native_path: String,
     /// Dubbo interfaces, each with its registry root, group and version.
@@ -63,7 +67,7 @@ impl Tenancy {
         let granted: Vec<&(String, RegistryPolicySpec)> = self
             .policies
             .iter()
-            .filter(|(_, p)| p.namespaces.iter().any(|n| glob(n, ns, &[])))
+            .filter(|(_, p)| names(p, ns, &req.namespace_labels))
             .collect();
         let names = || granted.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>();
         let none_grants = |what: String| {
@@ -139,6 +143,16 @@ impl Tenancy {
         // The pod IP is the pod's own address: nobody else's.
         host == "{podIP}" || template_within(host, &format!("*.{}", self.cluster_domain))
     }
+}
+
+/// Whether the policy names namespace `ns` (labelled `labels`): by name or glob, or by its
+/// selector. A selector that does not compile names nobody.
+fn names(p: &RegistryPolicySpec, ns: &str, labels: &Labels) -> bool {
+    p.namespaces.iter().any(|n| glob(n, ns, &[]))
+        || p.namespace_selector
+            .as_ref()
+            .and_then(|s| Selector::compile(s).ok())
+            .is_some_and(|s| !s.is_empty() && s.matches(labels))
 }
 
 fn dubbo_grants(g: &DubboGrant, ask: &DubboAsk) -> bool {
@@ -238,6 +252,28 @@ mod tests {
             group: group.into(),
             version: version.into(),
         }
+    }
+
+    #[test]
+    fn a_namespace_selector_grants_by_label_and_an_empty_one_grants_nobody() {
+        let t = tenancy(&[
+            (
+                "team",
+                "{namespaceSelector: {matchLabels: {team: orders}}, nativePaths: [/shared/**]}",
+            ),
+            ("empty", "{namespaceSelector: {}, nativePaths: [/open/**]}"),
+        ]);
+        let mut r = req("any-name", "/shared/x");
+        assert!(t.check(&r).is_err());
+        r.namespace_labels = [("team".to_string(), "orders".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(t.check(&r), Ok(()));
+        r.native_path = "/open/x".into();
+        assert!(
+            t.check(&r).is_err(),
+            "an empty selector must not grant every namespace"
+        );
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub(super) fn permitted(
 fn request(ctx: &Context, sr: &ServiceRegistration, res: &Resolved) -> Request {
     let mut req = Request {
         namespace: res.key.0.clone(),
+        namespace_labels: ctx.policies.labels_of(&res.key.0),
         native_path: res.path.clone(),
         template_host: match sr.spec.address.mode {
             crate::crd::AddressMode::Template => sr.spec.address.host.clone(),
