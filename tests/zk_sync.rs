@@ -1227,7 +1227,7 @@ async fn two_installations_on_one_ensemble_keep_their_own_epochs_and_never_fence
     for (term, fencer) in [(1, &east), (1, &west), (2, &east), (2, &west)] {
         terms.push(
             fencer
-                .fence(&session, &c, Some(term))
+                .fence(&session, &c, 1, Some(term))
                 .await
                 .unwrap()
                 .unwrap(),
@@ -1436,15 +1436,17 @@ async fn a_hung_ensemble_holds_up_only_its_own_fence() {
     hung.signal_java("STOP");
     let stuck = {
         let (fencer, b) = (fencer.clone(), b.clone());
-        tokio::spawn(async move { fencer.fence(&b, &client_b, Some(1)).await })
+        tokio::spawn(async move { fencer.fence(&b, &client_b, 1, Some(1)).await })
     };
     // Let the bump on the hung ensemble get under way, holding its lock.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!stuck.is_finished(), "the hung ensemble answered");
-    let healthy_fence =
-        tokio::time::timeout(Duration::from_secs(5), fencer.fence(&a, &client_a, Some(1)))
-            .await
-            .expect("the healthy ensemble's fence waited for the hung one");
+    let healthy_fence = tokio::time::timeout(
+        Duration::from_secs(5),
+        fencer.fence(&a, &client_a, 1, Some(1)),
+    )
+    .await
+    .expect("the healthy ensemble's fence waited for the hung one");
     assert!(healthy_fence.unwrap().is_some());
     hung.signal_java("CONT");
     let _ = tokio::time::timeout(Duration::from_secs(30), stuck).await;
@@ -1473,4 +1475,40 @@ async fn tamper_watches_are_per_ensemble_and_unwatched_only_by_their_resource() 
         tamper.watched(),
         [("zk-b:2181".to_string(), path.to_string())]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_cluster_left_at_the_same_cluster_id_is_refused_not_silently_merged() {
+    use podkeeper::zk::fence::Fencer;
+    let zk = ZkServer::shared();
+    let session = session_on(zk, Duration::from_secs(10));
+    let (c, generation) = wait_for_client(&session).await;
+    let prefix = format!("/podkeeper-marker-{}", std::process::id());
+    let first = Fencer::new(&prefix, "default", "a-0");
+    first.set_marker("uid-of-cluster-a");
+    first.fence(&session, &c, generation, None).await.unwrap();
+    // The same cluster again (a restart, another replica): fine.
+    let again = Fencer::new(&prefix, "default", "a-1");
+    again.set_marker("uid-of-cluster-a");
+    again
+        .fence(&session, &c, generation, Some(1))
+        .await
+        .unwrap();
+    // Another cluster that kept the default id: refused, saying what to do.
+    let second = Fencer::new(&prefix, "default", "b-0");
+    second.set_marker("uid-of-cluster-b");
+    let err = second
+        .fence(&session, &c, generation, Some(1))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("uid-of-cluster-a") && msg.contains("--cluster-id"),
+        "{msg}"
+    );
+    assert!(!err.is_transient());
+    // With an id of its own it writes.
+    let own = Fencer::new(&prefix, "cluster-b", "b-0");
+    own.set_marker("uid-of-cluster-b");
+    own.fence(&session, &c, generation, Some(1)).await.unwrap();
 }

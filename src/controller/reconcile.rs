@@ -286,6 +286,13 @@ async fn apply(
             // The session task triggers a resync when it connects; this is a safety net.
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
+        Err(err @ ZkError::ClusterIdTaken { .. }) => {
+            let outcome = Outcome::WriteFailed(err.to_string());
+            report(ctx, &sr, &mut entry, &outcome, None, Some(&res.path));
+            ctx.events
+                .publish(&sr, EventType::Warning, "ClusterIdTaken", err.to_string());
+            return Err(err.into());
+        }
         Err(err) => return Err(err.into()),
     };
     forget_tampered(ctx, &mut entry, &res);
@@ -536,7 +543,10 @@ async fn connect(ctx: &Context, res: &Resolved, term: u64) -> Result<Connection,
     let session = ctx.sessions.get(res.target.as_ref());
     let (client, session_generation) = session.client()?;
     let term = ctx.leadership.is_elected().then_some(term);
-    let fence = ctx.fencer.fence(&session, &client, term).await?;
+    let fence = ctx
+        .fencer
+        .fence(&session, &client, session_generation, term)
+        .await?;
     let mut options = ctx
         .settings
         .write_options(fence, res.clients.clone(), session.acls());

@@ -126,6 +126,12 @@ pub async fn watch_namespaces(ctx: Arc<Context>, api: Api<PartialObjectMeta<Name
         };
         ctx.set_watch_error(NAME, None);
         let labels_of = |m: &PartialObjectMeta<Namespace>| -> Labels {
+            // The kube-system namespace's uid marks this Kubernetes cluster on every ensemble.
+            if m.name_any() == "kube-system"
+                && let Some(uid) = m.uid()
+            {
+                ctx.fencer.set_marker(&uid);
+            }
             m.labels()
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))

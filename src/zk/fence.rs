@@ -23,6 +23,13 @@ pub struct Fence {
 /// Bumps the epoch once per ensemble and term, and hands out the fence for later writes.
 pub struct Fencer {
     path: String,
+    /// `<prefix>/.cluster-<id>`: which Kubernetes cluster uses the id on an ensemble.
+    marker_path: String,
+    cluster_id: String,
+    /// This cluster's marker (the kube-system namespace's uid), once known.
+    marker: std::sync::OnceLock<String>,
+    /// Ensembles (and their session generation) whose marker was checked.
+    claimed: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
     /// The epoch of releases before one epoch per installation: bumped too (when it exists), so
     /// a paused pod of an older release is fenced during the upgrade.
     legacy: String,
@@ -41,20 +48,85 @@ impl Fencer {
     pub fn new(prefix: &str, cluster_id: &str, identity: &str) -> Fencer {
         Fencer {
             path: epoch_path(prefix, cluster_id),
+            marker_path: format!("{}/.cluster-{cluster_id}", prefix.trim_end_matches('/')),
+            cluster_id: cluster_id.to_string(),
+            marker: std::sync::OnceLock::new(),
+            claimed: std::sync::Mutex::default(),
             legacy: format!("{}/.leader-epoch", prefix.trim_end_matches('/')),
             identity: identity.to_string(),
             fences: std::sync::Mutex::default(),
         }
     }
 
-    /// The fence for writes through `session` in `term`, bumping the epoch on first use.
-    /// `None` for a replica that runs without leader election (nothing to fence against).
+    /// This Kubernetes cluster's marker (the kube-system namespace's uid): from now on every
+    /// ensemble is checked to be this cluster's under its id before anything is written.
+    pub fn set_marker(&self, marker: &str) {
+        let _ = self.marker.set(marker.to_string());
+    }
+
+    /// Claims the cluster id on the session's ensemble (once per session), or refuses when
+    /// another cluster holds it: two clusters left at one id (`default`) would take over each
+    /// other's paths without a word.
+    async fn claim(
+        &self,
+        session: &Session,
+        client: &Client,
+        generation: u64,
+    ) -> Result<(), ZkError> {
+        let Some(ours) = self.marker.get() else {
+            return Ok(());
+        };
+        let key = (session.target().to_string(), generation);
+        if self.claimed.lock().expect("claimed lock").contains(&key) {
+            return Ok(());
+        }
+        let path = &self.marker_path;
+        let data = serde_json::to_vec(&serde_json::json!({ "kubeSystemUid": ours })).expect("json");
+        let theirs = loop {
+            match client.get_data(path).await {
+                Ok((found, _)) => break found,
+                Err(zookeeper_client::Error::NoNode) => {
+                    let acls = session.acls();
+                    mkdir_parent(client, path, &acls).await?;
+                    match client
+                        .create(path, &data, &persistent(&acls, NodeKind::Owned))
+                        .await
+                    {
+                        Ok(_) => break data.clone(),
+                        Err(zookeeper_client::Error::NodeExists) => continue,
+                        Err(e) => return Err(server("create", path)(e)),
+                    }
+                }
+                Err(e) => return Err(server("get", path)(e)),
+            }
+        };
+        let theirs: String = serde_json::from_slice::<serde_json::Value>(&theirs)
+            .ok()
+            .and_then(|v| v.get("kubeSystemUid")?.as_str().map(str::to_string))
+            .unwrap_or_default();
+        if theirs != *ours {
+            return Err(ZkError::ClusterIdTaken {
+                id: self.cluster_id.clone(),
+                path: path.clone(),
+                theirs,
+                ours: ours.clone(),
+            });
+        }
+        self.claimed.lock().expect("claimed lock").insert(key);
+        Ok(())
+    }
+
+    /// The fence for writes through `session` (of `generation`) in `term`, bumping the epoch
+    /// on first use, once the cluster id is claimed there. `None` for a replica that runs
+    /// without leader election (nothing to fence against).
     pub async fn fence(
         &self,
         session: &Session,
         client: &Client,
+        generation: u64,
         term: Option<u64>,
     ) -> Result<Option<Fence>, ZkError> {
+        self.claim(session, client, generation).await?;
         let Some(term) = term else {
             return Ok(None);
         };

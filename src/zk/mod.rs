@@ -76,6 +76,21 @@ pub enum ZkError {
         /// The node.
         path: String,
     },
+    /// Another Kubernetes cluster already uses this cluster id on the ensemble: nothing is
+    /// written there, instead of taking over its paths.
+    #[error(
+        "cluster id {id:?} is already used on this ZooKeeper ensemble by another Kubernetes cluster (its kube-system namespace uid is {theirs}, this one's is {ours}; see {path}): give each cluster its own --cluster-id"
+    )]
+    ClusterIdTaken {
+        /// The cluster id.
+        id: String,
+        /// The marker node.
+        path: String,
+        /// The marker found.
+        theirs: String,
+        /// This cluster's.
+        ours: String,
+    },
     /// One record is larger than a transaction may carry.
     #[error("endpoint record {name} is {bytes} bytes, over the {limit}-byte transaction budget")]
     TooLarge {
@@ -98,6 +113,7 @@ impl ZkError {
             ZkError::Server { .. } => "server",
             ZkError::TooLarge { .. } => "too_large",
             ZkError::Occupied { .. } => "occupied",
+            ZkError::ClusterIdTaken { .. } => "cluster_id_taken",
         }
     }
 
@@ -114,7 +130,9 @@ impl ZkError {
                     | zookeeper_client::Error::Throttled
                     | zookeeper_client::Error::SessionMoved
             ),
-            ZkError::TooLarge { .. } | ZkError::Fenced { .. } => false,
+            ZkError::TooLarge { .. } | ZkError::Fenced { .. } | ZkError::ClusterIdTaken { .. } => {
+                false
+            }
         }
     }
 }

@@ -288,9 +288,12 @@ async fn retire(
         chroot: z.chroot.clone(),
     });
     let session = ctx.sessions.get(target.as_ref());
-    let (client, _) = session.client()?;
+    let (client, generation) = session.client()?;
     let term = ctx.leadership.is_elected().then_some(term);
-    let fence = ctx.fencer.fence(&session, &client, term).await?;
+    let fence = ctx
+        .fencer
+        .fence(&session, &client, generation, term)
+        .await?;
     let mut options = ctx.settings.write_options(fence, None, session.acls());
     options.ledger = Some(ctx.tamper.ledger());
     let owner = owner(&ctx.settings, sr);
