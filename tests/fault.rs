@@ -650,11 +650,13 @@ async fn api_server_restarted_during_churn() {
         .await;
     let state = std::env::var("PODKEEPER_CLUSTER_DIR")
         .expect("PODKEEPER_CLUSTER_DIR (set by scripts/test)");
+    // "<pid> <start time>" (scripts/lib.sh pk_start): the pid is the first word.
     let pid = std::fs::read_to_string(format!("{state}/pids/kube-apiserver.pid")).unwrap();
+    let pid = pid.split_whitespace().next().expect("a pid");
     assert!(
         Command::new("kill")
             .arg("-9")
-            .arg(pid.trim())
+            .arg(pid)
             .status()
             .unwrap()
             .success()
