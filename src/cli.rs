@@ -127,7 +127,7 @@ pub struct RunArgs {
         long,
         env = "PODKEEPER_ALLOWED_PATH_PREFIX",
         value_delimiter = ',',
-        default_value = "/podkeeper,/dubbo,/services"
+        default_value = "/podkeeper,/dubbo,/services,/serversets"
     )]
     pub allowed_path_prefix: Vec<String>,
     /// Interval of the full resync that repairs tampering (e.g. 5m).
@@ -618,6 +618,28 @@ mod tests {
         assert_eq!("".parse::<Identities>(), Ok(Identities::default()));
         let err = "CN=app,sasl:x".parse::<Identities>().unwrap_err();
         assert!(err.contains("scheme:id"), "{err}");
+    }
+
+    #[test]
+    fn every_format_s_default_folders_lie_under_the_default_prefixes() {
+        use podkeeper::zk::format::registry::Registry;
+        use podkeeper::zk::format::{curator, dubbo, serverset};
+        let Command::Run(run) = Cli::try_parse_from(["podkeeper", "run"]).unwrap().command else {
+            panic!("run")
+        };
+        let prefixes = &run.allowed_path_prefix;
+        let service = podkeeper::zk::layout::service_path(None, prefixes, "shop", "web").unwrap();
+        assert_eq!(service, "/podkeeper/shop/web");
+        for registry in [
+            Registry::Dubbo(dubbo::Options::new(&["org.example.Api"])),
+            Registry::Curator(curator::Options::default()),
+            Registry::ServerSet(serverset::Options::default()),
+        ] {
+            for dir in registry.dirs("web") {
+                let ok = podkeeper::zk::layout::allowed(&dir, prefixes);
+                assert!(ok.is_ok(), "{}: {dir}: {ok:?}", registry.name());
+            }
+        }
     }
 
     #[test]
