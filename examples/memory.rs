@@ -24,9 +24,10 @@ unsafe impl GlobalAlloc for Counting {
 static A: Counting = Counting;
 use std::collections::BTreeMap;
 
-use podkeeper::model::desired::{Registration, Tracker};
 use podkeeper::model::plan::Current;
 use podkeeper::model::pod::PodInfo;
+use podkeeper::model::registration::Registration;
+use podkeeper::model::tracker::Tracker;
 
 #[path = "../benches/common/fleet.rs"]
 mod fleet;

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use podkeeper::crd::ServiceRegistrationSpec;
-use podkeeper::model::desired::{Registration, Tracker, desired};
+use podkeeper::model::desired::desired;
 use podkeeper::model::plan::{diff, diff_names};
 use podkeeper::model::pod::{NodeInfo, PodInfo};
 use podkeeper::model::record::{PublishedRecord, ServiceRecord};
+use podkeeper::model::registration::Registration;
+use podkeeper::model::tracker::Tracker;
 use podkeeper::zk::layout::{endpoint_path, endpoints_path};
 use podkeeper::zk::writer::{self, Loaded, ServiceState, Synced, WriteOptions};
 use rand::RngExt;

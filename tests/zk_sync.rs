@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use common::zk::ZkServer;
 use podkeeper::crd::ServiceRegistrationSpec;
-use podkeeper::model::desired::{Registration, desired};
+use podkeeper::model::desired::desired;
 use podkeeper::model::pod::{Labels, PodInfo};
 use podkeeper::model::record::{Owner, PublishedRecord, ServiceRecord};
+use podkeeper::model::registration::Registration;
 use podkeeper::zk::layout::{endpoint_path, endpoints_path};
 use podkeeper::zk::session::{Session, SessionOptions, Target};
 use podkeeper::zk::writer::{self, ServiceState, Synced, WriteOptions};
@@ -920,7 +921,7 @@ async fn client_formats_are_written_with_the_endpoints_and_foreign_nodes_beside_
 /// incremental step and is put back by the next write from a cold cache.
 #[tokio::test]
 async fn incremental_syncs_of_the_changed_names_keep_zookeeper_equal_to_the_desired_state() {
-    use podkeeper::model::desired::Tracker;
+    use podkeeper::model::tracker::Tracker;
     let zk = ZkServer::shared();
     let c = connect(zk).await;
     let reader = connect(zk).await;

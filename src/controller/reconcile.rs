@@ -30,13 +30,15 @@ use super::status_writer::StatusWriter;
 use crate::crd::{FINALIZER, ServiceRegistration};
 use crate::crd::{PlacedEnsemble, PlacedFolder, Placement};
 use crate::crd::{Registry, RegistryFormat, RegistryStatus};
-use crate::model::desired::{Desired, Registration, Tracker};
+use crate::model::desired::Desired;
 use crate::model::guard::{self, Endpoints};
 use crate::model::nodes;
 use crate::model::placement::{self, Retired};
 use crate::model::plan::{Op, Plan};
 use crate::model::record::{Owner, ServiceRecord};
+use crate::model::registration::Registration;
 use crate::model::tenancy::{DubboAsk, Request};
+use crate::model::tracker::Tracker;
 use crate::zk::ZkError;
 use crate::zk::acl::NodeKind;
 use crate::zk::clients::{

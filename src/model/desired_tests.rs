@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 
-use super::desired::{MAX_GROUPS, Registration, SpecError, desired};
+use super::desired::desired;
 use super::pod::{Labels, NodeInfo, PodInfo};
 use super::record::EndpointStatus;
+use super::registration::{MAX_GROUPS, Registration, SpecError};
 use crate::crd::ServiceRegistrationSpec;
 
 fn spec(y: &str) -> ServiceRegistrationSpec {
@@ -256,7 +257,7 @@ fn pods_in_no_group_fall_into_the_implicit_default_group() {
 
 #[test]
 fn an_update_gives_the_same_result_and_shares_unchanged_records() {
-    use super::desired::Tracker;
+    use super::tracker::Tracker;
     use std::sync::Arc;
     let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
     let mut pods: Vec<PodInfo> = (0..20)
@@ -313,7 +314,7 @@ fn an_update_gives_the_same_result_and_shares_unchanged_records() {
 
 #[test]
 fn records_of_pods_alike_hold_one_copy_of_their_ports_and_metadata() {
-    use super::desired::Tracker;
+    use super::tracker::Tracker;
     let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
     let stable = [("app", "web"), ("track", "stable")];
     let mut pods: Vec<PodInfo> = (0..4)
@@ -368,7 +369,7 @@ fn records_of_pods_alike_hold_one_copy_of_their_ports_and_metadata() {
 
 mod incremental {
     use super::*;
-    use crate::model::desired::Tracker;
+    use crate::model::tracker::Tracker;
     use proptest::prelude::*;
 
     /// One pod's state, small enough for proptest to explore.

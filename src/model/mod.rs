@@ -19,10 +19,14 @@ pub mod pod_wire;
 pub mod policy;
 pub mod record;
 #[cfg(feature = "operator")]
+pub mod registration;
+#[cfg(feature = "operator")]
 pub mod selector;
 pub mod small_map;
 #[cfg(feature = "operator")]
 pub mod tenancy;
+#[cfg(feature = "operator")]
+pub mod tracker;
 pub mod weights;
 
 #[cfg(all(test, feature = "operator"))]
