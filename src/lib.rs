@@ -53,9 +53,10 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
 
     // Before any TLS: kube and zookeeper-client share rustls, which links two providers.
     zk::security::install_crypto_provider();
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to Kubernetes (kubeconfig or in-cluster config)")?;
+    let client = kube::Client::try_default().await.context(
+        "no Kubernetes to connect to: set KUBECONFIG (or write ~/.kube/config), or run in a \
+             pod with a service account",
+    )?;
     check_crd(&client).await?;
 
     let credentials = match args.zk_security.is_empty() {

@@ -17,8 +17,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     if let Err(err) = run(Cli::parse()) {
-        // The whole cause chain on one line, without a backtrace: these are messages for people.
-        eprintln!("error: {err:#}");
+        // The cause chain on one line, each cause once, without a backtrace: for people.
+        eprintln!("error: {}", cli::one_line(&err));
         std::process::exit(1);
     }
 }
