@@ -74,13 +74,23 @@ if up_to_date && (( !force )); then
 fi
 rm -f "$STAMP"
 T0=$SECONDS
+LOG="$OUT/build.log"
+: >"$LOG"
+echo "tools: Go's output goes to $LOG"
 
 # build <module dir> <output name> <package> [ldflags...]
 build() {
   local dir="$1" name="$2" pkg="$3"; shift 3
   local t=$SECONDS
   echo "tools: [$((SECONDS - T0))s] building $name ($pkg) ..."
-  (cd "$TOOLS_SRC/$dir" && "$GO" build -p 2 -trimpath -ldflags "-s -w $*" -o "$BIN/.$name.tmp" "$pkg")
+  # Go's own output (hundreds of "go: downloading" lines on a cold cache) goes to the log;
+  # a failure shows its end.
+  if ! (cd "$TOOLS_SRC/$dir" && "$GO" build -p 2 -trimpath -ldflags "-s -w $*" \
+      -o "$BIN/.$name.tmp" "$pkg") >>"$LOG" 2>&1; then
+    tail -n 40 "$LOG" >&2
+    echo "tools: building $name failed; the whole output is in $LOG" >&2
+    exit 1
+  fi
   mv -f "$BIN/.$name.tmp" "$BIN/$name"
   echo "tools: [$((SECONDS - T0))s] built $name in $((SECONDS - t))s"
 }
