@@ -12,8 +12,10 @@ pub use crate::model::policy::Policy;
 
 /// Finalizer that makes the operator remove the resource's znodes before it goes.
 pub const FINALIZER: &str = "podkeeper.io/cleanup";
+pub mod load;
 pub mod registry_policy;
 
+pub use load::{AutoSpec, LoadSpec, LoadStatus, UnweighedPod};
 pub use registry_policy::{DubboGrant, RegistryPolicy, RegistryPolicySpec};
 
 /// Pod annotation with the pod's relative weight inside its group.
@@ -38,6 +40,7 @@ pub const WEIGHT_ANNOTATION: &str = "podkeeper.io/weight";
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Published", type_ = "integer", json_path = ".status.published"),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".status.policy"),
     printcolumn(name = "Path", type_ = "string", json_path = ".status.path"),
     printcolumn(
         name = "Age",
@@ -125,6 +128,10 @@ pub struct ServiceRegistrationSpec {
     #[x_kube(validation = Rule::new("self.filter(r, r.format == 'Native').size() <= 1").message("at most one Native registry (its place is spec.path)"))]
     #[schemars(length(max = 8))]
     pub registries: Vec<Registry>,
+
+    /// Weighs pods by their load (metrics.k8s.io): see `LoadSpec`. Absent: weights as declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSpec>,
 }
 
 /// How an endpoint's host and port are chosen. A pod whose address cannot be resolved is left
@@ -323,6 +330,9 @@ pub struct LoadBalancer {
     /// RoundRobin, Random, WeightedRandom, WeightedRoundRobin, LeastRequest or ConsistentHash.
     #[serde(default)]
     pub policy: Policy,
+    /// Switch the published policy from load (needs `spec.load`); `auto: {}` takes the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoSpec>,
 }
 
 /// Pod labels and annotations copied into endpoint metadata, plus static entries.
@@ -390,6 +400,12 @@ pub struct ServiceRegistrationStatus {
     /// path, the ensemble or the registries moves away from, and what deletion removes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// The load-balancing policy published (the declared one, or the automatic switch's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// The load weighting, when `spec.load` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadStatus>,
 }
 
 /// Where a registration's nodes live: the ensemble, the native service path and every
