@@ -117,7 +117,9 @@ impl AutoSpec {
             hot_exit: pct(self.hot_exit_percent, r.hot_exit),
             spread_enter: pct(self.spread_enter_percent, r.spread_enter),
             spread_exit: pct(self.spread_exit_percent, r.spread_exit),
-            dwell_ms: self.min_dwell_seconds.map_or(r.dwell_ms, |s| i64::from(s) * 1000),
+            dwell_ms: self
+                .min_dwell_seconds
+                .map_or(r.dwell_ms, |s| i64::from(s) * 1000),
         }
     }
 }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use smol_str::SmolStr;
 
+use super::load::effective;
 use super::pod::{Labels, NodeInfo, PodInfo};
 use super::record::{EndpointStatus, PublishedRecord};
 use super::registration::{PortRef, Registration};
 use super::tracker::Tracker;
-use crate::crd::{GroupStatus, WEIGHT_ANNOTATION};
+use crate::crd::GroupStatus;
 
 /// What ZooKeeper should hold for one resource, and the counts for its status.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -90,6 +91,7 @@ pub(super) struct Cand {
     pub(super) port: u16,
     /// Draining (until the slot's `expires`) rather than serving.
     pub(super) draining: bool,
+    /// The declared relative weight (annotation or default); load factors apply on top.
     pub(super) relative: u32,
     /// The solved weight while serving; 0 while draining.
     pub(super) weight: u32,
@@ -112,6 +114,7 @@ pub(super) fn slot(
     group: usize,
     nodes: &HashMap<String, NodeInfo>,
     now_ms: i64,
+    factor: f64,
 ) -> Slot {
     let mut out = Slot {
         ready: false,
@@ -162,19 +165,10 @@ pub(super) fn slot(
             return out;
         }
     };
-    let relative = match pod.annotations.get(WEIGHT_ANNOTATION) {
-        None => reg.default_weight,
-        Some(v) => match v.trim().parse::<u32>() {
-            Ok(w) if (1..=10_000).contains(&w) => w,
-            _ => {
-                out.note = Some(Box::new(Note::Warning(format!(
-                    "pod {} has {WEIGHT_ANNOTATION}={v:?}; expected an integer from 1 to 10000, using {}",
-                    pod.name, reg.default_weight
-                ))));
-                reg.default_weight
-            }
-        },
-    };
+    let relative = reg.declared_weight(pod).unwrap_or_else(|why| {
+        out.note = Some(Box::new(Note::Warning(why)));
+        reg.default_weight
+    });
     out.cand = Some(Cand {
         // `Registration::compile` allows at most `MAX_GROUPS`.
         group: group as u16,
@@ -182,9 +176,13 @@ pub(super) fn slot(
         port,
         draining,
         relative,
-        // Without groups the relative weight is published as it is; with groups the solver
-        // sets it (see `Tracker::solve`).
-        weight: if draining { 0 } else { relative.max(1) },
+        // Without groups the relative weight (under its load factor) is published as it is;
+        // with groups the solver sets it (see `Tracker::solve`).
+        weight: if draining {
+            0
+        } else {
+            effective(relative, factor)
+        },
     });
     out
 }

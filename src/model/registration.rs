@@ -7,7 +7,7 @@ use smol_str::SmolStr;
 use super::address::{self, AddressError, Mode, NodePorts};
 use super::pod::PodInfo;
 use super::selector::{Selector, SelectorError};
-use crate::crd::{MetadataSpec, ServiceRegistrationSpec};
+use crate::crd::{MetadataSpec, ServiceRegistrationSpec, WEIGHT_ANNOTATION};
 
 pub const DEFAULT_GROUP: &str = "default";
 /// Share of the implicit group when groups are declared and `weights.defaultShare` is unset.
@@ -184,7 +184,23 @@ impl Registration {
         self.metadata.annotations.iter().map(SmolStr::as_str)
     }
 
-    pub(super) fn group_of(&self, pod: &PodInfo) -> usize {
+    /// The pod's declared relative weight: its weight annotation, or `weights.default`; an
+    /// annotation that is not an integer from 1 to 10000 is an error saying so.
+    pub fn declared_weight(&self, pod: &PodInfo) -> Result<u32, String> {
+        let Some(v) = pod.annotations.get(WEIGHT_ANNOTATION) else {
+            return Ok(self.default_weight);
+        };
+        match v.trim().parse::<u32>() {
+            Ok(w) if (1..=10_000).contains(&w) => Ok(w),
+            _ => Err(format!(
+                "pod {} has {WEIGHT_ANNOTATION}={v:?}; expected an integer from 1 to 10000, using {}",
+                pod.name, self.default_weight
+            )),
+        }
+    }
+
+    /// The weight group of a pod this resource selects (the implicit group is the last).
+    pub fn group_of(&self, pod: &PodInfo) -> usize {
         self.groups
             .iter()
             .position(|(_, s)| s.matches(&pod.labels))

@@ -1,7 +1,9 @@
 //! Load-aware balancing, the pure half: damped load factors for pods' weights (weights.rs), the
-//! automatic policy switch (policy.rs), and a closed-loop model to prove both (sim.rs).
+//! automatic policy switch (policy.rs), utilization from metrics (measure.rs), and a closed-loop
+//! model to prove the weighting and the switch (sim.rs).
 //! No metrics API and no clocks here: samples and the time come in as arguments.
 
+pub mod measure;
 pub mod policy;
 pub mod sim;
 pub mod weights;
