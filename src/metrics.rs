@@ -93,6 +93,23 @@ pub struct Metrics {
     pub credential_reload_errors: Counter,
     /// `podkeeper.io/registered` condition patches by status written and result.
     pub gate_patches: Family<GateLabels, Counter>,
+    /// Pods measured for `spec.load` (samples read from the metrics APIs).
+    pub load_samples: Counter,
+    /// Load metric reads that failed.
+    pub load_errors: Counter,
+    /// Load factors changed (each rewrites the pod's records).
+    pub load_weight_updates: Counter,
+    /// Load factor changes left out because they were inside the dead band.
+    pub load_suppressed: Counter,
+    /// Automatic policy switches.
+    pub load_policy_switches: Counter,
+}
+
+/// A counter registered under `name`.
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::default();
+    registry.register(name, help, c.clone());
+    c
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -218,8 +235,38 @@ impl Metrics {
             "podkeeper.io/registered pod condition patches (pods/status) by status and result",
             gate_patches.clone(),
         );
+        let load_samples = counter(
+            &mut registry,
+            "load_samples",
+            "Pods measured for spec.load (samples read from the metrics APIs)",
+        );
+        let load_errors = counter(
+            &mut registry,
+            "load_errors",
+            "Load metric reads that failed",
+        );
+        let load_weight_updates = counter(
+            &mut registry,
+            "load_weight_updates",
+            "Load factors changed; each rewrites the pod's records",
+        );
+        let load_suppressed = counter(
+            &mut registry,
+            "load_suppressed",
+            "Load factor changes left out because they were inside the dead band",
+        );
+        let load_policy_switches = counter(
+            &mut registry,
+            "load_policy_switches",
+            "Load-balancing policies switched automatically from load",
+        );
         Metrics {
             registry,
+            load_samples,
+            load_errors,
+            load_weight_updates,
+            load_suppressed,
+            load_policy_switches,
             acl_repairs,
             tamper_events,
             watch_rearms,

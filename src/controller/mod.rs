@@ -9,6 +9,7 @@ mod gate;
 pub mod index;
 mod intern;
 pub mod leader;
+pub mod load;
 mod reconcile;
 #[cfg(test)]
 mod reconcile_tests;
@@ -123,6 +124,8 @@ pub struct Context {
     last_not_ready: Mutex<Option<String>>,
     /// Home folders (by ensemble) whose ACLs were checked, with the resync epoch of the check.
     home_audited: Mutex<HashMap<(String, String), u64>>,
+    /// The load weighting of the resources with `spec.load`.
+    load: load::LoadBook,
 }
 
 /// Status patches and Events sent to the API server at once. A restart of 1,000 resources
@@ -153,6 +156,7 @@ impl Context {
     /// Drops what is remembered of a deleted resource (its status writer stops with it).
     fn forget(&self, key: &Key) {
         self.entries.lock().expect("entries lock").remove(key);
+        self.load.forget(key);
     }
 
     /// Asks the controllers to reconcile these resources.
@@ -344,6 +348,7 @@ pub async fn run(
         policies: tenancy::Policies::default(),
         last_not_ready: Mutex::default(),
         home_audited: Mutex::default(),
+        load: load::LoadBook::default(),
         fencer: Fencer::new(
             settings.home_prefix(),
             &settings.cluster_id,
@@ -412,6 +417,7 @@ pub async fn run(
         Api::all(client.clone()),
     ));
     tokio::spawn(release::run());
+    tokio::spawn(load::run(ctx.clone()));
 
     ctx.index.expect_pod_scopes(scopes.len());
     let (mut controllers, mut stores) = (Vec::new(), Vec::new());

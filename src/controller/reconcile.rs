@@ -11,7 +11,7 @@ mod report;
 
 use desired::desired;
 use place::{audit_home, cleanup, move_out, nested_move, permitted, withdraw};
-use report::{next_wakeup, report, report_written};
+use report::{load_status_moved, next_wakeup, report, report_written};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -269,6 +269,14 @@ async fn apply(
         return Ok(reject(ctx, &sr, &mut entry, refused));
     }
     ctx.index.register(&key.0, &key.1, Some(res.reg.clone()));
+    ctx.load.configure(&key, &sr, &res.reg);
+    let res = Resolved {
+        record: ServiceRecord {
+            policy: ctx.load.policy(&key, res.record.policy),
+            ..res.record
+        },
+        ..res
+    };
     if sr.spec.suspend {
         report(
             ctx,
@@ -301,6 +309,16 @@ async fn apply(
     let Some(wanted) = desired(ctx, &sr, &mut entry, &res, &conn, last_start).await? else {
         // Nothing this resource depends on changed (typically our own status patch came back);
         // ZooKeeper holds the new place, so a retirement left over is retried here.
+        if load_status_moved(ctx, &sr, &entry) {
+            report(
+                ctx,
+                &sr,
+                &mut entry,
+                &Outcome::Synced,
+                None,
+                Some(&res.path),
+            );
+        }
         let moved = move_out(ctx, &sr, &mut entry, &res, term).await;
         return Ok(until_moved(
             moved,

@@ -125,6 +125,7 @@ fn context(client: kube::Client, zk: &str, pods: Vec<PodInfo>) -> Arc<Context> {
         policies: super::tenancy::Policies::listed(Vec::new()),
         last_not_ready: Mutex::default(),
         home_audited: Mutex::default(),
+        load: super::load::LoadBook::default(),
         fencer: Fencer::new(s.home_prefix(), &s.cluster_id, &s.identity),
         client,
         settings: s,

@@ -5,6 +5,7 @@ use k8s_openapi::api::autoscaling::v2::MetricSpec;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::model::load::measure::{Metric, Resource, quantity};
 use crate::model::load::{AutoRule, Damping};
 
 /// Weighs each weight group's pods by their load: a pod's share of its group follows its
@@ -59,6 +60,12 @@ pub struct LoadSpec {
 }
 
 impl LoadSpec {
+    /// The metrics compiled; the schema's rules let only supported ones through, and any other
+    /// is an error naming it.
+    pub fn compiled_metrics(&self) -> Result<Vec<Metric>, String> {
+        self.metrics.iter().map(compile_metric).collect()
+    }
+
     /// The damping with the defaults filled in.
     pub fn damping(&self) -> Damping {
         let d = Damping::default();
@@ -156,4 +163,61 @@ pub struct UnweighedPod {
     pub pod: String,
     /// NoRequest, NoData or Warming.
     pub reason: String,
+}
+
+fn compile_metric(m: &MetricSpec) -> Result<Metric, String> {
+    match (m.type_.as_str(), &m.resource, &m.pods) {
+        ("Resource", Some(r), _) => {
+            let resource = match r.name.as_str() {
+                "cpu" => Resource::Cpu,
+                "memory" => Resource::Memory,
+                other => {
+                    return Err(format!(
+                        "load.metrics: resource {other:?} is not cpu or memory"
+                    ));
+                }
+            };
+            let target = r.target.average_utilization.filter(|u| *u > 0);
+            let target =
+                target.ok_or("load.metrics: a Resource metric needs target.averageUtilization")?;
+            Ok(Metric::Resource {
+                resource,
+                target: f64::from(target) / 100.0,
+            })
+        }
+        ("Pods", _, Some(p)) => {
+            let value = p.target.average_value.as_ref().and_then(|q| quantity(&q.0));
+            let target = value.filter(|v| *v > 0.0);
+            let target =
+                target.ok_or("load.metrics: a Pods metric needs a positive target.averageValue")?;
+            let selector = p.metric.selector.as_ref().map(selector_query);
+            Ok(Metric::Pods {
+                name: p.metric.name.clone(),
+                selector,
+                target,
+            })
+        }
+        (other, ..) => Err(format!(
+            "load.metrics: type {other:?} is not supported (Resource or Pods)"
+        )),
+    }
+}
+
+/// A label selector as the API's `labelSelector` query (matchLabels and set-based expressions).
+pub fn selector_query(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
+    let labels = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"));
+    let exprs = s.match_expressions.iter().flatten().map(|e| {
+        let values = e.values.as_deref().unwrap_or_default().join(",");
+        match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        }
+    });
+    labels.chain(exprs).collect::<Vec<_>>().join(",")
 }

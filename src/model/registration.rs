@@ -67,7 +67,8 @@ pub struct Registration {
     pub(super) groups: Vec<(SmolStr, Selector)>,
     /// Shares of the declared groups followed by the implicit group's; `None` without groups.
     pub(super) shares: Option<Vec<u32>>,
-    pub(super) default_weight: u32,
+    /// `weights.default`: the weight of a pod without the weight annotation.
+    pub default_weight: u32,
     pub(super) metadata: Metadata,
     pub(super) drain_ms: i64,
     pub(super) address: Mode,

@@ -115,6 +115,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: [pods/status]
   verbs: [patch]
 {{- end }}
+{{- if .Values.rbac.loadMetrics }}
+# spec.load: pods' usage (metrics.k8s.io) and per-pod custom metrics (custom.metrics.k8s.io).
+- apiGroups: [metrics.k8s.io]
+  resources: [pods]
+  verbs: [get, list]
+- apiGroups: [custom.metrics.k8s.io]
+  resources: ["*"]
+  verbs: [get]
+{{- end }}
 - apiGroups: [podkeeper.io]
   resources: [serviceregistrations]
   verbs: [get, list, watch, patch, update]

@@ -24,6 +24,7 @@ pub(super) async fn desired(
             && c.generation == res.generation
             && c.path == res.path
             && c.target == res.target
+            && c.state.record.policy == res.record.policy
     });
     if !fresh {
         entry.zk = None;
@@ -113,14 +114,18 @@ fn track(
             recent.insert(e.info.name.to_string(), e.changed_at);
         }
     };
+    let factors = ctx.load.factors(&res.key);
     let tracker = match last {
         Some(mut tracker) => ctx.index.with_namespace_map(&res.key.0, |pods, nodes| {
-            let changed = dirty.iter().map(|name| {
-                let e = pods.and_then(|p| p.get(name.as_str()));
+            let reweighed = tracker.set_factors(factors);
+            let names = reweighed.iter().map(SmolStr::as_str);
+            let names = dirty.iter().map(String::as_str).chain(names);
+            let changed = names.map(|name| {
+                let e = pods.and_then(|p| p.get(name));
                 if let Some(e) = e {
                     note(e);
                 }
-                (name.as_str(), e.map(|e| &e.info))
+                (name, e.map(|e| &e.info))
             });
             tracker.update(&res.reg, changed, nodes, now);
             tracker
@@ -132,7 +137,7 @@ fn track(
                     note(e);
                     &e.info
                 });
-                Tracker::build(&res.reg, all, nodes, now)
+                Tracker::build_weighed(&res.reg, all, nodes, now, factors)
             }),
     };
     (tracker, recent)

@@ -218,6 +218,9 @@ pub(super) fn report(
         .placed
         .clone()
         .or_else(|| prev.as_ref().and_then(|p| p.placement.clone()));
+    let key = key_of(sr);
+    new.policy = Some(ctx.load.policy(&key, sr.spec.load_balancer.policy));
+    new.load = ctx.load.status(&key);
     let api = || {
         let ns = sr.namespace().unwrap_or_default();
         (Api::namespaced(ctx.client.clone(), &ns), sr.name_any())
@@ -263,4 +266,29 @@ fn announce(ctx: &Context, sr: &ServiceRegistration, ops: &[Op], announced: &mut
             ctx.events.publish(sr, EventType::Normal, reason, note);
         }
     }
+}
+
+/// The load weighting's status moved since the last status sent (its figures are shown
+/// rounded, so noise does not patch the status every period).
+pub(super) fn load_status_moved(ctx: &Context, sr: &ServiceRegistration, entry: &Entry) -> bool {
+    let key = key_of(sr);
+    let prev = entry.status.last(sr.status.as_ref());
+    let policy = Some(ctx.load.policy(&key, sr.spec.load_balancer.policy));
+    let (old, new) = (prev.and_then(|p| p.load.as_ref()), ctx.load.status(&key));
+    let moved = match (old, &new) {
+        (Some(a), Some(b)) => {
+            a.reason != b.reason
+                || a.weighed != b.weighed
+                || a.unweighed != b.unweighed
+                || a.last_error != b.last_error
+                || a.mean_utilization_percent
+                    .abs_diff(b.mean_utilization_percent)
+                    >= 5
+                || a.capacity_spread_percent
+                    .abs_diff(b.capacity_spread_percent)
+                    >= 10
+        }
+        (a, b) => a.is_some() != b.is_some(),
+    };
+    moved || prev.is_some_and(|p| p.policy != policy)
 }

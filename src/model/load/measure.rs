@@ -190,15 +190,15 @@ mod tests {
         };
         // cpu 0.25 of 0.5 requested = 50 %, against a 50 % target: 1.0; memory 0.5; rps 1.5.
         let p = pod(Some(0.5), Some(0.25));
-        assert_eq!(utilization(&[cpu.clone()], &p), Ok(1.0));
+        assert_eq!(utilization(std::slice::from_ref(&cpu), &p), Ok(1.0));
         assert_eq!(utilization(&[cpu.clone(), mem.clone()], &p), Ok(1.0));
         assert_eq!(utilization(&[mem.clone(), rps.clone()], &p), Ok(1.5));
         assert_eq!(
-            utilization(&[cpu.clone()], &pod(None, Some(0.25))),
+            utilization(std::slice::from_ref(&cpu), &pod(None, Some(0.25))),
             Err(Unmeasured::NoRequest)
         );
         assert_eq!(
-            utilization(&[cpu.clone()], &pod(Some(0.0), Some(0.25))),
+            utilization(std::slice::from_ref(&cpu), &pod(Some(0.0), Some(0.25))),
             Err(Unmeasured::NoRequest)
         );
         assert_eq!(

@@ -80,7 +80,7 @@ struct Estimate {
     /// Smoothed capacity, in effective-weight units per unit of utilization.
     capacity: f64,
     /// The sample last folded in.
-    sampled_ms: i64,
+    last: Sample,
     /// The factor in force, and the one before it with the time it was replaced: a sample
     /// whose window ended before the change measured the old one.
     factor: f64,
@@ -121,6 +121,11 @@ impl LoadWeights {
     /// The pod's smoothed capacity estimate, if it is weighed by load.
     pub fn capacity(&self, pod: &str) -> Option<f64> {
         self.estimates.get(pod).map(|e| e.capacity)
+    }
+
+    /// The sample a pod's estimate last took in, if it is weighed by load.
+    pub fn last_sample(&self, pod: &str) -> Option<Sample> {
+        self.estimates.get(pod).map(|e| e.last)
     }
 
     /// Pods weighed by load.
@@ -176,7 +181,7 @@ impl LoadWeights {
     fn observe(&mut self, d: &Damping, p: &PodLoad<'_>, now_ms: i64) {
         let Some(s) = p.sample else { return };
         let seen = self.estimates.get(p.name);
-        if seen.is_some_and(|e| e.sampled_ms >= s.at_ms) {
+        if seen.is_some_and(|e| e.last.at_ms >= s.at_ms) {
             return;
         }
         let factor = seen.map_or(1.0, |e| e.factor);
@@ -190,13 +195,13 @@ impl LoadWeights {
         let capacity = f64::from(p.declared) * measured / s.utilization.max(1e-3);
         let e = self.estimates.entry(p.name.into()).or_insert(Estimate {
             capacity,
-            sampled_ms: s.at_ms,
+            last: s,
             factor,
             previous: factor,
             changed_ms: now_ms,
         });
         e.capacity += d.alpha * (capacity - e.capacity);
-        e.sampled_ms = s.at_ms;
+        e.last = s;
     }
 
     /// Moves the factors of group `g`'s weighed pods toward capacity-proportional weights.
