@@ -2,7 +2,7 @@
 # Builds the local test control plane from the Go module proxy into
 # .cache/tools/bin/ (git-ignored):
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-#   kwok, helm
+#   kwok, helm, metrics-server
 #
 # Usage: tools/build.sh [--force] [--check]
 #   --force  rebuild even if the stamp matches
@@ -22,7 +22,7 @@ BIN="$OUT/bin"
 STAMP="$OUT/stamp"
 
 K8S_VERSION=v1.37.2
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm metrics-server)
 
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 [[ -x "$GO" ]] || { echo "tools/build.sh: go not found (set GO=...)" >&2; exit 1; }
@@ -95,13 +95,19 @@ build() {
   echo "tools: [$((SECONDS - T0))s] built $name in $((SECONDS - t))s"
 }
 
+# module_time <module dir> <module@version>: the release's commit time from the
+# module proxy (a reproducible build date), 1970-01-01T00:00:00Z if unknown.
+module_time() {
+  local t
+  t="$(cd "$TOOLS_SRC/$1" && "$GO" mod download -json "$2" 2>/dev/null \
+    | sed -n 's/.*"Info": "\(.*\)".*/\1/p' | xargs -r cat | sed -n 's/.*"Time":"\([^"]*\)".*/\1/p')"
+  echo "${t:-1970-01-01T00:00:00Z}"
+}
+
 # Version stamping as in kubernetes' hack/lib/version.sh, for both
 # component-base (servers) and client-go (kubectl client version).
 k8s_ldflags=()
-# Reproducible build date: the release's commit time from the module proxy.
-build_date="$(cd "$TOOLS_SRC/k8s" && "$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>/dev/null \
-  | sed -n 's/.*"Info": "\(.*\)".*/\1/p' | xargs -r cat | sed -n 's/.*"Time":"\([^"]*\)".*/\1/p')"
-[[ -n "$build_date" ]] || build_date="1970-01-01T00:00:00Z"
+build_date="$(module_time k8s "k8s.io/kubernetes@$K8S_VERSION")"
 major="${K8S_VERSION#v}"; major="${major%%.*}"
 minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -123,6 +129,12 @@ helm_version="$(cd "$TOOLS_SRC/helm" && "$GO" list -m -f '{{.Version}}' helm.sh/
 build helm helm helm.sh/helm/v4/cmd/helm \
   "-X helm.sh/helm/v4/internal/version.version=$helm_version" \
   "-X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+# metrics-server prints client-go's version (its Makefile stamps the same variables).
+ms_version="$(cd "$TOOLS_SRC/metrics-server" && "$GO" list -m -f '{{.Version}}' sigs.k8s.io/metrics-server)"
+build metrics-server metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server \
+  "-X k8s.io/client-go/pkg/version.gitVersion=$ms_version" \
+  "-X k8s.io/client-go/pkg/version.gitTreeState=clean" \
+  "-X k8s.io/client-go/pkg/version.buildDate=$(module_time metrics-server "sigs.k8s.io/metrics-server@$ms_version")"
 
 echo "$want" > "$STAMP"
 echo "tools: all built in $((SECONDS - T0))s into $BIN"
