@@ -2101,3 +2101,112 @@ spec:
     // ensemble) does not hold their finalizer.
     evil.kubectl(&["delete", "svcreg", "--all", "--timeout=60s"]);
 }
+
+/// Pods with a CPU request (or none) whose usage kwok reports from their annotation.
+fn loaded_deployment(track: &str, replicas: u32, request: Option<&str>) -> String {
+    let resources = request.map_or(String::new(), |r| {
+        format!("\n        resources: {{requests: {{cpu: {r}}}}}")
+    });
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web-{track}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web, track: {track}}}}}
+  template:
+    metadata:
+      labels: {{app: web, track: {track}}}
+      annotations: {{kwok.x-k8s.io/usage-cpu: 250m}}
+    spec:
+      containers:
+      - name: app
+        image: example.invalid/web:1
+        ports: [{{name: http, containerPort: 8080}}]{resources}
+"#
+    )
+}
+
+const LOADED: &str = r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  port: http
+  loadBalancer: {policy: RoundRobin, auto: {minDwellSeconds: 0}}
+  weights:
+    groups:
+    - {name: stable, selector: {matchLabels: {track: stable}}, share: 90}
+    - {name: canary, selector: {matchLabels: {track: canary}}, share: 10}
+  load:
+    metrics:
+    - {type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}}
+    periodSeconds: 10
+    blackoutSeconds: 0
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_moves_weights_inside_groups_and_switches_the_policy() {
+    env();
+    let ns = TestNs::new("load").await;
+    let bad = LOADED.replace("type: Resource, resource", "type: External, resource");
+    let out = ns.apply_rejected(&bad);
+    assert!(out.contains("only Resource and Pods metrics"), "{out}");
+    ns.apply(&loaded_deployment("stable", 3, Some("500m")));
+    ns.apply(&loaded_deployment("canary", 1, None));
+    ns.apply(LOADED);
+    let zk = zk_client().await;
+    let path = ns.path("web");
+    let (_, eps) = wait_registry(&zk, &path, "4 endpoints", |_, e| up(e) == 4).await;
+    let mut stable: Vec<String> = eps
+        .values()
+        .filter(|e| e.group == "stable")
+        .map(|e| e.pod.clone())
+        .collect();
+    stable.sort();
+    // 90 %, 30 % and 50 % of the request: against a 50 % target, 1.8, 0.6 and 1.0.
+    for (pod, usage) in stable.iter().zip(["450m", "150m", "250m"]) {
+        let arg = format!("kwok.x-k8s.io/usage-cpu={usage}");
+        ns.kubectl(&["annotate", "pod", pod, &arg, "--overwrite"]);
+    }
+    let (hot, cold, mid) = (&stable[0], &stable[1], &stable[2]);
+    let within = Duration::from_secs(150);
+    let (svc, eps) =
+        common::registry::wait_for_within(&zk, &path, "load-derived weights", within, |s, e| {
+            let w = |p: &String| e.get(p).map_or(0, |r| r.weight);
+            w(hot) < w(mid)
+                && w(mid) < w(cold)
+                && s.policy == podkeeper::crd::Policy::WeightedRoundRobin
+        })
+        .await;
+    assert_eq!(
+        group_sum(&eps, "stable"),
+        900_000,
+        "the stable group keeps its share"
+    );
+    assert_eq!(
+        group_sum(&eps, "canary"),
+        100_000,
+        "the canary keeps its share"
+    );
+    assert_eq!(svc.policy, podkeeper::crd::Policy::WeightedRoundRobin);
+    let canary = eps
+        .values()
+        .find(|e| e.group == "canary")
+        .unwrap()
+        .pod
+        .clone();
+    wait_until(Duration::from_secs(30), "status.load", || async {
+        let sr = svcreg(&ns, "web").await;
+        let Some(st) = sr.status else { return false };
+        let Some(load) = st.load else { return false };
+        st.policy == Some(podkeeper::crd::Policy::WeightedRoundRobin)
+            && load.reason == "UnevenCapacity"
+            && load.weighed == 3
+            && load
+                .unweighed
+                .iter()
+                .any(|u| u.pod == canary && u.reason == "NoRequest")
+    })
+    .await;
+}

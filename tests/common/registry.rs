@@ -63,7 +63,18 @@ pub async fn wait_for(
     what: &str,
     pred: impl Fn(&ServiceRecord, &BTreeMap<String, EndpointRecord>) -> bool,
 ) -> Registry {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for_within(zk, path, what, Duration::from_secs(60), pred).await
+}
+
+/// Like [`wait_for`], with its own deadline (for what takes several metric periods).
+pub async fn wait_for_within(
+    zk: &zookeeper_client::Client,
+    path: &str,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&ServiceRecord, &BTreeMap<String, EndpointRecord>) -> bool,
+) -> Registry {
+    let deadline = Instant::now() + within;
     loop {
         if let Some((svc, eps)) = read(zk, path).await {
             if pred(&svc, &eps) {
