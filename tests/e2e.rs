@@ -2140,7 +2140,7 @@ spec:
     - {name: canary, selector: {matchLabels: {track: canary}}, share: 10}
   load:
     metrics:
-    - {type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}}
+    - {type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 100}}}
     periodSeconds: 10
     blackoutSeconds: 0
 "#;
@@ -2164,7 +2164,7 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
         .map(|e| e.pod.clone())
         .collect();
     stable.sort();
-    // 90 %, 30 % and 50 % of the request: against a 50 % target, 1.8, 0.6 and 1.0.
+    // 90 %, 30 % and 50 % of the request: capacities 3× apart, the mean below the hot mark.
     for (pod, usage) in stable.iter().zip(["450m", "150m", "250m"]) {
         let arg = format!("kwok.x-k8s.io/usage-cpu={usage}");
         ns.kubectl(&["annotate", "pod", pod, &arg, "--overwrite"]);
@@ -2209,4 +2209,23 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
                 .any(|u| u.pod == canary && u.reason == "NoRequest")
     })
     .await;
+    // Every pod near its request: requests go where fewest are in flight.
+    for pod in &stable {
+        ns.kubectl(&[
+            "annotate",
+            "pod",
+            pod,
+            "kwok.x-k8s.io/usage-cpu=480m",
+            "--overwrite",
+        ]);
+    }
+    let (_, eps) = common::registry::wait_for_within(&zk, &path, "LeastRequest", within, |s, _| {
+        s.policy == podkeeper::crd::Policy::LeastRequest
+    })
+    .await;
+    assert_eq!(
+        group_sum(&eps, "stable"),
+        900_000,
+        "the stable group keeps its share"
+    );
 }
