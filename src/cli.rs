@@ -38,8 +38,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CRDs as YAML (both, or the one named).
     Crd {
-        /// `serviceregistration` or `registrypolicy`; both when absent.
-        #[arg(value_parser = ["serviceregistration", "registrypolicy"])]
+        /// `serviceregistration`, `registrypolicy` or `registryimport`; all when absent.
+        #[arg(value_parser = ["serviceregistration", "registrypolicy", "registryimport"])]
         which: Option<String>,
     },
     /// Show a service's endpoints and sample picks with its load-balancing policy.
