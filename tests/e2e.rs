@@ -2101,3 +2101,232 @@ spec:
     // ensemble) does not hold their finalizer.
     evil.kubectl(&["delete", "svcreg", "--all", "--timeout=60s"]);
 }
+
+/// `(slice, managed-by, address, ready, serving, terminating)` of every EndpointSlice of
+/// Service `svc`, whoever manages it.
+async fn import_slices(ns: &TestNs, svc: &str) -> Vec<(String, String, String, bool, bool, bool)> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let api: kube::Api<EndpointSlice> = kube::Api::namespaced(harness::client().await, &ns.name);
+    let lp = kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    let mut out = Vec::new();
+    for s in api.list(&lp).await.unwrap().items {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let by = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by").cloned())
+            .unwrap_or_default();
+        // An empty slice shows as one empty row: podkeeper leaves none.
+        if s.endpoints.as_ref().is_none_or(|e| e.is_empty()) {
+            out.push((name.clone(), by.clone(), String::new(), false, false, false));
+        }
+        for e in s.endpoints.iter().flatten() {
+            let c = e.conditions.clone().unwrap_or_default();
+            let flag = |b: Option<bool>| b.unwrap_or(false);
+            out.push((
+                name.clone(),
+                by.clone(),
+                e.addresses.join(","),
+                flag(c.ready),
+                flag(c.serving),
+                flag(c.terminating),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn registry_import(ns: &TestNs, name: &str) -> Option<podkeeper::crd::RegistryImport> {
+    let api: kube::Api<podkeeper::crd::RegistryImport> =
+        kube::Api::namespaced(harness::client().await, &ns.name);
+    api.get_opt(name).await.unwrap()
+}
+
+fn import_condition(ri: &podkeeper::crd::RegistryImport, t: &str) -> Option<(String, String)> {
+    ri.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_registered_by_dubbo_on_vms_are_endpoints_of_a_service_through_every_state() {
+    use common::clients::{self, Client as Java};
+    use k8s_openapi::api::core::v1::Service;
+    use zookeeper_client::{Acls, CreateMode};
+    const LIMIT: Duration = Duration::from_secs(20);
+    env();
+    // A ZooKeeper and an operator of its own: this test stops the ZooKeeper.
+    let mut zk = common::zk::ZkServer::start();
+    let ns = TestNs::new("import").await;
+    let connect = zk.connect_string();
+    let op = harness::Operator::start(
+        "import",
+        &connect,
+        &[
+            ("PODKEEPER_IMPORT", "true"),
+            ("PODKEEPER_CLUSTER_ID", "east"),
+            ("PODKEEPER_NAMESPACES", &ns.name),
+        ],
+    );
+    let iface = "com.acme.imported.Orders";
+    let url = |host: &str, weight: u32| {
+        format!(
+            "dubbo://{host}:20880/{iface}?application=vm-app&interface={iface}&side=provider&weight={weight}"
+        )
+    };
+    // The VM provider registers itself through Dubbo's own registry.
+    let vm = clients::spawn(
+        Java::Dubbo,
+        &["provide", &connect, "dubbo", &url("10.77.0.5", 100)],
+    );
+    vm.wait_for(0, Duration::from_secs(120), "the VM registration", |l| {
+        l.get("registered").is_some()
+    });
+    // Beside it: a second VM written as a plain node, this cluster's own node (the loop guard)
+    // and a provider on loopback.
+    let zkc = harness::connect_zk(&connect).await;
+    let dir = format!("/dubbo/{iface}/providers");
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    for extra in [
+        url("10.77.0.7", 100),
+        format!("{}&podkeeper.owner=east/shop/orders", url("10.77.0.6", 100)),
+        url("127.0.0.1", 100),
+    ] {
+        let node = format!(
+            "{dir}/{}",
+            podkeeper::zk::format::dubbo::java_url_encode(&extra)
+        );
+        zkc.create(&node, b"", &persistent).await.unwrap();
+    }
+    ns.apply(&format!(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: RegistryImport
+metadata: {{name: orders}}
+spec:
+  source: {{dubbo: {{interface: {iface}}}}}
+  service: {{name: orders, ports: [{{name: dubbo, port: 20880}}]}}
+"#
+    ));
+    let up = |a: &str| (a.to_string(), true, true, false);
+    let states = |slices: Vec<(String, String, String, bool, bool, bool)>| {
+        slices
+            .into_iter()
+            .map(|(_, _, a, r, s, t)| (a, r, s, t))
+            .collect::<Vec<_>>()
+    };
+    wait_until(LIMIT, "the VM providers as ready endpoints", || async {
+        states(import_slices(&ns, "orders").await) == [up("10.77.0.5"), up("10.77.0.7")]
+    })
+    .await;
+    let svc: kube::Api<Service> = kube::Api::namespaced(harness::client().await, &ns.name);
+    let s = svc.get("orders").await.unwrap();
+    let spec = s.spec.unwrap();
+    assert!(spec.selector.is_none(), "a selector-less Service");
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert!(spec.cluster_ip.is_some_and(|ip| ip != "None"));
+    wait_until(
+        LIMIT,
+        "the status counts the providers left out",
+        || async {
+            let ri = registry_import(&ns, "orders").await.unwrap();
+            let st = ri.status.clone().unwrap_or_default();
+            let reasons: Vec<String> = st
+                .left_out_providers
+                .iter()
+                .map(|p| format!("{} {}", p.provider, p.reason))
+                .collect();
+            st.seen == 4
+                && st.imported == 2
+                && st.left_out == 2
+                && reasons
+                    .iter()
+                    .any(|r| r.starts_with("10.77.0.6:20880 published by this cluster"))
+                && reasons
+                    .iter()
+                    .any(|r| r.starts_with("127.0.0.1:20880 loopback"))
+                && import_condition(&ri, "Ready").is_some_and(|c| c.0 == "True")
+        },
+    )
+    .await;
+    let first = import_slices(&ns, "orders").await;
+    let slice_name = first[0].0.clone();
+
+    // weight=0: Dubbo re-registers the provider under a new URL; the old one goes.
+    let drained = clients::spawn(
+        Java::Dubbo,
+        &["provide", &connect, "dubbo", &url("10.77.0.5", 0)],
+    );
+    drained.wait_for(
+        0,
+        Duration::from_secs(120),
+        "the weight-0 registration",
+        |l| l.get("registered").is_some(),
+    );
+    vm.close();
+    wait_until(LIMIT, "weight 0: not serving", || async {
+        states(import_slices(&ns, "orders").await)
+            == [("10.77.0.5".into(), false, false, false), up("10.77.0.7")]
+    })
+    .await;
+    // Still the one slice, ours, untouched by kube-controller-manager's slice controller.
+    let now = import_slices(&ns, "orders").await;
+    assert!(
+        now.iter()
+            .all(|s| s.0 == slice_name && s.1 == "podkeeper.io"),
+        "{now:?}"
+    );
+
+    // ZooKeeper stopped: the slices stay, the status says since when they are stale.
+    tokio::task::block_in_place(|| zk.stop());
+    wait_until(
+        LIMIT,
+        "ZooKeeperAvailable=False with stale-since",
+        || async {
+            let ri = registry_import(&ns, "orders").await.unwrap();
+            import_condition(&ri, "ZooKeeperAvailable")
+                .is_some_and(|(s, m)| s == "False" && m.contains("stale since"))
+                && ri.status.is_some_and(|s| s.stale_since.is_some())
+        },
+    )
+    .await;
+    assert_eq!(
+        states(import_slices(&ns, "orders").await).len(),
+        2,
+        "slices kept"
+    );
+    tokio::task::block_in_place(|| zk.restart());
+    wait_until(
+        Duration::from_secs(30),
+        "ZooKeeperAvailable=True again",
+        || async {
+            let ri = registry_import(&ns, "orders").await.unwrap();
+            import_condition(&ri, "ZooKeeperAvailable").is_some_and(|(s, _)| s == "True")
+        },
+    )
+    .await;
+
+    // The provider leaves: its endpoint goes.
+    drained.close();
+    wait_until(LIMIT, "the departed provider gone", || async {
+        states(import_slices(&ns, "orders").await) == [up("10.77.0.7")]
+    })
+    .await;
+
+    // The resource deleted: its Service and slices go with it.
+    ns.kubectl(&["delete", "regimport", "orders"]);
+    wait_until(
+        Duration::from_secs(30),
+        "Service and slices garbage-collected",
+        || async {
+            svc.get_opt("orders").await.unwrap().is_none()
+                && import_slices(&ns, "orders").await.is_empty()
+        },
+    )
+    .await;
+    drop(op);
+}
