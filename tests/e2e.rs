@@ -2179,6 +2179,42 @@ async fn providers_registered_by_dubbo_on_vms_are_endpoints_of_a_service_through
             "dubbo://{host}:20880/{iface}?application=vm-app&interface={iface}&side=provider&weight={weight}"
         )
     };
+    let import = |name: &str, service: &str| {
+        format!(
+            r#"apiVersion: podkeeper.io/v1alpha1
+kind: RegistryImport
+metadata: {{name: {name}}}
+spec:
+  source: {{dubbo: {{interface: {iface}}}}}
+  service: {{name: {service}, ports: [{{name: dubbo, port: 20880}}]}}
+"#
+        )
+    };
+    // A Service podkeeper did not create is never touched, even when an import names it.
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: legacy}\n\
+         spec: {selector: {app: legacy}, ports: [{port: 80}]}\n",
+    );
+    ns.apply(&import("legacy", "legacy"));
+    // Imported before any provider registers: the folder does not exist yet.
+    ns.apply(&import("orders", "orders"));
+    wait_until(LIMIT, "both imports reconciled", || async {
+        let legacy = registry_import(&ns, "legacy").await.unwrap();
+        let orders = registry_import(&ns, "orders").await.unwrap();
+        import_condition(&legacy, "Ready")
+            .is_some_and(|c| c.0 == "False" && c.1.contains("left alone"))
+            && import_condition(&orders, "Ready").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let svc: kube::Api<Service> = kube::Api::namespaced(harness::client().await, &ns.name);
+    let legacy = svc.get("legacy").await.unwrap();
+    assert!(legacy.metadata.owner_references.is_none() && legacy.metadata.labels.is_none());
+    let legacy_slices = import_slices(&ns, "legacy").await;
+    assert!(
+        legacy_slices.iter().all(|s| s.1 != "podkeeper.io"),
+        "only kube-controller-manager's own slices: {legacy_slices:?}"
+    );
+
     // The VM provider registers itself through Dubbo's own registry.
     let vm = clients::spawn(
         Java::Dubbo,
@@ -2187,6 +2223,19 @@ async fn providers_registered_by_dubbo_on_vms_are_endpoints_of_a_service_through
     vm.wait_for(0, Duration::from_secs(120), "the VM registration", |l| {
         l.get("registered").is_some()
     });
+    let registered = std::time::Instant::now();
+    wait_until(LIMIT, "the registered VM in a slice", || async {
+        import_slices(&ns, "orders")
+            .await
+            .iter()
+            .any(|s| s.2 == "10.77.0.5")
+    })
+    .await;
+    // Polled every 50 ms: an upper bound.
+    eprintln!(
+        "import latency: Dubbo registration -> EndpointSlice within {} ms",
+        registered.elapsed().as_millis()
+    );
     // Beside it: a second VM written as a plain node, this cluster's own node (the loop guard)
     // and a provider on loopback.
     let zkc = harness::connect_zk(&connect).await;
@@ -2203,15 +2252,6 @@ async fn providers_registered_by_dubbo_on_vms_are_endpoints_of_a_service_through
         );
         zkc.create(&node, b"", &persistent).await.unwrap();
     }
-    ns.apply(&format!(
-        r#"apiVersion: podkeeper.io/v1alpha1
-kind: RegistryImport
-metadata: {{name: orders}}
-spec:
-  source: {{dubbo: {{interface: {iface}}}}}
-  service: {{name: orders, ports: [{{name: dubbo, port: 20880}}]}}
-"#
-    ));
     let up = |a: &str| (a.to_string(), true, true, false);
     let states = |slices: Vec<(String, String, String, bool, bool, bool)>| {
         slices
@@ -2223,7 +2263,6 @@ spec:
         states(import_slices(&ns, "orders").await) == [up("10.77.0.5"), up("10.77.0.7")]
     })
     .await;
-    let svc: kube::Api<Service> = kube::Api::namespaced(harness::client().await, &ns.name);
     let s = svc.get("orders").await.unwrap();
     let spec = s.spec.unwrap();
     assert!(spec.selector.is_none(), "a selector-less Service");

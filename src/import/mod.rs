@@ -115,7 +115,6 @@ async fn controller(
         "endpointslice.kubernetes.io/managed-by={}",
         objects::MANAGED_BY
     );
-    let ours = format!("{}", objects::IMPORT_LABEL);
     // A new leader rewrites what its predecessor left; a follower writes nothing.
     let (all_tx, all_rx) = unbounded::<()>();
     let mut leading = ctx.op.leadership.subscribe();
@@ -128,7 +127,10 @@ async fn controller(
     });
     Controller::for_stream(stream, store)
         .owns(slices, watcher::Config::default().labels(&managed))
-        .owns(services, watcher::Config::default().labels(&ours))
+        .owns(
+            services,
+            watcher::Config::default().labels(objects::IMPORT_LABEL),
+        )
         .reconcile_on(trigger)
         .reconcile_all_on(all_rx)
         .shutdown_on_signal()

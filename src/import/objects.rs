@@ -20,11 +20,18 @@ pub const IMPORT_LABEL: &str = "podkeeper.io/import";
 /// The field manager of our server-side applies.
 pub const FIELD_MANAGER: &str = "podkeeper-import";
 
-/// The label selector of an import's slices.
-pub fn slice_selector(service: &str, import: &str) -> String {
-    format!(
-        "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by={MANAGED_BY},{IMPORT_LABEL}={import}"
-    )
+/// The label selector of an import's slices (of its Service now, or of one it named before).
+pub fn slice_selector(import: &str) -> String {
+    format!("endpointslice.kubernetes.io/managed-by={MANAGED_BY},{IMPORT_LABEL}={import}")
+}
+
+/// The Service a slice belongs to.
+pub fn service_of(s: &EndpointSlice) -> Option<&str> {
+    s.metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")
+        .map(String::as_str)
 }
 
 fn owner(ri: &RegistryImport) -> OwnerReference {

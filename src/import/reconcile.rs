@@ -154,12 +154,16 @@ async fn write(ri: &RegistryImport, ctx: &Context, sel: &Selection) -> Result<Wr
     let api: Api<EndpointSlice> = Api::namespaced(client, &ns);
     let svc = &ri.spec.service.name;
     let list = api
-        .list(&ListParams::default().labels(&objects::slice_selector(svc, &name)))
+        .list(&ListParams::default().labels(&objects::slice_selector(&name)))
         .await?;
+    // Slices of a Service this import named before, or that podkeeper cannot read: deleted.
     let (existing, unreadable): (Vec<_>, Vec<_>) = list
         .items
         .iter()
-        .map(|s| (s.name_any(), objects::read_slice(s)))
+        .map(|s| {
+            let current = objects::service_of(s) == Some(svc.as_str());
+            (s.name_any(), objects::read_slice(s).filter(|_| current))
+        })
         .partition(|(_, s)| s.is_some());
     let existing: Vec<Slice> = existing.into_iter().filter_map(|(_, s)| s).collect();
     let wanted = import::assign(svc, &existing, &sel.endpoints);
@@ -264,8 +268,10 @@ async fn report(ri: &RegistryImport, ctx: &Context, r: Report) -> Result<Action,
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
+    // Synced imports come back at the resync interval too: that keeps their ensemble's
+    // session in use (idle ones are closed) and repairs what watches missed.
     Ok(match r.retry_slowly() {
         true => Action::requeue(Duration::from_secs(60)),
-        false => Action::await_change(),
+        false => Action::requeue(ctx.op.settings().resync_interval),
     })
 }

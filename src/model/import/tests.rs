@@ -280,10 +280,7 @@ fn two_registrations_of_one_address_are_one_endpoint_serving_if_either_serves() 
         Conditions::DRAINING.merge(Conditions::DRAINING),
         Conditions::DRAINING
     );
-    assert_eq!(
-        Conditions::DRAINING.merge(Conditions::DOWN).terminating,
-        false
-    );
+    assert!(!Conditions::DRAINING.merge(Conditions::DOWN).terminating);
 }
 
 fn ep(address: IpAddr, port: u16, conditions: Conditions) -> Endpoint {
