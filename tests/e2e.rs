@@ -543,30 +543,38 @@ async fn health_endpoints_and_metrics_tell_the_truth() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
-    let shared = env();
-    let ops = TestNs::new("rbac-ops").await;
-    let app = TestNs::new("rbac-app").await;
+/// Installs the chart as `release` (its ServiceAccount's name too: it contains "podkeeper") in
+/// `ops` (namespaced RBAC for `app`, plus `sets`) and returns a kubeconfig holding that
+/// ServiceAccount's token instead of admin credentials (in `dir`). Releases of tests that may
+/// run at once need their own names: their ClusterRoles are cluster-wide.
+fn chart_sa_kubeconfig(
+    release: &str,
+    ops: &TestNs,
+    app: &TestNs,
+    sets: &[&str],
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
-    let helm =
-        std::env::var("PODKEEPER_HELM").unwrap_or_else(|_| format!("{root}/.cache/tools/bin/helm"));
     let kubeconfig = harness::kubeconfig();
-    let out = std::process::Command::new(&helm)
-        .args([
-            "install",
-            "podkeeper",
-            &format!("{root}/charts/podkeeper"),
-            "-n",
-            &ops.name,
-        ])
-        .args([
-            "--set",
-            "rbac.scope=namespaced",
-            "--set",
-            &format!("watchNamespaces={{{}}}", app.name),
-        ])
-        .args(["--set", "zookeeper.connect=127.0.0.1:2181", "--kubeconfig"])
+    let mut args = vec![
+        "install".to_string(),
+        release.into(),
+        format!("{root}/charts/podkeeper"),
+        "-n".into(),
+        ops.name.clone(),
+        "--set".into(),
+        "rbac.scope=namespaced".into(),
+        "--set".into(),
+        format!("watchNamespaces={{{}}}", app.name),
+        "--set".into(),
+        "zookeeper.connect=127.0.0.1:2181".into(),
+    ];
+    for set in sets {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    let out = std::process::Command::new(helm())
+        .args(&args)
+        .arg("--kubeconfig")
         .arg(&kubeconfig)
         .output()
         .unwrap();
@@ -575,14 +583,11 @@ async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
         "helm install: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    // A kubeconfig with the chart's ServiceAccount token instead of admin credentials.
     let token = ops
-        .kubectl(&["create", "token", "podkeeper", "--duration=1h"])
+        .kubectl(&["create", "token", release, "--duration=1h"])
         .trim()
         .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let sa_config = dir.path().join("kubeconfig");
+    let sa_config = dir.join("kubeconfig");
     std::fs::copy(&kubeconfig, &sa_config).unwrap();
     let kc = |args: &[&str]| {
         let ok = std::process::Command::new(
@@ -606,6 +611,23 @@ async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
         &format!("--token={token}"),
     ]);
     kc(&["config", "set-context", "--current", "--user=chart-sa"]);
+    sa_config
+}
+
+fn helm() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::env::var("PODKEEPER_HELM").unwrap_or_else(|_| format!("{root}/.cache/tools/bin/helm"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
+    let shared = env();
+    let ops = TestNs::new("rbac-ops").await;
+    let app = TestNs::new("rbac-app").await;
+    let helm = helm();
+    let kubeconfig = harness::kubeconfig();
+    let dir = tempfile::tempdir().unwrap();
+    let sa_config = chart_sa_kubeconfig("podkeeper", &ops, &app, &[], dir.path());
     for (verb, what, want) in [
         ("get", "secrets", "no"),
         ("create", "pods", "no"),
@@ -2368,4 +2390,226 @@ spec:
     )
     .await;
     drop(op);
+}
+
+/// Every address in the EndpointSlices of Service `svc`, kept current by a watch (not polled).
+fn watch_slice_addresses(
+    client: kube::Client,
+    ns: &str,
+    svc: &str,
+) -> tokio::sync::watch::Receiver<std::collections::BTreeSet<String>> {
+    use futures::StreamExt;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::runtime::watcher;
+    let api: kube::Api<EndpointSlice> = kube::Api::namespaced(client, ns);
+    let cfg = watcher::Config::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    let (tx, rx) = tokio::sync::watch::channel(Default::default());
+    let (reader, writer) = kube::runtime::reflector::store();
+    tokio::spawn(async move {
+        // Every event, deletions included (the last endpoint's slice is deleted).
+        let mut events = kube::runtime::reflector(writer, watcher(api, cfg)).boxed();
+        while events.next().await.is_some() {
+            let all = reader
+                .state()
+                .iter()
+                .flat_map(|s| s.endpoints.clone().unwrap_or_default())
+                .flat_map(|e| e.addresses)
+                .collect();
+            tx.send_replace(all);
+        }
+    });
+    rx
+}
+
+/// ZooKeeper change → EndpointSlice latency, p50/p99, for providers joining and leaving one at
+/// a time (a Curator folder written directly). A measure, not a check of a bound; run with
+/// `cargo test --features e2e --test e2e -- --ignored import_latency --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measure: run on demand"]
+async fn import_latency_from_zookeeper_to_endpointslices() {
+    use std::time::Instant;
+    use zookeeper_client::{Acls, CreateMode};
+    const N: usize = 100;
+    env();
+    let zk = common::zk::ZkServer::start();
+    let ns = TestNs::new("import-latency").await;
+    let connect = zk.connect_string();
+    let op = harness::Operator::start(
+        "import-latency",
+        &connect,
+        &[
+            ("PODKEEPER_IMPORT", "true"),
+            ("PODKEEPER_NAMESPACES", &ns.name),
+        ],
+    );
+    ns.apply(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryImport\nmetadata: {name: lat}\n\
+         spec: {source: {curator: {serviceName: lat}}, service: {name: lat, ports: [{name: http, port: 8080}]}}\n",
+    );
+    let mut seen = watch_slice_addresses(harness::client().await, &ns.name, "lat");
+    let zkc = harness::connect_zk(&connect).await;
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    for dir in ["/services", "/services/lat"] {
+        let _ = zkc.create(dir, b"", &persistent).await;
+    }
+    let addr = |i: usize| format!("10.88.{}.{}", i / 200, 1 + i % 200);
+    let (mut joins, mut leaves) = (Vec::new(), Vec::new());
+    for i in 0..N {
+        let data = serde_json::json!({"name": "lat", "id": format!("i{i}"), "address": addr(i), "port": 8080});
+        let t0 = Instant::now();
+        zkc.create(
+            &format!("/services/lat/i{i}"),
+            &serde_json::to_vec(&data).unwrap(),
+            &persistent,
+        )
+        .await
+        .unwrap();
+        let a = addr(i);
+        tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|s| s.contains(&a)))
+            .await
+            .expect("joined within 10 s")
+            .unwrap();
+        joins.push(t0.elapsed());
+    }
+    for i in 0..N {
+        let t0 = Instant::now();
+        zkc.delete(&format!("/services/lat/i{i}"), None)
+            .await
+            .unwrap();
+        let a = addr(i);
+        tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|s| !s.contains(&a)))
+            .await
+            .expect("left within 10 s")
+            .unwrap();
+        leaves.push(t0.elapsed());
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 * p).ceil() as usize).saturating_sub(1)].as_secs_f64() * 1000.0
+    };
+    eprintln!(
+        "RESULT import latency ZooKeeper -> EndpointSlice, {N} providers one at a time: join p50 {:.1} ms p99 {:.1} ms; leave p50 {:.1} ms p99 {:.1} ms",
+        pct(&mut joins, 0.5),
+        pct(&mut joins, 0.99),
+        pct(&mut leaves, 0.5),
+        pct(&mut leaves, 0.99)
+    );
+    // The operator's own share: ZooKeeper event received -> slice written.
+    let (_, metrics) = harness::http_get(&op.health, "/metrics").unwrap();
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("podkeeper_zookeeper_to_endpointslice_seconds"))
+    {
+        eprintln!("{l}");
+    }
+}
+
+/// The import controller with nothing but the chart's namespaced RBAC and `import.enabled`:
+/// it creates the Service and a slice (with owner references that block deletion), and they go
+/// with the resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_works_with_only_the_charts_rbac() {
+    use k8s_openapi::api::core::v1::Service;
+    use zookeeper_client::{Acls, CreateMode};
+    let shared = env();
+    let ops = TestNs::new("imp-rbac-ops").await;
+    let app = TestNs::new("imp-rbac-app").await;
+    let dir = tempfile::tempdir().unwrap();
+    const RELEASE: &str = "podkeeper-import";
+    // Uninstalled however the test ends: its ClusterRole would block the next install.
+    struct Uninstall(String);
+    impl Drop for Uninstall {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(helm())
+                .args(["uninstall", RELEASE, "-n", &self.0, "--kubeconfig"])
+                .arg(harness::kubeconfig())
+                .output();
+        }
+    }
+    let _uninstall = Uninstall(ops.name.clone());
+    let sa_config = chart_sa_kubeconfig(RELEASE, &ops, &app, &["import.enabled=true"], dir.path());
+    let who = format!("--as=system:serviceaccount:{}:{RELEASE}", ops.name);
+    for (verb, what, want) in [
+        ("create", "services", "yes"),
+        ("delete", "services", "no"),
+        ("update", "endpointslices.discovery.k8s.io", "yes"),
+        ("delete", "endpoints", "no"),
+    ] {
+        let (_, got) = kubectl(&["auth", "can-i", verb, what, "-n", &app.name, &who], None);
+        assert_eq!(got.trim(), want, "can-i {verb} {what}");
+    }
+    let chroot = format!("/imp-rbac-{}", std::process::id());
+    let zk = zk_client().await;
+    let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let mut path = String::new();
+    for part in [chroot.as_str(), "/services", "/vm-api"] {
+        path.push_str(part);
+        let _ = zk.create(&path, b"", &open).await;
+    }
+    let vm =
+        serde_json::json!({"name": "vm-api", "id": "vm-1", "address": "10.66.0.1", "port": 8080});
+    zk.create(
+        &format!("{path}/vm-1"),
+        &serde_json::to_vec(&vm).unwrap(),
+        &open,
+    )
+    .await
+    .unwrap();
+    let op = harness::Operator::start(
+        "import-sa",
+        &shared.zk.connect_string(),
+        &[
+            ("KUBECONFIG", sa_config.to_str().unwrap()),
+            ("PODKEEPER_NAMESPACES", &app.name),
+            ("PODKEEPER_ZK_CHROOT", &chroot),
+            ("PODKEEPER_IMPORT", "true"),
+        ],
+    );
+    app.apply(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryImport\nmetadata: {name: vm-api}\n\
+         spec: {source: {curator: {serviceName: vm-api}}, service: {name: vm-api, ports: [{name: http, port: 80}]}}\n",
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the VM in the slice, written with the chart's RBAC",
+        || async {
+            import_slices(&app, "vm-api")
+                .await
+                .iter()
+                .any(|s| s.2 == "10.66.0.1" && s.3)
+        },
+    )
+    .await;
+    // A second VM: the slice is replaced (update), not created.
+    let vm2 =
+        serde_json::json!({"name": "vm-api", "id": "vm-2", "address": "10.66.0.2", "port": 8080});
+    zk.create(
+        &format!("{path}/vm-2"),
+        &serde_json::to_vec(&vm2).unwrap(),
+        &open,
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), "both VMs in one slice", || async {
+        let s = import_slices(&app, "vm-api").await;
+        s.len() == 2 && s[0].0 == s[1].0
+    })
+    .await;
+    app.kubectl(&["delete", "regimport", "vm-api"]);
+    let svc: kube::Api<Service> = kube::Api::namespaced(harness::client().await, &app.name);
+    wait_until(
+        Duration::from_secs(30),
+        "Service and slice gone with the resource",
+        || async {
+            svc.get_opt("vm-api").await.unwrap().is_none()
+                && import_slices(&app, "vm-api").await.is_empty()
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(&op.log).unwrap();
+    assert!(
+        !log.contains("Forbidden") && !log.contains("forbidden"),
+        "RBAC denied something:\n{}",
+        op.log_tail()
+    );
 }

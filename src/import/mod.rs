@@ -38,6 +38,11 @@ impl Error {
             Error::Kube(_) => "kube",
         }
     }
+
+    /// A write raced another (a stale read): worth trying again at once.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(e)) if e.code == 409)
+    }
 }
 
 /// What every import reconcile shares.
@@ -144,6 +149,10 @@ async fn controller(
 }
 
 fn error_policy(_ri: Arc<RegistryImport>, err: &Error, _ctx: Arc<Context>) -> Action {
+    if err.is_conflict() {
+        tracing::debug!(%err, "import write conflicted; reconciling again");
+        return Action::requeue(Duration::from_millis(20));
+    }
     tracing::warn!(%err, "import reconcile failed; retrying");
     crate::metrics::get()
         .reconciles

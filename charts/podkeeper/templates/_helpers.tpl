@@ -145,6 +145,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: [create, patch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, update, delete]
 {{- end }}
 {{- end }}
