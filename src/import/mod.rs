@@ -6,6 +6,7 @@ mod folder;
 pub mod objects;
 mod reconcile;
 mod status;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +113,10 @@ async fn controller(
     let stream = reflector(writer, watcher(imports, watcher::Config::default()))
         .inspect(move |ev| {
             if let Ok(watcher::Event::Delete(ri)) = ev {
-                c.folders.forget(&reconcile::key(ri));
+                let (namespace, name) = reconcile::key(ri);
+                let labels = crate::metrics::ResourceLabels { namespace, name };
+                crate::metrics::get().providers_imported.remove(&labels);
+                c.folders.forget(&(labels.namespace, labels.name));
             }
         })
         .applied_objects();

@@ -4,20 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 use super::folder::{Place, Snapshot};
-use super::objects;
 use super::status::{Outcome, Report};
+use super::write::{Written, write};
 use super::{Context, Error};
 use crate::crd::RegistryImport;
 use crate::crd::registry_import::ImportSource;
-use crate::model::import::{self, PortSpec, Selection, Slice, Source};
+use crate::model::import::{self, PortSpec, Selection, Source};
 use crate::zk::format::dubbo::java_url_encode;
 use crate::zk::session::Target;
 
@@ -34,6 +32,8 @@ pub async fn reconcile(ri: Arc<RegistryImport>, ctx: Arc<Context>) -> Result<Act
     let (ns, _) = key(&ri);
     let target = target(&ri);
     if let Err(why) = ctx.op.ensemble_granted(&ns, target.as_ref()) {
+        // A revoked grant stops the reading too; the slices stay as they were.
+        ctx.folders.forget(&key(&ri));
         let outcome = Outcome::Refused(why);
         return report(&ri, &ctx, Report::new(outcome, None, &Snapshot::default())).await;
     }
@@ -138,123 +138,6 @@ fn desired(
         .collect();
     let providers = import::read(source, folder);
     import::select(source, &providers, &ctx.op.settings().cluster_id, &ports)
-}
-
-/// What the write step did.
-enum Written {
-    /// The Service exists and is someone else's: nothing written.
-    NotOurs,
-    /// Slices now in place, and how many were created, replaced or deleted.
-    Slices { slices: usize, touched: usize },
-}
-
-/// The Service, then the slices that differ.
-async fn write(ri: &RegistryImport, ctx: &Context, sel: &Selection) -> Result<Written, Error> {
-    let (ns, name) = key(ri);
-    let client = ctx.op.kube().clone();
-    if !ensure_service(ri, &Api::namespaced(client.clone(), &ns)).await? {
-        return Ok(Written::NotOurs);
-    }
-    let api: Api<EndpointSlice> = Api::namespaced(client, &ns);
-    let svc = &ri.spec.service.name;
-    // From the API server's watch cache (`resourceVersion=0`): a consistent list waited for the
-    // cache to catch up with etcd, ~80 ms per reconcile here. A stale slice is safe: its replace
-    // carries the version read, and a conflict reconciles again at once.
-    let params = ListParams::default()
-        .labels(&objects::slice_selector(&name))
-        .match_any();
-    let list = api.list(&params).await?;
-    // Slices of a Service this import named before, or that podkeeper cannot read: deleted.
-    let (existing, unreadable): (Vec<_>, Vec<_>) = list
-        .items
-        .iter()
-        .map(|s| {
-            let current = objects::service_of(s) == Some(svc.as_str());
-            (s.name_any(), objects::read_slice(s).filter(|_| current))
-        })
-        .partition(|(_, s)| s.is_some());
-    let existing: Vec<Slice> = existing.into_iter().filter_map(|(_, s)| s).collect();
-    let wanted = import::assign(svc, &existing, &sel.endpoints);
-    let mut changes = import::diff(&existing, &wanted);
-    changes
-        .delete
-        .extend(unreadable.into_iter().map(|(n, _)| n));
-    let versions: std::collections::HashMap<String, Option<String>> = list
-        .items
-        .iter()
-        .map(|s| (s.name_any(), s.metadata.resource_version.clone()))
-        .collect();
-    for slice in &changes.write {
-        let mut obj = objects::endpoint_slice(ri, slice);
-        // A create, or a replace at the version read: the list may be stale, and a write
-        // based on it must fail (409) rather than drop what a newer slice holds.
-        let params = PostParams {
-            field_manager: Some(objects::FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
-        let r = match versions.get(&slice.name) {
-            None => api.create(&params, &obj).await.map(drop),
-            Some(version) => {
-                obj.metadata.resource_version = version.clone();
-                api.replace(&slice.name, &params, &obj).await.map(drop)
-            }
-        };
-        count_write("write", &r);
-        r?;
-    }
-    for gone in &changes.delete {
-        // Only the version read: a slice refilled since is kept (and read again).
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: versions.get(gone).cloned().flatten(),
-                uid: None,
-            }),
-            ..DeleteParams::default()
-        };
-        let r = api.delete(gone, &params).await;
-        let r = match r {
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            other => other.map(|_| ()),
-        };
-        count_write("delete", &r);
-        r?;
-    }
-    Ok(Written::Slices {
-        slices: wanted.len(),
-        touched: changes.touched(),
-    })
-}
-
-/// Creates or updates the Service; false when one exists that is not this import's.
-async fn ensure_service(ri: &RegistryImport, api: &Api<Service>) -> Result<bool, Error> {
-    let name = &ri.spec.service.name;
-    if let Some(existing) = api.get_opt(name).await? {
-        if !objects::service_is_ours(&existing, ri) {
-            return Ok(false);
-        }
-        if objects::service_current(&existing, ri) {
-            return Ok(true);
-        }
-    }
-    let params = PatchParams::apply(objects::FIELD_MANAGER).force();
-    api.patch(name, &params, &Patch::Apply(&objects::service(ri)))
-        .await?;
-    Ok(true)
-}
-
-fn count_write<T>(op: &str, r: &Result<T, kube::Error>) {
-    let result = match r {
-        Ok(_) => "ok".to_string(),
-        Err(kube::Error::Api(e)) => format!("http_{}", e.code),
-        Err(_) => "error".to_string(),
-    };
-    crate::metrics::get()
-        .slice_writes
-        .get_or_create(&crate::metrics::ZkOpLabels {
-            op: op.into(),
-            result,
-        })
-        .inc();
 }
 
 /// ZooKeeper change → slices written: observed once per change that needed a write.
