@@ -2182,19 +2182,26 @@ async fn providers_registered_by_dubbo_on_vms_are_endpoints_of_a_service_through
     use zookeeper_client::{Acls, CreateMode};
     const LIMIT: Duration = Duration::from_secs(20);
     env();
-    // A ZooKeeper and an operator of its own: this test stops the ZooKeeper.
-    let mut zk = common::zk::ZkServer::start();
+    // A ZooKeeper and an operator of its own: this test stops the ZooKeeper. In the secure run
+    // the operator reads over TLS with its SASL login; the VMs register on the plaintext port.
+    let mut zk = match harness::secure_mode() {
+        true => common::zk::ZkServer::start_secure(Default::default()),
+        false => common::zk::ZkServer::start(),
+    };
     let ns = TestNs::new("import").await;
     let connect = zk.connect_string();
-    let op = harness::Operator::start(
-        "import",
-        &connect,
-        &[
-            ("PODKEEPER_IMPORT", "true"),
-            ("PODKEEPER_CLUSTER_ID", "east"),
-            ("PODKEEPER_NAMESPACES", &ns.name),
-        ],
-    );
+    let (_secrets, op_connect, mut op_env) = match harness::secure_mode() {
+        true => {
+            let (dir, env) = harness::secure_env(&zk);
+            (Some(dir), zk.secure_connect_string(), env)
+        }
+        false => (None, connect.clone(), Vec::new()),
+    };
+    op_env.push(("PODKEEPER_IMPORT", "true".into()));
+    op_env.push(("PODKEEPER_CLUSTER_ID", "east".into()));
+    op_env.push(("PODKEEPER_NAMESPACES", ns.name.clone()));
+    let op_env: Vec<(&str, &str)> = op_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let op = harness::Operator::start("import", &op_connect, &op_env);
     let iface = "com.acme.imported.Orders";
     let url = |host: &str, weight: u32| {
         format!(
