@@ -77,6 +77,10 @@ pub fn service(ri: &RegistryImport) -> Service {
         },
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
+            // Providers may be of either family: a dual-stack cluster gives the Service an
+            // address of each (kube-proxy routes each to its family's slices), a single-stack
+            // one its own.
+            ip_family_policy: Some("PreferDualStack".into()),
             ports: Some(ports),
             ..ServiceSpec::default()
         }),
@@ -260,6 +264,8 @@ mod tests {
         let ri = ri();
         let mut svc = service(&ri);
         assert!(svc.spec.as_ref().unwrap().selector.is_none());
+        let policy = svc.spec.as_ref().unwrap().ip_family_policy.as_deref();
+        assert_eq!(policy, Some("PreferDualStack"));
         assert!(service_is_ours(&svc, &ri));
         assert!(service_current(&svc, &ri));
         svc.metadata.labels = None;
