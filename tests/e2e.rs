@@ -2321,6 +2321,26 @@ spec:
         },
     )
     .await;
+    let reasons = || {
+        let (_, out) = kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=RegistryImport,involvedObject.name=orders",
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ],
+            None,
+        );
+        out
+    };
+    wait_until(LIMIT, "a SlicesUpdated Event on the import", || async {
+        reasons().contains("SlicesUpdated")
+    })
+    .await;
     let first = import_slices(&ns, "orders").await;
     let slice_name = first[0].0.clone();
 
@@ -2367,6 +2387,10 @@ spec:
         2,
         "slices kept"
     );
+    wait_until(LIMIT, "a ZooKeeperUnavailable Event", || async {
+        reasons().contains("ZooKeeperUnavailable")
+    })
+    .await;
     tokio::task::block_in_place(|| zk.restart());
     wait_until(
         Duration::from_secs(30),
