@@ -2189,6 +2189,8 @@ async fn providers_registered_by_dubbo_on_vms_are_endpoints_of_a_service_through
         false => common::zk::ZkServer::start(),
     };
     let ns = TestNs::new("import").await;
+    // A namespace no RegistryPolicy names: it may not read another ensemble.
+    let tenant = TestNs::tenant("import").await;
     let connect = zk.connect_string();
     let (_secrets, op_connect, mut op_env) = match harness::secure_mode() {
         true => {
@@ -2199,7 +2201,10 @@ async fn providers_registered_by_dubbo_on_vms_are_endpoints_of_a_service_through
     };
     op_env.push(("PODKEEPER_IMPORT", "true".into()));
     op_env.push(("PODKEEPER_CLUSTER_ID", "east".into()));
-    op_env.push(("PODKEEPER_NAMESPACES", ns.name.clone()));
+    op_env.push((
+        "PODKEEPER_NAMESPACES",
+        format!("{},{}", ns.name, tenant.name),
+    ));
     let op_env: Vec<(&str, &str)> = op_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let op = harness::Operator::start("import", &op_connect, &op_env);
     let iface = "com.acme.imported.Orders";
@@ -2234,6 +2239,22 @@ spec:
             .is_some_and(|c| c.0 == "False" && c.1.contains("left alone"))
             && import_condition(&orders, "Ready").is_some_and(|c| c.0 == "True")
     })
+    .await;
+    tenant.apply(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryImport\nmetadata: {name: elsewhere}\n\
+         spec: {zookeeper: {connect: 'zk.elsewhere.example:2181'}, source: {curator: {serviceName: x}},\n\
+           service: {name: elsewhere, ports: [{name: http, port: 80}]}}\n",
+    );
+    wait_until(
+        LIMIT,
+        "another ensemble refused without a grant",
+        || async {
+            registry_import(&tenant, "elsewhere")
+                .await
+                .and_then(|ri| import_condition(&ri, "Ready"))
+                .is_some_and(|(s, m)| s == "False" && m.contains("ZooKeeper ensemble"))
+        },
+    )
     .await;
     let svc: kube::Api<Service> = kube::Api::namespaced(harness::client().await, &ns.name);
     let legacy = svc.get("legacy").await.unwrap();
