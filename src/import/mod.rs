@@ -68,6 +68,9 @@ impl Context {
 /// shutdown.
 pub async fn run(op: Arc<Operator>, scopes: Vec<Option<String>>) {
     let client = op.kube().clone();
+    if !crd_installed(&client).await {
+        return;
+    }
     let mut wake = Vec::new();
     let mut triggers = Vec::new();
     for scope in &scopes {
@@ -98,6 +101,24 @@ pub async fn run(op: Arc<Operator>, scopes: Vec<Option<String>>) {
     }
     tracing::info!("import controller running");
     futures::future::join_all(controllers).await;
+}
+
+/// Whether the RegistryImport CRD is installed; says how to install it when it is not (the
+/// ServiceRegistration controllers run on without the import).
+async fn crd_installed(client: &kube::Client) -> bool {
+    let api: Api<RegistryImport> = Api::all(client.clone());
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::error!(
+                "--import is on but the RegistryImport CRD (registryimports.podkeeper.io) is not installed: \
+                 kubectl apply -f crds/registryimport.yaml, or podkeeper crd registryimport | kubectl apply -f -; \
+                 the import controller does not run"
+            );
+            false
+        }
+        // Namespaced RBAC cannot list cluster-wide; the watches report what is missing.
+        _ => true,
+    }
 }
 
 async fn controller(
