@@ -44,6 +44,11 @@ pub async fn reconcile(ri: Arc<RegistryImport>, ctx: Arc<Context>) -> Result<Act
         .follow(&key(&ri), &place, session, ctx.waker(&ns));
     let snapshot = shared.lock().expect("snapshot lock").clone();
     let Some(folder) = &snapshot.folder else {
+        if snapshot.unavailable.is_none() {
+            // The first read is under way and wakes this reconcile: no status flaps to
+            // "waiting" for a few milliseconds at every start.
+            return Ok(Action::await_change());
+        }
         // Nothing read yet (ZooKeeper down since start): existing slices stay as they are.
         return report(
             &ri,

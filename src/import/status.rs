@@ -242,6 +242,38 @@ mod tests {
     }
 
     #[test]
+    fn zookeeper_down_since_start_waits_and_a_refusal_names_the_grant() {
+        let down = Snapshot {
+            unavailable: Some("connection refused".into()),
+            stale_since: Some("2026-01-01T00:00:00Z".into()),
+            ..Snapshot::default()
+        };
+        let r = Report::new(Outcome::Waiting, None, &down);
+        let s = r.status(&ri());
+        assert_eq!(s.conditions[0].reason, "WaitingForZooKeeper");
+        assert_eq!(s.conditions[1].status, "False");
+        assert!(r.retry_slowly());
+        let refused = Outcome::Refused(
+            "ZooKeeper ensemble \"zk:2181\" is granted by no RegistryPolicy".into(),
+        );
+        let r = Report::new(refused, None, &Snapshot::default());
+        let s = r.status(&ri());
+        assert_eq!(
+            (
+                s.conditions[0].status.as_str(),
+                s.conditions[0].reason.as_str()
+            ),
+            ("False", "PolicyRefused")
+        );
+        assert_eq!(s.conditions[1].status, "Unknown");
+        assert!(
+            r.events(&ri())
+                .iter()
+                .any(|e| !e.0 && e.1 == "PolicyRefused")
+        );
+    }
+
+    #[test]
     fn zookeeper_lost_keeps_counts_says_stale_since_and_warns_once() {
         let mut ri = ri();
         let ok = Report::new(synced(), None, &Snapshot::default());
