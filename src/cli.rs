@@ -38,8 +38,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CRDs as YAML (both, or the one named).
     Crd {
-        /// `serviceregistration` or `registrypolicy`; both when absent.
-        #[arg(value_parser = ["serviceregistration", "registrypolicy"])]
+        /// `serviceregistration`, `registrypolicy` or `registryimport`; all when absent.
+        #[arg(value_parser = ["serviceregistration", "registrypolicy", "registryimport"])]
         which: Option<String>,
     },
     /// Show a service's endpoints and sample picks with its load-balancing policy.
@@ -161,6 +161,11 @@ pub struct RunArgs {
     /// This replica's identity in the Lease (default: POD_NAME, else hostname-pid).
     #[arg(long, env = "PODKEEPER_IDENTITY")]
     pub identity: Option<String>,
+    /// Run the reverse mirror too: RegistryImport resources keep ZooKeeper providers as
+    /// Services with EndpointSlices (needs the RegistryImport CRD and write access to services
+    /// and endpointslices: the chart's `import.enabled`).
+    #[arg(long, env = "PODKEEPER_IMPORT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub import: bool,
     /// Log the plan of every write and write nothing.
     #[arg(long, env = "PODKEEPER_DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub dry_run: bool,
@@ -225,6 +230,7 @@ impl RunArgs {
             lease_duration: self.lease_duration,
             identity: self.identity,
             dry_run: self.dry_run,
+            import: self.import,
             max_deletes_per_txn: self.max_deletes_per_txn,
             log_format: match self.log_format {
                 LogFormatArg::Text => LogFormat::Text,

@@ -42,6 +42,8 @@ pub struct RunConfig {
     pub identity: Option<String>,
     /// Log the plan of every write and write nothing.
     pub dry_run: bool,
+    /// Run the RegistryImport controller (the reverse mirror).
+    pub import: bool,
     /// At most this many endpoint deletions per ZooKeeper transaction (0: no cap).
     pub max_deletes_per_txn: usize,
     /// How logs are printed.

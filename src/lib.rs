@@ -11,6 +11,8 @@ pub mod controller;
 #[cfg(feature = "operator")]
 pub mod crd;
 pub mod discovery;
+#[cfg(feature = "operator")]
+pub mod import;
 pub mod metrics;
 pub mod model;
 #[cfg(feature = "operator")]
@@ -140,6 +142,7 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
             .cloned()
             .collect(),
         leadership,
+        import: args.import,
     };
     tracing::info!(zk = %args.zk_connect, prefixes = ?args.allowed_path_prefix, cluster = %args.cluster_id, "podkeeper starting");
     let controllers = controller::run(client, wiring, move |ctx| {

@@ -25,11 +25,17 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Crd { which } = &cli.command {
-        use podkeeper::crd::{crd_yaml, policy_crd_yaml};
+        use podkeeper::crd::{crd_yaml, import_crd_yaml, policy_crd_yaml};
         match which.as_deref() {
             Some("serviceregistration") => print!("{}", crd_yaml()),
+            Some("registryimport") => print!("{}", import_crd_yaml()),
             Some(_) => print!("{}", policy_crd_yaml()),
-            None => print!("{}---\n{}", crd_yaml(), policy_crd_yaml()),
+            None => print!(
+                "{}---\n{}---\n{}",
+                crd_yaml(),
+                policy_crd_yaml(),
+                import_crd_yaml()
+            ),
         }
         return Ok(());
     }

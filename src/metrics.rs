@@ -93,6 +93,14 @@ pub struct Metrics {
     pub credential_reload_errors: Counter,
     /// `podkeeper.io/registered` condition patches by status written and result.
     pub gate_patches: Family<GateLabels, Counter>,
+    /// RegistryImports with a folder watch.
+    pub imports: Gauge,
+    /// Endpoints in the slices per RegistryImport.
+    pub providers_imported: Family<ResourceLabels, Gauge>,
+    /// EndpointSlice writes by the import controller, by operation (apply, delete) and result.
+    pub slice_writes: Family<ZkOpLabels, Counter>,
+    /// From a ZooKeeper change reaching the import controller to its EndpointSlice write.
+    pub zk_to_slice: Histogram,
     /// Pods measured for `spec.load` (samples read from the metrics APIs).
     pub load_samples: Counter,
     /// Load metric reads that failed.
@@ -260,6 +268,30 @@ impl Metrics {
             "load_policy_switches",
             "Load-balancing policies switched automatically from load",
         );
+        let imports = Gauge::default();
+        registry.register(
+            "imports",
+            "RegistryImports with a ZooKeeper folder watch",
+            imports.clone(),
+        );
+        let providers_imported = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "providers_imported",
+            "Endpoints in the EndpointSlices per RegistryImport",
+            providers_imported.clone(),
+        );
+        let slice_writes = Family::<ZkOpLabels, Counter>::default();
+        registry.register(
+            "endpointslice_writes",
+            "EndpointSlice writes of the import controller by operation and result",
+            slice_writes.clone(),
+        );
+        let zk_to_slice = Histogram::new(latency_buckets());
+        registry.register(
+            "zookeeper_to_endpointslice_seconds",
+            "Time from a ZooKeeper change reaching the import controller to its EndpointSlice write",
+            zk_to_slice.clone(),
+        );
         Metrics {
             registry,
             load_samples,
@@ -267,6 +299,10 @@ impl Metrics {
             load_weight_updates,
             load_suppressed,
             load_policy_switches,
+            imports,
+            providers_imported,
+            slice_writes,
+            zk_to_slice,
             acl_repairs,
             tamper_events,
             watch_rearms,

@@ -6,6 +6,7 @@ fn committed_crds_are_fresh() {
     for (kind, generated) in [
         ("serviceregistration", podkeeper::crd::crd_yaml()),
         ("registrypolicy", podkeeper::crd::policy_crd_yaml()),
+        ("registryimport", podkeeper::crd::import_crd_yaml()),
     ] {
         for dir in ["crds", "charts/podkeeper/crds"] {
             let file = format!("{dir}/{kind}.yaml");
@@ -34,5 +35,21 @@ fn crd_declares_the_documented_names_and_columns() {
         "x-kubernetes-validations",
     ] {
         assert!(y.contains(needle), "CRD lacks {needle:?}");
+    }
+}
+
+#[test]
+fn import_crd_declares_its_names_columns_and_one_of_rule() {
+    let y = podkeeper::crd::import_crd_yaml();
+    for needle in [
+        "name: registryimports.podkeeper.io",
+        "- regimport",
+        "scope: Namespaced",
+        "name: Imported",
+        "name: LeftOut",
+        "set exactly one of dubbo, curator, serverSet, native",
+        "service.ports: names must be unique",
+    ] {
+        assert!(y.contains(needle), "import CRD lacks {needle:?}");
     }
 }

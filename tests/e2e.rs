@@ -543,30 +543,38 @@ async fn health_endpoints_and_metrics_tell_the_truth() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
-    let shared = env();
-    let ops = TestNs::new("rbac-ops").await;
-    let app = TestNs::new("rbac-app").await;
+/// Installs the chart as `release` (its ServiceAccount's name too: it contains "podkeeper") in
+/// `ops` (namespaced RBAC for `app`, plus `sets`) and returns a kubeconfig holding that
+/// ServiceAccount's token instead of admin credentials (in `dir`). Releases of tests that may
+/// run at once need their own names: their ClusterRoles are cluster-wide.
+fn chart_sa_kubeconfig(
+    release: &str,
+    ops: &TestNs,
+    app: &TestNs,
+    sets: &[&str],
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
-    let helm =
-        std::env::var("PODKEEPER_HELM").unwrap_or_else(|_| format!("{root}/.cache/tools/bin/helm"));
     let kubeconfig = harness::kubeconfig();
-    let out = std::process::Command::new(&helm)
-        .args([
-            "install",
-            "podkeeper",
-            &format!("{root}/charts/podkeeper"),
-            "-n",
-            &ops.name,
-        ])
-        .args([
-            "--set",
-            "rbac.scope=namespaced",
-            "--set",
-            &format!("watchNamespaces={{{}}}", app.name),
-        ])
-        .args(["--set", "zookeeper.connect=127.0.0.1:2181", "--kubeconfig"])
+    let mut args = vec![
+        "install".to_string(),
+        release.into(),
+        format!("{root}/charts/podkeeper"),
+        "-n".into(),
+        ops.name.clone(),
+        "--set".into(),
+        "rbac.scope=namespaced".into(),
+        "--set".into(),
+        format!("watchNamespaces={{{}}}", app.name),
+        "--set".into(),
+        "zookeeper.connect=127.0.0.1:2181".into(),
+    ];
+    for set in sets {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    let out = std::process::Command::new(helm())
+        .args(&args)
+        .arg("--kubeconfig")
         .arg(&kubeconfig)
         .output()
         .unwrap();
@@ -575,14 +583,11 @@ async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
         "helm install: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    // A kubeconfig with the chart's ServiceAccount token instead of admin credentials.
     let token = ops
-        .kubectl(&["create", "token", "podkeeper", "--duration=1h"])
+        .kubectl(&["create", "token", release, "--duration=1h"])
         .trim()
         .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let sa_config = dir.path().join("kubeconfig");
+    let sa_config = dir.join("kubeconfig");
     std::fs::copy(&kubeconfig, &sa_config).unwrap();
     let kc = |args: &[&str]| {
         let ok = std::process::Command::new(
@@ -606,6 +611,23 @@ async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
         &format!("--token={token}"),
     ]);
     kc(&["config", "set-context", "--current", "--user=chart-sa"]);
+    sa_config
+}
+
+fn helm() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::env::var("PODKEEPER_HELM").unwrap_or_else(|_| format!("{root}/.cache/tools/bin/helm"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_works_with_only_the_charts_namespaced_rbac() {
+    let shared = env();
+    let ops = TestNs::new("rbac-ops").await;
+    let app = TestNs::new("rbac-app").await;
+    let helm = helm();
+    let kubeconfig = harness::kubeconfig();
+    let dir = tempfile::tempdir().unwrap();
+    let sa_config = chart_sa_kubeconfig("podkeeper", &ops, &app, &[], dir.path());
     for (verb, what, want) in [
         ("get", "secrets", "no"),
         ("create", "pods", "no"),
@@ -2227,5 +2249,547 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
         group_sum(&eps, "stable"),
         900_000,
         "the stable group keeps its share"
+    );
+}
+
+/// `(slice, managed-by, address, ready, serving, terminating)` of every EndpointSlice of
+/// Service `svc`, whoever manages it.
+async fn import_slices(ns: &TestNs, svc: &str) -> Vec<(String, String, String, bool, bool, bool)> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let api: kube::Api<EndpointSlice> = kube::Api::namespaced(harness::client().await, &ns.name);
+    let lp = kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    let mut out = Vec::new();
+    for s in api.list(&lp).await.unwrap().items {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let by = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by").cloned())
+            .unwrap_or_default();
+        // An empty slice shows as one empty row: podkeeper leaves none.
+        if s.endpoints.as_ref().is_none_or(|e| e.is_empty()) {
+            out.push((name.clone(), by.clone(), String::new(), false, false, false));
+        }
+        for e in s.endpoints.iter().flatten() {
+            let c = e.conditions.clone().unwrap_or_default();
+            let flag = |b: Option<bool>| b.unwrap_or(false);
+            out.push((
+                name.clone(),
+                by.clone(),
+                e.addresses.join(","),
+                flag(c.ready),
+                flag(c.serving),
+                flag(c.terminating),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn registry_import(ns: &TestNs, name: &str) -> Option<podkeeper::crd::RegistryImport> {
+    let api: kube::Api<podkeeper::crd::RegistryImport> =
+        kube::Api::namespaced(harness::client().await, &ns.name);
+    api.get_opt(name).await.unwrap()
+}
+
+fn import_condition(ri: &podkeeper::crd::RegistryImport, t: &str) -> Option<(String, String)> {
+    ri.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_registered_by_dubbo_on_vms_are_endpoints_of_a_service_through_every_state() {
+    use common::clients::{self, Client as Java};
+    use k8s_openapi::api::core::v1::Service;
+    use zookeeper_client::{Acls, CreateMode};
+    const LIMIT: Duration = Duration::from_secs(20);
+    env();
+    // A ZooKeeper and an operator of its own: this test stops the ZooKeeper. In the secure run
+    // the operator reads over TLS with its SASL login; the VMs register on the plaintext port.
+    let mut zk = match harness::secure_mode() {
+        true => common::zk::ZkServer::start_secure(Default::default()),
+        false => common::zk::ZkServer::start(),
+    };
+    let ns = TestNs::new("import").await;
+    // A namespace no RegistryPolicy names: it may not read another ensemble.
+    let tenant = TestNs::tenant("import").await;
+    let connect = zk.connect_string();
+    let (_secrets, op_connect, mut op_env) = match harness::secure_mode() {
+        true => {
+            let (dir, env) = harness::secure_env(&zk);
+            (Some(dir), zk.secure_connect_string(), env)
+        }
+        false => (None, connect.clone(), Vec::new()),
+    };
+    op_env.push(("PODKEEPER_IMPORT", "true".into()));
+    op_env.push(("PODKEEPER_CLUSTER_ID", "east".into()));
+    op_env.push((
+        "PODKEEPER_NAMESPACES",
+        format!("{},{}", ns.name, tenant.name),
+    ));
+    let op_env: Vec<(&str, &str)> = op_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let op = harness::Operator::start("import", &op_connect, &op_env);
+    let iface = "com.acme.imported.Orders";
+    let url = |host: &str, weight: u32| {
+        format!(
+            "dubbo://{host}:20880/{iface}?application=vm-app&interface={iface}&side=provider&weight={weight}"
+        )
+    };
+    let import = |name: &str, service: &str| {
+        format!(
+            r#"apiVersion: podkeeper.io/v1alpha1
+kind: RegistryImport
+metadata: {{name: {name}}}
+spec:
+  source: {{dubbo: {{interface: {iface}}}}}
+  service: {{name: {service}, ports: [{{name: dubbo, port: 20880}}]}}
+"#
+        )
+    };
+    // A Service podkeeper did not create is never touched, even when an import names it.
+    ns.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: legacy}\n\
+         spec: {selector: {app: legacy}, ports: [{port: 80}]}\n",
+    );
+    ns.apply(&import("legacy", "legacy"));
+    // Imported before any provider registers: the folder does not exist yet.
+    ns.apply(&import("orders", "orders"));
+    wait_until(LIMIT, "both imports reconciled", || async {
+        let legacy = registry_import(&ns, "legacy").await.unwrap();
+        let orders = registry_import(&ns, "orders").await.unwrap();
+        import_condition(&legacy, "Ready")
+            .is_some_and(|c| c.0 == "False" && c.1.contains("left alone"))
+            && import_condition(&orders, "Ready").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    tenant.apply(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryImport\nmetadata: {name: elsewhere}\n\
+         spec: {zookeeper: {connect: 'zk.elsewhere.example:2181'}, source: {curator: {serviceName: x}},\n\
+           service: {name: elsewhere, ports: [{name: http, port: 80}]}}\n",
+    );
+    wait_until(
+        LIMIT,
+        "another ensemble refused without a grant",
+        || async {
+            registry_import(&tenant, "elsewhere")
+                .await
+                .and_then(|ri| import_condition(&ri, "Ready"))
+                .is_some_and(|(s, m)| s == "False" && m.contains("ZooKeeper ensemble"))
+        },
+    )
+    .await;
+    let svc: kube::Api<Service> = kube::Api::namespaced(harness::client().await, &ns.name);
+    let legacy = svc.get("legacy").await.unwrap();
+    assert!(legacy.metadata.owner_references.is_none() && legacy.metadata.labels.is_none());
+    let legacy_slices = import_slices(&ns, "legacy").await;
+    assert!(
+        legacy_slices.iter().all(|s| s.1 != "podkeeper.io"),
+        "only kube-controller-manager's own slices: {legacy_slices:?}"
+    );
+
+    // The VM provider registers itself through Dubbo's own registry.
+    let vm = clients::spawn(
+        Java::Dubbo,
+        &["provide", &connect, "dubbo", &url("10.77.0.5", 100)],
+    );
+    vm.wait_for(0, Duration::from_secs(120), "the VM registration", |l| {
+        l.get("registered").is_some()
+    });
+    let registered = std::time::Instant::now();
+    wait_until(LIMIT, "the registered VM in a slice", || async {
+        import_slices(&ns, "orders")
+            .await
+            .iter()
+            .any(|s| s.2 == "10.77.0.5")
+    })
+    .await;
+    // Polled every 50 ms: an upper bound.
+    eprintln!(
+        "import latency: Dubbo registration -> EndpointSlice within {} ms",
+        registered.elapsed().as_millis()
+    );
+    // Beside it: a second VM written as a plain node, this cluster's own node (the loop guard)
+    // and a provider on loopback.
+    let zkc = harness::connect_zk(&connect).await;
+    let dir = format!("/dubbo/{iface}/providers");
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    for extra in [
+        url("10.77.0.7", 100),
+        format!("{}&podkeeper.owner=east/shop/orders", url("10.77.0.6", 100)),
+        url("127.0.0.1", 100),
+    ] {
+        let node = format!(
+            "{dir}/{}",
+            podkeeper::zk::format::dubbo::java_url_encode(&extra)
+        );
+        zkc.create(&node, b"", &persistent).await.unwrap();
+    }
+    let up = |a: &str| (a.to_string(), true, true, false);
+    let states = |slices: Vec<(String, String, String, bool, bool, bool)>| {
+        slices
+            .into_iter()
+            .map(|(_, _, a, r, s, t)| (a, r, s, t))
+            .collect::<Vec<_>>()
+    };
+    wait_until(LIMIT, "the VM providers as ready endpoints", || async {
+        states(import_slices(&ns, "orders").await) == [up("10.77.0.5"), up("10.77.0.7")]
+    })
+    .await;
+    let s = svc.get("orders").await.unwrap();
+    let spec = s.spec.unwrap();
+    assert!(spec.selector.is_none(), "a selector-less Service");
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert!(spec.cluster_ip.is_some_and(|ip| ip != "None"));
+    wait_until(
+        LIMIT,
+        "the status counts the providers left out",
+        || async {
+            let ri = registry_import(&ns, "orders").await.unwrap();
+            let st = ri.status.clone().unwrap_or_default();
+            let reasons: Vec<String> = st
+                .left_out_providers
+                .iter()
+                .map(|p| format!("{} {}", p.provider, p.reason))
+                .collect();
+            st.seen == 4
+                && st.imported == 2
+                && st.left_out == 2
+                && reasons
+                    .iter()
+                    .any(|r| r.starts_with("10.77.0.6:20880 published by this cluster"))
+                && reasons
+                    .iter()
+                    .any(|r| r.starts_with("127.0.0.1:20880 loopback"))
+                && import_condition(&ri, "Ready").is_some_and(|c| c.0 == "True")
+        },
+    )
+    .await;
+    let reasons = || {
+        let (_, out) = kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=RegistryImport,involvedObject.name=orders",
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ],
+            None,
+        );
+        out
+    };
+    wait_until(LIMIT, "a SlicesUpdated Event on the import", || async {
+        reasons().contains("SlicesUpdated")
+    })
+    .await;
+    let first = import_slices(&ns, "orders").await;
+    let slice_name = first[0].0.clone();
+
+    // weight=0: Dubbo re-registers the provider under a new URL; the old one goes.
+    let drained = clients::spawn(
+        Java::Dubbo,
+        &["provide", &connect, "dubbo", &url("10.77.0.5", 0)],
+    );
+    drained.wait_for(
+        0,
+        Duration::from_secs(120),
+        "the weight-0 registration",
+        |l| l.get("registered").is_some(),
+    );
+    vm.close();
+    wait_until(LIMIT, "weight 0: not serving", || async {
+        states(import_slices(&ns, "orders").await)
+            == [("10.77.0.5".into(), false, false, false), up("10.77.0.7")]
+    })
+    .await;
+    // Still the one slice, ours, untouched by kube-controller-manager's slice controller.
+    let now = import_slices(&ns, "orders").await;
+    assert!(
+        now.iter()
+            .all(|s| s.0 == slice_name && s.1 == "podkeeper.io"),
+        "{now:?}"
+    );
+
+    // ZooKeeper stopped: the slices stay, the status says since when they are stale.
+    tokio::task::block_in_place(|| zk.stop());
+    wait_until(
+        LIMIT,
+        "ZooKeeperAvailable=False with stale-since",
+        || async {
+            let ri = registry_import(&ns, "orders").await.unwrap();
+            import_condition(&ri, "ZooKeeperAvailable")
+                .is_some_and(|(s, m)| s == "False" && m.contains("stale since"))
+                && ri.status.is_some_and(|s| s.stale_since.is_some())
+        },
+    )
+    .await;
+    assert_eq!(
+        states(import_slices(&ns, "orders").await).len(),
+        2,
+        "slices kept"
+    );
+    wait_until(LIMIT, "a ZooKeeperUnavailable Event", || async {
+        reasons().contains("ZooKeeperUnavailable")
+    })
+    .await;
+    tokio::task::block_in_place(|| zk.restart());
+    wait_until(
+        Duration::from_secs(30),
+        "ZooKeeperAvailable=True again",
+        || async {
+            let ri = registry_import(&ns, "orders").await.unwrap();
+            import_condition(&ri, "ZooKeeperAvailable").is_some_and(|(s, _)| s == "True")
+        },
+    )
+    .await;
+
+    // The provider leaves: its endpoint goes.
+    drained.close();
+    wait_until(LIMIT, "the departed provider gone", || async {
+        states(import_slices(&ns, "orders").await) == [up("10.77.0.7")]
+    })
+    .await;
+
+    // The resource deleted: its Service and slices go with it.
+    ns.kubectl(&["delete", "regimport", "orders"]);
+    wait_until(
+        Duration::from_secs(30),
+        "Service and slices garbage-collected",
+        || async {
+            svc.get_opt("orders").await.unwrap().is_none()
+                && import_slices(&ns, "orders").await.is_empty()
+        },
+    )
+    .await;
+    drop(op);
+}
+
+/// Every address in the EndpointSlices of Service `svc`, kept current by a watch (not polled).
+fn watch_slice_addresses(
+    client: kube::Client,
+    ns: &str,
+    svc: &str,
+) -> tokio::sync::watch::Receiver<std::collections::BTreeSet<String>> {
+    use futures::StreamExt;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::runtime::watcher;
+    let api: kube::Api<EndpointSlice> = kube::Api::namespaced(client, ns);
+    let cfg = watcher::Config::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    let (tx, rx) = tokio::sync::watch::channel(Default::default());
+    let (reader, writer) = kube::runtime::reflector::store();
+    tokio::spawn(async move {
+        // Every event, deletions included (the last endpoint's slice is deleted).
+        let mut events = kube::runtime::reflector(writer, watcher(api, cfg)).boxed();
+        while events.next().await.is_some() {
+            let all = reader
+                .state()
+                .iter()
+                .flat_map(|s| s.endpoints.clone().unwrap_or_default())
+                .flat_map(|e| e.addresses)
+                .collect();
+            tx.send_replace(all);
+        }
+    });
+    rx
+}
+
+/// ZooKeeper change → EndpointSlice latency, p50/p99, for providers joining and leaving one at
+/// a time (a Curator folder written directly). A measure, not a check of a bound; run with
+/// `cargo test --features e2e --test e2e -- --ignored import_latency --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measure: run on demand"]
+async fn import_latency_from_zookeeper_to_endpointslices() {
+    use std::time::Instant;
+    use zookeeper_client::{Acls, CreateMode};
+    const N: usize = 100;
+    env();
+    let zk = common::zk::ZkServer::start();
+    let ns = TestNs::new("import-latency").await;
+    let connect = zk.connect_string();
+    let op = harness::Operator::start(
+        "import-latency",
+        &connect,
+        &[
+            ("PODKEEPER_IMPORT", "true"),
+            ("PODKEEPER_NAMESPACES", &ns.name),
+        ],
+    );
+    ns.apply(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryImport\nmetadata: {name: lat}\n\
+         spec: {source: {curator: {serviceName: lat}}, service: {name: lat, ports: [{name: http, port: 8080}]}}\n",
+    );
+    let mut seen = watch_slice_addresses(harness::client().await, &ns.name, "lat");
+    let zkc = harness::connect_zk(&connect).await;
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    for dir in ["/services", "/services/lat"] {
+        let _ = zkc.create(dir, b"", &persistent).await;
+    }
+    let addr = |i: usize| format!("10.88.{}.{}", i / 200, 1 + i % 200);
+    let (mut joins, mut leaves) = (Vec::new(), Vec::new());
+    for i in 0..N {
+        let data = serde_json::json!({"name": "lat", "id": format!("i{i}"), "address": addr(i), "port": 8080});
+        let t0 = Instant::now();
+        zkc.create(
+            &format!("/services/lat/i{i}"),
+            &serde_json::to_vec(&data).unwrap(),
+            &persistent,
+        )
+        .await
+        .unwrap();
+        let a = addr(i);
+        tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|s| s.contains(&a)))
+            .await
+            .expect("joined within 10 s")
+            .unwrap();
+        joins.push(t0.elapsed());
+    }
+    for i in 0..N {
+        let t0 = Instant::now();
+        zkc.delete(&format!("/services/lat/i{i}"), None)
+            .await
+            .unwrap();
+        let a = addr(i);
+        tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|s| !s.contains(&a)))
+            .await
+            .expect("left within 10 s")
+            .unwrap();
+        leaves.push(t0.elapsed());
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 * p).ceil() as usize).saturating_sub(1)].as_secs_f64() * 1000.0
+    };
+    eprintln!(
+        "RESULT import latency ZooKeeper -> EndpointSlice, {N} providers one at a time: join p50 {:.1} ms p99 {:.1} ms; leave p50 {:.1} ms p99 {:.1} ms",
+        pct(&mut joins, 0.5),
+        pct(&mut joins, 0.99),
+        pct(&mut leaves, 0.5),
+        pct(&mut leaves, 0.99)
+    );
+    // The operator's own share: ZooKeeper event received -> slice written.
+    let (_, metrics) = harness::http_get(&op.health, "/metrics").unwrap();
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("podkeeper_zookeeper_to_endpointslice_seconds"))
+    {
+        eprintln!("{l}");
+    }
+}
+
+/// The import controller with nothing but the chart's namespaced RBAC and `import.enabled`:
+/// it creates the Service and a slice (with owner references that block deletion), and they go
+/// with the resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_works_with_only_the_charts_rbac() {
+    use k8s_openapi::api::core::v1::Service;
+    use zookeeper_client::{Acls, CreateMode};
+    let shared = env();
+    let ops = TestNs::new("imp-rbac-ops").await;
+    let app = TestNs::new("imp-rbac-app").await;
+    let dir = tempfile::tempdir().unwrap();
+    const RELEASE: &str = "podkeeper-import";
+    // Uninstalled however the test ends: its ClusterRole would block the next install.
+    struct Uninstall(String);
+    impl Drop for Uninstall {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(helm())
+                .args(["uninstall", RELEASE, "-n", &self.0, "--kubeconfig"])
+                .arg(harness::kubeconfig())
+                .output();
+        }
+    }
+    let _uninstall = Uninstall(ops.name.clone());
+    let sa_config = chart_sa_kubeconfig(RELEASE, &ops, &app, &["import.enabled=true"], dir.path());
+    let who = format!("--as=system:serviceaccount:{}:{RELEASE}", ops.name);
+    for (verb, what, want) in [
+        ("create", "services", "yes"),
+        ("delete", "services", "no"),
+        ("update", "endpointslices.discovery.k8s.io", "yes"),
+        ("delete", "endpoints", "no"),
+    ] {
+        let (_, got) = kubectl(&["auth", "can-i", verb, what, "-n", &app.name, &who], None);
+        assert_eq!(got.trim(), want, "can-i {verb} {what}");
+    }
+    let chroot = format!("/imp-rbac-{}", std::process::id());
+    let zk = zk_client().await;
+    let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let mut path = String::new();
+    for part in [chroot.as_str(), "/services", "/vm-api"] {
+        path.push_str(part);
+        let _ = zk.create(&path, b"", &open).await;
+    }
+    let vm =
+        serde_json::json!({"name": "vm-api", "id": "vm-1", "address": "10.66.0.1", "port": 8080});
+    zk.create(
+        &format!("{path}/vm-1"),
+        &serde_json::to_vec(&vm).unwrap(),
+        &open,
+    )
+    .await
+    .unwrap();
+    let op = harness::Operator::start(
+        "import-sa",
+        &shared.zk.connect_string(),
+        &[
+            ("KUBECONFIG", sa_config.to_str().unwrap()),
+            ("PODKEEPER_NAMESPACES", &app.name),
+            ("PODKEEPER_ZK_CHROOT", &chroot),
+            ("PODKEEPER_IMPORT", "true"),
+        ],
+    );
+    app.apply(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryImport\nmetadata: {name: vm-api}\n\
+         spec: {source: {curator: {serviceName: vm-api}}, service: {name: vm-api, ports: [{name: http, port: 80}]}}\n",
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the VM in the slice, written with the chart's RBAC",
+        || async {
+            import_slices(&app, "vm-api")
+                .await
+                .iter()
+                .any(|s| s.2 == "10.66.0.1" && s.3)
+        },
+    )
+    .await;
+    // A second VM: the slice is replaced (update), not created.
+    let vm2 =
+        serde_json::json!({"name": "vm-api", "id": "vm-2", "address": "10.66.0.2", "port": 8080});
+    zk.create(
+        &format!("{path}/vm-2"),
+        &serde_json::to_vec(&vm2).unwrap(),
+        &open,
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), "both VMs in one slice", || async {
+        let s = import_slices(&app, "vm-api").await;
+        s.len() == 2 && s[0].0 == s[1].0
+    })
+    .await;
+    app.kubectl(&["delete", "regimport", "vm-api"]);
+    let svc: kube::Api<Service> = kube::Api::namespaced(harness::client().await, &app.name);
+    wait_until(
+        Duration::from_secs(30),
+        "Service and slice gone with the resource",
+        || async {
+            svc.get_opt("vm-api").await.unwrap().is_none()
+                && import_slices(&app, "vm-api").await.is_empty()
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(&op.log).unwrap();
+    assert!(
+        !log.contains("Forbidden") && !log.contains("forbidden"),
+        "RBAC denied something:\n{}",
+        op.log_tail()
     );
 }

@@ -1274,3 +1274,108 @@ async fn scaling_from_one_replica_to_two_during_churn_never_runs_two_writers() {
         failover: None,
     });
 }
+
+/// The addresses in the EndpointSlices of Service `svc`.
+async fn slice_addresses(ns: &str, svc: &str) -> BTreeSet<String> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let api: Api<EndpointSlice> = Api::namespaced(cluster::client().await, ns);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    api.list(&lp)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|s| s.endpoints.unwrap_or_default())
+        .flat_map(|e| e.addresses)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_session_expiry_keeps_the_slices_then_reads_the_folder_again() {
+    use zookeeper_client::{Acls, CreateMode};
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let port: u16 = zk.port();
+    let ns = TestNs::new("import-expiry").await;
+    let op = Operator::start(
+        "op",
+        &zk.connect_string(),
+        &[
+            ("PODKEEPER_ZK_SESSION_TIMEOUT", "2s"),
+            ("PODKEEPER_IMPORT", "true"),
+            ("PODKEEPER_NAMESPACES", &ns.name),
+        ],
+    );
+    wait_ready(&op).await;
+    let raw = zookeeper_client::Client::connect(&zk.connect_string())
+        .await
+        .unwrap();
+    let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    for dir in ["/services", "/services/vms"] {
+        raw.create(dir, b"", &open).await.unwrap();
+    }
+    let node = |i: u8| {
+        let v = serde_json::json!({"name": "vms", "id": format!("vm{i}"), "address": format!("10.55.0.{i}"), "port": 80});
+        serde_json::to_vec(&v).unwrap()
+    };
+    raw.create("/services/vms/vm1", &node(1), &open)
+        .await
+        .unwrap();
+    raw.create("/services/vms/vm2", &node(2), &open)
+        .await
+        .unwrap();
+    kubectl(
+        &["apply", "-n", &ns.name, "-f", "-"],
+        Some(
+            "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryImport\nmetadata: {name: vms}\n\
+             spec: {source: {curator: {serviceName: vms}}, service: {name: vms, ports: [{name: http, port: 80}]}}\n",
+        ),
+    );
+    let want = |ips: &[&str]| ips.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    wait_until(Duration::from_secs(30), "both VMs imported", || async {
+        slice_addresses(&ns.name, "vms").await == want(&["10.55.0.1", "10.55.0.2"])
+    })
+    .await;
+    let operator_session = sessions_with_timeout(port, 2000).expect("cons answers");
+    assert_eq!(operator_session.len(), 1, "{operator_session:?}");
+    // Frozen past its session timeout; meanwhile one VM leaves and another registers: only a
+    // new session's new watch and read can see it.
+    op.signal("STOP");
+    raw.delete("/services/vms/vm1", None).await.unwrap();
+    raw.create("/services/vms/vm3", &node(3), &open)
+        .await
+        .unwrap();
+    let expired = &operator_session[0];
+    wait_until(
+        Duration::from_secs(30),
+        "the frozen operator's session expired",
+        || async move { sessions_with_timeout(port, 2000).is_some_and(|s| !s.contains(expired)) },
+    )
+    .await;
+    assert_eq!(
+        slice_addresses(&ns.name, "vms").await,
+        want(&["10.55.0.1", "10.55.0.2"]),
+        "the slices are kept while the operator cannot read"
+    );
+    let t = Instant::now();
+    op.signal("CONT");
+    let target = want(&["10.55.0.2", "10.55.0.3"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the folder read again on a new session",
+        || async { slice_addresses(&ns.name, "vms").await == target },
+    )
+    .await;
+    let converge = t.elapsed();
+    let got = slice_addresses(&ns.name, "vms").await;
+    finish(Row {
+        scenario: "import: operator frozen past its 2 s session, folder changed meanwhile".into(),
+        changes: 2,
+        lost: target.difference(&got).count(),
+        stale: got.difference(&target).count(),
+        duplicated: 0,
+        converge,
+        failover: None,
+    });
+}

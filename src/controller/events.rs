@@ -212,6 +212,17 @@ impl Events {
     /// Publishes one Event, unless one of the same reason went out less than
     /// [`MIN_INTERVAL`] ago.
     pub fn publish(&self, sr: &ServiceRegistration, type_: EventType, reason: &str, note: String) {
+        self.publish_for(sr, type_, reason, note)
+    }
+
+    /// [`Events::publish`] for any resource (a RegistryImport).
+    pub fn publish_for<K: Resource<DynamicType = ()>>(
+        &self,
+        sr: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let meta = sr.meta();
         let key = limit_key(
             meta.namespace.as_deref().unwrap_or_default(),

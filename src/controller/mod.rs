@@ -202,6 +202,49 @@ impl Context {
             .unwrap_or_default()
     }
 
+    /// The Kubernetes client (for the import controller).
+    pub(crate) fn kube(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The operator's settings.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The ZooKeeper sessions, the operator's own ensemble first.
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Events, rate-limited per object and reason.
+    pub(crate) fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Whether namespace `ns` may connect to `ensemble` (`None`: the operator's own, always
+    /// allowed); `Err` names the missing grant, or that policies are not listed yet.
+    pub(crate) fn ensemble_granted(
+        &self,
+        ns: &str,
+        ensemble: Option<&crate::zk::session::Target>,
+    ) -> Result<(), String> {
+        let own = self.sessions.get(None);
+        let Some(t) = ensemble
+            .map(|t| t.canonical())
+            .filter(|t| t != own.target())
+        else {
+            return Ok(());
+        };
+        let Some(tenancy) = self.policies.tenancy(&self.settings) else {
+            return Err("RegistryPolicies are not listed yet".into());
+        };
+        let labels = self.policies.labels_of(ns);
+        tenancy
+            .check_ensemble(ns, &labels, (t.connect, t.chroot))
+            .map_err(|r| r.0)
+    }
+
     /// Whether the home folder `key` (ensemble, path) is not checked yet in `epoch`; marks it.
     fn home_audit_due(&self, key: (String, String), epoch: u64) -> bool {
         let mut seen = self.home_audited.lock().expect("home audit lock");
@@ -300,6 +343,8 @@ pub struct Wiring {
     pub namespaces: Vec<String>,
     /// Who leads.
     pub leadership: Arc<leader::Leadership>,
+    /// Run the RegistryImport controller beside.
+    pub import: bool,
 }
 
 /// Builds the context and runs the controllers until shutdown. `ready` receives the context as
@@ -315,6 +360,7 @@ pub async fn run(
         mut session_changes,
         namespaces,
         leadership,
+        import,
     } = wiring;
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -420,6 +466,7 @@ pub async fn run(
     tokio::spawn(load::run(ctx.clone()));
 
     ctx.index.expect_pod_scopes(scopes.len());
+    let import_scopes = scopes.clone();
     let (mut controllers, mut stores) = (Vec::new(), Vec::new());
     for ((scope, triggers), all) in scopes.into_iter().zip(trigger_rx).zip(all_rx) {
         let (srs, pods) = match &scope {
@@ -454,7 +501,12 @@ pub async fn run(
         controllers.push(controller);
     }
     ctx.fast.set_stores(stores);
-    futures::future::join_all(controllers).await;
+    let imports = async {
+        if import {
+            crate::import::run(ctx.clone(), import_scopes).await;
+        }
+    };
+    futures::future::join(futures::future::join_all(controllers), imports).await;
     tracing::info!("controllers stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod desired;
 #[cfg(feature = "operator")]
 pub mod gate;
 pub mod guard;
+pub mod import;
 pub mod load;
 pub mod nodes;
 #[cfg(feature = "operator")]

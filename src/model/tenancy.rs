@@ -139,6 +139,23 @@ impl Tenancy {
         Ok(())
     }
 
+    /// Whether namespace `ns` may use the ensemble `(connect, chroot)` at all (the reverse
+    /// mirror reads any folder there, so the ensemble is all a policy grants it).
+    pub fn check_ensemble(
+        &self,
+        ns: &str,
+        labels: &Labels,
+        ensemble: (String, Option<String>),
+    ) -> Result<(), Refusal> {
+        self.check(&Request {
+            namespace: ns.to_string(),
+            namespace_labels: labels.clone(),
+            native_path: format!("{}/{ns}", self.home.trim_end_matches('/')),
+            ensemble: Some(ensemble),
+            ..Default::default()
+        })
+    }
+
     fn in_cluster_domain(&self, host: &str) -> bool {
         // The pod IP is the pod's own address: nobody else's.
         host == "{podIP}" || template_within(host, &format!("*.{}", self.cluster_domain))
@@ -319,6 +336,18 @@ mod tests {
         assert!(with("zk.shared:2181", Some("/team-a-1")));
         assert!(!with("zk.shared:2181", Some("/team-b")));
         assert!(!with("zk.shared:2181", None));
+    }
+
+    #[test]
+    fn an_import_needs_only_the_ensemble_granted() {
+        let t = tenancy(&[("zk", "{namespaces: [a], ensembles: ['zk.vms:2181']}")]);
+        let none = Labels::default();
+        let vms = || ("zk.vms:2181".to_string(), None);
+        assert_eq!(t.check_ensemble("a", &none, vms()), Ok(()));
+        let err = t.check_ensemble("b", &none, vms()).unwrap_err();
+        assert!(err.0.contains("ZooKeeper ensemble"), "{err}");
+        let other = ("zk.other:2181".to_string(), None);
+        assert!(t.check_ensemble("a", &none, other).is_err());
     }
 
     fn req(ns: &str, path: &str) -> Request {

@@ -162,6 +162,11 @@ impl TreeWatch {
 }
 
 impl ReadSession {
+    /// Reads through a session opened elsewhere (the operator's, for the import controller).
+    pub fn of(client: Client) -> ReadSession {
+        ReadSession { client }
+    }
+
     /// Opens a session with the files' TLS and login (a read-only identity), below `chroot`.
     pub async fn open(
         connect: &str,

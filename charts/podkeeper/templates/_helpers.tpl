@@ -136,4 +136,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [events.k8s.io, ""]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.import.enabled }}
+# The reverse mirror (import.enabled): RegistryImports, the Services they create (server-side
+# apply: create and patch, never delete: owner references remove them) and their slices.
+- apiGroups: [podkeeper.io]
+  resources: [registryimports]
+  verbs: [get, list, watch]
+- apiGroups: [podkeeper.io]
+  resources: [registryimports/status]
+  verbs: [get, patch]
+# Owner references that block the owner's deletion need this.
+- apiGroups: [podkeeper.io]
+  resources: [registryimports/finalizers]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, patch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch, create, update, delete]
+{{- end }}
 {{- end }}
