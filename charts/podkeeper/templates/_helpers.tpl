@@ -116,12 +116,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: [patch]
 {{- end }}
 {{- if .Values.rbac.loadMetrics }}
-# spec.load: pods' usage (metrics.k8s.io) and per-pod custom metrics (custom.metrics.k8s.io).
+# spec.load: pods' usage (metrics.k8s.io).
 - apiGroups: [metrics.k8s.io]
   resources: [pods]
   verbs: [get, list]
+{{- end }}
+{{- with .Values.rbac.customMetrics }}
+# spec.load Pods metrics, by name (no wildcard): custom.metrics.k8s.io pods/<metric>.
 - apiGroups: [custom.metrics.k8s.io]
-  resources: ["*"]
+  resources: [{{ range $i, $m := . }}{{ if $i }}, {{ end }}pods/{{ $m }}{{ end }}]
   verbs: [get]
 {{- end }}
 - apiGroups: [podkeeper.io]
