@@ -693,6 +693,7 @@ mod tests {
             port: 8080,
             ports: Default::default(),
             weight,
+            declared_weight: None,
             group: "default".into(),
             zone: i.is_multiple_of(2).then(|| "z1".to_string()),
             node: None,

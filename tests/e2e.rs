@@ -2212,6 +2212,19 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
         "the canary keeps its share"
     );
     assert_eq!(svc.policy, podkeeper::crd::Policy::WeightedRoundRobin);
+    let mark = svc
+        .load
+        .as_ref()
+        .expect("the service record vouches for the load weights");
+    assert_eq!(
+        (mark.reason.as_str(), mark.expire_seconds),
+        ("UnevenCapacity", 180)
+    );
+    assert_eq!(
+        eps[hot].declared_weight,
+        Some(100),
+        "the declared weight beside the effective"
+    );
     let canary = eps
         .values()
         .find(|e| e.group == "canary")

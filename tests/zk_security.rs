@@ -122,6 +122,7 @@ fn record(uid: &str) -> ServiceRecord {
         generation: 1,
         stale: false,
         warmup_seconds: 0,
+        load: None,
     }
 }
 

@@ -93,6 +93,7 @@ fn record(name: &str, uid: &str) -> ServiceRecord {
         generation: 1,
         stale: false,
         warmup_seconds: 0,
+        load: None,
     }
 }
 

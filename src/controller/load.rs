@@ -15,6 +15,7 @@ use super::index::Key;
 use crate::crd::{LoadStatus, Policy, ServiceRegistration, UnweighedPod};
 use crate::model::load::measure::{Amounts, Metric, PodFigures, Unmeasured, quantity, utilization};
 use crate::model::load::{self, AutoPolicy, AutoRule, Damping, LoadWeights, PodLoad, Sample};
+use crate::model::record::LoadMark;
 use crate::model::registration::Registration;
 
 /// Why a resource's pods could not be measured.
@@ -46,6 +47,8 @@ struct Weighing {
     factors: Arc<HashMap<SmolStr, f32>>,
     status: LoadStatus,
     next_ms: i64,
+    /// When the service record last vouched for the weights (0: not yet).
+    heartbeat_ms: i64,
 }
 
 /// The load weighting of every resource with `spec.load`.
@@ -105,6 +108,7 @@ impl LoadBook {
                 factors: Arc::default(),
                 status,
                 next_ms: now,
+                heartbeat_ms: 0,
             },
         );
     }
@@ -131,6 +135,17 @@ impl LoadBook {
         }
     }
 
+    /// What the service record says about the weighting, once it has weighed.
+    pub fn mark(&self, key: &Key) -> Option<LoadMark> {
+        let book = self.lock();
+        let w = book.get(key).filter(|w| w.heartbeat_ms > 0)?;
+        Some(LoadMark {
+            reason: w.auto.reason.as_str().to_string(),
+            updated_ms: w.heartbeat_ms,
+            expire_seconds: (w.damping.expire_ms / 1000) as u32,
+        })
+    }
+
     /// What the status says about the weighting.
     pub fn status(&self, key: &Key) -> Option<LoadStatus> {
         self.lock().get(key).map(|w| w.status.clone())
@@ -154,14 +169,13 @@ impl LoadBook {
     }
 }
 
-/// Runs the poll until the process ends: once a second, the resources that are due.
+/// Runs the poll until the process ends: once a second, the resources that are due. Only
+/// resources the leader's reconciles configured are weighed: a new leader starts again from
+/// the declared weights and converges within a few periods.
 pub async fn run(ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if ctx.leadership.term().is_none() {
-            continue;
-        }
         for (key, reg, selector, metrics) in ctx.load.due(crate::now_ms()) {
             weigh(&ctx, &key, &reg, &selector, &metrics).await;
         }
@@ -235,7 +249,12 @@ fn apply(
         m.load_policy_switches.inc();
         tracing::info!(namespace = %key.0, name = %key.1, policy = %w.auto.policy, reason = w.auto.reason.as_str(), "load: policy switched");
     }
-    if step.changed.is_empty() && !switched {
+    // The service record vouches for the weights at least every half expiry.
+    let beat = now - w.heartbeat_ms >= w.damping.expire_ms / 2;
+    if beat {
+        w.heartbeat_ms = now;
+    }
+    if step.changed.is_empty() && !switched && !beat {
         return;
     }
     drop(book);

@@ -273,6 +273,7 @@ async fn apply(
     let res = Resolved {
         record: ServiceRecord {
             policy: ctx.load.policy(&key, res.record.policy),
+            load: ctx.load.mark(&key),
             ..res.record
         },
         ..res
@@ -481,6 +482,7 @@ pub(super) fn resolve(
         generation,
         stale: false,
         warmup_seconds: sr.spec.warmup_seconds,
+        load: None,
     };
     let (native, clients) = client_registries(&sr.spec.registries, &record, prefixes)?;
     Ok(Resolved {

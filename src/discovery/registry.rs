@@ -168,6 +168,7 @@ fn record_of(d: Discovered) -> EndpointRecord {
         port: d.port,
         ports: Default::default(),
         weight: if d.draining { 0 } else { weight.max(1) },
+        declared_weight: None,
         group: String::new(),
         zone: d.zone,
         node: None,

@@ -48,6 +48,20 @@ pub struct Snapshot {
     /// the same way.
     vnodes: u32,
     zone: Option<Arc<ZonePreference>>,
+    /// Built with the declared weights: the service record's load heartbeat had expired.
+    declared: bool,
+}
+
+/// The record as a client weighs it once the operator stopped vouching for load-derived
+/// weights: its declared weight again.
+fn as_declared(record: &EndpointRecord) -> EndpointRecord {
+    match record.declared_weight {
+        Some(w) if record.weight > 0 => EndpointRecord {
+            weight: w,
+            ..record.clone()
+        },
+        _ => record.clone(),
+    }
 }
 
 impl Snapshot {
@@ -61,6 +75,7 @@ impl Snapshot {
             revision: 0,
             vnodes: ring::DEFAULT_VNODES,
             zone: None,
+            declared: false,
         }
     }
 
@@ -100,17 +115,32 @@ impl Snapshot {
         let counters: HashMap<&str, &Arc<Endpoint>> = previous
             .map(|p| p.endpoints.iter().map(|e| (e.name(), e)).collect())
             .unwrap_or_default();
+        let declared = registry
+            .service
+            .as_ref()
+            .and_then(|s| s.load.as_ref())
+            .is_some_and(|l| l.expired(now_ms));
         let endpoints: Arc<[Arc<Endpoint>]> = registry
             .endpoints
             .iter()
+            .map(|(name, record)| {
+                (
+                    name,
+                    if declared {
+                        as_declared(record)
+                    } else {
+                        record.clone()
+                    },
+                )
+            })
             .map(|(name, record)| match counters.get(name.as_str()) {
-                Some(old) if old.record() == record => Arc::clone(old),
+                Some(old) if *old.record() == record => Arc::clone(old),
                 Some(old) => Arc::new(Endpoint::with_counter(
                     name,
-                    record.clone(),
+                    record,
                     Arc::clone(old.counter()),
                 )),
-                None => Arc::new(Endpoint::new(name, record.clone())),
+                None => Arc::new(Endpoint::new(name, record)),
             })
             .collect();
         let policy = pinned
@@ -129,6 +159,7 @@ impl Snapshot {
             revision: previous.map_or(1, |p| p.revision + 1),
             vnodes,
             zone,
+            declared,
         };
         snapshot.balancer =
             Arc::new(snapshot.balance(policy, previous.map(|p| &*p.balancer), now_ms));
@@ -148,12 +179,26 @@ impl Snapshot {
     /// When a warming endpoint's weight next moves (Unix ms), so the holder can call
     /// [`Snapshot::restepped`] then; `None` while nothing warms (the common case: picks never
     /// look at a clock).
+    /// Also when the service record's load heartbeat expires, if it has not yet: the
+    /// declared weights apply from then.
     pub fn next_step_ms(&self) -> Option<i64> {
-        self.balancer.next_step_ms()
+        let expiry = self.load_expiry_ms().filter(|_| !self.declared);
+        match (self.balancer.next_step_ms(), expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn load_expiry_ms(&self) -> Option<i64> {
+        let mark = self.service.as_ref()?.load.as_ref()?;
+        Some(mark.updated_ms + i64::from(mark.expire_seconds) * 1000 + 1)
     }
 
     /// The same endpoints with the balancer rebuilt for `now_ms` (the next warm-up step).
     pub fn restepped(&self, now_ms: i64) -> Snapshot {
+        if !self.declared && self.load_expiry_ms().is_some_and(|at| at <= now_ms) {
+            return self.with_declared_weights(now_ms);
+        }
         Snapshot {
             service: self.service.clone(),
             endpoints: Arc::clone(&self.endpoints),
@@ -162,7 +207,42 @@ impl Snapshot {
             revision: self.revision + 1,
             vnodes: self.vnodes,
             zone: self.zone.clone(),
+            declared: self.declared,
         }
+    }
+
+    /// The same endpoints weighed as declared (the load heartbeat expired), in-flight counts
+    /// kept.
+    fn with_declared_weights(&self, now_ms: i64) -> Snapshot {
+        let endpoints: Arc<[Arc<Endpoint>]> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let record = as_declared(e.record());
+                Arc::new(Endpoint::with_counter(
+                    e.name(),
+                    record,
+                    Arc::clone(e.counter()),
+                ))
+            })
+            .collect();
+        let mut next = Snapshot {
+            service: self.service.clone(),
+            endpoints,
+            balancer: Arc::clone(&self.balancer),
+            staleness: self.staleness,
+            revision: self.revision + 1,
+            vnodes: self.vnodes,
+            zone: self.zone.clone(),
+            declared: true,
+        };
+        next.balancer = Arc::new(next.balance(self.policy(), Some(&self.balancer), now_ms));
+        next
+    }
+
+    /// Whether the weights are the declared ones because the load heartbeat expired.
+    pub fn declared_weights(&self) -> bool {
+        self.declared
     }
 
     /// The same view, marked as possibly out of date.
@@ -175,6 +255,7 @@ impl Snapshot {
             revision: self.revision + 1,
             vnodes: self.vnodes,
             zone: self.zone.clone(),
+            declared: self.declared,
         }
     }
 
@@ -236,6 +317,7 @@ mod tests {
             port: 80,
             ports: Default::default(),
             weight,
+            declared_weight: None,
             group: "default".into(),
             zone: None,
             node: None,
@@ -279,6 +361,48 @@ mod tests {
                 .map(|(i, &w)| (format!("web-{i}"), record(i, w)))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn load_weights_fall_back_to_declared_when_the_heartbeat_expires() {
+        use crate::model::record::LoadMark;
+        let mut reg = registry(Policy::WeightedRoundRobin, &[30, 170]);
+        for (i, e) in reg.endpoints.values_mut().enumerate() {
+            e.declared_weight = Some(100 + i as u32);
+        }
+        let mark = LoadMark {
+            reason: "UnevenCapacity".into(),
+            updated_ms: 1_000,
+            expire_seconds: 60,
+        };
+        reg.service.as_mut().unwrap().load = Some(mark);
+        let weights = |s: &Snapshot| -> Vec<u32> {
+            s.endpoints().iter().map(|e| e.record().weight).collect()
+        };
+        let fresh = Snapshot::build_at(&reg, None, None, ring::DEFAULT_VNODES, None, 2_000);
+        assert_eq!(
+            weights(&fresh),
+            [30, 170],
+            "the operator vouches for the load weights"
+        );
+        assert!(!fresh.declared_weights());
+        let due = fresh
+            .next_step_ms()
+            .expect("a rebuild is due when the heartbeat expires");
+        assert_eq!(due, 61_001);
+        let later = fresh.restepped(due);
+        assert_eq!(
+            weights(&later),
+            [100, 101],
+            "declared weights once the heartbeat is stale"
+        );
+        assert!(later.declared_weights() && later.next_step_ms().is_none());
+        let cold = Snapshot::build_at(&reg, None, None, ring::DEFAULT_VNODES, None, 70_000);
+        assert_eq!(
+            weights(&cold),
+            [100, 101],
+            "a snapshot built late is declared from the start"
+        );
     }
 
     #[test]

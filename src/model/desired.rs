@@ -318,6 +318,7 @@ pub(super) fn endpoint_record(
         port,
         ports: ports.into_iter().collect(),
         weight,
+        declared_weight: None,
         group,
         zone: pod
             .node

@@ -181,6 +181,7 @@ mod tests {
             port: 80,
             ports: Default::default(),
             weight,
+            declared_weight: None,
             group: "default".into(),
             zone: None,
             node: None,

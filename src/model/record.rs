@@ -53,6 +53,31 @@ pub struct ServiceRecord {
     /// (`spec.warmupSeconds`); 0: no warm-up.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub warmup_seconds: u32,
+    /// The load weighting in force (`spec.load`), rewritten as a heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadMark>,
+}
+
+/// What a service record says about its load weighting: why the policy is what it is, and when
+/// the operator last vouched for the effective weights. A client that sees `updatedMs` older
+/// than `expireSeconds` uses the declared weights (the operator may be gone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadMark {
+    /// Why the policy is what it is (Declared, HighUtilization, UnevenCapacity,
+    /// ConsistentHashKept).
+    pub reason: String,
+    /// When the operator last confirmed the weights, Unix ms.
+    pub updated_ms: i64,
+    /// After how long without a confirmation the weights are stale.
+    pub expire_seconds: u32,
+}
+
+impl LoadMark {
+    /// The effective weights are no longer vouched for at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        now_ms - self.updated_ms > i64::from(self.expire_seconds) * 1000
+    }
 }
 
 fn is_zero_u32(v: &u32) -> bool {
@@ -91,6 +116,10 @@ pub struct EndpointRecord<S = String> {
     pub ports: SmallMap<S, u16>,
     /// Weight; 0 only while draining.
     pub weight: u32,
+    /// The weight the spec declares, when load moved `weight` away from it (`spec.load`);
+    /// clients fall back to it when the service record's load heartbeat is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_weight: Option<u32>,
     /// Weight group.
     pub group: S,
     /// The node's `topology.kubernetes.io/zone`, when known.
@@ -138,6 +167,7 @@ mod tests {
             port: 8080,
             ports: [("http".to_string(), 8080)].into(),
             weight: 100,
+            declared_weight: None,
             group: "default".into(),
             zone: Some("z1".into()),
             node: None,

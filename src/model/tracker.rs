@@ -361,7 +361,10 @@ impl Tracker {
             };
             let ports = (c.container_port, c.port);
             let group = reg.group_name(c.group());
-            let record = endpoint_record(reg, pod, ports, c.weight, group, status, nodes);
+            let mut record = endpoint_record(reg, pod, ports, c.weight, group, status, nodes);
+            if factor(&self.factors, name) != 1.0 {
+                record.declared_weight = Some(c.relative);
+            }
             if let Some(record) = place(endpoints, name, record, last.as_ref()) {
                 last = Some(record);
                 rebuilt += 1;

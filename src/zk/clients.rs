@@ -224,6 +224,7 @@ mod tests {
             port: 80,
             ports: Default::default(),
             weight: 7,
+            declared_weight: None,
             group: "default".into(),
             zone: None,
             node: None,

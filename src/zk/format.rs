@@ -82,6 +82,7 @@ mod tests {
             generation: 3,
             stale: false,
             warmup_seconds: 0,
+            load: None,
         };
         assert_eq!(codec.decode_service(&codec.encode_service(&svc)), Some(svc));
         let ep = PublishedRecord {
@@ -89,6 +90,7 @@ mod tests {
             port: 80,
             ports: Default::default(),
             weight: 7,
+            declared_weight: None,
             group: "default".into(),
             zone: None,
             node: None,

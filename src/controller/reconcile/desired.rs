@@ -25,6 +25,7 @@ pub(super) async fn desired(
             && c.path == res.path
             && c.target == res.target
             && c.state.record.policy == res.record.policy
+            && c.state.record.load == res.record.load
     });
     if !fresh {
         entry.zk = None;

@@ -287,6 +287,7 @@ mod tests {
             port: 8080,
             ports: Default::default(),
             weight,
+            declared_weight: None,
             group: "default".into(),
             zone: None,
             node: None,

@@ -29,6 +29,7 @@ pub fn endpoint(
         ]
         .into(),
         weight,
+        declared_weight: None,
         group: group.into(),
         zone: Some(zone.into()),
         node: Some(format!("node-{zone}").into()),

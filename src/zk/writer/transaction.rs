@@ -431,6 +431,7 @@ mod tests {
             port: 80,
             ports: Default::default(),
             weight: 1,
+            declared_weight: None,
             group: "default".into(),
             zone: None,
             node: None,
