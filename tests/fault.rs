@@ -1379,3 +1379,119 @@ async fn import_session_expiry_keeps_the_slices_then_reads_the_folder_again() {
         failover: None,
     });
 }
+
+/// Pods that request CPU, the kwok usage of each set by annotation, weighed by load (30 s expiry).
+async fn setup_loaded(ns: &TestNs) -> (Api<Pod>, Vec<String>) {
+    ns.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {PODS}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}, annotations: {{kwok.x-k8s.io/usage-cpu: 250m}}}}\n    spec:\n      containers: [{{name: app, image: x, ports: [{{name: http, containerPort: 8080}}], resources: {{requests: {{cpu: 500m}}}}}}]\n"
+    ));
+    let load = "  load:\n    metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 100}}}]\n    periodSeconds: 10\n    expireSeconds: 30\n    blackoutSeconds: 0\n";
+    ns.apply(&registration(load));
+    let pods: Api<Pod> = Api::namespaced(cluster::client().await, &ns.name);
+    let p = pods.clone();
+    wait_until(Duration::from_secs(60), "pods ready", || {
+        let p = p.clone();
+        async move { desired_ready(&p).await.0.len() == PODS }
+    })
+    .await;
+    let names: Vec<String> = desired_ready(&pods).await.0.into_iter().collect();
+    for name in names.iter().step_by(2) {
+        ns.kubectl(&[
+            "annotate",
+            "pod",
+            name,
+            "kwok.x-k8s.io/usage-cpu=450m",
+            "--overwrite",
+        ]);
+    }
+    (pods, names)
+}
+
+/// Endpoints whose weight load moved away from the declared one.
+async fn load_weighed(zk: &zookeeper_client::Client, path: &str) -> usize {
+    let eps = common::registry::read(zk, path)
+        .await
+        .map(|(_, e)| e)
+        .unwrap_or_default();
+    eps.values().filter(|e| e.declared_weight.is_some()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_api_down_during_churn_falls_back_to_declared_weights() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let op = Operator::start("op", &zk.connect_string(), &[]);
+    wait_ready(&op).await;
+    let ns = TestNs::new("metricsdown").await;
+    let (pods, names) = setup_loaded(&ns).await;
+    let path = ns.path("web");
+    let client = cluster::connect_zk(&zk.connect_string()).await;
+    wait_until(
+        Duration::from_secs(120),
+        "weights moved by load",
+        || async { load_weighed(&client, &path).await > 0 },
+    )
+    .await;
+    converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(100));
+    churn
+        .wait_for(5, Instant::now(), "churn under way before the fault")
+        .await;
+    let state = std::env::var("PODKEEPER_CLUSTER_DIR")
+        .expect("PODKEEPER_CLUSTER_DIR (set by scripts/test)");
+    let pid = std::fs::read_to_string(format!("{state}/pids/metrics-server.pid"))
+        .expect("metrics-server runs");
+    let pid = pid.split_whitespace().next().expect("a pid").to_string();
+    assert!(
+        Command::new("kill")
+            .arg("-9")
+            .arg(&pid)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fault = Instant::now();
+    // No fresh samples: after expireSeconds every pod is weighed as declared again.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while load_weighed(&client, &path).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no declared weights after the expiry; log:\n{}",
+            op.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fell_back = fault.elapsed();
+    assert!(
+        fell_back >= Duration::from_secs(15),
+        "fell back after {fell_back:?}, before the expiry"
+    );
+    let end = Instant::now();
+    let changes = churn.finish("metrics API down", fault, end).await;
+    let up = tokio::task::block_in_place(|| {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
+            .arg("up")
+            .output()
+            .unwrap()
+    });
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &path, &pods, end).await;
+    finish(Row {
+        scenario: format!(
+            "metrics API down during churn (declared weights after {:.0} s)",
+            fell_back.as_secs_f64()
+        ),
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}

@@ -31,6 +31,9 @@ pub enum LoadError {
     },
 }
 
+/// How long one period's reads may take.
+const MEASURE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Pods named on the status as weighed by their declared weight.
 const MAX_UNWEIGHED: usize = 5;
 
@@ -186,13 +189,21 @@ pub async fn run(ctx: Arc<Context>) {
 /// policy moved.
 async fn weigh(ctx: &Context, key: &Key, reg: &Registration, selector: &str, metrics: &[Metric]) {
     let m = crate::metrics::get();
-    let figures = match measure(&ctx.client, &key.0, selector, metrics).await {
+    // Bounded: a metrics API that hangs must not stop the periods (samples must still expire).
+    let read = measure(&ctx.client, &key.0, selector, metrics);
+    let result = match tokio::time::timeout(MEASURE_TIMEOUT, read).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer from the metrics APIs in {MEASURE_TIMEOUT:?}"
+        )),
+    };
+    let figures = match result {
         Ok(f) => f,
         Err(e) => {
             tracing::debug!(namespace = %key.0, name = %key.1, error = %e, "load metrics unavailable");
             m.load_errors.inc();
             if let Some(w) = ctx.load.lock().get_mut(key) {
-                w.status.last_error = Some(e.to_string());
+                w.status.last_error = Some(e);
             }
             // Samples age until they expire: declared weights come back by themselves.
             figures_unchanged(ctx, key, reg, metrics);
