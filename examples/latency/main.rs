@@ -520,7 +520,7 @@ fn from_pod_event(flips: &[Flip], seen: &Seen) -> Vec<f64> {
 /// The flips as wall-clock rows for the timeline.
 fn timeline_rows(
     flips: &[Flip],
-    shadowed: &std::collections::HashSet<(String, bool)>,
+    shadowed: &HashMap<(String, bool), Instant>,
     seen: &Seen,
 ) -> Vec<timeline::Row> {
     flips
@@ -528,11 +528,15 @@ fn timeline_rows(
         .map(|f| timeline::Row {
             pod: f.name.clone(),
             ready: f.ready,
-            shadowed: shadowed.contains(&(f.name.clone(), f.ready)),
+            shadowed: shadowed.contains_key(&(f.name.clone(), f.ready)),
             sent: timeline::unix_us(f.sent),
             answered: f.answered.map(timeline::unix_us),
             pod_watch: first_event(&seen.pod, f).map(timeline::unix_us),
             zookeeper: first_event(&seen.zk, f).map(timeline::unix_us),
+            slice: first_event(&seen.slice, f).map(timeline::unix_us),
+            floor: shadowed
+                .get(&(f.name.clone(), f.ready))
+                .map(|t| timeline::unix_us(*t)),
         })
         .collect()
 }
@@ -1055,7 +1059,7 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
     let mut shadow = Shadow::new(run, label).await?;
     let mut all_paced = Vec::new();
     let mut unshadowed = Vec::new();
-    let mut bridged_flips = std::collections::HashSet::new();
+    let mut bridged_flips = HashMap::new();
     for ready in [false, true] {
         let mut flips = Vec::new();
         let start = Instant::now();
@@ -1080,7 +1084,7 @@ async fn paced_phase(run: &Run, label: &str, paced_pods: &[String]) -> anyhow::R
             match zk {
                 Some(zk) => {
                     shadow.lat.push(ms(zk.saturating_duration_since(answered)));
-                    bridged_flips.insert((name.clone(), ready));
+                    bridged_flips.insert((name.clone(), ready), zk);
                 }
                 None => unshadowed.push(flip.clone()),
             }

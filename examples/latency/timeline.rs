@@ -20,6 +20,10 @@ pub struct Row {
     pub answered: Option<i64>,
     pub pod_watch: Option<i64>,
     pub zookeeper: Option<i64>,
+    /// When the EndpointSlice watch saw it (with the slice comparison on).
+    pub slice: Option<i64>,
+    /// On a shadowed flip: when the ZooKeeper watch saw the bare bridge's `multi()` (the floor).
+    pub floor: Option<i64>,
 }
 
 /// Wall-clock microseconds of `t`, through a pairing of the two clocks taken now (call it
@@ -44,21 +48,23 @@ pub fn append_csv(path: &Path, label: &str, rows: &[Row]) -> anyhow::Result<()> 
     if fresh {
         writeln!(
             out,
-            "label,pod,ready,shadowed,sent_us,answered_us,pod_watch_us,zookeeper_us"
+            "label,pod,ready,shadowed,sent_us,answered_us,pod_watch_us,zookeeper_us,slice_us,floor_us"
         )?;
     }
     let opt = |v: Option<i64>| v.map_or(String::new(), |v| v.to_string());
     for r in rows {
         writeln!(
             out,
-            "{label},{},{},{},{},{},{},{}",
+            "{label},{},{},{},{},{},{},{},{},{}",
             r.pod,
             r.ready,
             r.shadowed,
             r.sent,
             opt(r.answered),
             opt(r.pod_watch),
-            opt(r.zookeeper)
+            opt(r.zookeeper),
+            opt(r.slice),
+            opt(r.floor)
         )?;
     }
     Ok(())
@@ -167,6 +173,8 @@ mod tests {
             answered: Some(at(50)),
             pod_watch: Some(at(60)),
             zookeeper: Some(at(1_300)),
+            slice: None,
+            floor: None,
         };
         let b = breakdown(&[row(false), row(true)], &trace);
         assert_eq!(b.watch_lag, vec![0.04]);
