@@ -7,7 +7,7 @@ use clap::Parser as _;
 use crate::cli::{Cli, Command};
 
 // The allocator, when a feature picks one other than the platform's malloc (figures in
-// docs/PERFORMANCE.md, "Memory"). mimalloc wins when both are enabled.
+// docs/performance-history.md, "Memory"). mimalloc wins when both are enabled.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,7 +1,7 @@
 //! Gives memory freed after a large transient peak back to the system. The initial pod list
 //! (whole `Pod` objects, page by page), a first publish and a full resync (every record
 //! encoded and read back) allocate far more than what stays; allocators keep those pages
-//! mapped, which is most of the operator's RSS beyond its live data (docs/PERFORMANCE.md,
+//! mapped, which is most of the operator's RSS beyond its live data (docs/performance-history.md,
 //! "Memory, all in"). After such a peak the allocator is asked, once, off the hot path, to
 //! return its free pages.
 
@@ -39,7 +39,7 @@ pub fn on_thread_park() {
 /// arena serves only the threads attached to it, so many arenas keep more free pages between
 /// live chunks after a peak: at 10,000 published pods, two arenas with fixed 128 KiB trim and
 /// mmap thresholds held 0.85–0.88 KB of RSS per pod over the idle process, against 1.02–1.59 KB
-/// with glibc's defaults (docs/PERFORMANCE.md, round 9).
+/// with glibc's defaults (docs/performance-history.md, round 9).
 const GLIBC_ARENAS: i32 = 2;
 /// Chunks from this size on are mapped alone and unmapped when freed, and free memory above it
 /// at the top of a heap is returned: glibc's initial thresholds, kept fixed (glibc otherwise
@@ -165,7 +165,7 @@ fn glibc_or_preloaded() {
 
 /// What glibc's arenas hold after the trim: bytes in use (the live data), bytes free but kept
 /// (freed chunks between live ones, which no trim can return), and mmapped chunks. With the
-/// RSS this tells live data from allocator retention (docs/PERFORMANCE.md, "Memory, all in").
+/// RSS this tells live data from allocator retention (docs/performance-history.md, "Memory, all in").
 #[cfg(all(
     not(any(feature = "mimalloc", feature = "jemalloc")),
     target_os = "linux",

@@ -4,7 +4,7 @@
 //! statuses, images, resources, tolerations) is skipped by the JSON parser, never allocated.
 //! Fewer and smaller transient allocations make the initial list of 100,000 pods cheaper in
 //! CPU and leave less freed memory interleaved with the long-lived projections
-//! (docs/PERFORMANCE.md, round 4).
+//! (docs/performance-history.md, round 4).
 //!
 //! The field names and types follow `k8s_openapi` (so the projection reads the same either
 //! way); every field is optional and `null` reads as absent, as there.

@@ -28,7 +28,7 @@ use crate::crd::GroupStatus;
 pub struct Tracker {
     /// By pod name. Hashed: a change looks its pod up here first, and a B-tree search compares
     /// a dozen long names sharing a prefix, each read from its own allocation (round 10 of
-    /// docs/PERFORMANCE.md). The entries sit in one vector beside a table of their indices: a
+    /// docs/performance-history.md). The entries sit in one vector beside a table of their indices: a
     /// table of whole entries, at the half load a doubling table can have, took 45 B per pod
     /// more than a B-tree. Where an order shows, it is the names': the weight solver breaks
     /// ties by name and [`Tracker::recounted`] sorts what it lists.

@@ -17,7 +17,7 @@ pub use zookeeper_client::Client;
 
 /// Reads per multi-read request, for the writer and the discovery client alike. Every request
 /// costs a fixed ~70 µs here whatever it carries: 10,000 `get_data` pipelined on one connection
-/// took 0.5–1.1 s, the same reads in multi-reads of 128 about 30 ms (docs/PERFORMANCE.md,
+/// took 0.5–1.1 s, the same reads in multi-reads of 128 about 30 ms (docs/performance-history.md,
 /// round 11). Records are a few hundred bytes, so a response of 128 stays far below the 1 MiB
 /// packet limit of Java readers.
 pub(crate) const READS_PER_MULTI: usize = 128;
