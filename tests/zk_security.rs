@@ -450,7 +450,7 @@ async fn the_tamper_watch_ignores_our_writes_and_reports_a_superusers_at_once() 
     let tamper = Tamper::new(tx);
     let options = WriteOptions {
         acls: session.acls(),
-        ledger: Some(tamper.ledger()),
+        ledger: Some(tamper.ledger("")),
         ..Default::default()
     };
     let path = "/podkeeper/sec/tamper";
@@ -486,7 +486,7 @@ async fn the_tamper_watch_ignores_our_writes_and_reports_a_superusers_at_once() 
         started.elapsed()
     );
     assert_eq!(
-        tamper.ledger().pending(),
+        tamper.ledger("").pending(),
         0,
         "every write of ours raised its event"
     );

@@ -1120,7 +1120,7 @@ async fn the_tamper_watch_is_set_again_after_a_reconnect_within_the_session() {
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let tamper = Tamper::new(tx);
     let options = WriteOptions {
-        ledger: Some(tamper.ledger()),
+        ledger: Some(tamper.ledger("")),
         ..Default::default()
     };
     let path = "/podkeeper/shop/rearm";
@@ -1171,7 +1171,7 @@ async fn the_tamper_watch_is_set_again_after_a_reconnect_within_the_session() {
         .expect("reported after the reconnect");
     assert_eq!((t.path.as_str(), t.kind), (ep.as_str(), Change::Changed));
     assert_eq!(
-        tamper.ledger().pending(),
+        tamper.ledger("").pending(),
         0,
         "every write of ours raised its event"
     );

@@ -572,7 +572,8 @@ async fn connect(ctx: &Context, res: &Resolved, term: u64) -> Result<Connection,
     let mut options = ctx
         .settings
         .write_options(fence, res.clients.clone(), session.acls());
-    options.ledger = Some(ctx.tamper.ledger());
+    let ensemble = place::ensemble_key(&place::placement_of(ctx, res).zookeeper);
+    options.ledger = Some(ctx.tamper.ledger(&ensemble));
     Ok(Connection {
         client,
         session_generation,

@@ -155,7 +155,9 @@ type Watch = (u64, String, JoinHandle<()>);
 
 /// The watches of one process, by folder, each tied to the session it was set on.
 pub struct Tamper {
-    ledger: Arc<Ledger>,
+    /// One ledger per ensemble: the same path on two ensembles is two nodes, and a write to
+    /// one must not hide a change to the other.
+    ledgers: Mutex<HashMap<String, Arc<Ledger>>>,
     watches: Mutex<HashMap<(String, String), Watch>>,
     events: mpsc::UnboundedSender<Tampered>,
 }
@@ -164,15 +166,16 @@ impl Tamper {
     /// Tampering is reported on `events`.
     pub fn new(events: mpsc::UnboundedSender<Tampered>) -> Tamper {
         Tamper {
-            ledger: Arc::default(),
+            ledgers: Mutex::default(),
             watches: Mutex::default(),
             events,
         }
     }
 
-    /// The ledger the writer records its expected events in.
-    pub fn ledger(&self) -> Arc<Ledger> {
-        self.ledger.clone()
+    /// The ledger the writer records its expected events on `ensemble` in.
+    pub fn ledger(&self, ensemble: &str) -> Arc<Ledger> {
+        let mut ledgers = self.ledgers.lock().expect("ledgers lock");
+        ledgers.entry(ensemble.to_string()).or_default().clone()
     }
 
     /// Watches `root` (recursively) on the session `generation` of `client` to `ensemble`,
@@ -196,7 +199,7 @@ impl Tamper {
         let mut watch = TreeWatch::open(client, root)
             .await
             .map_err(super::server("addWatch", root))?;
-        let (ledger, events) = (self.ledger.clone(), self.events.clone());
+        let (ledger, events) = (self.ledger(ensemble), self.events.clone());
         let (root_owned, tag_owned) = (root.to_string(), tag.to_string());
         let task = tokio::spawn(async move {
             let tag = tag_owned;
@@ -227,7 +230,7 @@ impl Tamper {
         if let Some((_, _, old)) = watches.insert(key, (generation, tag.to_string(), task)) {
             old.abort();
         }
-        self.ledger.watching(root);
+        self.ledger(ensemble).watching(root);
         Ok(())
     }
 
@@ -259,8 +262,14 @@ impl Tamper {
 
     /// The ledger stops expecting events below roots no watch covers any more.
     fn forget_unwatched(&self, watches: &HashMap<(String, String), Watch>) {
-        let roots: HashSet<&str> = watches.keys().map(|(_, r)| r.as_str()).collect();
-        self.ledger.watching_only(&roots);
+        for (ensemble, ledger) in self.ledgers.lock().expect("ledgers lock").iter() {
+            let roots: HashSet<&str> = watches
+                .keys()
+                .filter(|(e, _)| e == ensemble)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            ledger.watching_only(&roots);
+        }
     }
 
     /// Folders watched now (ensemble, root).
@@ -300,6 +309,29 @@ mod tests {
         l.expect(["/x/y/z/w", "/x/yz", "/x"]);
         assert_eq!(l.pending(), 1);
         assert!(l.consume("/x/y/z/w"));
+    }
+
+    #[test]
+    fn a_write_on_one_ensemble_never_hides_a_change_to_the_same_path_on_another() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let tamper = Tamper::new(tx);
+        for ensemble in ["zk-a:2181", "zk-b:2181"] {
+            tamper.ledger(ensemble).watching("/podkeeper/shop/web");
+        }
+        tamper
+            .ledger("zk-a:2181")
+            .expect(["/podkeeper/shop/web/endpoints/p1"]);
+        assert!(
+            !tamper
+                .ledger("zk-b:2181")
+                .consume("/podkeeper/shop/web/endpoints/p1"),
+            "a change on zk-b is another client's, whatever podkeeper wrote on zk-a"
+        );
+        assert!(
+            tamper
+                .ledger("zk-a:2181")
+                .consume("/podkeeper/shop/web/endpoints/p1")
+        );
     }
 
     #[test]

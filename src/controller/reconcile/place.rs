@@ -295,7 +295,7 @@ async fn retire(
         .fence(&session, &client, generation, term)
         .await?;
     let mut options = ctx.settings.write_options(fence, None, session.acls());
-    options.ledger = Some(ctx.tamper.ledger());
+    options.ledger = Some(ctx.tamper.ledger(&ensemble_key(&r.zookeeper)));
     let owner = owner(&ctx.settings, sr);
     let mut removed = 0;
     if let Some(path) = &r.path {
