@@ -615,7 +615,7 @@ fn fixture_invokers(loadbalance: Option<&str>) -> BTreeMap<String, (i64, Option<
     .collect()
 }
 
-/// The configurator rule podkeeper writes reaches a real Dubbo 3.3 consumer (a generic
+/// The configurator rule podkeeper writes reaches real Dubbo 3.3 and 2.7 consumers (a generic
 /// `ReferenceConfig` with a ZooKeeper registry and config center): every invoker's URL and the
 /// cluster's load balancer follow the rule as it is created, rewritten and deleted, and a rule
 /// for another version of the interface changes nothing.
@@ -636,15 +636,20 @@ async fn real_dubbo_consumer_follows_the_configurator_rule() {
     }
     apply(&c, &dirs, &nodes, &publish.owner).await;
     let connect_s = zk.connect_string();
-    let consumer = clients::spawn(
-        Java::Dubbo,
-        &["reference", &connect_s, "dubbo", IFACE, "g1", "1.0.0"],
-    );
-    let (mut at, line) = consumer.wait_for(0, WAIT, "the four providers, no rule", |l| {
-        reference_invokers(l).as_ref() == Some(&fixture_invokers(None))
-    });
-    assert_eq!(line["loadbalance"], configurator::DEFAULT_LOADBALANCE);
-    assert_eq!(line["class"], "RandomLoadBalance");
+    let args = ["reference", &connect_s, "dubbo", IFACE, "g1", "1.0.0"];
+    let consumers = [
+        clients::spawn(Java::Dubbo, &args),
+        clients::spawn(Java::Dubbo27, &args),
+    ];
+    let mut at = [0usize; 2];
+    for (k, consumer) in consumers.iter().enumerate() {
+        let (i, line) = consumer.wait_for(0, WAIT, "the four providers, no rule", |l| {
+            reference_invokers(l).as_ref() == Some(&fixture_invokers(None))
+        });
+        assert_eq!(line["loadbalance"], configurator::DEFAULT_LOADBALANCE);
+        assert_eq!(line["class"], "RandomLoadBalance");
+        at[k] = i;
+    }
 
     let rule_dir = format!(
         "{}/{}",
@@ -663,13 +668,18 @@ async fn real_dubbo_consumer_follows_the_configurator_rule() {
         format!("/dubbo/config/dubbo/{IFACE}:1.0.0:g1.configurators")
     );
     let rule = |policy| configurator::rule(IFACE, Some("g1"), Some("1.0.0"), policy, &owner);
-    let expect = |consumer: &clients::Running, from: usize, lb: &str, class: &str| {
-        let (i, line) = consumer.wait_for(from, WAIT, &format!("loadbalance {lb}"), |l| {
-            reference_invokers(l).as_ref() == Some(&fixture_invokers(Some(lb)))
-                && l["loadbalance"] == lb
-        });
-        assert_eq!(line["class"], class, "{line}");
-        i
+    // Each consumer reaches `lb` on every invoker and in its cluster; returns the line indexes.
+    let expect = |from: [usize; 2], lb: &str, class: &str| -> [usize; 2] {
+        let mut to = from;
+        for (k, consumer) in consumers.iter().enumerate() {
+            let (i, line) = consumer.wait_for(from[k], WAIT, &format!("loadbalance {lb}"), |l| {
+                reference_invokers(l).as_ref() == Some(&fixture_invokers(Some(lb)))
+                    && l["loadbalance"] == lb
+            });
+            assert_eq!(line["class"], class, "{line}");
+            to[k] = i;
+        }
+        to
     };
 
     c.create(
@@ -679,14 +689,14 @@ async fn real_dubbo_consumer_follows_the_configurator_rule() {
     )
     .await
     .unwrap();
-    at = expect(&consumer, at, "leastactive", "LeastActiveLoadBalance");
+    at = expect(at, "leastactive", "LeastActiveLoadBalance");
     let (data, _) = c.get_data(&path).await.unwrap();
     assert!(configurator::is_ours(&data, &owner));
 
     c.set_data(&path, &rule(Policy::ConsistentHash), None)
         .await
         .unwrap();
-    at = expect(&consumer, at, "consistenthash", "ConsistentHashLoadBalance");
+    at = expect(at, "consistenthash", "ConsistentHashLoadBalance");
 
     // Another version's rule, then ours rewritten: only ours ever shows.
     let other = configurator::path(
@@ -711,25 +721,31 @@ async fn real_dubbo_consumer_follows_the_configurator_rule() {
     c.set_data(&path, &rule(Policy::WeightedRoundRobin), None)
         .await
         .unwrap();
-    let rr = expect(&consumer, at, "roundrobin", "RoundRobinLoadBalance");
-    for l in &consumer.lines()[at..=rr] {
-        assert!(
-            !l.to_string().contains("leastactive"),
-            "the 2.0.0 rule reached a 1.0.0 consumer: {l}"
-        );
+    let rr = expect(at, "roundrobin", "RoundRobinLoadBalance");
+    for (k, consumer) in consumers.iter().enumerate() {
+        for l in &consumer.lines()[at[k]..=rr[k]] {
+            assert!(
+                !l.to_string().contains("leastactive"),
+                "the 2.0.0 rule reached a 1.0.0 consumer: {l}"
+            );
+        }
     }
 
     c.set_data(&path, &rule(Policy::WeightedRandom), None)
         .await
         .unwrap();
-    at = expect(&consumer, rr, "random", "RandomLoadBalance");
+    at = expect(rr, "random", "RandomLoadBalance");
 
     c.delete(&path, None).await.unwrap();
-    let (_, line) = consumer.wait_for(at + 1, WAIT, "the rule gone", |l| {
-        reference_invokers(l).as_ref() == Some(&fixture_invokers(None))
-    });
-    assert_eq!(line["loadbalance"], configurator::DEFAULT_LOADBALANCE);
-    consumer.close();
+    for (k, consumer) in consumers.iter().enumerate() {
+        let (_, line) = consumer.wait_for(at[k] + 1, WAIT, "the rule gone", |l| {
+            reference_invokers(l).as_ref() == Some(&fixture_invokers(None))
+        });
+        assert_eq!(line["loadbalance"], configurator::DEFAULT_LOADBALANCE);
+    }
+    for consumer in consumers {
+        consumer.close();
+    }
     eprintln!(
         "configurator: created, rewritten 3 times and deleted in {:.1}s",
         started.elapsed().as_secs_f64()
