@@ -581,3 +581,173 @@ async fn real_clients_read_every_format_and_see_rebalances_whole() {
     ));
     assert!(curator::decode("foreign", &data).is_some());
 }
+
+/// The reference consumer's invokers by host: (weight, the invoker URL's `loadbalance`).
+fn reference_invokers(line: &Value) -> Option<BTreeMap<String, (i64, Option<String>)>> {
+    Some(
+        line.get("invokers")?
+            .as_array()?
+            .iter()
+            .map(|i| {
+                let address = i["address"].as_str().unwrap();
+                (
+                    address.split(':').next().unwrap().to_string(),
+                    (
+                        i["weight"].as_i64().unwrap(),
+                        i["loadbalance"].as_str().map(str::to_string),
+                    ),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The fixture's four providers, each with `loadbalance` (None: not set on the URL).
+fn fixture_invokers(loadbalance: Option<&str>) -> BTreeMap<String, (i64, Option<String>)> {
+    [
+        ("10.1.0.10", 300_000i64),
+        ("10.1.0.11", 600_000),
+        ("10.1.0.12", 0),
+        ("10.1.0.20", 100_000),
+    ]
+    .into_iter()
+    .map(|(h, w)| (h.to_string(), (w, loadbalance.map(str::to_string))))
+    .collect()
+}
+
+/// The configurator rule podkeeper writes reaches real Dubbo 3.3 and 2.7 consumers (a generic
+/// `ReferenceConfig` with a ZooKeeper registry and config center): every invoker's URL and the
+/// cluster's load balancer follow the rule as it is created, rewritten and deleted, and a rule
+/// for another version of the interface changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_dubbo_consumer_follows_the_configurator_rule() {
+    use podkeeper::model::policy::Policy;
+    use podkeeper::zk::format::dubbo::configurator;
+
+    clients::built();
+    let started = std::time::Instant::now();
+    let zk = ZkServer::start();
+    let c = connect(&zk).await;
+    let publish = fixture::publish();
+    let owner = publish.owner.to_string();
+    let (dirs, nodes) = layout(&publish);
+    for d in &dirs {
+        ensure_dir(&c, d).await;
+    }
+    apply(&c, &dirs, &nodes, &publish.owner).await;
+    let connect_s = zk.connect_string();
+    let args = ["reference", &connect_s, "dubbo", IFACE, "g1", "1.0.0"];
+    let consumers = [
+        clients::spawn(Java::Dubbo, &args),
+        clients::spawn(Java::Dubbo27, &args),
+    ];
+    let mut at = [0usize; 2];
+    for (k, consumer) in consumers.iter().enumerate() {
+        let (i, line) = consumer.wait_for(0, WAIT, "the four providers, no rule", |l| {
+            reference_invokers(l).as_ref() == Some(&fixture_invokers(None))
+        });
+        assert_eq!(line["loadbalance"], configurator::DEFAULT_LOADBALANCE);
+        assert_eq!(line["class"], "RandomLoadBalance");
+        at[k] = i;
+    }
+
+    let rule_dir = format!(
+        "{}/{}",
+        configurator::DEFAULT_CONFIG_ROOT,
+        configurator::RULE_GROUP
+    );
+    ensure_dir(&c, &rule_dir).await;
+    let path = configurator::path(
+        configurator::DEFAULT_CONFIG_ROOT,
+        IFACE,
+        Some("g1"),
+        Some("1.0.0"),
+    );
+    assert_eq!(
+        path,
+        format!("/dubbo/config/dubbo/{IFACE}:1.0.0:g1.configurators")
+    );
+    let rule = |policy| configurator::rule(IFACE, Some("g1"), Some("1.0.0"), policy, &owner);
+    // Each consumer reaches `lb` on every invoker and in its cluster; returns the line indexes.
+    let expect = |from: [usize; 2], lb: &str, class: &str| -> [usize; 2] {
+        let mut to = from;
+        for (k, consumer) in consumers.iter().enumerate() {
+            let (i, line) = consumer.wait_for(from[k], WAIT, &format!("loadbalance {lb}"), |l| {
+                reference_invokers(l).as_ref() == Some(&fixture_invokers(Some(lb)))
+                    && l["loadbalance"] == lb
+            });
+            assert_eq!(line["class"], class, "{line}");
+            to[k] = i;
+        }
+        to
+    };
+
+    c.create(
+        &path,
+        &rule(Policy::LeastRequest),
+        &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    at = expect(at, "leastactive", "LeastActiveLoadBalance");
+    let (data, _) = c.get_data(&path).await.unwrap();
+    assert!(configurator::is_ours(&data, &owner));
+
+    c.set_data(&path, &rule(Policy::ConsistentHash), None)
+        .await
+        .unwrap();
+    at = expect(at, "consistenthash", "ConsistentHashLoadBalance");
+
+    // Another version's rule, then ours rewritten: only ours ever shows.
+    let other = configurator::path(
+        configurator::DEFAULT_CONFIG_ROOT,
+        IFACE,
+        Some("g1"),
+        Some("2.0.0"),
+    );
+    c.create(
+        &other,
+        &configurator::rule(
+            IFACE,
+            Some("g1"),
+            Some("2.0.0"),
+            Policy::LeastRequest,
+            &owner,
+        ),
+        &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    c.set_data(&path, &rule(Policy::WeightedRoundRobin), None)
+        .await
+        .unwrap();
+    let rr = expect(at, "roundrobin", "RoundRobinLoadBalance");
+    for (k, consumer) in consumers.iter().enumerate() {
+        for l in &consumer.lines()[at[k]..=rr[k]] {
+            assert!(
+                !l.to_string().contains("leastactive"),
+                "the 2.0.0 rule reached a 1.0.0 consumer: {l}"
+            );
+        }
+    }
+
+    c.set_data(&path, &rule(Policy::WeightedRandom), None)
+        .await
+        .unwrap();
+    at = expect(rr, "random", "RandomLoadBalance");
+
+    c.delete(&path, None).await.unwrap();
+    for (k, consumer) in consumers.iter().enumerate() {
+        let (_, line) = consumer.wait_for(at[k] + 1, WAIT, "the rule gone", |l| {
+            reference_invokers(l).as_ref() == Some(&fixture_invokers(None))
+        });
+        assert_eq!(line["loadbalance"], configurator::DEFAULT_LOADBALANCE);
+    }
+    for consumer in consumers {
+        consumer.close();
+    }
+    eprintln!(
+        "configurator: created, rewritten 3 times and deleted in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -148,6 +148,11 @@ fn command(client: Client, args: &[&str]) -> Command {
     let deps = std::fs::read_to_string(module.join("classpath.txt")).unwrap();
     let jar = module.join(format!("{}-0.jar", client.module()));
     let mut cmd = Command::new("java");
+    if client == Client::Dubbo27 {
+        // Dubbo 2.7 compiles its adaptive extensions with javassist, which defines classes
+        // through ClassLoader.defineClass: Java 17 applications of 2.7 open java.lang for it.
+        cmd.arg("--add-opens=java.base/java.lang=ALL-UNNAMED");
+    }
     cmd.args([
         "-Xms32m",
         "-Xmx256m",

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::publish::{Discovered, FormatError, Node, OwnerTag, Publish, child_path};
 
+pub mod configurator;
+
 const FORMAT: &str = "dubbo";
 /// URL parameter carrying the owner tag (Dubbo keys are dotted, so not `publish::OWNER_KEY`).
 pub const OWNER_PARAM: &str = "podkeeper.owner";
