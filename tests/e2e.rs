@@ -2160,6 +2160,9 @@ spec:
     groups:
     - {name: stable, selector: {matchLabels: {track: stable}}, share: 90}
     - {name: canary, selector: {matchLabels: {track: canary}}, share: 10}
+  registries:
+  - {format: Native}
+  - {format: Dubbo, dubbo: {interfaces: [com.acme.LoadService], group: GROUP}}
   load:
     metrics:
     - {type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 100}}}
@@ -2167,16 +2170,26 @@ spec:
     blackoutSeconds: 0
 "#;
 
+/// The configurator rule podkeeper keeps for the Dubbo consumers of `group`, if any.
+async fn dubbo_rule(zk: &zookeeper_client::Client, group: &str) -> Option<String> {
+    let path = format!("/dubbo/config/dubbo/com.acme.LoadService::{group}.configurators");
+    let (data, _) = zk.get_data(&path).await.ok()?;
+    Some(String::from_utf8_lossy(&data).into_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_moves_weights_inside_groups_and_switches_the_policy() {
     env();
     let ns = TestNs::new("load").await;
-    let bad = LOADED.replace("type: Resource, resource", "type: External, resource");
+    let bad = LOADED
+        .replace("type: Resource, resource", "type: External, resource")
+        .replace("GROUP", "g");
     let out = ns.apply_rejected(&bad);
     assert!(out.contains("only Resource and Pods metrics"), "{out}");
     ns.apply(&loaded_deployment("stable", 3, Some("500m")));
     ns.apply(&loaded_deployment("canary", 1, None));
-    ns.apply(LOADED);
+    let loaded = LOADED.replace("GROUP", &ns.name);
+    ns.apply(&loaded);
     let zk = zk_client().await;
     let path = ns.path("web");
     let (_, eps) = wait_registry(&zk, &path, "4 endpoints", |_, e| up(e) == 4).await;
@@ -2225,6 +2238,17 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
         Some(100),
         "the declared weight beside the effective"
     );
+    // Dubbo consumers get the policy through Dubbo's own configurator rule.
+    wait_until(
+        Duration::from_secs(30),
+        "a roundrobin rule for Dubbo consumers",
+        || async {
+            dubbo_rule(&zk, &ns.name)
+                .await
+                .is_some_and(|r| r.contains("loadbalance: roundrobin"))
+        },
+    )
+    .await;
     let canary = eps
         .values()
         .find(|e| e.group == "canary")
@@ -2263,6 +2287,23 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
         900_000,
         "the stable group keeps its share"
     );
+    wait_until(
+        Duration::from_secs(30),
+        "a leastactive rule for Dubbo consumers",
+        || async {
+            dubbo_rule(&zk, &ns.name)
+                .await
+                .is_some_and(|r| r.contains("loadbalance: leastactive"))
+        },
+    )
+    .await;
+    ns.kubectl(&["delete", "svcreg", "web", "--wait=true"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the rule removed with the resource",
+        || async { dubbo_rule(&zk, &ns.name).await.is_none() },
+    )
+    .await;
 }
 
 /// `(slice, managed-by, address, ready, serving, terminating)` of every EndpointSlice of

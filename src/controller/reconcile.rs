@@ -27,7 +27,7 @@ use super::Context;
 use super::index::{Key, PodEntry};
 use super::status::{self, Counts, Outcome};
 use super::status_writer::StatusWriter;
-use crate::crd::{FINALIZER, ServiceRegistration};
+use crate::crd::{FINALIZER, Policy, ServiceRegistration};
 use crate::crd::{PlacedEnsemble, PlacedFolder, Placement};
 use crate::crd::{Registry, RegistryFormat, RegistryStatus};
 use crate::model::desired::Desired;
@@ -255,7 +255,8 @@ async fn apply(
     };
     let last_start = entry.last_start.replace(started);
 
-    let res = match resolve(&sr, &ctx.settings, &mut entry.compiled)
+    let published = ctx.load.policy(&key, sr.spec.load_balancer.policy);
+    let res = match resolve(&sr, &ctx.settings, &mut entry.compiled, published)
         .and_then(|res| bind_address(ctx, res, &mut entry.compiled))
     {
         Ok(res) => res,
@@ -272,7 +273,6 @@ async fn apply(
     ctx.load.configure(&key, &sr, &res.reg);
     let res = Resolved {
         record: ServiceRecord {
-            policy: ctx.load.policy(&key, res.record.policy),
             load: ctx.load.mark(&key),
             ..res.record
         },
@@ -454,6 +454,7 @@ pub(super) fn resolve(
     sr: &ServiceRegistration,
     settings: &super::Settings,
     compiled: &mut Option<(i64, Arc<Registration>)>,
+    policy: Policy,
 ) -> Result<Resolved, Rejected> {
     let key = key_of(sr);
     let generation = sr.meta().generation.unwrap_or(0);
@@ -477,14 +478,16 @@ pub(super) fn resolve(
     .map_err(|e| Rejected::PathRefused(e.to_string()))?;
     let record = ServiceRecord {
         service_name: sr.service_name(),
-        policy: sr.spec.load_balancer.policy,
+        policy,
         owner: owner(settings, sr),
         generation,
         stale: false,
         warmup_seconds: sr.spec.warmup_seconds,
         load: None,
     };
-    let (native, clients) = client_registries(&sr.spec.registries, &record, prefixes)?;
+    // With `loadBalancer.auto` the policy also goes to Dubbo consumers (configurator rules).
+    let push = sr.spec.load_balancer.auto.is_some().then_some(policy);
+    let (native, clients) = client_registries(&sr.spec.registries, &record, prefixes, push)?;
     Ok(Resolved {
         key,
         generation,
@@ -503,6 +506,7 @@ fn client_registries(
     specs: &[Registry],
     record: &ServiceRecord,
     prefixes: &[String],
+    push: Option<Policy>,
 ) -> Result<(bool, Option<Arc<ClientRegistries>>), Rejected> {
     let native = specs.is_empty() || specs.iter().any(|r| r.format == RegistryFormat::Native);
     let list: Vec<ClientRegistry> = specs
@@ -513,6 +517,7 @@ fn client_registries(
                 // Always written, 0 included: without it Dubbo consumers that read `timestamp`
                 // would ramp over their 10-minute default where the spec asks for none.
                 o.warmup_seconds = o.warmup_seconds.or(Some(record.warmup_seconds));
+                o.loadbalance = push;
                 ClientRegistry::Dubbo(o)
             }),
             RegistryFormat::Curator => r.curator.clone().map(ClientRegistry::Curator),

@@ -348,7 +348,7 @@ pub(super) async fn cleanup(
     // Every place the resource may have nodes: the one recorded, and the one its spec names
     // now (written, perhaps, just before a crash that kept it off the status; never when its
     // policy refuses it, for then nothing was written there).
-    let current = match resolve(&sr, &ctx.settings, &mut None) {
+    let current = match resolve(&sr, &ctx.settings, &mut None, sr.spec.load_balancer.policy) {
         Ok(res) if ctx.policies.synced() && permitted(ctx, &sr, &res).is_err() => None,
         Ok(res) => Some(placement_of(ctx, &res)),
         Err(_) => layout::service_path(

@@ -78,6 +78,11 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub release: Option<String>,
+    /// The policy pushed to every consumer through a configurator rule (the operator sets it
+    /// from `loadBalancer.auto`; not part of the spec).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub loadbalance: Option<crate::model::policy::Policy>,
 }
 
 fn default_root() -> String {
@@ -102,6 +107,7 @@ impl Options {
             methods: Vec::new(),
             warmup_seconds: None,
             release: None,
+            loadbalance: None,
         }
     }
 
@@ -165,13 +171,40 @@ impl Options {
     }
 }
 
-/// `/<root>/<interface>/providers` for every interface.
+/// `/<root>/<interface>/providers` for every interface, and the configurator rules' folder
+/// when a policy is pushed to consumers.
 pub fn dirs(options: &Options, _service_name: &str) -> Vec<String> {
     let root = options.root_path();
-    options
+    let mut dirs: Vec<String> = options
         .interfaces
         .iter()
         .map(|i| format!("{}/providers", child_path(&root, &java_url_encode(i))))
+        .collect();
+    if options.loadbalance.is_some() {
+        dirs.push(rules_dir());
+    }
+    dirs
+}
+
+/// Where Dubbo's config center keeps the configurator rules (`/dubbo/config/dubbo`).
+fn rules_dir() -> String {
+    format!(
+        "{}/{}",
+        configurator::DEFAULT_CONFIG_ROOT,
+        configurator::RULE_GROUP
+    )
+}
+
+/// One configurator rule per interface pushing `policy` to its consumers.
+fn rules(options: &Options, policy: crate::model::policy::Policy, owner: &str) -> Vec<Node> {
+    let (group, version) = (options.group.as_deref(), options.version.as_deref());
+    options
+        .interfaces
+        .iter()
+        .map(|i| Node {
+            path: configurator::path(configurator::DEFAULT_CONFIG_ROOT, i, group, version),
+            data: configurator::rule(i, group, version, policy, owner),
+        })
         .collect()
 }
 
@@ -208,6 +241,9 @@ pub fn nodes(options: &Options, publish: &Publish) -> Result<Vec<Node>, FormatEr
                 data: Vec::new(),
             });
         }
+    }
+    if let Some(policy) = options.loadbalance {
+        out.extend(rules(options, policy, &owner));
     }
     out.sort();
     Ok(out)
@@ -438,8 +474,12 @@ pub fn decode(name: &str, _data: &[u8]) -> Option<Discovered> {
     })
 }
 
-/// Did podkeeper write this node for `owner`? Decided from the node name alone.
-pub fn is_ours(path_or_name: &str, _data: &[u8], owner: &OwnerTag) -> bool {
+/// Did podkeeper write this node for `owner`? A provider is decided from its name alone, a
+/// configurator rule from its first line.
+pub fn is_ours(path_or_name: &str, data: &[u8], owner: &OwnerTag) -> bool {
+    if path_or_name.ends_with(configurator::SUFFIX) {
+        return configurator::is_ours(data, &owner.to_string());
+    }
     decode(path_or_name, &[]).is_some_and(|d| d.owner.as_deref() == Some(&owner.to_string()))
 }
 

@@ -226,3 +226,45 @@ fn a_provider_url_past_its_share_of_the_listing_is_refused() {
     options.methods.truncate(10);
     assert!(nodes(&options, &fixture::publish()).is_ok());
 }
+
+#[test]
+fn a_pushed_policy_adds_one_owned_configurator_rule_per_interface() {
+    use crate::model::policy::Policy;
+    let publish = fixture::publish();
+    let plain = nodes(&options(), &publish).unwrap();
+    let pushed_options = Options {
+        loadbalance: Some(Policy::LeastRequest),
+        ..options()
+    };
+    let pushed = nodes(&pushed_options, &publish).unwrap();
+    let rules: Vec<&Node> = pushed
+        .iter()
+        .filter(|n| n.path.ends_with(".configurators"))
+        .collect();
+    assert_eq!(rules.len(), pushed_options.interfaces.len());
+    assert_eq!(
+        pushed.len(),
+        plain.len() + rules.len(),
+        "the providers are unchanged"
+    );
+    let dirs = dirs(&pushed_options, "web");
+    assert!(
+        rules
+            .iter()
+            .all(|r| dirs.iter().any(|d| r.path.starts_with(d.as_str())))
+    );
+    for r in &rules {
+        assert!(String::from_utf8_lossy(&r.data).contains("loadbalance: leastactive"));
+        assert!(is_ours(&r.path, &r.data, &publish.owner));
+        let other = OwnerTag::new("other", "shop", "web");
+        assert!(
+            !is_ours(&r.path, &r.data, &other),
+            "another owner's rule is left alone"
+        );
+        assert!(
+            !is_ours(&r.path, b"configVersion: v3.0\n", &publish.owner),
+            "a hand-written rule"
+        );
+    }
+    assert_eq!(dirs.len(), super::dirs(&options(), "web").len() + 1);
+}
