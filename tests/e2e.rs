@@ -2289,6 +2289,15 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
     );
     wait_until(
         Duration::from_secs(30),
+        "a PolicySwitched event",
+        || async {
+            ns.kubectl(&["get", "events", "--field-selector", "reason=PolicySwitched"])
+                .contains("to LeastRequest (HighUtilization)")
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
         "a leastactive rule for Dubbo consumers",
         || async {
             dubbo_rule(&zk, &ns.name)

@@ -3,6 +3,7 @@
 
 use super::place::format_of;
 use super::*;
+use crate::crd::ServiceRegistrationStatus;
 
 /// One status entry per declared registry: where it is, how many endpoints it carries, and
 /// what stops it (an encoder's refusal, nodes others hold at our names).
@@ -221,6 +222,7 @@ pub(super) fn report(
     let key = key_of(sr);
     new.policy = Some(ctx.load.policy(&key, sr.spec.load_balancer.policy));
     new.load = ctx.load.status(&key);
+    announce_policy(ctx, sr, prev.as_ref(), &new);
     let api = || {
         let ns = sr.namespace().unwrap_or_default();
         (Api::namespaced(ctx.client.clone(), &ns), sr.name_any())
@@ -291,4 +293,23 @@ pub(super) fn load_status_moved(ctx: &Context, sr: &ServiceRegistration, entry: 
         (a, b) => a.is_some() != b.is_some(),
     };
     moved || prev.is_some_and(|p| p.policy != policy)
+}
+
+/// An Event when the published policy switched from load (`loadBalancer.auto`).
+fn announce_policy(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    prev: Option<&ServiceRegistrationStatus>,
+    new: &ServiceRegistrationStatus,
+) {
+    let (Some(was), Some(is)) = (prev.and_then(|p| p.policy), new.policy) else {
+        return;
+    };
+    if was == is || sr.spec.load_balancer.auto.is_none() {
+        return;
+    }
+    let why = new.load.as_ref().map_or("", |l| l.reason.as_str());
+    let note = format!("load-balancing policy switched from {was} to {is} ({why})");
+    ctx.events
+        .publish(sr, EventType::Normal, "PolicySwitched", note);
 }
