@@ -2,7 +2,6 @@
 //! Plain values shared between snapshots; knows nothing of ZooKeeper or of policies.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::model::record::EndpointRecord;
 
@@ -13,24 +12,40 @@ pub struct Endpoint {
     record: EndpointRecord,
     // Shared with the same pod's Endpoint in later snapshots, so a weight change or a
     // reconnect does not forget the requests that are still running.
-    in_flight: Arc<AtomicUsize>,
+    load: Arc<Load>,
 }
+
+/// The requests in flight on one pod, shared by its `Endpoint` in every snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    /// Referenced once from here and once by every live guard, so the reference count less
+    /// one is the number of requests in flight. Taking and dropping a guard is then one atomic
+    /// increment and one decrement, on any thread; a counter beside the reference that keeps
+    /// it alive made that two of each.
+    tokens: Arc<Token>,
+}
+
+/// What a guard holds: only its place in the count. Aligned so that every pod's count sits on
+/// cache lines of its own, and picks on one core do not evict another pod's count from another.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Token;
 
 impl Endpoint {
     /// An endpoint with no requests in flight.
     pub fn new(name: impl Into<String>, record: EndpointRecord) -> Endpoint {
-        Endpoint::with_counter(name, record, Arc::default())
+        Endpoint::with_load(name, record, Arc::default())
     }
 
-    pub(crate) fn with_counter(
+    pub(crate) fn with_load(
         name: impl Into<String>,
         record: EndpointRecord,
-        in_flight: Arc<AtomicUsize>,
+        load: Arc<Load>,
     ) -> Endpoint {
         Endpoint {
             name: name.into(),
             record,
-            in_flight,
+            load,
         }
     }
 
@@ -55,19 +70,20 @@ impl Endpoint {
     }
 
     /// Requests picked through LeastRequest whose guard is still alive.
+    #[inline]
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        Arc::strong_count(&self.load.tokens) - 1
     }
 
-    pub(crate) fn counter(&self) -> &Arc<AtomicUsize> {
-        &self.in_flight
+    pub(crate) fn load(&self) -> &Arc<Load> {
+        &self.load
     }
 
     /// Counts one more request in flight until the returned guard drops.
+    #[inline]
     pub fn start_request(&self) -> InFlightGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlightGuard {
-            counter: Arc::clone(&self.in_flight),
+            _token: Arc::clone(&self.load.tokens),
         }
     }
 }
@@ -81,17 +97,12 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// Counts a request as in flight on its endpoint until dropped.
+/// Counts a request as in flight on its endpoint until dropped, on whichever thread.
 #[derive(Debug)]
 #[must_use = "the request counts as in flight only while the guard lives"]
 pub struct InFlightGuard {
-    counter: Arc<AtomicUsize>,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::Relaxed);
-    }
+    // Dropping the reference is what uncounts the request.
+    _token: Arc<Token>,
 }
 
 /// What a caller knows about the request being routed.

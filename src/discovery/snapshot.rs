@@ -105,10 +105,10 @@ impl Snapshot {
             .iter()
             .map(|(name, record)| match counters.get(name.as_str()) {
                 Some(old) if old.record() == record => Arc::clone(old),
-                Some(old) => Arc::new(Endpoint::with_counter(
+                Some(old) => Arc::new(Endpoint::with_load(
                     name,
                     record.clone(),
-                    Arc::clone(old.counter()),
+                    Arc::clone(old.load()),
                 )),
                 None => Arc::new(Endpoint::new(name, record.clone())),
             })

@@ -5,21 +5,24 @@ pub mod alias;
 pub mod ring;
 pub mod rng;
 pub mod shape;
+pub mod shard;
 pub mod smooth;
+#[cfg(test)]
+mod threads_tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use self::alias::AliasTable;
 use self::ring::HashRing;
 use self::rng::{Rng, below};
 use self::shape::{ZonePreference, next_step_ms, ramped_weight, zone_mask};
+use self::shard::Cursors;
 use self::smooth::SmoothWrr;
 use super::endpoint::{Endpoint, PickContext, Picked};
 use crate::model::policy::Policy;
 
-/// Keeps a counter that every pick writes on its own cache line, away from the read-only data
-/// around it, so writes do not evict what the other cores are reading.
+/// Keeps a counter that picks write on its own cache line (two, for the prefetcher that pulls
+/// lines in pairs), away from the read-only data and the other threads' counters around it.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct CachePadded<T>(pub(crate) T);
@@ -50,7 +53,7 @@ pub struct Shaping<'a> {
 #[derive(Debug)]
 enum State {
     Empty,
-    RoundRobin(CachePadded<AtomicUsize>),
+    RoundRobin(Cursors),
     Random,
     WeightedRandom(AliasTable),
     WeightedRoundRobin(SmoothWrr),
@@ -124,8 +127,9 @@ impl Balancer {
         match policy {
             // Every client builds a snapshot at the same moments (a registry change, a warm-up
             // step): from position 0 a fleet of them would all send their next call to the same
-            // endpoint. A random start spreads them, as Envoy's round robin does.
-            Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(random_start()))),
+            // endpoint. A random start spreads them, as Envoy's round robin does. Each thread
+            // goes round on its own cursor, so threads do not fight over one counter.
+            Policy::RoundRobin => State::RoundRobin(Cursors::new(random_start(), targets.len())),
             Policy::Random => State::Random,
             Policy::LeastRequest => State::LeastRequest,
             // Targets all weigh at least 1, so these builders always return Some.
@@ -204,7 +208,7 @@ impl Balancer {
         let n = self.targets.len();
         Some(match &self.state {
             State::Empty => return None,
-            State::RoundRobin(next) => next.0.fetch_add(1, Ordering::Relaxed) % n,
+            State::RoundRobin(cursors) => cursors.next() % n,
             State::Random => below(random() as u32, n),
             State::WeightedRandom(table) => table.pick(random()),
             State::WeightedRoundRobin(wrr) => wrr.pick(),
