@@ -6,8 +6,15 @@ use std::sync::Arc;
 use crate::model::record::EndpointRecord;
 
 /// One endpoint as the registry published it, with its live in-flight count.
-#[derive(Debug)]
+///
+/// A handle: [`Endpoint::handle`] makes another over the same data, so that threads picking
+/// at once can each clone an `Arc<Endpoint>` of their own instead of all counting references
+/// on one cache line.
 pub struct Endpoint {
+    data: Arc<Data>,
+}
+
+struct Data {
     name: String,
     record: EndpointRecord,
     // Shared with the same pod's Endpoint in later snapshots, so a weight change or a
@@ -42,49 +49,69 @@ impl Endpoint {
         record: EndpointRecord,
         load: Arc<Load>,
     ) -> Endpoint {
-        Endpoint {
+        let data = Data {
             name: name.into(),
             record,
             load,
+        };
+        Endpoint {
+            data: Arc::new(data),
+        }
+    }
+
+    /// Another handle on the same endpoint: the same name, record and in-flight count.
+    pub(crate) fn handle(&self) -> Endpoint {
+        Endpoint {
+            data: Arc::clone(&self.data),
         }
     }
 
     /// The znode name under `<path>/endpoints` (the pod name).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.data.name
     }
 
     /// The published record.
     pub fn record(&self) -> &EndpointRecord {
-        &self.record
+        &self.data.record
     }
 
     /// `host:port`, with brackets around an IPv6 host.
     pub fn address(&self) -> String {
-        host_port(&self.record.host, self.record.port)
+        host_port(&self.data.record.host, self.data.record.port)
     }
 
     /// May a client send a new request here (UP and weight above 0)?
     pub fn pickable(&self) -> bool {
-        self.record.pickable()
+        self.data.record.pickable()
     }
 
     /// Requests picked through LeastRequest whose guard is still alive.
     #[inline]
     pub fn in_flight(&self) -> usize {
-        Arc::strong_count(&self.load.tokens) - 1
+        Arc::strong_count(&self.data.load.tokens) - 1
     }
 
     pub(crate) fn load(&self) -> &Arc<Load> {
-        &self.load
+        &self.data.load
     }
 
     /// Counts one more request in flight until the returned guard drops.
     #[inline]
     pub fn start_request(&self) -> InFlightGuard {
         InFlightGuard {
-            _token: Arc::clone(&self.load.tokens),
+            _token: Arc::clone(&self.data.load.tokens),
         }
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.data.name)
+            .field("record", &self.data.record)
+            .field("in_flight", &self.in_flight())
+            .finish()
     }
 }
 

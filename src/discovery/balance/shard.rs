@@ -1,31 +1,58 @@
-//! Per-thread cursors: each thread steps through an order on a cache line of its own, so
-//! threads picking at once from one balancer do not write to a shared line. Pure: a thread is
-//! told its shard once, from a counter; no clocks, no I/O.
+//! Per-thread shards of a balancer's written state: each live thread picks through a shard of
+//! its own (a cursor, a set of endpoint handles), so threads picking at once do not write to a
+//! shared cache line. Pure: a thread is given its shard from process-wide counts; no clocks, no I/O.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::CachePadded;
 
-/// Cursors per balancer. Threads beyond this share cursors (still exactly, by atomic
-/// increments), so it bounds the memory a balancer spends on them: 16 × 128 bytes.
-pub const SHARDS: usize = 16;
+/// Shards per balancer: up to this many threads picking at once never share one. More share
+/// (still exactly: cursors step by atomic increments), so it bounds what a balancer spends on
+/// them: 8 cursors of 128 bytes, and 7 sets of one small handle per endpoint (about 32 bytes).
+pub const SHARDS: usize = 8;
 
-/// Hands each thread its shard the first time it picks, round robin, so the first `SHARDS`
-/// threads of a process never share a cursor.
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+/// Live threads holding each shard. A thread takes the least held one when it first picks and
+/// gives it back when it exits, so threads that come and go do not pile onto one shard.
+static HELD: [AtomicUsize; SHARDS] = [const { AtomicUsize::new(0) }; SHARDS];
 
-/// This thread's shard; `SHARDS` until it first picks.
+/// A thread's shard, given back when the thread exits.
+struct Held(Cell<usize>);
+
+impl Held {
+    fn set(&self, k: usize) {
+        self.release();
+        HELD[k].fetch_add(1, Ordering::Relaxed);
+        self.0.set(k);
+    }
+
+    fn release(&self) {
+        if let Some(held) = HELD.get(self.0.replace(SHARDS)) {
+            held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 thread_local! {
-    static SHARD: Cell<usize> = const { Cell::new(SHARDS) };
+    /// This thread's shard; `SHARDS` until it first picks.
+    static SHARD: Held = const { Held(Cell::new(SHARDS)) };
 }
 
 /// The shard this thread picks through.
 #[inline]
 pub fn this_thread() -> usize {
-    SHARD.with(|shard| match shard.get() {
+    SHARD.with(|shard| match shard.0.get() {
         SHARDS => {
-            let k = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            // Two threads arriving at once may take the same one: a cost, not an error.
+            let k = (0..SHARDS)
+                .min_by_key(|&k| HELD[k].load(Ordering::Relaxed))
+                .unwrap_or(0);
             shard.set(k);
             k
         }
@@ -34,7 +61,7 @@ pub fn this_thread() -> usize {
 }
 
 /// Puts this thread on shard `k`, for tests that need threads on distinct shards whatever
-/// other tests' threads took before.
+/// other tests' threads hold.
 #[cfg(test)]
 pub fn pin_this_thread(k: usize) {
     SHARD.with(|shard| shard.set(k % SHARDS));
@@ -80,22 +107,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_thread_keeps_its_shard_and_threads_spread_over_shards() {
+    fn a_thread_keeps_its_shard_and_live_threads_spread_over_shards() {
         let here = this_thread();
         assert_eq!(this_thread(), here);
-        let shards: std::collections::BTreeSet<usize> = (0..SHARDS)
-            .map(|_| std::thread::spawn(this_thread).join().unwrap())
-            .collect();
-        // Other tests' threads take shards too, so consecutive spawns need not be adjacent;
-        // but SHARDS threads spawned one after another never all land on one shard.
-        assert!(shards.len() > 1, "{shards:?}");
+        let all_live = std::sync::Barrier::new(SHARDS);
+        let shards: std::collections::BTreeSet<usize> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..SHARDS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let k = this_thread();
+                        all_live.wait();
+                        k
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        // Other tests' threads hold shards too, and two threads arriving at once may take
+        // the same one; but live threads fill the least held shards first.
+        assert!(shards.len() >= SHARDS / 2, "{shards:?}");
+    }
+
+    #[test]
+    fn an_exited_thread_gives_its_shard_back() {
+        let held = || {
+            HELD.iter()
+                .map(|h| h.load(Ordering::Relaxed))
+                .sum::<usize>()
+        };
+        std::thread::spawn(|| {
+            pin_this_thread(3);
+            pin_this_thread(5);
+        })
+        .join()
+        .unwrap();
+        // Other tests come and go meanwhile, so only the sign is checked: no count leaks
+        // upward from threads that exited (a leak would grow without bound over 100 rounds).
+        let before = held();
+        for _ in 0..100 {
+            std::thread::spawn(this_thread).join().unwrap();
+        }
+        assert!(held() < before + 50, "{before} -> {}", held());
     }
 
     #[test]
     fn shards_start_spread_over_the_order() {
+        let step = 160 / SHARDS;
         let starts: Vec<usize> = (0..SHARDS).map(|k| Cursors::first(5, 160, k)).collect();
-        assert_eq!(&starts[..4], &[5, 15, 25, 35]);
-        assert!(starts.iter().all(|&s| s < 160));
-        assert_eq!(Cursors::first(7, 3, 15), (7 % 3 + 2) % 3);
+        let want: Vec<usize> = (0..SHARDS).map(|k| 5 + k * step).collect();
+        assert_eq!(starts, want);
+        // Fewer positions than shards: some shards start together, all inside the order.
+        assert!((0..SHARDS).all(|k| Cursors::first(7, 3, k) < 3));
     }
 }
