@@ -1,6 +1,5 @@
-//! Per-thread shards of a balancer's written state: each live thread picks through a shard of
-//! its own (a cursor, a set of endpoint handles), so threads picking at once do not write to a
-//! shared cache line. Pure: a thread is given its shard from process-wide counts; no clocks, no I/O.
+//! Per-thread shards of what a pick writes (a cursor, an endpoint's reference count), so threads
+//! picking at once write to lines of their own. Pure: process-wide counts only; no clocks, no I/O.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
