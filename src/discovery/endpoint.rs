@@ -150,7 +150,9 @@ impl<'a> PickContext<'a> {
 /// The endpoint chosen for one request.
 #[derive(Debug)]
 pub struct Picked {
-    /// The endpoint; it stays valid after the snapshot that held it is replaced.
+    /// The endpoint; it stays valid after the snapshot that held it is replaced. It may be
+    /// another handle on the same data than the `Arc` the snapshot lists: compare endpoints
+    /// by name, not by pointer.
     pub endpoint: Arc<Endpoint>,
     /// Present under LeastRequest: keep it until the request completes.
     pub guard: Option<InFlightGuard>,

@@ -46,17 +46,20 @@ thread_local! {
 /// The shard this thread picks through.
 #[inline]
 pub fn this_thread() -> usize {
-    SHARD.with(|shard| match shard.0.get() {
-        SHARDS => {
-            // Two threads arriving at once may take the same one: a cost, not an error.
-            let k = (0..SHARDS)
-                .min_by_key(|&k| HELD[k].load(Ordering::Relaxed))
-                .unwrap_or(0);
-            shard.set(k);
-            k
-        }
-        k => k,
-    })
+    SHARD
+        .try_with(|shard| match shard.0.get() {
+            SHARDS => {
+                // Two threads arriving at once may take the same one: a cost, not an error.
+                let k = (0..SHARDS)
+                    .min_by_key(|&k| HELD[k].load(Ordering::Relaxed))
+                    .unwrap_or(0);
+                shard.set(k);
+                k
+            }
+            k => k,
+        })
+        // A pick from another thread-local's destructor, after this one is gone: share 0.
+        .unwrap_or(0)
 }
 
 /// Puts this thread on shard `k`, for tests that need threads on distinct shards whatever
