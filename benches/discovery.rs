@@ -1,11 +1,11 @@
-//! Cost of a pick for each policy at 10, 100 and 1000 endpoints, on one thread and with a second
-//! thread picking from the same snapshot; and the cost of building and swapping a snapshot.
+//! Cost of a pick for each policy at 10, 100 and 1000 endpoints, on one thread and with one or
+//! three more threads picking from the same snapshot; and the cost of building and swapping one.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -67,61 +67,95 @@ fn pick(balancer: &Balancer, keys: &[Vec<u8>], i: usize) {
     black_box(balancer.pick(&ctx));
 }
 
-fn picks_one_thread(c: &mut Criterion) {
+/// CPU time this thread has run, from the kernel's per-thread clock: with more picking threads
+/// than cores, or other processes on the machine, wall time would count the slices this thread
+/// spent waiting for a core, while what is measured here is what a pick costs when it runs.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Keeps the calling thread on `cpu` (modulo the CPUs there are), so that picking threads run
+/// on different cores rather than taking turns on one while other processes hold the rest,
+/// which would hide the contention measured here.
+fn pin_to_cpu(cpu: usize) {
+    // Not `available_parallelism`: it counts the CPUs this thread may use, one once pinned.
+    // SAFETY: sysconf reads a system constant; `set` is a plain bit set that lives across
+    // the call, and 0 names this thread.
+    unsafe {
+        let cpus = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Per-pick CPU time on this thread while `threads - 1` others pick from the same balancer
+/// without pause: what shared counters and reference counts cost under contention. One thread
+/// is timed the same way, so the three groups compare.
+fn picks_threads(c: &mut Criterion, threads: usize) {
     let keys = keys();
-    let mut group = c.benchmark_group("pick_1_thread");
+    let name = match threads {
+        1 => "pick_1_thread".to_string(),
+        _ => format!("pick_{threads}_threads"),
+    };
+    let mut group = c.benchmark_group(name);
+    pin_to_cpu(0);
     for policy in Policy::ALL {
         for n in SIZES {
             let balancer = balancer(policy, n);
-            let mut i = 0usize;
-            group.bench_function(BenchmarkId::new(policy.as_str(), n), |b| {
-                b.iter(|| {
-                    i = i.wrapping_add(1);
-                    pick(&balancer, &keys, i);
-                })
+            let stop = AtomicBool::new(false);
+            let running = AtomicUsize::new(0);
+            // The others pick through every sample, warm-up included, so that each sample
+            // is taken under the same steady contention.
+            std::thread::scope(|scope| {
+                for t in 1..threads {
+                    let (balancer, keys, stop, running) = (&balancer, &keys, &stop, &running);
+                    scope.spawn(move || {
+                        pin_to_cpu(t);
+                        running.fetch_add(1, Ordering::Release);
+                        let mut i = t;
+                        while !stop.load(Ordering::Relaxed) {
+                            i = i.wrapping_add(7);
+                            pick(balancer, keys, i);
+                        }
+                    });
+                }
+                while running.load(Ordering::Acquire) < threads - 1 {
+                    std::thread::yield_now();
+                }
+                group.bench_function(BenchmarkId::new(policy.as_str(), n), |b| {
+                    b.iter_custom(|iters| {
+                        let start = thread_cpu_time();
+                        for i in 0..iters as usize {
+                            pick(&balancer, &keys, i);
+                        }
+                        thread_cpu_time() - start
+                    })
+                });
+                stop.store(true, Ordering::Relaxed);
             });
         }
     }
     group.finish();
 }
 
-/// Per-pick time on this thread while a second thread picks from the same balancer without
-/// pause: what shared counters and reference counts cost under contention.
+fn picks_one_thread(c: &mut Criterion) {
+    picks_threads(c, 1);
+}
+
 fn picks_two_threads(c: &mut Criterion) {
-    let keys = keys();
-    let mut group = c.benchmark_group("pick_2_threads");
-    for policy in Policy::ALL {
-        for n in SIZES {
-            let balancer = balancer(policy, n);
-            group.bench_function(BenchmarkId::new(policy.as_str(), n), |b| {
-                b.iter_custom(|iters| {
-                    let stop = AtomicBool::new(false);
-                    let running = AtomicBool::new(false);
-                    std::thread::scope(|scope| {
-                        scope.spawn(|| {
-                            running.store(true, Ordering::Release);
-                            let mut i = 0usize;
-                            while !stop.load(Ordering::Relaxed) {
-                                i = i.wrapping_add(7);
-                                pick(&balancer, &keys, i);
-                            }
-                        });
-                        while !running.load(Ordering::Acquire) {
-                            std::hint::spin_loop();
-                        }
-                        let start = Instant::now();
-                        for i in 0..iters as usize {
-                            pick(&balancer, &keys, i);
-                        }
-                        let elapsed = start.elapsed();
-                        stop.store(true, Ordering::Relaxed);
-                        elapsed
-                    })
-                })
-            });
-        }
-    }
-    group.finish();
+    picks_threads(c, 2);
+}
+
+fn picks_four_threads(c: &mut Criterion) {
+    picks_threads(c, 4);
 }
 
 /// What a `Discovery::pick` adds on top of the balancer: loading the current snapshot.
@@ -247,6 +281,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = picks_one_thread, picks_two_threads, pick_through_arc_swap, build_and_swap, picks_shaped, warmup_step
+    targets = picks_one_thread, picks_two_threads, picks_four_threads, pick_through_arc_swap, build_and_swap, picks_shaped, warmup_step
 }
 criterion_main!(benches);

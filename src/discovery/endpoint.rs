@@ -2,73 +2,116 @@
 //! Plain values shared between snapshots; knows nothing of ZooKeeper or of policies.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::model::record::EndpointRecord;
 
 /// One endpoint as the registry published it, with its live in-flight count.
-#[derive(Debug)]
+///
+/// A handle: [`Endpoint::handle`] makes another over the same data, so that threads picking
+/// at once can each clone an `Arc<Endpoint>` of their own instead of all counting references
+/// on one cache line.
 pub struct Endpoint {
+    data: Arc<Data>,
+}
+
+struct Data {
     name: String,
     record: EndpointRecord,
     // Shared with the same pod's Endpoint in later snapshots, so a weight change or a
     // reconnect does not forget the requests that are still running.
-    in_flight: Arc<AtomicUsize>,
+    load: Arc<Load>,
 }
+
+/// The requests in flight on one pod, shared by its `Endpoint` in every snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    /// Referenced once from here and once by every live guard, so the reference count less
+    /// one is the number of requests in flight. Taking and dropping a guard is then one atomic
+    /// increment and one decrement, on any thread; a counter beside the reference that keeps
+    /// it alive made that two of each.
+    tokens: Arc<Token>,
+}
+
+/// What a guard holds: only its place in the count. Aligned so that every pod's count sits on
+/// cache lines of its own, and picks on one core do not evict another pod's count from another.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Token;
 
 impl Endpoint {
     /// An endpoint with no requests in flight.
     pub fn new(name: impl Into<String>, record: EndpointRecord) -> Endpoint {
-        Endpoint::with_counter(name, record, Arc::default())
+        Endpoint::with_load(name, record, Arc::default())
     }
 
-    pub(crate) fn with_counter(
+    pub(crate) fn with_load(
         name: impl Into<String>,
         record: EndpointRecord,
-        in_flight: Arc<AtomicUsize>,
+        load: Arc<Load>,
     ) -> Endpoint {
-        Endpoint {
+        let data = Data {
             name: name.into(),
             record,
-            in_flight,
+            load,
+        };
+        Endpoint {
+            data: Arc::new(data),
+        }
+    }
+
+    /// Another handle on the same endpoint: the same name, record and in-flight count.
+    pub(crate) fn handle(&self) -> Endpoint {
+        Endpoint {
+            data: Arc::clone(&self.data),
         }
     }
 
     /// The znode name under `<path>/endpoints` (the pod name).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.data.name
     }
 
     /// The published record.
     pub fn record(&self) -> &EndpointRecord {
-        &self.record
+        &self.data.record
     }
 
     /// `host:port`, with brackets around an IPv6 host.
     pub fn address(&self) -> String {
-        host_port(&self.record.host, self.record.port)
+        host_port(&self.data.record.host, self.data.record.port)
     }
 
     /// May a client send a new request here (UP and weight above 0)?
     pub fn pickable(&self) -> bool {
-        self.record.pickable()
+        self.data.record.pickable()
     }
 
     /// Requests picked through LeastRequest whose guard is still alive.
+    #[inline]
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        Arc::strong_count(&self.data.load.tokens) - 1
     }
 
-    pub(crate) fn counter(&self) -> &Arc<AtomicUsize> {
-        &self.in_flight
+    pub(crate) fn load(&self) -> &Arc<Load> {
+        &self.data.load
     }
 
     /// Counts one more request in flight until the returned guard drops.
+    #[inline]
     pub fn start_request(&self) -> InFlightGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlightGuard {
-            counter: Arc::clone(&self.in_flight),
+            _token: Arc::clone(&self.data.load.tokens),
         }
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.data.name)
+            .field("record", &self.data.record)
+            .field("in_flight", &self.in_flight())
+            .finish()
     }
 }
 
@@ -81,17 +124,12 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// Counts a request as in flight on its endpoint until dropped.
+/// Counts a request as in flight on its endpoint until dropped, on whichever thread.
 #[derive(Debug)]
 #[must_use = "the request counts as in flight only while the guard lives"]
 pub struct InFlightGuard {
-    counter: Arc<AtomicUsize>,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::Relaxed);
-    }
+    // Dropping the reference is what uncounts the request.
+    _token: Arc<Token>,
 }
 
 /// What a caller knows about the request being routed.
@@ -112,7 +150,9 @@ impl<'a> PickContext<'a> {
 /// The endpoint chosen for one request.
 #[derive(Debug)]
 pub struct Picked {
-    /// The endpoint; it stays valid after the snapshot that held it is replaced.
+    /// The endpoint; it stays valid after the snapshot that held it is replaced. It may be
+    /// another handle on the same data than the `Arc` the snapshot lists: compare endpoints
+    /// by name, not by pointer.
     pub endpoint: Arc<Endpoint>,
     /// Present under LeastRequest: keep it until the request completes.
     pub guard: Option<InFlightGuard>,

@@ -135,11 +135,7 @@ impl Snapshot {
             })
             .map(|(name, record)| match counters.get(name.as_str()) {
                 Some(old) if *old.record() == record => Arc::clone(old),
-                Some(old) => Arc::new(Endpoint::with_counter(
-                    name,
-                    record,
-                    Arc::clone(old.counter()),
-                )),
+                Some(old) => Arc::new(Endpoint::with_load(name, record, Arc::clone(old.load()))),
                 None => Arc::new(Endpoint::new(name, record)),
             })
             .collect();
@@ -219,11 +215,7 @@ impl Snapshot {
             .iter()
             .map(|e| {
                 let record = as_declared(e.record());
-                Arc::new(Endpoint::with_counter(
-                    e.name(),
-                    record,
-                    Arc::clone(e.counter()),
-                ))
+                Arc::new(Endpoint::with_load(e.name(), record, Arc::clone(e.load())))
             })
             .collect();
         let mut next = Snapshot {

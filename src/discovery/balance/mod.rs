@@ -5,21 +5,24 @@ pub mod alias;
 pub mod ring;
 pub mod rng;
 pub mod shape;
+pub mod shard;
 pub mod smooth;
+#[cfg(test)]
+mod threads_tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use self::alias::AliasTable;
 use self::ring::HashRing;
 use self::rng::{Rng, below};
 use self::shape::{ZonePreference, next_step_ms, ramped_weight, zone_mask};
+use self::shard::{Cursors, SHARDS};
 use self::smooth::SmoothWrr;
 use super::endpoint::{Endpoint, PickContext, Picked};
 use crate::model::policy::Policy;
 
-/// Keeps a counter that every pick writes on its own cache line, away from the read-only data
-/// around it, so writes do not evict what the other cores are reading.
+/// Keeps a counter that picks write on its own cache line (two, for the prefetcher that pulls
+/// lines in pairs), away from the read-only data and the other threads' counters around it.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct CachePadded<T>(pub(crate) T);
@@ -28,8 +31,11 @@ pub(crate) struct CachePadded<T>(pub(crate) T);
 #[derive(Debug)]
 pub struct Balancer {
     policy: Policy,
-    /// Only endpoints that are UP with weight above 0: nothing else can ever be picked.
-    targets: Box<[Arc<Endpoint>]>,
+    /// Only endpoints that are UP with weight above 0: nothing else can ever be picked. Set 0
+    /// holds the snapshot's own `Arc`s; each other set, new handles on the same endpoints
+    /// ([`Endpoint::handle`]). A pick clones from its thread's set, so two threads picking the
+    /// same endpoint each count references on a line of their own.
+    targets: [Box<[Arc<Endpoint>]>; SHARDS],
     state: State,
     /// When a warming target's ramped weight next moves (Unix ms): the tables are rebuilt then.
     next_step_ms: Option<i64>,
@@ -50,7 +56,7 @@ pub struct Shaping<'a> {
 #[derive(Debug)]
 enum State {
     Empty,
-    RoundRobin(CachePadded<AtomicUsize>),
+    RoundRobin(Cursors),
     Random,
     WeightedRandom(AliasTable),
     WeightedRoundRobin(SmoothWrr),
@@ -107,7 +113,7 @@ impl Balancer {
         };
         Balancer {
             policy,
-            targets,
+            targets: handle_sets(targets),
             state,
             next_step_ms,
         }
@@ -124,8 +130,9 @@ impl Balancer {
         match policy {
             // Every client builds a snapshot at the same moments (a registry change, a warm-up
             // step): from position 0 a fleet of them would all send their next call to the same
-            // endpoint. A random start spreads them, as Envoy's round robin does.
-            Policy::RoundRobin => State::RoundRobin(CachePadded(AtomicUsize::new(random_start()))),
+            // endpoint. A random start spreads them, as Envoy's round robin does. Each thread
+            // goes round on its own cursor, so threads do not fight over one counter.
+            Policy::RoundRobin => State::RoundRobin(Cursors::new(random_start(), targets.len())),
             Policy::Random => State::Random,
             Policy::LeastRequest => State::LeastRequest,
             // Targets all weigh at least 1, so these builders always return Some.
@@ -156,9 +163,9 @@ impl Balancer {
         match &self.state {
             State::ConsistentHash(ring)
                 if ring.vnodes() == vnodes
-                    && self.targets.len() == targets.len()
+                    && self.targets().len() == targets.len()
                     && self
-                        .targets
+                        .targets()
                         .iter()
                         .zip(targets)
                         .all(|(a, b)| a.name() == b.name()) =>
@@ -176,7 +183,7 @@ impl Balancer {
 
     /// The endpoints a pick can return.
     pub fn targets(&self) -> &[Arc<Endpoint>] {
-        &self.targets
+        &self.targets[0]
     }
 
     /// Picks one endpoint, drawing randomness from this thread's generator.
@@ -194,17 +201,17 @@ impl Balancer {
 
     #[inline]
     fn picked(&self, i: usize) -> Picked {
-        let endpoint = Arc::clone(&self.targets[i]);
+        let endpoint = Arc::clone(&self.targets[shard::this_thread() % SHARDS][i]);
         let guard = matches!(self.state, State::LeastRequest).then(|| endpoint.start_request());
         Picked { endpoint, guard }
     }
 
     #[inline]
     fn pick_index(&self, ctx: &PickContext<'_>, mut random: impl FnMut() -> u64) -> Option<usize> {
-        let n = self.targets.len();
+        let n = self.targets().len();
         Some(match &self.state {
             State::Empty => return None,
-            State::RoundRobin(next) => next.0.fetch_add(1, Ordering::Relaxed) % n,
+            State::RoundRobin(cursors) => cursors.next() % n,
             State::Random => below(random() as u32, n),
             State::WeightedRandom(table) => table.pick(random()),
             State::WeightedRoundRobin(wrr) => wrr.pick(),
@@ -221,7 +228,7 @@ impl Balancer {
     /// one "least loaded" endpoint.
     #[inline]
     fn least_of_two(&self, r: u64) -> usize {
-        let n = self.targets.len();
+        let n = self.targets().len();
         if n == 1 {
             return 0;
         }
@@ -230,9 +237,20 @@ impl Balancer {
         if b >= a {
             b += 1;
         }
-        let b_is_lighter = self.targets[b].in_flight() < self.targets[a].in_flight();
+        let targets = self.targets();
+        let b_is_lighter = targets[b].in_flight() < targets[a].in_flight();
         std::hint::select_unpredictable(b_is_lighter, b, a)
     }
+}
+
+/// `targets` as set 0, and `SHARDS - 1` sets of new handles on the same endpoints.
+fn handle_sets(targets: Box<[Arc<Endpoint>]>) -> [Box<[Arc<Endpoint>]>; SHARDS] {
+    let mut sets: [Box<[Arc<Endpoint>]>; SHARDS] = Default::default();
+    for set in sets.iter_mut().skip(1) {
+        *set = targets.iter().map(|e| Arc::new(e.handle())).collect();
+    }
+    sets[0] = targets;
+    sets
 }
 
 /// The pickable endpoints a balancer keeps under `shaping`, their ramped weights, and when the

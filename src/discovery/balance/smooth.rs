@@ -1,10 +1,10 @@
 //! Smooth weighted round robin (the nginx algorithm): the order is built at snapshot time,
-//! so a pick is one atomic increment. Pure index arithmetic over weights; knows nothing of endpoints.
+//! so a pick is one increment of this thread's cursor. Pure index arithmetic over weights;
+//! knows nothing of endpoints.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::CachePadded;
+use super::shard::Cursors;
 
 /// Cycles longer than this are stepped live under a mutex instead of stored: a table of
 /// 256 Ki entries is 1 MiB, a fair price per snapshot; more than that is not.
@@ -21,33 +21,32 @@ pub struct SmoothWrr {
 
 #[derive(Debug)]
 enum Order {
-    /// One whole cycle, precomputed.
+    /// One whole cycle, precomputed; every thread walks all of it from its own cursor.
     Table {
         sequence: Box<[u32]>,
-        next: CachePadded<AtomicUsize>,
+        cursors: Cursors,
     },
-    /// Too long to store: step the same algorithm under a lock.
+    /// Too long to store: step the same algorithm under a lock, shared by all threads.
     Live(Mutex<Stepper>),
 }
 
 impl SmoothWrr {
-    /// Builds the order, starting `start` picks into it (modulo the cycle). Returns `None`
-    /// when every weight is 0 or there are none.
+    /// Builds the order, this thread starting `start` picks into it (modulo the cycle).
+    /// Returns `None` when every weight is 0 or there are none.
     ///
     /// Clients that build a snapshot at the same moment (a registry change, a warm-up step)
     /// must not all begin with the same endpoint, so the caller passes a random `start`: the
-    /// interleaving and the shares over a cycle are the same from any position.
+    /// interleaving and the shares over a cycle are the same from any position. Threads each
+    /// walk the cycle from a cursor of their own, spread after `start` (see [`Cursors`]), so
+    /// each thread's picks are the smooth order and every thread's whole cycles are exact.
     pub fn new(weights: &[u32], start: usize) -> Option<SmoothWrr> {
         let mut stepper = Stepper::new(weights)?;
         let cycle = stepper.cycle();
         let order = if cycle <= MAX_TABLE && cycle * stepper.classes.len() as u64 <= MAX_TABLE_WORK
         {
             let sequence: Box<[u32]> = (0..cycle).map(|_| stepper.step()).collect();
-            let first = start % sequence.len();
-            Order::Table {
-                sequence,
-                next: CachePadded(AtomicUsize::new(first)),
-            }
+            let cursors = Cursors::new(start, sequence.len());
+            Order::Table { sequence, cursors }
         } else {
             // A long cycle: stepping into it costs O(distinct weights) a step, so at most as
             // many steps as there are endpoints.
@@ -68,9 +67,8 @@ impl SmoothWrr {
     #[inline]
     pub fn pick(&self) -> usize {
         match &self.order {
-            Order::Table { sequence, next } => {
-                let i = next.0.fetch_add(1, Ordering::Relaxed) % sequence.len();
-                sequence[i] as usize
+            Order::Table { sequence, cursors } => {
+                sequence[cursors.next() % sequence.len()] as usize
             }
             Order::Live(stepper) => {
                 let mut stepper = stepper
