@@ -2170,6 +2170,18 @@ spec:
     blackoutSeconds: 0
 "#;
 
+/// Waits until the configurator rule for `group` tells consumers to use `loadbalance`.
+async fn wait_for_rule(zk: &zookeeper_client::Client, group: &str, loadbalance: &str) {
+    let want = format!("loadbalance: {loadbalance}");
+    let what = format!("a {loadbalance} rule for Dubbo consumers");
+    wait_until(Duration::from_secs(30), &what, || async {
+        dubbo_rule(zk, group)
+            .await
+            .is_some_and(|r| r.contains(&want))
+    })
+    .await;
+}
+
 /// The configurator rule podkeeper keeps for the Dubbo consumers of `group`, if any.
 async fn dubbo_rule(zk: &zookeeper_client::Client, group: &str) -> Option<String> {
     let path = format!("/dubbo/config/dubbo/com.acme.LoadService::{group}.configurators");
@@ -2248,16 +2260,7 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
     )
     .await;
     // Dubbo consumers get the policy through Dubbo's own configurator rule.
-    wait_until(
-        Duration::from_secs(30),
-        "a roundrobin rule for Dubbo consumers",
-        || async {
-            dubbo_rule(&zk, &ns.name)
-                .await
-                .is_some_and(|r| r.contains("loadbalance: roundrobin"))
-        },
-    )
-    .await;
+    wait_for_rule(&zk, &ns.name, "roundrobin").await;
     let canary = eps
         .values()
         .find(|e| e.group == "canary")
@@ -2296,16 +2299,7 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
         900_000,
         "the stable group keeps its share"
     );
-    wait_until(
-        Duration::from_secs(30),
-        "a leastactive rule for Dubbo consumers",
-        || async {
-            dubbo_rule(&zk, &ns.name)
-                .await
-                .is_some_and(|r| r.contains("loadbalance: leastactive"))
-        },
-    )
-    .await;
+    wait_for_rule(&zk, &ns.name, "leastactive").await;
     ns.kubectl(&["delete", "svcreg", "web", "--wait=true"]);
     wait_until(
         Duration::from_secs(30),

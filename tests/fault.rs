@@ -648,11 +648,8 @@ async fn api_server_restarted_during_churn() {
     churn
         .wait_for(10, Instant::now(), "churn under way before the kill")
         .await;
-    let state = std::env::var("PODKEEPER_CLUSTER_DIR")
-        .expect("PODKEEPER_CLUSTER_DIR (set by scripts/test)");
-    // "<pid> <start time>" (scripts/lib.sh pk_start): the pid is the first word.
-    let pid = std::fs::read_to_string(format!("{state}/pids/kube-apiserver.pid")).unwrap();
-    let pid = pid.split_whitespace().next().expect("a pid");
+    let pid = component_pid("kube-apiserver");
+    let pid = pid.as_str();
     assert!(
         Command::new("kill")
             .arg("-9")
@@ -676,17 +673,7 @@ async fn api_server_restarted_during_churn() {
         },
     )
     .await;
-    let up = tokio::task::block_in_place(|| {
-        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
-            .arg("up")
-            .output()
-            .unwrap()
-    });
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    cluster_up();
     // The fault lasts until the operator's watches are back: changes made while they resume
     // are the ones a careless relist would lose.
     churn
@@ -1438,11 +1425,7 @@ async fn metrics_api_down_during_churn_falls_back_to_declared_weights() {
     churn
         .wait_for(5, Instant::now(), "churn under way before the fault")
         .await;
-    let state = std::env::var("PODKEEPER_CLUSTER_DIR")
-        .expect("PODKEEPER_CLUSTER_DIR (set by scripts/test)");
-    let pid = std::fs::read_to_string(format!("{state}/pids/metrics-server.pid"))
-        .expect("metrics-server runs");
-    let pid = pid.split_whitespace().next().expect("a pid").to_string();
+    let pid = component_pid("metrics-server");
     assert!(
         Command::new("kill")
             .arg("-9")
@@ -1469,17 +1452,7 @@ async fn metrics_api_down_during_churn_falls_back_to_declared_weights() {
     );
     let end = Instant::now();
     let changes = churn.finish("metrics API down", fault, end).await;
-    let up = tokio::task::block_in_place(|| {
-        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
-            .arg("up")
-            .output()
-            .unwrap()
-    });
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    cluster_up();
     let (converge, lost, stale, duplicated) =
         converge(&zk.connect_string(), &path, &pods, end).await;
     finish(Row {
@@ -1494,4 +1467,29 @@ async fn metrics_api_down_during_churn_falls_back_to_declared_weights() {
         converge,
         failover: None,
     });
+}
+
+/// The pid of a control-plane component: its pid file holds "<pid> <start time>"
+/// (scripts/lib.sh pk_start).
+fn component_pid(name: &str) -> String {
+    let state = std::env::var("PODKEEPER_CLUSTER_DIR")
+        .expect("PODKEEPER_CLUSTER_DIR (set by scripts/test)");
+    let file = std::fs::read_to_string(format!("{state}/pids/{name}.pid"))
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    file.split_whitespace().next().expect("a pid").to_string()
+}
+
+/// `scripts/cluster up`: starts the components that are not running.
+fn cluster_up() {
+    let up = tokio::task::block_in_place(|| {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
+            .arg("up")
+            .output()
+            .unwrap()
+    });
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
 }
