@@ -133,7 +133,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("podkeeper");
         let reconciles = Family::<ResultLabels, Counter>::default();
         // At 0 from the start: a scrape before the first reconcile sees the series, not a gap.
-        reconciles.get_or_create(&ResultLabels { result: "ok".into() });
+        drop(reconciles.get_or_create(&ResultLabels {
+            result: "ok".into(),
+        }));
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         let reconcile_duration = Histogram::new(latency_buckets());
         registry.register(
