@@ -2300,6 +2300,18 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
         "the stable group keeps its share"
     );
     wait_for_rule(&zk, &ns.name, "leastactive").await;
+    // Switching auto off takes the rule away and leaves the providers.
+    let off = r#"[{"op": "remove", "path": "/spec/loadBalancer/auto"}]"#;
+    ns.kubectl(&["patch", "svcreg", "web", "--type=json", "-p", off]);
+    wait_until(
+        Duration::from_secs(30),
+        "the rule removed with loadBalancer.auto",
+        || async { dubbo_rule(&zk, &ns.name).await.is_none() },
+    )
+    .await;
+    wait_registry(&zk, &path, "the providers kept", |_, e| up(e) == 4).await;
+    ns.apply(&loaded);
+    wait_for_rule(&zk, &ns.name, "leastactive").await;
     ns.kubectl(&["delete", "svcreg", "web", "--wait=true"]);
     wait_until(
         Duration::from_secs(30),
