@@ -583,6 +583,47 @@ async fn real_clients_read_every_format_and_see_rebalances_whole() {
 }
 
 /// The reference consumer's invokers by host: (weight, the invoker URL's `loadbalance`).
+/// A pod with an IPv6 address, as a Spring application sees it through its DiscoveryClient
+/// (`ZookeeperServiceInstance`, whose URI is `URI.create` of Curator's URI spec): without
+/// brackets the URI has no host and no port (what podkeeper wrote before 2026-12-07).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spring_gets_a_usable_uri_for_an_ipv6_pod() {
+    clients::built();
+    let zk = ZkServer::start();
+    let c = connect(&zk).await;
+    let mut publish = fixture::publish();
+    std::sync::Arc::make_mut(&mut publish.endpoints[0].record).host = "fd00:10:244::7".into();
+    let owner = publish.owner.clone();
+    let (dirs, nodes) = layout(&publish);
+    for d in &dirs {
+        ensure_dir(&c, d).await;
+    }
+    apply(&c, &dirs, &nodes, &owner).await;
+    let lines = clients::run(
+        Java::Curator,
+        &["query", &zk.connect_string(), "/services", "web"],
+        b"",
+    );
+    let instances = lines[0]["instances"].as_array().expect("instances");
+    let spring: Vec<&Value> = instances
+        .iter()
+        .filter(|i| i["spring"]["resolved"] == "fd00:10:244:0:0:0:0:7")
+        .map(|i| &i["spring"])
+        .collect();
+    assert_eq!(
+        spring.len(),
+        1,
+        "one instance for the IPv6 pod: {instances:?}"
+    );
+    // https: the fixture's Curator registry names an SSL port (Curator picks the scheme).
+    assert_eq!(spring[0]["uri"], "https://[fd00:10:244::7]:20880");
+    assert_eq!(spring[0]["uriHost"], "[fd00:10:244::7]");
+    assert_eq!(spring[0]["uriPort"], 20880);
+    for i in instances {
+        assert_eq!(i["spring"]["uriPort"], 20880, "every URI has its port: {i}");
+    }
+}
+
 fn reference_invokers(line: &Value) -> Option<BTreeMap<String, (i64, Option<String>)>> {
     Some(
         line.get("invokers")?

@@ -10,6 +10,24 @@ pub mod publish;
 pub mod registry;
 pub mod serverset;
 
+/// A host as it stands in a URI authority: IPv6 addresses in brackets (RFC 3986), so that
+/// `scheme://host:port` parses (Dubbo URLs, Curator's `address` inside its URI spec).
+pub fn uri_host(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]").into()
+    } else {
+        host.into()
+    }
+}
+
+/// A host read from a registry, without the brackets [`uri_host`] adds.
+pub fn plain_host(host: &str) -> &str {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) if inner.contains(':') => inner,
+        _ => host,
+    }
+}
+
 /// Encodes and decodes the records of one registry format.
 pub trait Codec: Send + Sync {
     /// Name for logs and errors.
@@ -66,6 +84,22 @@ impl Codec for NativeJson {
 mod tests {
     use super::*;
     use crate::model::record::{EndpointStatus, Owner};
+
+    #[test]
+    fn ipv6_hosts_get_brackets_once_and_lose_them_once() {
+        for (plain, uri) in [
+            ("10.0.0.1", "10.0.0.1"),
+            ("fd00::1", "[fd00::1]"),
+            ("2001:db8::10:1", "[2001:db8::10:1]"),
+            ("host.example", "host.example"),
+        ] {
+            assert_eq!(uri_host(plain), uri);
+            assert_eq!(uri_host(uri), uri, "already bracketed");
+            assert_eq!(plain_host(uri), plain);
+            assert_eq!(plain_host(plain), plain);
+        }
+        assert_eq!(plain_host("[x]"), "[x]", "only IPv6 loses brackets");
+    }
 
     #[test]
     fn native_records_round_trip_and_garbage_is_refused() {

@@ -254,7 +254,9 @@ pub fn spring_weight(weight: u32, scale: u64) -> u64 {
 struct InstanceJson<'a> {
     name: &'a str,
     id: &'a str,
-    address: &'a str,
+    /// IPv6 in brackets: Spring's `ZookeeperServiceInstance.getUri()` is `URI.create` of the
+    /// URI spec, which has no host for `http://fd00::1:8080`.
+    address: std::borrow::Cow<'a, str>,
     port: u16,
     ssl_port: Option<u16>,
     payload: Option<PayloadJson<'a>>,
@@ -331,7 +333,7 @@ fn instance_json<'a>(
     InstanceJson {
         name: &publish.service_name,
         id,
-        address: &rec.host,
+        address: super::uri_host(&rec.host),
         port: rec.port,
         ssl_port,
         payload,
@@ -410,7 +412,7 @@ pub fn decode(name: &str, data: &[u8]) -> Option<Discovered> {
     let Value::Object(m) = serde_json::from_slice::<Value>(data).ok()? else {
         return None;
     };
-    let host = m.get("address")?.as_str()?.to_string();
+    let host = super::plain_host(m.get("address")?.as_str()?).to_string();
     let port = m
         .get("port")
         .and_then(Value::as_u64)

@@ -318,11 +318,7 @@ fn provider_url(
         params.insert("warmup", (u64::from(s) * 1000).to_string());
     }
     check_param("host", &rec.host)?;
-    let host = if rec.host.contains(':') && !rec.host.starts_with('[') {
-        format!("[{}]", rec.host)
-    } else {
-        rec.host.to_string()
-    };
+    let host = super::uri_host(&rec.host);
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     Ok(format!(
         "{}://{}:{}/{}?{}",

@@ -208,3 +208,15 @@ proptest! {
         let _ = curator_accepts(&b, SPRING_PAYLOAD_CLASS);
     }
 }
+
+#[test]
+fn an_ipv6_pod_is_written_in_brackets_and_read_without() {
+    let mut publish = fixture::publish();
+    let ep = std::sync::Arc::make_mut(&mut publish.endpoints[0].record);
+    ep.host = "fd00:10:244::7".into();
+    let nodes = nodes(&Options::default(), &publish).unwrap();
+    let n = nodes.iter().find(|n| n.path.contains("stable-0")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&n.data).unwrap();
+    assert_eq!(v["address"], "[fd00:10:244::7]");
+    assert_eq!(decode(&n.path, &n.data).unwrap().host, "fd00:10:244::7");
+}

@@ -5,6 +5,8 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.ByteArrayOutputStream;
 import java.io.InputStream;
+import java.net.InetAddress;
+import java.net.URI;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.Comparator;
@@ -21,6 +23,7 @@ import org.apache.curator.x.discovery.ServiceInstance;
 import org.apache.curator.x.discovery.details.JsonInstanceSerializer;
 import org.apache.curator.x.discovery.details.ServiceCacheListener;
 import org.springframework.cloud.zookeeper.discovery.ZookeeperInstance;
+import org.springframework.cloud.zookeeper.discovery.ZookeeperServiceInstance;
 
 /**
  * Reads podkeeper's Curator layout the way a Spring Cloud ZooKeeper application does: Curator's
@@ -140,6 +143,7 @@ public final class CuratorClient {
             o.put("serviceType", String.valueOf(i.getServiceType()));
             o.put("registrationTimeUTC", i.getRegistrationTimeUTC());
             o.put("uri", i.buildUriSpec());
+            spring(o, i);
             ZookeeperInstance p = i.getPayload();
             if (p != null) {
                 o.put("payloadClass", p.getClass().getName());
@@ -150,6 +154,23 @@ public final class CuratorClient {
             }
         }
         return out;
+    }
+
+    /** What Spring's DiscoveryClient hands the application for this instance. */
+    private static void spring(ObjectNode o, ServiceInstance<ZookeeperInstance> i) {
+        ZookeeperServiceInstance s = new ZookeeperServiceInstance(i.getName(), i);
+        URI uri = s.getUri();
+        ObjectNode sp = o.putObject("spring");
+        sp.put("host", s.getHost());
+        sp.put("port", s.getPort());
+        sp.put("uri", uri.toString());
+        sp.put("uriHost", uri.getHost());
+        sp.put("uriPort", uri.getPort());
+        try {
+            sp.put("resolved", InetAddress.getByName(s.getHost()).getHostAddress());
+        } catch (Exception e) {
+            sp.put("resolveError", e.toString());
+        }
     }
 
     static void emit(ObjectNode line) {
