@@ -335,6 +335,53 @@ async fn an_acl_a_superuser_opened_is_closed_again_by_the_next_full_read() {
     assert!(podkeeper::metrics::get().acl_repairs.get() >= before + 2);
 }
 
+/// A former leader (its fence passed) sets no ACL, neither on what it owns nor on the folders
+/// above: setACL cannot go into a `multi()`, so the fence is checked just before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fenced_former_leader_repairs_no_acl() {
+    let zk = ZkServer::shared_secure();
+    let home = format!("/home-fence-{}", std::process::id());
+    let policy = AclPolicy {
+        home: Some(home.clone()),
+        ..Default::default()
+    };
+    let (session, c, _tls, _login) = operator_with(zk, policy).await;
+    let epoch = &format!("{home}/.leader-epoch-test");
+    let acls = session.acls();
+    let bump = |who| podkeeper::zk::fence::bump_epoch(&c, epoch, who, &acls);
+    let old = WriteOptions {
+        acls: acls.clone(),
+        fence: Some(bump("replica-a").await.unwrap()),
+        ..Default::default()
+    };
+    let path = &format!("{home}/sec/web");
+    publish(&c, path, &endpoints(2), &mut None, &old).await;
+    bump("replica-b").await.unwrap();
+    let su = superuser(zk).await;
+    let ep = endpoint_path(path, "web-1");
+    su.set_acl(&ep, &Acls::anyone_all(), None).await.unwrap();
+    let loose = &format!("{home}/loose");
+    let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    su.create(loose, b"", &open).await.unwrap();
+
+    let planned = |_: &ServiceState| Default::default();
+    let full = writer::sync(&c, path, &record("uid-1"), &mut None, &old, planned).await;
+    assert!(
+        matches!(full, Err(podkeeper::zk::ZkError::Fenced { .. })),
+        "{full:?}"
+    );
+    let above = format!("{loose}/web");
+    let home = writer::repair_home_parents(&c, &above, &session.acls(), old.fence.as_ref()).await;
+    assert!(
+        matches!(home, Err(podkeeper::zk::ZkError::Fenced { .. })),
+        "{home:?}"
+    );
+    for node in [ep.as_str(), loose.as_str()] {
+        let (have, _) = c.get_acl(node).await.unwrap();
+        assert_eq!(have, Acls::anyone_all().to_vec(), "{node} left as it was");
+    }
+}
+
 /// With the record's ACL as wanted, the full read reads only the nodes whose ACL was set after
 /// their creation: one endpoint a superuser opened is among them and is closed again.
 #[tokio::test(flavor = "multi_thread")]
@@ -588,7 +635,7 @@ async fn nobody_else_can_create_under_the_home_prefix_and_a_loose_folder_is_repa
     // A folder an older version (or someone) left open is set back on the next audit.
     let loose = format!("{home}/loose");
     su.create(&loose, b"", &open).await.unwrap();
-    let repaired = writer::repair_home_parents(&c, &format!("{loose}/web"), &session.acls())
+    let repaired = writer::repair_home_parents(&c, &format!("{loose}/web"), &session.acls(), None)
         .await
         .unwrap();
     assert_eq!(

@@ -692,6 +692,39 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     assert_eq!(read_endpoints(&c, path).await, want(&pods));
 }
 
+/// A former leader creates no folder either: each missing parent is created in a `multi()`
+/// that checks the fence, so nothing it does lands after the new leader's bump.
+#[tokio::test]
+async fn a_fenced_former_leader_creates_no_folder() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let epoch = "/podkeeper/.leader-epoch-mkdir";
+    let acls = podkeeper::zk::acl::NodeAcls::default();
+    let bump = |who| podkeeper::zk::fence::bump_epoch(&c, epoch, who, &acls);
+    let old_leader = WriteOptions {
+        fence: Some(bump("replica-a").await.unwrap()),
+        ..Default::default()
+    };
+    bump("replica-b").await.unwrap();
+    let top = "/podkeeper/fenced-mkdir";
+    let path = format!("{top}/team/web");
+    let err = sync_once(
+        &c,
+        &path,
+        &record("web", "u1"),
+        &want(&fleet()),
+        &mut None,
+        &old_leader,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, podkeeper::zk::ZkError::Fenced { .. }),
+        "{err:?}"
+    );
+    assert_eq!(c.check_stat(top).await.unwrap(), None, "no folder created");
+}
+
 #[tokio::test]
 async fn a_dry_run_plans_but_writes_nothing() {
     let zk = ZkServer::shared();

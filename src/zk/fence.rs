@@ -87,7 +87,7 @@ impl Fencer {
                 Ok((found, _)) => break found,
                 Err(zookeeper_client::Error::NoNode) => {
                     let acls = session.acls();
-                    mkdir_parent(client, path, &acls).await?;
+                    mkdir_parent(client, path, &acls, None).await?;
                     match client
                         .create(path, &data, &persistent(&acls, NodeKind::Owned))
                         .await
@@ -184,7 +184,7 @@ pub async fn bump_epoch(
         match client.set_data(path, &data, None).await {
             Ok(stat) if past.is_some_and(|v| stat.version <= v) => continue,
             Ok(stat) => {
-                repair_acl(client, path, NodeKind::Owned, acls).await?;
+                repair_acl(client, path, NodeKind::Owned, acls, None).await?;
                 return Ok(Fence {
                     path: path.to_string(),
                     version: stat.version,
@@ -208,7 +208,7 @@ pub async fn bump_epoch(
                 }
             }
             Err(zookeeper_client::Error::NoNode) => {
-                mkdir_parent(client, path, acls).await?;
+                mkdir_parent(client, path, acls, None).await?;
                 match client
                     .create(path, &data, &persistent(acls, NodeKind::Owned))
                     .await

@@ -44,11 +44,13 @@ pub(super) fn persistent(acls: &NodeAcls, kind: NodeKind) -> CreateOptions<'_> {
 }
 
 /// Creates the parents of `path` that are missing: podkeeper's alone at and below the home
-/// prefix, ancestors others may create beside elsewhere ([`NodeAcls::parent_kind`]).
+/// prefix, ancestors others may create beside elsewhere ([`NodeAcls::parent_kind`]). With a
+/// fence each folder is created in a `multi()` that checks it, so a former leader creates none.
 pub(super) async fn mkdir_parent(
     client: &Client,
     path: &str,
     acls: &NodeAcls,
+    fence: Option<&Fence>,
 ) -> Result<(), ZkError> {
     let Some(parent) = path
         .rsplit_once('/')
@@ -71,25 +73,61 @@ pub(super) async fn mkdir_parent(
         }
     }
     for dir in missing.into_iter().rev() {
-        let kind = acls.parent_kind(dir);
-        match client.create(dir, &[], &persistent(acls, kind)).await {
-            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
-            Err(e) => return Err(server("create", dir)(e)),
-        }
+        mkdir(client, dir, &persistent(acls, acls.parent_kind(dir)), fence).await?;
     }
     Ok(())
 }
 
-/// Creates a client-format folder (its parents as ancestors); one that exists is left as is.
-async fn mkdir_folder(client: &Client, dir: &str, acls: &NodeAcls) -> Result<(), ZkError> {
-    mkdir_parent(client, dir, acls).await?;
-    match client
-        .create(dir, &[], &persistent(acls, NodeKind::Folder))
-        .await
-    {
-        Ok(_) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
-        Err(e) => Err(server("create", dir)(e)),
+/// Creates one folder (fenced when `fence` is given); one that exists is left as is.
+async fn mkdir(
+    client: &Client,
+    dir: &str,
+    options: &CreateOptions<'_>,
+    fence: Option<&Fence>,
+) -> Result<(), ZkError> {
+    let Some(f) = fence else {
+        return match client.create(dir, &[], options).await {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
+            Err(e) => Err(server("create", dir)(e)),
+        };
+    };
+    let mut w = client.new_multi_writer();
+    w.add_check_version(&f.path, f.version)
+        .map_err(server("check", &f.path))?;
+    w.add_create(dir, &[], options)
+        .map_err(server("create", dir))?;
+    match w.commit().await {
+        Ok(_) => Ok(()),
+        Err(MultiWriteError::OperationFailed {
+            index: 1,
+            source: zookeeper_client::Error::NodeExists,
+        }) => Ok(()),
+        Err(e) => Err(multi_error(dir, true, e)),
     }
+}
+
+/// Fails with [`ZkError::Fenced`] when `fence` no longer holds: the guard in front of what a
+/// `multi()` cannot carry (setACL). Only the moment between this check and the call is open.
+pub(super) async fn check_fence(client: &Client, fence: Option<&Fence>) -> Result<(), ZkError> {
+    let Some(f) = fence else { return Ok(()) };
+    let mut w = client.new_multi_writer();
+    w.add_check_version(&f.path, f.version)
+        .map_err(server("check", &f.path))?;
+    w.commit()
+        .await
+        .map(drop)
+        .map_err(|e| multi_error(&f.path, true, e))
+}
+
+/// Creates a client-format folder (its parents as ancestors); one that exists is left as is.
+async fn mkdir_folder(
+    client: &Client,
+    dir: &str,
+    acls: &NodeAcls,
+    fence: Option<&Fence>,
+) -> Result<(), ZkError> {
+    mkdir_parent(client, dir, acls, fence).await?;
+    mkdir(client, dir, &persistent(acls, NodeKind::Folder), fence).await
 }
 
 /// The client-format znodes a resource keeps beside its native records (Dubbo providers,
@@ -202,7 +240,7 @@ async fn claim_inner(
 ) -> Result<ServiceState, ZkError> {
     let fence = options.fence.as_ref();
     let acls = &options.acls;
-    mkdir_parent(client, path, acls).await?;
+    mkdir_parent(client, path, acls, fence).await?;
     let data = options.format.codec().encode_service(record);
     let mut w = client.new_multi_writer();
     if let Some(f) = fence {
@@ -217,7 +255,7 @@ async fn claim_inner(
     match w.commit().await {
         Ok(_) => {
             let (nodes, foreign, _) = match &options.clients {
-                Some(clients) => load_clients(client, clients.as_ref(), Some(acls)).await?,
+                Some(clients) => load_clients(client, clients.as_ref(), Some(options)).await?,
                 None => Default::default(),
             };
             Ok(ServiceState {
@@ -305,7 +343,9 @@ pub async fn sync(
             *cache = Some(match load(client, path, &record.owner, options).await? {
                 Loaded::Owned(state) if options.dry_run => state,
                 Loaded::Owned(state) => {
-                    timed("audit", audit_acls(client, path, &state, &options.acls)).await?;
+                    let fence = options.fence.as_ref();
+                    let audit = audit_acls(client, path, &state, &options.acls, fence);
+                    timed("audit", audit).await?;
                     state
                 }
                 Loaded::Absent if options.dry_run => {

@@ -22,7 +22,8 @@ pub(super) async fn audit_home(ctx: &Context, res: &Resolved, conn: &Connection)
     if !ctx.home_audit_due((target, parent.to_string()), conn.epoch) {
         return;
     }
-    let repaired = writer::repair_home_parents(&conn.client, &res.path, &conn.options.acls);
+    let fence = conn.options.fence.as_ref();
+    let repaired = writer::repair_home_parents(&conn.client, &res.path, &conn.options.acls, fence);
     if let Err(err) = repaired.await {
         tracing::warn!(path = %res.path, %err, "cannot check the ACLs of the folders above");
     }

@@ -3,18 +3,19 @@
 
 use zookeeper_client::{Acls, Client};
 
-use super::ServiceState;
+use super::{Fence, ServiceState, check_fence};
 use crate::zk::acl::{NodeAcls, NodeKind};
 use crate::zk::layout::{endpoint_path, endpoints_path};
 use crate::zk::{ZkError, server};
 
 /// Sets the ACL of the existing folders above `path` at and below the home prefix to
 /// podkeeper's alone, where an older version or another client left them looser; returns
-/// how many were repaired.
+/// how many were repaired. A former leader (its `fence` passed) repairs none.
 pub async fn repair_home_parents(
     client: &Client,
     path: &str,
     acls: &NodeAcls,
+    fence: Option<&Fence>,
 ) -> Result<usize, ZkError> {
     let mut repaired = 0;
     let mut at = path;
@@ -23,7 +24,7 @@ pub async fn repair_home_parents(
         if acls.parent_kind(at) != NodeKind::Owned {
             break;
         }
-        match repair_acl(client, at, NodeKind::Owned, acls).await {
+        match repair_acl(client, at, NodeKind::Owned, acls, fence).await {
             Ok(fixed) => repaired += usize::from(fixed),
             Err(ZkError::Server {
                 source: zookeeper_client::Error::NoNode,
@@ -35,17 +36,20 @@ pub async fn repair_home_parents(
     Ok(repaired)
 }
 
-/// Sets the ACL of the node at `path` to what `kind` gets, if it differs; true when repaired.
+/// Sets the ACL of the node at `path` to what `kind` gets, if it differs and `fence` holds;
+/// true when repaired.
 pub(crate) async fn repair_acl(
     client: &Client,
     path: &str,
     kind: NodeKind,
     acls: &NodeAcls,
+    fence: Option<&Fence>,
 ) -> Result<bool, ZkError> {
     let (have, stat) = client.get_acl(path).await.map_err(server("getAcl", path))?;
     if !acls.differs(kind, &have) {
         return Ok(false);
     }
+    check_fence(client, fence).await?;
     set_acl(client, path, kind, acls, stat.aversion).await
 }
 
@@ -83,11 +87,16 @@ pub async fn audit_acls(
     path: &str,
     state: &ServiceState,
     acls: &NodeAcls,
+    fence: Option<&Fence>,
 ) -> Result<usize, ZkError> {
     let eps = endpoints_path(path);
     let folder = (!state.endpoints_missing).then(|| eps.clone());
-    let (record_ok, mut repaired) = audit_paths(client, [path.to_string()], acls, true).await?;
-    let (_, n) = audit_paths(client, folder, acls, false).await?;
+    let audit = |paths: Vec<String>, check_only: bool| async move {
+        let repair = (!check_only).then_some(fence);
+        audit_paths(client, paths, acls, repair).await
+    };
+    let (record_ok, mut repaired) = audit(vec![path.to_string()], true).await?;
+    let (_, n) = audit(folder.into_iter().collect(), false).await?;
     repaired += n;
     let below: Vec<String> = if record_ok {
         state.acl_set.clone()
@@ -95,31 +104,32 @@ pub async fn audit_acls(
         let endpoints = state.endpoints.keys().map(|n| endpoint_path(path, n));
         endpoints.chain(state.nodes.keys().cloned()).collect()
     };
-    repaired += audit_paths(client, below, acls, false).await?.1;
+    repaired += audit(below, false).await?.1;
     if !record_ok {
-        repaired += audit_paths(client, [path.to_string()], acls, false)
-            .await?
-            .1;
+        repaired += audit(vec![path.to_string()], false).await?.1;
     }
     Ok(repaired)
 }
 
-/// Reads the ACLs of `paths` (pipelined) and repairs those that differ, unless `check_only`.
-/// Returns whether all were as wanted, and how many were repaired.
+/// Reads the ACLs of `paths` (pipelined) and repairs those that differ when `repair` is given
+/// (with the fence, checked once before the first repair). Returns whether all were as
+/// wanted, and how many were repaired.
 async fn audit_paths(
     client: &Client,
-    paths: impl IntoIterator<Item = String>,
+    paths: Vec<String>,
     acls: &NodeAcls,
-    check_only: bool,
+    repair: Option<Option<&Fence>>,
 ) -> Result<(bool, usize), ZkError> {
-    let paths: Vec<String> = paths.into_iter().collect();
     let reads: Vec<_> = paths.iter().map(|p| client.get_acl(p)).collect();
     let (mut all_ok, mut repaired) = (true, 0);
     for (p, r) in paths.iter().zip(futures::future::join_all(reads).await) {
         match r {
             Ok((have, stat)) if acls.differs(NodeKind::Owned, &have) => {
+                if let (true, Some(fence)) = (all_ok, repair) {
+                    check_fence(client, fence).await?;
+                }
                 all_ok = false;
-                if !check_only {
+                if repair.is_some() {
                     let fixed = set_acl(client, p, NodeKind::Owned, acls, stat.aversion).await?;
                     repaired += usize::from(fixed);
                 }

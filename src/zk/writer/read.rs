@@ -12,7 +12,6 @@ use super::{ClientNodes, Loaded, ServiceState, WriteOptions, mkdir_folder, timed
 use crate::model::nodes::OwnedNode;
 use crate::model::plan::Current;
 use crate::model::record::{Owner, ServiceRecord};
-use crate::zk::acl::NodeAcls;
 use crate::zk::{ZkError, server};
 
 /// Reads the service record and endpoints at `path` in the options' format, and the
@@ -75,7 +74,7 @@ async fn load_inner(
     let (nodes, foreign) = match &options.clients {
         Some(clients) => {
             let (owned, others, set) =
-                load_clients(client, clients.as_ref(), Some(&options.acls)).await?;
+                load_clients(client, clients.as_ref(), Some(options)).await?;
             acl_set.extend(set);
             (owned, others)
         }
@@ -94,19 +93,20 @@ async fn load_inner(
 
 /// Reads the client-format folders: the nodes this resource owns, the paths of the others, and
 /// the owned ones whose ACL was set after their creation. Missing folders are created with
-/// `acls` (empty folders are harmless to every client), or skipped without.
+/// the ACLs and fence of `create` (empty folders are harmless to every client), or skipped
+/// without.
 pub(super) async fn load_clients(
     client: &Client,
     clients: &dyn ClientNodes,
-    acls: Option<&NodeAcls>,
+    create: Option<&WriteOptions>,
 ) -> Result<ClientState, ZkError> {
     let (mut owned, mut foreign, mut acl_set) = (BTreeMap::new(), BTreeSet::new(), Vec::new());
     for dir in clients.dirs() {
         let children = match client.list_children(&dir).await {
             Ok(c) => c,
             Err(zookeeper_client::Error::NoNode) => {
-                if let Some(acls) = acls {
-                    mkdir_folder(client, &dir, acls).await?;
+                if let Some(o) = create {
+                    mkdir_folder(client, &dir, &o.acls, o.fence.as_ref()).await?;
                 }
                 continue;
             }
