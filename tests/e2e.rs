@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::cluster::{self as harness, TestNs, env, kubectl, wait_until, zk_client};
@@ -300,38 +301,40 @@ async fn deleted_pods_drain_with_weight_zero_then_leave_and_rolling_updates_join
         .1
         .into_keys()
         .collect();
+    // Every state a watching client passes through, not polls that could miss an empty one.
+    let seen = common::registry::RecordWatch::start(&zk, &path).await;
     ns.kubectl(&[
         "patch",
         "deploy/web-stable",
         "-p",
         r#"{"spec":{"template":{"metadata":{"annotations":{"version":"2"}}}}}"#,
     ]);
-    let mut saw_overlap = false;
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, eps) = common::registry::read(&zk, &path).await.unwrap();
+    wait_registry(&zk, &path, "the rollout done", |_, eps| {
         let new_up = eps
             .values()
             .filter(|e| !old.contains(&e.pod) && e.status == EndpointStatus::Up)
             .count();
-        let old_present = eps.keys().filter(|k| old.contains(k)).count();
-        assert!(
-            up(&eps) >= 1,
-            "never without a serving endpoint during the rollout: {eps:?}"
-        );
-        if new_up >= 1 && old_present >= 1 {
-            saw_overlap = true;
-        }
-        if new_up == 2 && old_present == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rollout did not converge: {eps:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(saw_overlap, "new pods joined before the old ones left");
+        new_up == 2 && !eps.keys().any(|k| old.contains(k))
+    })
+    .await;
+    let states = seen.states();
+    let serving = |s: &BTreeMap<String, EndpointStatus>| {
+        s.values().filter(|st| **st == EndpointStatus::Up).count()
+    };
+    assert!(
+        states.iter().all(|s| serving(s) >= 1),
+        "never without a serving endpoint during the rollout: {states:?}"
+    );
+    assert!(
+        states.iter().any(|s| {
+            let new_up = s
+                .iter()
+                .any(|(p, st)| !old.contains(p) && *st == EndpointStatus::Up);
+            new_up && s.keys().any(|p| old.contains(p))
+        }),
+        "new pods joined before the old ones left: {states:?}"
+    );
+    assert!(states.len() >= 4, "the watch saw the rollout: {states:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use podkeeper::model::record::{EndpointRecord, ServiceRecord};
+use podkeeper::model::record::{EndpointRecord, EndpointStatus, ServiceRecord};
 
 /// A service record and its endpoints by name.
 pub type Registry = (ServiceRecord, BTreeMap<String, EndpointRecord>);
@@ -152,6 +152,79 @@ impl FolderWatch {
 }
 
 impl Drop for FolderWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The endpoints of one service path as a watching client sees them: a persistent recursive
+/// watch on its endpoints folder, each created or changed node read at once (as Curator's and
+/// Dubbo's caches do), each deletion applied. Keeps every state it passes through (pod →
+/// status), so an empty moment cannot fall between two polls.
+pub struct RecordWatch {
+    states: std::sync::Arc<std::sync::Mutex<Vec<BTreeMap<String, EndpointStatus>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordWatch {
+    /// Starts watching `{path}/endpoints` (which must exist) through `zk`.
+    pub async fn start(zk: &zookeeper_client::Client, path: &str) -> RecordWatch {
+        use zookeeper_client::{AddWatchMode, EventType};
+        let folder = format!("{path}/endpoints");
+        let mut watcher = zk
+            .watch(&folder, AddWatchMode::PersistentRecursive)
+            .await
+            .expect("watch the endpoints");
+        let mut now = BTreeMap::new();
+        for child in zk.list_children(&folder).await.expect("list the endpoints") {
+            if let Some(status) = status_of(zk, &format!("{folder}/{child}")).await {
+                now.insert(child, status);
+            }
+        }
+        let states = std::sync::Arc::new(std::sync::Mutex::new(vec![now.clone()]));
+        let (out, zk, prefix) = (states.clone(), zk.clone(), format!("{folder}/"));
+        let task = tokio::spawn(async move {
+            loop {
+                let e = watcher.changed().await;
+                let Some(name) = e.path.strip_prefix(&prefix).filter(|n| !n.contains('/')) else {
+                    if e.event_type == EventType::Session && e.session_state.is_terminated() {
+                        return;
+                    }
+                    continue;
+                };
+                let changed = match e.event_type {
+                    EventType::NodeDeleted => now.remove(name).is_some(),
+                    EventType::NodeCreated | EventType::NodeDataChanged => {
+                        match status_of(&zk, &e.path).await {
+                            Some(s) => now.insert(name.to_string(), s) != Some(s),
+                            None => now.remove(name).is_some(),
+                        }
+                    }
+                    _ => false,
+                };
+                if changed {
+                    out.lock().unwrap().push(now.clone());
+                }
+            }
+        });
+        RecordWatch { states, task }
+    }
+
+    /// Every state so far, oldest first.
+    pub fn states(&self) -> Vec<BTreeMap<String, EndpointStatus>> {
+        self.states.lock().unwrap().clone()
+    }
+}
+
+/// The status in the endpoint record at `path` (None: gone or not a record).
+async fn status_of(zk: &zookeeper_client::Client, path: &str) -> Option<EndpointStatus> {
+    let (data, _) = zk.get_data(path).await.ok()?;
+    serde_json::from_slice::<EndpointRecord>(&data)
+        .ok()
+        .map(|r| r.status)
+}
+
+impl Drop for RecordWatch {
     fn drop(&mut self) {
         self.task.abort();
     }
