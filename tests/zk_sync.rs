@@ -1424,6 +1424,40 @@ async fn nodes_another_client_created_below_an_endpoint_do_not_wedge_its_removal
     assert_eq!(read_endpoints(&c, path).await, want(&pods[1..]));
 }
 
+/// Deleting the resource is not wedged either: children others created below an endpoint,
+/// below the endpoints folder's entries or beside `endpoints` under the record go with it.
+#[tokio::test]
+async fn nodes_another_client_created_below_a_registration_do_not_wedge_its_deletion() {
+    let zk = ZkServer::shared();
+    let c = connect(zk).await;
+    let path = "/podkeeper/shop/occupied-whole";
+    let rec = record("web", "u1");
+    let mut cache = None;
+    sync_once(
+        &c,
+        path,
+        &rec,
+        &want(&fleet()),
+        &mut cache,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let ep = endpoint_path(path, "web-stable-0");
+    let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    for node in [
+        format!("{ep}/note"),
+        format!("{ep}/note/deeper"),
+        format!("{path}/config"),
+    ] {
+        c.create(&node, b"", &open).await.unwrap();
+    }
+    writer::remove_all(&c, path, cache.as_ref().unwrap(), None)
+        .await
+        .expect("the deletion is not wedged by the foreign children");
+    assert_eq!(c.check_stat(path).await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_per_resource_ensemble_nobody_uses_is_closed_and_never_makes_the_operator_unready() {
     use podkeeper::zk::session::Sessions;

@@ -377,7 +377,7 @@ pub async fn sync(
             Err(ZkError::Occupied { path: node }) if !retried => {
                 retried = true;
                 *cache = None;
-                clear_below(client, &node, options).await?;
+                clear_below(client, &node, options.fence.as_ref()).await?;
             }
             Err(e) => {
                 *cache = None;

@@ -1,11 +1,11 @@
 //! A registration taken away: its record, endpoints and client-format nodes, or only its
 //! nodes in folders it no longer writes; never a node someone else owns.
 
-use zookeeper_client::Client;
+use zookeeper_client::{Client, MultiWriteError};
 
 use super::{
-    ClientNodes, Fence, Loaded, MAX_TXN_BYTES, OP_OVERHEAD, ServiceState, WriteOptions, load,
-    load_clients, multi_error, timed,
+    ClientNodes, Fence, Loaded, MAX_TXN_BYTES, OP_OVERHEAD, ServiceState, WriteOptions,
+    clear_below, load, load_clients, multi_error, timed,
 };
 use crate::model::record::Owner;
 use crate::zk::layout::endpoint_path;
@@ -36,36 +36,108 @@ async fn remove_inner(
         .chain(state.nodes.keys().cloned())
         .collect();
     let longest = paths.iter().map(String::len).max().unwrap_or(0);
-    let per_txn = MAX_TXN_BYTES / (longest + OP_OVERHEAD);
-    let mut chunks = paths.chunks(per_txn.max(1)).peekable();
-    let eps = endpoints_path(path);
-    loop {
-        let chunk = chunks.next().unwrap_or(&[]);
-        let last = chunks.peek().is_none();
+    let per_txn = (MAX_TXN_BYTES / (longest + OP_OVERHEAD)).max(1);
+    let mut chunks: Vec<&[String]> = paths.chunks(per_txn).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let txn = Removal {
+            path,
+            version: state.version,
+            fence,
+            last: i == last,
+        };
+        txn.commit_clearing(client, chunk.to_vec(), !state.endpoints_missing)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One transaction of a removal: deletes of `chunk` and, in the last, of the endpoints folder
+/// and the record, checking the fence and the record's version.
+struct Removal<'a> {
+    path: &'a str,
+    version: i32,
+    fence: Option<&'a Fence>,
+    last: bool,
+}
+
+/// How often nodes others keep creating below ours are cleared before the removal gives up.
+const CLEARS: usize = 3;
+
+impl Removal<'_> {
+    /// Commits; a delete refused because another client created nodes below it clears them
+    /// (fenced) and commits again what still exists.
+    async fn commit_clearing(
+        &self,
+        client: &Client,
+        mut chunk: Vec<String>,
+        mut folder: bool,
+    ) -> Result<(), ZkError> {
+        for _ in 0..CLEARS {
+            match self.commit(client, &chunk, folder).await {
+                Err(ZkError::Occupied { path }) => {
+                    clear_below(client, &path, self.fence).await?;
+                    chunk = existing(client, chunk).await?;
+                    let eps = endpoints_path(self.path);
+                    folder = folder && !existing(client, vec![eps]).await?.is_empty();
+                }
+                other => return other,
+            }
+        }
+        self.commit(client, &chunk, folder).await
+    }
+
+    async fn commit(&self, client: &Client, chunk: &[String], folder: bool) -> Result<(), ZkError> {
+        let (path, eps) = (self.path, endpoints_path(self.path));
+        let mut ops: Vec<&str> = Vec::new();
         let mut w = client.new_multi_writer();
-        if let Some(f) = fence {
+        if let Some(f) = self.fence {
             w.add_check_version(&f.path, f.version)
                 .map_err(server("check", &f.path))?;
+            ops.push(&f.path);
         }
-        w.add_check_version(path, state.version)
+        w.add_check_version(path, self.version)
             .map_err(server("check", path))?;
+        ops.push(path);
         for p in chunk {
             w.add_delete(p, None).map_err(server("delete", p))?;
+            ops.push(p);
         }
-        if last {
-            if !state.endpoints_missing {
+        if self.last {
+            if folder {
                 w.add_delete(&eps, None).map_err(server("delete", &eps))?;
+                ops.push(&eps);
             }
-            w.add_delete(path, Some(state.version))
+            w.add_delete(path, Some(self.version))
                 .map_err(server("delete", path))?;
+            ops.push(path);
         }
-        w.commit()
-            .await
-            .map_err(|e| multi_error(path, fence.is_some(), e))?;
-        if last {
-            return Ok(());
+        match w.commit().await {
+            Ok(_) => Ok(()),
+            Err(MultiWriteError::OperationFailed {
+                index,
+                source: zookeeper_client::Error::NotEmpty,
+            }) if index < ops.len() => Err(ZkError::Occupied {
+                path: ops[index].to_string(),
+            }),
+            Err(e) => Err(multi_error(path, self.fence.is_some(), e)),
         }
     }
+}
+
+/// The nodes of `paths` that exist (reads pipelined).
+async fn existing(client: &Client, paths: Vec<String>) -> Result<Vec<String>, ZkError> {
+    let reads: Vec<_> = paths.iter().map(|p| client.check_stat(p)).collect();
+    let mut out = Vec::new();
+    for (p, r) in paths.iter().zip(futures::future::join_all(reads).await) {
+        if r.map_err(server("stat", p))?.is_some() {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Removes what `owner` has at `path`, if anything: returns how many endpoints went.

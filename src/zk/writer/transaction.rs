@@ -5,7 +5,7 @@
 use zookeeper_client::{Client, MultiWriteError, MultiWriteResult};
 
 use super::{
-    MAX_TXN_BYTES, OP_OVERHEAD, ServiceState, WriteOptions, multi_error, persistent, timed,
+    Fence, MAX_TXN_BYTES, OP_OVERHEAD, ServiceState, WriteOptions, multi_error, persistent, timed,
 };
 use crate::model::nodes::{NodeOp, NodePlan, OwnedNode};
 use crate::model::plan::{Current, Op, Plan};
@@ -36,7 +36,7 @@ fn occupied(e: &MultiWriteError, before: usize, batch: &[Write<'_>]) -> Option<Z
 pub(super) async fn clear_below(
     client: &Client,
     path: &str,
-    options: &WriteOptions,
+    fence: Option<&Fence>,
 ) -> Result<(), ZkError> {
     let (mut stack, mut found) = (vec![path.to_string()], Vec::new());
     while let Some(p) = stack.pop() {
@@ -54,7 +54,7 @@ pub(super) async fn clear_below(
     // Found parents before their children: in reverse, children go first.
     for p in found.iter().rev() {
         let mut w = client.new_multi_writer();
-        if let Some(f) = &options.fence {
+        if let Some(f) = fence {
             w.add_check_version(&f.path, f.version)
                 .map_err(server("check", &f.path))?;
         }
@@ -65,8 +65,8 @@ pub(super) async fn clear_below(
             Err(MultiWriteError::OperationFailed {
                 index,
                 source: zookeeper_client::Error::NoNode,
-            }) if index == usize::from(options.fence.is_some()) => {}
-            Err(e) => return Err(multi_error(path, options.fence.is_some(), e)),
+            }) if index == usize::from(fence.is_some()) => {}
+            Err(e) => return Err(multi_error(path, fence.is_some(), e)),
         }
     }
     tracing::warn!(
