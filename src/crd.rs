@@ -402,6 +402,11 @@ pub struct ServiceRegistrationStatus {
     /// path, the ensemble or the registries moves away from, and what deletion removes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// Places about to be written and not yet confirmed: recorded before the first write
+    /// there, emptied once that place is `placement`. After a crash in the middle of a move,
+    /// an edit back still removes what was written there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_intents: Vec<Placement>,
     /// The load-balancing policy published (the declared one, or the automatic switch's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,

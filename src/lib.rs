@@ -12,6 +12,8 @@ pub mod controller;
 pub mod crd;
 pub mod discovery;
 #[cfg(feature = "operator")]
+pub mod failpoint;
+#[cfg(feature = "operator")]
 pub mod import;
 pub mod metrics;
 pub mod model;

@@ -926,6 +926,87 @@ async fn the_path_edited_during_churn_moves_the_record_and_never_empties_a_clien
     });
 }
 
+/// The operator crashes right after writing a moved registration, before it retires the old
+/// place or confirms the new one on the status (a failpoint: exit at that exact step); the
+/// user then edits the path back. The place written during the crash was recorded on the
+/// status before the write (`placementIntents`), so the next operator removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_move_s_write_and_its_status_then_an_edit_back_leaves_nothing() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let crashing = [("PODKEEPER_FAILPOINT", "exit-after-move-write")];
+    let op = Operator::start("op", &zk.connect_string(), &crashing);
+    wait_ready(&op).await;
+    let ns = TestNs::new("crash-move").await;
+    let (old, new) = (ns.path("web"), format!("{}-moved", ns.path("web")));
+    let (pods, names) = setup_with(&ns, &edit_registries(None, false)).await;
+    converged_before_the_fault(&zk.connect_string(), &old, &pods).await;
+    let zkc = cluster::connect_zk(&zk.connect_string()).await;
+    let consumers = common::registry::FolderWatch::start(&zkc, "/services/web").await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+    churn
+        .wait_for(10, Instant::now(), "churn under way before the edit")
+        .await;
+    ns.apply(&registration(&edit_registries(Some(&new), false)));
+    let fault = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "the operator exits at the failpoint",
+        || async { !op.running() },
+    )
+    .await;
+    assert!(
+        zkc.check_stat(&new).await.unwrap().is_some(),
+        "the move was written"
+    );
+    assert!(
+        zkc.check_stat(&old).await.unwrap().is_some(),
+        "the old place not retired"
+    );
+    let status = ns.kubectl(&["get", "svcreg", "web", "-o", "jsonpath={.status}"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["placement"]["path"], old.as_str(), "{status}");
+    assert_eq!(
+        status["placementIntents"][0]["path"],
+        new.as_str(),
+        "{status}"
+    );
+    drop(op);
+    ns.apply(&registration(&edit_registries(None, false)));
+    let op = Operator::start("op2", &zk.connect_string(), &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the place written during the crash removed",
+        || async { zkc.check_stat(&new).await.unwrap().is_none() },
+    )
+    .await;
+    churn.wait_for(10, fault, "changes through the crash").await;
+    let end = Instant::now();
+    let changes = churn.finish("crash mid-move", fault, end).await;
+    wait_ready(&op).await;
+    let (converge, lost, stale, duplicated) =
+        converge(&zk.connect_string(), &old, &pods, end).await;
+    let fewest = consumers.min_after_reaching(1);
+    assert!(
+        fewest >= Some(1),
+        "the Curator folder was empty while ready pods existed: {:?}",
+        consumers.sizes()
+    );
+    finish(Row {
+        scenario: format!(
+            "operator crashed between a path move's write and its status, edit reverted: moved record removed (Curator folder fewest {})",
+            fewest.unwrap_or(0)
+        ),
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: None,
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_removed_during_churn_takes_its_nodes_and_leaves_the_others_alone() {
     let _g = SERIAL.lock().await;

@@ -10,7 +10,7 @@ mod place;
 mod report;
 
 use desired::desired;
-use place::{audit_home, cleanup, move_out, nested_move, permitted, withdraw};
+use place::{audit_home, cleanup, intend, move_out, nested_move, permitted, withdraw};
 use report::{load_status_moved, next_wakeup, report, report_written};
 
 use std::collections::{BTreeSet, HashMap};
@@ -90,6 +90,8 @@ pub struct Entry {
     placed: Option<Placement>,
     /// A place already emptied because a RegistryPolicy refuses the resource.
     withdrawn: Option<Placement>,
+    /// Places intended and not confirmed, as last patched (`None`: read the status).
+    intents: Option<Vec<Placement>>,
 }
 
 impl Entry {
@@ -329,7 +331,13 @@ async fn apply(
     if entry.zk.is_none() {
         audit_home(ctx, &res, &conn).await;
     }
+    intend(ctx, &sr, &mut entry, &res).await?;
     let written = write(&mut entry, &res, &conn, &wanted).await;
+    // A move written, its old place not yet retired nor the new one confirmed.
+    crate::failpoint::exit_if("exit-after-move-write", || {
+        let now = place::placement_of(ctx, &res);
+        entry.placed.as_ref().is_some_and(|p| *p != now)
+    });
     if wanted.large {
         // Records encoded and read back in bulk: their memory is free now.
         super::release::after_peak();

@@ -27,7 +27,11 @@ struct Seen {
 }
 
 impl Seen {
+    /// A status patch of the report (conditions), not one of the place steps' own.
     fn is_status_patch(&self) -> bool {
+        self.is_any_status_patch() && self.body["status"]["conditions"].is_array()
+    }
+    fn is_any_status_patch(&self) -> bool {
         self.method == "PATCH" && self.path.ends_with("/status")
     }
     fn event_reason(&self) -> Option<&str> {
@@ -346,6 +350,36 @@ async fn a_path_owned_by_another_resource_is_a_conflict_and_nothing_is_written()
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// The place is on the status before ZooKeeper is first written there (an intent), and
+/// confirmed after: a crash between the two leaves the intent, which a later edit retires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_write_records_its_place_before_and_confirms_it_after() {
+    let zk = LocalZk::start();
+    let (results, seen) = run(resource(""), &zk.connect(), vec![pod("web-1", None)], 1).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    let patches: Vec<&Value> = seen
+        .iter()
+        .filter(|s| s.is_any_status_patch())
+        .map(|s| &s.body["status"])
+        .collect();
+    let intents = &patches[0]["placementIntents"];
+    assert_eq!(intents[0]["path"], "/podkeeper/shop/web", "{patches:#?}");
+    assert_eq!(intents.as_array().map(Vec::len), Some(1));
+    let confirmed = patches
+        .iter()
+        .position(|p| p.get("placementIntents").is_some_and(Value::is_null))
+        .expect("the intent emptied");
+    assert_eq!(
+        patches[confirmed]["placement"]["path"],
+        "/podkeeper/shop/web"
+    );
+    assert!(
+        patches[1..]
+            .iter()
+            .all(|p| !p["placementIntents"].is_array())
     );
 }
 

@@ -170,6 +170,8 @@ pub fn same(a: &ServiceRegistrationStatus, b: &ServiceRegistrationStatus) -> boo
     let strip = |s: &ServiceRegistrationStatus| {
         let mut s = s.clone();
         s.last_sync_time = None;
+        // Patched on its own, before and after a move ([`super::reconcile`]'s place step).
+        s.placement_intents = Vec::new();
         for c in &mut s.conditions {
             c.last_transition_time = None;
         }

@@ -311,6 +311,12 @@ impl Operator {
         );
     }
 
+    /// The operator process is alive (it may have exited on its own, e.g. at a failpoint).
+    pub fn running(&self) -> bool {
+        self.pid()
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    }
+
     /// /readyz answers 200.
     pub fn ready(&self) -> bool {
         http_get(&self.health, "/readyz").is_some_and(|(c, _)| c == 200)
@@ -333,7 +339,7 @@ impl Drop for Operator {
                 self.log_tail()
             );
         }
-        if self.pid().is_some() {
+        if self.running() {
             let _ = Command::new("kill")
                 .arg("-CONT")
                 .arg(self.pid().unwrap())

@@ -3,6 +3,7 @@
 //! withdrawing what a refused resource published, and cleaning up on deletion.
 
 use super::*;
+use kube::api::{Patch, PatchParams};
 
 /// Once per resync epoch and folder: the folders above the resource's path at and below the
 /// home prefix are set back to podkeeper's alone, where an older version (or anyone) left them
@@ -197,6 +198,71 @@ pub(super) fn recorded(
     })
 }
 
+/// Places written, or about to be, that the resource has not confirmed yet: this process's
+/// memory, else the status's `placementIntents`.
+fn intents(ctx: &Context, sr: &ServiceRegistration, entry: &Entry) -> Vec<Placement> {
+    if let Some(i) = &entry.intents {
+        return i.clone();
+    }
+    let recorded = sr.status.as_ref().map(|s| s.placement_intents.clone());
+    let mut out = recorded.unwrap_or_default();
+    for p in &mut out {
+        p.zookeeper = own_ensemble(ctx, p.zookeeper.take());
+    }
+    out
+}
+
+/// Step 3a, before ZooKeeper is written at a place the status does not hold yet: the place is
+/// added to `status.placementIntents` first, and the write waits for that patch. A crash after
+/// the write, and an edit back, then still finds it (see [`move_out`]).
+pub(super) async fn intend(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    res: &Resolved,
+) -> Result<(), kube::Error> {
+    let now = placement_of(ctx, res);
+    let mut all = intents(ctx, sr, entry);
+    if recorded(ctx, sr, entry).as_ref() == Some(&now) || all.contains(&now) {
+        return Ok(());
+    }
+    all.push(now);
+    patch_place(ctx, sr, serde_json::json!({ "placementIntents": all })).await?;
+    entry.intents = Some(all);
+    Ok(())
+}
+
+/// Confirms `now` as the place, emptying the intents, in one patch (only when there were
+/// intents: otherwise the status writer records the place as before).
+async fn confirm(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    entry: &mut Entry,
+    now: &Placement,
+) -> Result<(), kube::Error> {
+    if !intents(ctx, sr, entry).is_empty() {
+        let patch = serde_json::json!({ "placement": now, "placementIntents": null });
+        patch_place(ctx, sr, patch).await?;
+    }
+    entry.intents = Some(Vec::new());
+    Ok(())
+}
+
+/// A merge patch of the given status fields, awaited (unlike the status writer's).
+async fn patch_place(
+    ctx: &Context,
+    sr: &ServiceRegistration,
+    fields: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let api: Api<ServiceRegistration> =
+        Api::namespaced(ctx.client.clone(), &sr.namespace().unwrap_or_default());
+    let _permit = ctx.api_writes.acquire().await;
+    let patch = Patch::Merge(serde_json::json!({ "status": fields }));
+    api.patch_status(&sr.name_any(), &PatchParams::default(), &patch)
+        .await
+        .map(drop)
+}
+
 /// Step 3b, once ZooKeeper holds the resource at its place now: removes what the last place
 /// held that this one does not want (another ensemble, an old path, a dropped folder), and
 /// remembers the new place. False when the old place could not be cleaned yet: it stays
@@ -209,8 +275,9 @@ pub(super) async fn move_out(
     term: u64,
 ) -> bool {
     let now = placement_of(ctx, res);
-    let retired = recorded(ctx, sr, entry).and_then(|old| placement::retired(&old, &now));
-    if let Some(r) = retired {
+    let olds = recorded(ctx, sr, entry).into_iter();
+    let olds: Vec<Placement> = olds.chain(intents(ctx, sr, entry)).collect();
+    for r in olds.iter().filter_map(|old| placement::retired(old, &now)) {
         match retire(ctx, sr, &r, term).await {
             Ok(n) => {
                 let note = format!(
@@ -230,6 +297,10 @@ pub(super) async fn move_out(
                 return false;
             }
         }
+    }
+    if let Err(err) = confirm(ctx, sr, entry, &now).await {
+        tracing::warn!(namespace = %res.key.0, name = %res.key.1, %err, "cannot confirm the place yet");
+        return false;
     }
     entry.placed = Some(now);
     entry.withdrawn = None;
@@ -366,7 +437,8 @@ pub(super) async fn cleanup(
         }),
     };
     let recorded = recorded(ctx, &sr, &entry);
-    let places: Vec<&Placement> = recorded.iter().chain(current.iter()).collect();
+    let intended = intents(ctx, &sr, &entry);
+    let places: Vec<&Placement> = recorded.iter().chain(&intended).chain(&current).collect();
     if ctx.settings.dry_run {
         tracing::info!(?places, "dry run: would remove the registration");
         return Ok(Action::await_change());

@@ -219,6 +219,9 @@ pub(super) fn report(
         .placed
         .clone()
         .or_else(|| prev.as_ref().and_then(|p| p.placement.clone()));
+    // Never sent from here: a status queued before the intents were emptied would bring them
+    // back (see `place::intend`).
+    new.placement_intents = Vec::new();
     let key = key_of(sr);
     new.policy = Some(ctx.load.policy(&key, sr.spec.load_balancer.policy));
     new.load = ctx.load.status(&key);
