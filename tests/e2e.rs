@@ -2324,6 +2324,147 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
     .await;
 }
 
+/// A custom.metrics.k8s.io backend (tests/common/custom_metrics.py, in the role of Prometheus
+/// Adapter or KEDA) registered with the aggregator; unregistered when dropped, for an
+/// APIService without a backend breaks discovery for everyone.
+struct CustomMetrics {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    metric: String,
+}
+
+const CUSTOM_APISERVICE: &str = "v1beta2.custom.metrics.k8s.io";
+
+impl CustomMetrics {
+    fn start(metric: &str) -> CustomMetrics {
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=e2e-custom-metrics", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let port = common::zk::free_port();
+        let m = CustomMetrics {
+            child: std::process::Command::new("python3")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/common/custom_metrics.py"
+                ))
+                .arg(port.to_string())
+                .args([&crt, &key, &dir.path().join("values.json")])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("python3"),
+            dir,
+            metric: metric.into(),
+        };
+        m.set(&[]);
+        let yaml = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: e2e-custom-metrics, namespace: kube-system}}\nspec: {{type: ExternalName, externalName: 127.0.0.1}}\n---\napiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {{name: {CUSTOM_APISERVICE}}}\nspec:\n  group: custom.metrics.k8s.io\n  version: v1beta2\n  groupPriorityMinimum: 100\n  versionPriority: 100\n  insecureSkipTLSVerify: true\n  service: {{name: e2e-custom-metrics, namespace: kube-system, port: {port}}}\n"
+        );
+        let (ok, out) = kubectl(&["apply", "-f", "-"], Some(&yaml));
+        assert!(ok, "{out}");
+        m
+    }
+
+    /// The metric's value for each pod from now on (pods not named have none).
+    fn set(&self, pods: &[(&str, f64)]) {
+        let pods: serde_json::Map<String, serde_json::Value> = pods
+            .iter()
+            .map(|(p, v)| (p.to_string(), (*v).into()))
+            .collect();
+        let body = serde_json::json!({"metric": self.metric, "pods": pods});
+        let tmp = self.dir.path().join("values.tmp");
+        std::fs::write(&tmp, body.to_string()).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("values.json")).unwrap();
+    }
+}
+
+impl Drop for CustomMetrics {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &[
+                "delete",
+                "apiservice",
+                CUSTOM_APISERVICE,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        let svc = [
+            "-n",
+            "kube-system",
+            "delete",
+            "service",
+            "e2e-custom-metrics",
+        ];
+        let _ = kubectl(&[&svc[..], &["--ignore-not-found"]].concat(), None);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `Pods` metric from custom.metrics.k8s.io (`AverageValue`) weighs pods like CPU does: the
+/// pod with the highest value per unit of weight loses share, the total stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_from_a_custom_pods_metric_moves_weights() {
+    env();
+    let metrics = CustomMetrics::start("requests_in_flight");
+    let ns = TestNs::new("load-custom").await;
+    ns.apply(&loaded_deployment("stable", 3, None));
+    ns.apply(
+        r#"apiVersion: podkeeper.io/v1alpha1
+kind: ServiceRegistration
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  port: http
+  load:
+    metrics:
+    - type: Pods
+      pods:
+        metric: {name: requests_in_flight}
+        target: {type: AverageValue, averageValue: "100"}
+    periodSeconds: 10
+    blackoutSeconds: 0
+"#,
+    );
+    let zk = zk_client().await;
+    let path = ns.path("web");
+    let (_, eps) = wait_registry(&zk, &path, "3 endpoints", |_, e| up(e) == 3).await;
+    let total = group_sum(&eps, "default");
+    let mut pods: Vec<String> = eps.keys().cloned().collect();
+    pods.sort();
+    let (hot, cold, mid) = (&pods[0], &pods[1], &pods[2]);
+    metrics.set(&[(hot, 90.0), (cold, 30.0), (mid, 50.0)]);
+    let within = Duration::from_secs(150);
+    let (_, eps) =
+        common::registry::wait_for_within(&zk, &path, "custom-metric weights", within, |_, e| {
+            let w = |p: &String| e.get(p).map_or(0, |r| r.weight);
+            w(hot) < w(mid) && w(mid) < w(cold)
+        })
+        .await;
+    assert_eq!(group_sum(&eps, "default"), total, "the total is kept");
+    wait_until(
+        Duration::from_secs(30),
+        "status.load: 3 pods weighed",
+        || async {
+            let sr = svcreg(&ns, "web").await;
+            sr.status
+                .and_then(|s| s.load)
+                .is_some_and(|l| l.weighed == 3)
+        },
+    )
+    .await;
+}
+
 /// `(slice, managed-by, address, ready, serving, terminating)` of every EndpointSlice of
 /// Service `svc`, whoever manages it.
 async fn import_slices(ns: &TestNs, svc: &str) -> Vec<(String, String, String, bool, bool, bool)> {
