@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{self, Operator, TestNs, install_crd, kubectl, wait_until};
-use common::zk::{Ensemble, SecureOptions, ZkServer, four_letter};
+use common::zk::{Ensemble, SecureOptions, ZkServer, sessions_with_timeout};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -281,22 +281,6 @@ fn metrics_of(op: &Operator) -> String {
     let (code, body) = cluster::http_get(&op.health, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "GET /metrics answered {code}");
     body
-}
-
-/// The ids of the sessions connected to ZooKeeper at `port` with this negotiated timeout
-/// (`cons`: one line per connection, `...,sid=0x...,...,to=<ms>,...`).
-fn sessions_with_timeout(port: u16, timeout_ms: u64) -> Option<Vec<String>> {
-    let to = format!(",to={timeout_ms},");
-    let cons = four_letter(port, "cons")?;
-    Some(
-        cons.lines()
-            .filter(|l| l.contains(&to))
-            .filter_map(|l| {
-                let sid = l.split("sid=").nth(1)?;
-                Some(sid.split(',').next()?.to_string())
-            })
-            .collect(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
