@@ -2,6 +2,7 @@
 //! ZooKeeper. Run through `scripts/test`, which starts the control plane.
 
 mod common;
+mod multi_cluster;
 
 use std::time::Duration;
 
