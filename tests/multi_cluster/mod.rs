@@ -18,8 +18,6 @@ use podkeeper::zk::format::publish::{OWNER_KEY, OwnerTag};
 use podkeeper::zk::format::{curator, dubbo};
 
 const LIMIT: Duration = Duration::from_secs(120);
-const VM_DUBBO: &str = "127.0.0.9";
-const VM_CURATOR: &str = "192.168.7.9";
 
 /// Who wrote a node, or an entry a consumer lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -180,31 +178,6 @@ spec:
         )
     }
 
-    /// A provider registered by the Dubbo library and an instance registered by Curator.
-    fn register_vms(&self, zk: &str) -> [Running; 2] {
-        let url = format!(
-            "dubbo://{VM_DUBBO}:20880/{0}?application=vm-app&group=g1&version=1.0.0\
-             &interface={0}&side=provider&weight=100",
-            self.iface
-        );
-        let dubbo = clients::spawn(Java::Dubbo, &["provide", zk, "dubbo", &url]);
-        let args = [
-            "register",
-            zk,
-            "/services",
-            &self.service,
-            VM_CURATOR,
-            "8080",
-        ];
-        let curator = clients::spawn(Java::Curator, &args);
-        for vm in [&dubbo, &curator] {
-            vm.wait_for(0, LIMIT, "the VM registration", |l| {
-                l.get("registered").is_some()
-            });
-        }
-        [dubbo, curator]
-    }
-
     async fn views(&self, zk: &str) -> Views {
         let consumers = [
             clients::spawn(
@@ -296,7 +269,7 @@ async fn two_clusters_and_vms_share_one_dubbo_interface_and_curator_service_thro
         iface: format!("org.example.multi{id}.Greeter"),
         service: format!("multi-{id}"),
     };
-    let vms = shared.register_vms(&connect);
+    let vms = clients::register_vms(&connect, &shared.iface, &shared.service);
     let views = shared.views(&connect).await;
     let east_op = operator("east", &east, &connect, "4s");
     let west_op = operator("west", &west, &connect, "2s");
