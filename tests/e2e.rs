@@ -2,6 +2,7 @@
 //! ZooKeeper. Run through `scripts/test`, which starts the control plane.
 
 mod common;
+mod multi_cluster;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -2924,7 +2925,7 @@ async fn the_import_works_with_only_the_charts_rbac() {
     let who = format!("--as=system:serviceaccount:{}:{RELEASE}", ops.name);
     for (verb, what, want) in [
         ("create", "services", "yes"),
-        ("delete", "services", "no"),
+        ("delete", "services", "yes"),
         ("update", "endpointslices.discovery.k8s.io", "yes"),
         ("delete", "endpoints", "no"),
     ] {
@@ -2988,21 +2989,60 @@ async fn the_import_works_with_only_the_charts_rbac() {
         s.len() == 2 && s[0].0 == s[1].0
     })
     .await;
-    app.kubectl(&["delete", "regimport", "vm-api"]);
     let svc: kube::Api<Service> = kube::Api::namespaced(harness::client().await, &app.name);
+    rename_the_imported_service(&app, &svc).await;
+    app.kubectl(&["delete", "regimport", "vm-api"]);
     wait_until(
         Duration::from_secs(30),
         "Service and slice gone with the resource",
         || async {
-            svc.get_opt("vm-api").await.unwrap().is_none()
-                && import_slices(&app, "vm-api").await.is_empty()
+            svc.get_opt("vm-api-v2").await.unwrap().is_none()
+                && import_slices(&app, "vm-api-v2").await.is_empty()
         },
     )
     .await;
+    assert!(svc.get_opt("vm-api-copy").await.unwrap().is_some());
     let log = std::fs::read_to_string(&op.log).unwrap();
     assert!(
         !log.contains("Forbidden") && !log.contains("forbidden"),
         "RBAC denied something:\n{}",
         op.log_tail()
+    );
+}
+
+/// `spec.service.name` of the `vm-api` import edited to `vm-api-v2`: the new Service gets both
+/// VMs, then the old Service and its slice go; a Service someone labelled for the import by
+/// hand (no owner reference) stays.
+async fn rename_the_imported_service(
+    app: &TestNs,
+    svc: &kube::Api<k8s_openapi::api::core::v1::Service>,
+) {
+    app.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: vm-api-copy, labels: {podkeeper.io/import: vm-api}}\n\
+         spec: {ports: [{name: http, port: 80}]}\n",
+    );
+    app.apply(
+        "apiVersion: podkeeper.io/v1alpha1\nkind: RegistryImport\nmetadata: {name: vm-api}\n\
+         spec: {source: {curator: {serviceName: vm-api}}, service: {name: vm-api-v2, ports: [{name: http, port: 80}]}}\n",
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the old Service and slice gone",
+        || async {
+            svc.get_opt("vm-api").await.unwrap().is_none()
+                && import_slices(app, "vm-api").await.is_empty()
+        },
+    )
+    .await;
+    let moved = import_slices(app, "vm-api-v2").await;
+    assert_eq!(
+        moved.len(),
+        2,
+        "both VMs in the new Service's slice: {moved:?}"
+    );
+    assert!(svc.get_opt("vm-api-v2").await.unwrap().is_some());
+    assert!(
+        svc.get_opt("vm-api-copy").await.unwrap().is_some(),
+        "the hand-made copy stays"
     );
 }

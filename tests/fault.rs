@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{self, Operator, TestNs, install_crd, kubectl, wait_until};
-use common::zk::{Ensemble, SecureOptions, ZkServer, four_letter};
+use common::zk::{Ensemble, SecureOptions, ZkServer, sessions_with_timeout};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -281,22 +281,6 @@ fn metrics_of(op: &Operator) -> String {
     let (code, body) = cluster::http_get(&op.health, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "GET /metrics answered {code}");
     body
-}
-
-/// The ids of the sessions connected to ZooKeeper at `port` with this negotiated timeout
-/// (`cons`: one line per connection, `...,sid=0x...,...,to=<ms>,...`).
-fn sessions_with_timeout(port: u16, timeout_ms: u64) -> Option<Vec<String>> {
-    let to = format!(",to={timeout_ms},");
-    let cons = four_letter(port, "cons")?;
-    Some(
-        cons.lines()
-            .filter(|l| l.contains(&to))
-            .filter_map(|l| {
-                let sid = l.split("sid=").nth(1)?;
-                Some(sid.split(',').next()?.to_string())
-            })
-            .collect(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1266,6 +1250,180 @@ async fn two_ha_installations_on_one_ensemble_never_fence_each_other() {
     }
     finish(Row {
         scenario: "two HA installations (cluster ids east, west) on one ensemble, east's leader killed during churn in both: no step-down".into(),
+        changes,
+        lost: l1 + l2,
+        stale: s1 + s2,
+        duplicated: d1 + d2,
+        converge: c1.max(c2),
+        failover: None,
+    });
+}
+
+/// One Dubbo interface and one Curator service, shared by both clusters of the scenario below.
+const SHARED_SERVICE: &str = "  serviceName: shared\n  registries:\n  - format: Native\n  - format: Dubbo\n    dubbo: {interfaces: [org.example.fault.Shared], group: g1, version: \"1.0.0\"}\n  - format: Curator\n    curator: {}\n";
+const SHARED_FOLDERS: [&str; 2] = [
+    "/dubbo/org.example.fault.Shared/providers",
+    "/services/shared",
+];
+
+/// Whether a node of a shared folder (the Dubbo one, or else the Curator one) is `tag`'s: Dubbo
+/// names carry the owner in the URL, Curator ids end in the owner tag's hash.
+fn owned_by(
+    dubbo_folder: bool,
+    name: &str,
+    tag: &podkeeper::zk::format::publish::OwnerTag,
+) -> bool {
+    use podkeeper::zk::format::{curator, dubbo};
+    if dubbo_folder {
+        let owner = dubbo::decode(name, b"").and_then(|d| d.owner);
+        owner == Some(tag.to_string())
+    } else {
+        name.ends_with(&curator::instance_id(tag, ""))
+    }
+}
+
+/// The nodes of the shared folders that are not `tag`'s.
+async fn neighbours(
+    zk: &zookeeper_client::Client,
+    tag: &podkeeper::zk::format::publish::OwnerTag,
+) -> [BTreeSet<String>; 2] {
+    let mut out = [BTreeSet::new(), BTreeSet::new()];
+    for (i, folder) in SHARED_FOLDERS.iter().enumerate() {
+        let names = zk.list_children(folder).await.unwrap();
+        out[i] = names
+            .into_iter()
+            .filter(|n| !owned_by(i == 0, n, tag))
+            .collect();
+    }
+    out
+}
+
+/// Starts an operator of cluster `id` watching `ns` only.
+fn cluster_operator(id: &str, ns: &TestNs, zk: &str, session: &str) -> Operator {
+    let env = [
+        ("PODKEEPER_CLUSTER_ID", id),
+        ("PODKEEPER_NAMESPACES", ns.name.as_str()),
+        ("PODKEEPER_ZK_SESSION_TIMEOUT", session),
+    ];
+    Operator::start(id, zk, &env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_and_vms_in_one_service_never_touch_each_others_nodes() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let connect = zk.connect_string();
+    let (east, west) = (
+        TestNs::new("one-svc-east").await,
+        TestNs::new("one-svc-west").await,
+    );
+    let vms = common::clients::register_vms(&connect, "org.example.fault.Shared", "shared");
+    let east_op = cluster_operator("east", &east, &connect, "4s");
+    let west_op = cluster_operator("west", &west, &connect, "2s");
+    for op in [&east_op, &west_op] {
+        wait_ready(op).await;
+    }
+    let (east_pods, east_names) = setup_with(&east, SHARED_SERVICE).await;
+    let (west_pods, _) = setup_with(&west, SHARED_SERVICE).await;
+    let (east_path, west_path) = (east.path("shared"), west.path("shared"));
+    converged_before_the_fault(&connect, &east_path, &east_pods).await;
+    converged_before_the_fault(&connect, &west_path, &west_pods).await;
+    let zkc = cluster::connect_zk(&connect).await;
+    let union = |n: usize| {
+        let zkc = &zkc;
+        move || async move {
+            let mut sizes = Vec::new();
+            for f in SHARED_FOLDERS {
+                sizes.push(zkc.list_children(f).await.map_or(0, |c| c.len()));
+            }
+            sizes.iter().all(|&s| s == n)
+        }
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "both clusters and the VMs in both folders",
+        union(2 * PODS + 1),
+    )
+    .await;
+    let east_tag = podkeeper::zk::format::publish::OwnerTag::new("east", &east.name, "web");
+    let kept = neighbours(&zkc, &east_tag).await;
+    assert!(kept.iter().all(|k| k.len() == PODS + 1), "{kept:?}");
+    let watches = [
+        common::registry::FolderWatch::start(&zkc, SHARED_FOLDERS[0]).await,
+        common::registry::FolderWatch::start(&zkc, SHARED_FOLDERS[1]).await,
+    ];
+    // East churns and is killed; west (steady) is frozen past its session meanwhile: every
+    // node of west's and the VMs' must stay as it is, through east's restart and west's resync.
+    let churn = Churn::start(east_pods.clone(), east_names, Duration::from_millis(20));
+    churn
+        .wait_for(10, Instant::now(), "east churn under way")
+        .await;
+    let port = zk.port();
+    let west_session = sessions_with_timeout(port, 2000).expect("cons answers");
+    assert_eq!(west_session.len(), 1, "{west_session:?}");
+    west_op.signal("STOP");
+    east_op.signal("KILL");
+    let fault = Instant::now();
+    drop(east_op);
+    churn
+        .wait_for(20, fault, "east changes while east is down")
+        .await;
+    wait_until(
+        Duration::from_secs(30),
+        "west's session expired",
+        || async {
+            sessions_with_timeout(port, 2000).is_some_and(|s| !s.contains(&west_session[0]))
+        },
+    )
+    .await;
+    let east_op = cluster_operator("east", &east, &connect, "4s");
+    churn
+        .wait_for(20, Instant::now(), "changes while east restarts")
+        .await;
+    west_op.signal("CONT");
+    let end = Instant::now();
+    let changes = churn.finish("two clusters, one service", fault, end).await;
+    wait_ready(&east_op).await;
+    let (c1, l1, s1, d1) = converge(&connect, &east_path, &east_pods, end).await;
+    let (c2, l2, s2, d2) = converge(&connect, &west_path, &west_pods, end).await;
+    let east_ready = desired_ready(&east_pods).await.0.len();
+    wait_until(
+        Duration::from_secs(60),
+        "the folders hold exactly the union",
+        union(east_ready + PODS + 1),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "west built a new session",
+        || async {
+            metric(&metrics_of(&west_op), "podkeeper_zookeeper_sessions_total") >= Some(2.0)
+        },
+    )
+    .await;
+    let touched: usize = (0..2)
+        .map(|i| {
+            watches[i]
+                .touched()
+                .iter()
+                .filter(|n| kept[i].contains(*n))
+                .count()
+        })
+        .sum();
+    let east_touched: usize = watches.iter().map(|w| w.touched().len()).sum();
+    assert!(east_touched > 0, "the watches saw east's own changes");
+    assert_eq!(
+        touched, 0,
+        "west's or the VMs' nodes were deleted or rewritten"
+    );
+    assert_eq!(neighbours(&zkc, &east_tag).await, kept);
+    drop(vms);
+    finish(Row {
+        scenario: format!(
+            "two clusters (east, west) and two VMs (Dubbo, Curator libraries) in one Dubbo interface and Curator service: east kill -9 during its churn while west is frozen past its session; {} neighbour nodes, {touched} deleted or rewritten",
+            2 * (PODS + 1)
+        ),
         changes,
         lost: l1 + l2,
         stale: s1 + s2,

@@ -98,6 +98,21 @@ pub fn service_is_ours(existing: &Service, ri: &RegistryImport) -> bool {
         .is_some_and(|v| Some(v) == ri.metadata.name.as_ref())
 }
 
+/// Whether `existing` is a Service `ri` created: labelled for it and owned by it. Only such a
+/// Service is deleted when the spec names another.
+pub fn service_is_former(existing: &Service, ri: &RegistryImport) -> bool {
+    service_is_ours(existing, ri) && owned_by(existing, ri)
+}
+
+fn owned_by(existing: &Service, ri: &RegistryImport) -> bool {
+    existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == ri.metadata.uid.as_ref())
+}
+
 /// Whether the existing Service already is what `service(ri)` would write.
 pub fn service_current(existing: &Service, ri: &RegistryImport) -> bool {
     let want = service(ri);
@@ -112,13 +127,7 @@ pub fn service_current(existing: &Service, ri: &RegistryImport) -> bool {
             })
             .unwrap_or_default()
     };
-    let owned = existing
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| Some(&o.uid) == ri.metadata.uid.as_ref());
-    owned && ports(existing) == ports(&want)
+    owned_by(existing, ri) && ports(existing) == ports(&want)
 }
 
 /// The EndpointSlice object for `slice`.
@@ -270,5 +279,27 @@ mod tests {
         assert!(service_current(&svc, &ri));
         svc.metadata.labels = None;
         assert!(!service_is_ours(&svc, &ri), "someone else's Service");
+    }
+
+    #[test]
+    fn a_former_service_is_one_labelled_for_this_import_and_owned_by_it() {
+        let ri = ri();
+        let svc = service(&ri);
+        assert!(service_is_former(&svc, &ri));
+        let mut copy = svc.clone();
+        copy.metadata.owner_references = None;
+        assert!(
+            !service_is_former(&copy, &ri),
+            "labelled by hand, not owned"
+        );
+        let mut other = svc.clone();
+        other.metadata.labels = None;
+        assert!(!service_is_former(&other, &ri), "owned but not labelled");
+        let mut recreated = ri.clone();
+        recreated.metadata.uid = Some("u-2".into());
+        assert!(
+            !service_is_former(&svc, &recreated),
+            "owned by an earlier import of the name"
+        );
     }
 }

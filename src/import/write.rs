@@ -1,5 +1,6 @@
-//! The write step of an import: its Service (created, or kept when labelled for it) and the
-//! EndpointSlices that differ from what the model wants. Kubernetes writes only; no ZooKeeper.
+//! The write step of an import: its Service (created, or kept when labelled for it), the
+//! EndpointSlices that differ from what the model wants, and the Services it named before.
+//! Kubernetes writes only; no ZooKeeper.
 
 use std::collections::HashMap;
 
@@ -30,7 +31,9 @@ pub enum Written {
 pub async fn write(ri: &RegistryImport, ctx: &Context, sel: &Selection) -> Result<Written, Error> {
     let (ns, name) = key(ri);
     let client = ctx.op.kube().clone();
-    if !ensure_service(ri, &Api::namespaced(client.clone(), &ns)).await? {
+    let services = Api::namespaced(client.clone(), &ns);
+    let ensured = ensure_service(ri, &services).await?;
+    if ensured == Ensured::NotOurs {
         return Ok(Written::NotOurs);
     }
     let api: Api<EndpointSlice> = Api::namespaced(client, &ns);
@@ -51,6 +54,11 @@ pub async fn write(ri: &RegistryImport, ctx: &Context, sel: &Selection) -> Resul
         .map(|s| (s.name_any(), s.metadata.resource_version.clone()))
         .collect();
     apply(ri, &api, &changes, &versions).await?;
+    // After the new Service and its slices: a rename never leaves pods without one.
+    let edited = ri.status.as_ref().and_then(|s| s.observed_generation) != ri.metadata.generation;
+    if ensured == Ensured::Written || edited {
+        delete_former_services(ri, &services).await?;
+    }
     Ok(Written::Slices {
         slices: wanted.len(),
         touched: changes.touched(),
@@ -115,21 +123,60 @@ async fn apply(
     Ok(())
 }
 
-/// Creates or updates the Service; false when one exists that is not this import's.
-async fn ensure_service(ri: &RegistryImport, api: &Api<Service>) -> Result<bool, Error> {
+/// What [`ensure_service`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Ensured {
+    /// A Service of that name exists and is someone else's.
+    NotOurs,
+    /// Ours, as wanted already.
+    Current,
+    /// Created or updated now.
+    Written,
+}
+
+/// Creates or updates the Service, unless one of that name exists that is not this import's.
+async fn ensure_service(ri: &RegistryImport, api: &Api<Service>) -> Result<Ensured, Error> {
     let name = &ri.spec.service.name;
     if let Some(existing) = api.get_opt(name).await? {
         if !objects::service_is_ours(&existing, ri) {
-            return Ok(false);
+            return Ok(Ensured::NotOurs);
         }
         if objects::service_current(&existing, ri) {
-            return Ok(true);
+            return Ok(Ensured::Current);
         }
     }
     let params = PatchParams::apply(objects::FIELD_MANAGER).force();
     api.patch(name, &params, &Patch::Apply(&objects::service(ri)))
         .await?;
-    Ok(true)
+    Ok(Ensured::Written)
+}
+
+/// Deletes the Services this import created under a name its spec no longer gives: those
+/// labelled for it and owned by it (a copy someone labelled by hand stays), each at the uid
+/// and version read.
+async fn delete_former_services(ri: &RegistryImport, api: &Api<Service>) -> Result<(), Error> {
+    let (_, name) = key(ri);
+    let params = ListParams::default()
+        .labels(&format!("{}={name}", objects::IMPORT_LABEL))
+        .match_any();
+    for svc in api.list(&params).await?.items {
+        if svc.name_any() == ri.spec.service.name || !objects::service_is_former(&svc, ri) {
+            continue;
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: svc.metadata.resource_version.clone(),
+                uid: svc.metadata.uid.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&svc.name_any(), &params).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            other => drop(other?),
+        }
+        tracing::info!(import = %name, service = %svc.name_any(), "deleted the Service this import named before");
+    }
+    Ok(())
 }
 
 fn count_write<T>(op: &str, r: &Result<T, kube::Error>) {

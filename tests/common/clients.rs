@@ -330,3 +330,23 @@ impl Drop for Running {
         }
     }
 }
+
+/// Providers registered as VMs register them, by the libraries themselves: a Dubbo 3.3 provider
+/// of `iface` (group g1, version 1.0.0) at 127.0.0.9:20880 and a Spring/Curator instance of
+/// `service` (under /services) at 192.168.7.9:8080. Returns once both are registered; each
+/// unregisters when closed (or is gone with its session when dropped).
+pub fn register_vms(zk: &str, iface: &str, service: &str) -> [Running; 2] {
+    let url = format!(
+        "dubbo://127.0.0.9:20880/{iface}?application=vm-app&group=g1&version=1.0.0\
+         &interface={iface}&side=provider&weight=100"
+    );
+    let dubbo = spawn(Client::Dubbo, &["provide", zk, "dubbo", &url]);
+    let args = ["register", zk, "/services", service, "192.168.7.9", "8080"];
+    let curator = spawn(Client::Curator, &args);
+    for vm in [&dubbo, &curator] {
+        vm.wait_for(0, Duration::from_secs(120), "the VM registration", |l| {
+            l.get("registered").is_some()
+        });
+    }
+    [dubbo, curator]
+}

@@ -92,9 +92,10 @@ pub async fn wait_for_within(
 
 /// The children of one folder as a client that watches every change sees them: a persistent
 /// recursive watch, applied event by event, so a moment with fewer children cannot slip
-/// between two polls. Records every size it passes through.
+/// between two polls. Records every size it passes through, and every child deleted or rewritten.
 pub struct FolderWatch {
     sizes: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    touched: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -115,7 +116,8 @@ impl FolderWatch {
             .into_iter()
             .collect();
         let sizes = std::sync::Arc::new(std::sync::Mutex::new(vec![names.len()]));
-        let (out, prefix) = (sizes.clone(), format!("{folder}/"));
+        let touched = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (out, touch, prefix) = (sizes.clone(), touched.clone(), format!("{folder}/"));
         let task = tokio::spawn(async move {
             loop {
                 let e = watcher.changed().await;
@@ -125,6 +127,12 @@ impl FolderWatch {
                     }
                     continue;
                 };
+                if matches!(
+                    e.event_type,
+                    EventType::NodeDeleted | EventType::NodeDataChanged
+                ) {
+                    touch.lock().unwrap().push(name.to_string());
+                }
                 let changed = match e.event_type {
                     EventType::NodeCreated => names.insert(name.to_string()),
                     EventType::NodeDeleted => names.remove(name),
@@ -135,7 +143,16 @@ impl FolderWatch {
                 }
             }
         });
-        FolderWatch { sizes, task }
+        FolderWatch {
+            sizes,
+            touched,
+            task,
+        }
+    }
+
+    /// The names of the children deleted or rewritten so far, in order.
+    pub fn touched(&self) -> Vec<String> {
+        self.touched.lock().unwrap().clone()
     }
 
     /// Every size so far, oldest first.

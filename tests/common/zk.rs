@@ -152,6 +152,22 @@ pub fn four_letter(port: u16, cmd: &str) -> Option<String> {
     Some(out)
 }
 
+/// The ids of the sessions connected to ZooKeeper at `port` with this negotiated timeout
+/// (`cons`: one line per connection, `...,sid=0x...,...,to=<ms>,...`).
+pub fn sessions_with_timeout(port: u16, timeout_ms: u64) -> Option<Vec<String>> {
+    let to = format!(",to={timeout_ms},");
+    let cons = four_letter(port, "cons")?;
+    Some(
+        cons.lines()
+            .filter(|l| l.contains(&to))
+            .filter_map(|l| {
+                let sid = l.split("sid=").nth(1)?;
+                Some(sid.split(',').next()?.to_string())
+            })
+            .collect(),
+    )
+}
+
 impl ZkServer {
     /// Starts a private server and waits until it serves.
     pub fn start() -> ZkServer {

@@ -141,7 +141,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: [create, patch]
 {{- if .Values.import.enabled }}
 # The reverse mirror (import.enabled): RegistryImports, the Services they create (server-side
-# apply: create and patch, never delete: owner references remove them) and their slices.
+# apply: create and patch; delete only for a Service an import created under a name its spec no
+# longer gives, labelled for it and owned by it: owner references remove the rest) and their slices.
 - apiGroups: [podkeeper.io]
   resources: [registryimports]
   verbs: [get, list, watch]
@@ -154,7 +155,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: [update]
 - apiGroups: [""]
   resources: [services]
-  verbs: [create, patch]
+  verbs: [create, patch, delete]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch, create, update, delete]

@@ -20,6 +20,7 @@ import org.apache.curator.x.discovery.ServiceCache;
 import org.apache.curator.x.discovery.ServiceDiscovery;
 import org.apache.curator.x.discovery.ServiceDiscoveryBuilder;
 import org.apache.curator.x.discovery.ServiceInstance;
+import org.apache.curator.x.discovery.UriSpec;
 import org.apache.curator.x.discovery.details.JsonInstanceSerializer;
 import org.apache.curator.x.discovery.details.ServiceCacheListener;
 import org.springframework.cloud.zookeeper.discovery.ZookeeperInstance;
@@ -33,6 +34,9 @@ import org.springframework.cloud.zookeeper.discovery.ZookeeperServiceInstance;
  * <pre>
  * query     CONNECT BASE SERVICE   queryForInstances once
  * cache     CONNECT BASE SERVICE   a ServiceCache; one line per cache change, until stdin closes
+ * register  CONNECT BASE SERVICE ADDRESS PORT
+ *                                  registers one instance as a Spring application does (an
+ *                                  ephemeral node of this session); unregisters when stdin closes
  * reserialize                      stdin: one instance's bytes; prints Curator's own bytes for it
  * </pre>
  */
@@ -43,6 +47,7 @@ public final class CuratorClient {
         switch (args[0]) {
             case "query" -> query(args[1], args[2], args[3]);
             case "cache" -> cache(args[1], args[2], args[3]);
+            case "register" -> register(args[1], args[2], args[3], args[4], Integer.parseInt(args[5]));
             case "reserialize" -> reserialize();
             default -> throw new IllegalArgumentException("unknown mode " + args[0]);
         }
@@ -114,6 +119,26 @@ public final class CuratorClient {
             }
             drainStdin();
             cache.close();
+        }
+    }
+
+    private static void register(String connect, String base, String service, String address, int port)
+            throws Exception {
+        try (CuratorFramework client = connect(connect);
+                ServiceDiscovery<ZookeeperInstance> d = discovery(client, base)) {
+            ServiceInstance<ZookeeperInstance> instance = ServiceInstance.<ZookeeperInstance>builder()
+                    .name(service)
+                    .address(address)
+                    .port(port)
+                    .payload(new ZookeeperInstance(address + ":" + port, service, Map.of("instance_status", "UP")))
+                    .uriSpec(new UriSpec("{scheme}://{address}:{port}"))
+                    .build();
+            d.registerService(instance);
+            ObjectNode line = JSON.createObjectNode();
+            line.put("registered", instance.getId());
+            emit(line);
+            drainStdin();
+            d.unregisterService(instance);
         }
     }
 
