@@ -8,8 +8,8 @@
 #   --force  rebuild even if the stamp matches
 #   --check  exit 0 if up to date, 1 if a build is needed (builds nothing)
 #
-# Rebuilds only when the wrapper modules under tools/ (go.mod, go.sum, *.go,
-# this script) or the Go version change: their hash is kept in
+# Rebuilds only when the wrapper modules under tools/ but tools/kind (go.mod, go.sum,
+# *.go, this script) or the Go version change: their hash is kept in
 # .cache/tools/stamp. Go's default GOCACHE/GOMODCACHE are used unless set.
 # Env: PODKEEPER_TOOLS_DIR (default <repo>/.cache/tools), GO (default: go on
 # PATH, else /usr/local/go/bin/go).
@@ -44,7 +44,9 @@ hash_inputs() {
   (
     cd "$ROOT"
     "$GO" version
-    find tools -type f \( -name go.mod -o -name go.sum -o -name '*.go' -o -name build.sh \) \
+    # tools/kind is tools/kind/build-go.sh's (its own stamp): a change to the kind programs
+    # must not relink the control plane.
+    find tools -path tools/kind -prune -o -type f \( -name go.mod -o -name go.sum -o -name '*.go' -o -name build.sh \) -print \
       | LC_ALL=C sort | xargs sha256sum
   ) | sha256sum | cut -d' ' -f1
 }

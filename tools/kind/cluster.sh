@@ -90,6 +90,18 @@ kind_cluster_up() {
   k -n kube-system rollout status deploy/coredns --timeout="${timeout}s" >/dev/null
 }
 
+# kind_metrics_server_up: metrics-server serving metrics.k8s.io (APIService
+# v1beta1.metrics.k8s.io) from tools/kind/metrics-server.yaml. Its image is loaded where it was
+# built here; elsewhere the node pulls upstream's. Returns without waiting for the first scrape.
+kind_metrics_server_up() {
+  local image; image="$(metrics_server_image)"
+  log "metrics-server ($image)"
+  if [[ "$(kind_mode)" == local ]]; then
+    kind_cli load docker-image --name "$KIND_CLUSTER" "$image" >/dev/null || return 1
+  fi
+  sed "s|image: IMAGE|image: $image|" tools/kind/metrics-server.yaml | k apply -f - >/dev/null
+}
+
 # kind_chart_args: the helm values of this machine's images.
 kind_chart_args() {
   local repo="${PODKEEPER_IMAGE%:*}" tag="${PODKEEPER_IMAGE##*:}"

@@ -16,8 +16,11 @@ NODE_IMAGE=podkeeper-kind/node:$K8S_VERSION
 PODKEEPER_IMAGE="${PODKEEPER_IMAGE:-podkeeper:dev}"
 ZK_IMAGE="${PODKEEPER_ZK_IMAGE:-podkeeper-zookeeper:dev}"
 DEMO_APP_IMAGE="${PODKEEPER_DEMO_APP_IMAGE:-podkeeper-demo-app:dev}"
+METRICS_SERVER_VERSION=v0.8.0 # as tools/metrics-server/go.mod
+LOCAL_METRICS_SERVER=podkeeper-kind/metrics-server:$METRICS_SERVER_VERSION
 # Upstream images (upstream mode).
 UPSTREAM_RUNTIME=gcr.io/distroless/static-debian12:nonroot
+UPSTREAM_METRICS_SERVER=registry.k8s.io/metrics-server/metrics-server:$METRICS_SERVER_VERSION
 
 log() { pk_log kind-image "$@"; }
 
@@ -183,6 +186,26 @@ DOCKERFILE
   rm -rf "$ctx"
 }
 
+# The metrics-server image of the kind cluster: built here in local mode, upstream's otherwise.
+metrics_server_image() {
+  if [[ "$(kind_mode)" == local ]]; then echo "$LOCAL_METRICS_SERVER"; else echo "$UPSTREAM_METRICS_SERVER"; fi
+}
+
+# Local mode: tools/build.sh's metrics-server on the runtime base (upstream mode pulls upstream's).
+build_metrics_server() {
+  [[ "$(kind_mode)" == local ]] || return 0
+  tools/build.sh >&2
+  local hash ctx
+  hash="$(inputs_hash tools/kind/images/metrics-server "tools/build.sh $(cat "$PODKEEPER_TOOLS_BIN/../stamp")" \
+    "$(docker image inspect -f '{{.Id}}' "$RUNTIME_IMAGE")")"
+  image_current "$LOCAL_METRICS_SERVER" "$hash" && { log "$LOCAL_METRICS_SERVER is current"; return; }
+  log "building $LOCAL_METRICS_SERVER from tools/build.sh's binary"
+  ctx="$(mktemp -d)"
+  cp tools/kind/images/metrics-server/Dockerfile "$PODKEEPER_TOOLS_BIN/metrics-server" "$ctx/"
+  docker_build "$LOCAL_METRICS_SERVER" "$hash" "$ctx" --build-arg RUNTIME="$RUNTIME_IMAGE"
+  rm -rf "$ctx"
+}
+
 build_demo_app() {
   static_image "$DEMO_APP_IMAGE" "$KIND_BIN/demo-app" /demo-app "$(cat "$KIND_BIN/stamp")"
   log "$DEMO_APP_IMAGE ready"
@@ -197,6 +220,7 @@ build_app_images() {
   build_podkeeper
   build_zookeeper
   build_demo_app
+  build_metrics_server
 }
 
 # The images kubeadm v1.37.2 asks for, under the names `kubeadm config images list` prints.

@@ -5,23 +5,31 @@
 //	demo-app serve                 serve on $LISTEN (default :8080)
 //	demo-app ready true|false      switch the readiness of the server on 127.0.0.1 (run it with
 //	                               kubectl exec: the image has no shell)
+//	demo-app call URL N            N GETs of URL, each on a new connection (so each one goes
+//	                               through kube-proxy's choice again): first "resolved HOST ADDRS",
+//	                               then one line per call, the answer or "error ..."
 //
 // Endpoints: / (who answers), /ready (200 or 503), /healthz (always 200), and
 // PUT /admin/ready?value=true|false (loopback only).
 // Env: LISTEN, POD_NAME, READY_AT_START (default true), SHUTDOWN_DELAY (default 5s: how long
-// it keeps serving after SIGTERM before it exits).
+// it keeps serving after SIGTERM before it exits), BURN_CPU (true: one goroutine spins for the
+// process's lifetime, a CPU-bound workload), and, to register itself in ZooKeeper as a
+// provider on a VM does (register.go): REGISTER_ZK, REGISTER_PATH, REGISTER_DATA.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,12 +37,18 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: demo-app serve | demo-app ready true|false")
+		fmt.Fprintln(os.Stderr, "usage: demo-app serve | demo-app ready true|false | demo-app call URL N")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "serve":
 		serve()
+	case "call":
+		if len(os.Args) != 4 {
+			fmt.Fprintln(os.Stderr, "usage: demo-app call URL N")
+			os.Exit(2)
+		}
+		os.Exit(call(os.Args[2], os.Args[3]))
 	case "ready":
 		if len(os.Args) != 3 {
 			fmt.Fprintln(os.Stderr, "usage: demo-app ready true|false")
@@ -67,6 +81,9 @@ func serve() {
 	}
 	var ready atomic.Bool
 	ready.Store(startReady)
+	if burn, _ := strconv.ParseBool(env("BURN_CPU", "false")); burn {
+		go spin()
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -99,10 +116,21 @@ func serve() {
 	})
 
 	server := &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	listener, err := net.Listen("tcp", listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Registered only once it accepts connections; deregistered first thing on SIGTERM, while
+	// it still serves, as Curator's ServiceDiscovery.close() and Dubbo's shutdown hook do.
+	registration, err := registerFromEnv()
+	if err != nil {
+		log.Fatalf("register: %v", err)
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		s := <-stop
+		registration.deregister()
 		log.Printf("%v: serving %v more, then exiting", s, delay)
 		time.Sleep(delay)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -110,7 +138,7 @@ func serve() {
 		_ = server.Shutdown(ctx)
 	}()
 	log.Printf("%s listening on %s (ready=%v)", pod, listen, ready.Load())
-	if err := server.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := server.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
 }
@@ -135,6 +163,60 @@ func setReady(value string) int {
 	if resp.StatusCode != http.StatusOK {
 		fmt.Fprintln(os.Stderr, resp.Status)
 		return 1
+	}
+	return 0
+}
+
+// spin burns one core (or what the container's CPU limit allows) until the process ends.
+func spin() {
+	n := uint64(0)
+	for {
+		n++
+		if n == 0 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// call makes n GETs of url, each on a new connection, and prints what answered.
+func call(url, count string) int {
+	n, err := strconv.Atoi(count)
+	if err != nil || n < 1 {
+		fmt.Fprintln(os.Stderr, "N must be a positive number")
+		return 2
+	}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	host := req.URL.Hostname()
+	addrs, err := net.DefaultResolver.LookupHost(context.Background(), host)
+	if err != nil {
+		fmt.Printf("resolved %s error %v\n", host, err)
+		return 1
+	}
+	fmt.Printf("resolved %s %s\n", host, strings.Join(addrs, ","))
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true},
+	}
+	for i := 0; i < n; i++ {
+		resp, err := client.Get(url)
+		if err != nil {
+			fmt.Printf("error %v\n", err)
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case err != nil:
+			fmt.Printf("error %v\n", err)
+		case resp.StatusCode != http.StatusOK:
+			fmt.Printf("error %s\n", resp.Status)
+		default:
+			fmt.Println(strings.TrimSpace(string(body)))
+		}
 	}
 	return 0
 }
