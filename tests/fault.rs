@@ -1691,9 +1691,27 @@ async fn metrics_api_down_during_churn_falls_back_to_declared_weights() {
     );
     let end = Instant::now();
     let changes = churn.finish("metrics API down", fault, end).await;
+    let last_error = || {
+        ns.kubectl(&[
+            "get",
+            "svcreg",
+            "web",
+            "-o=jsonpath={.status.load.lastError}",
+        ])
+    };
+    let said = last_error();
+    assert!(
+        !said.is_empty(),
+        "status.load.lastError while the metrics API is down"
+    );
     cluster_up();
     let (converge, lost, stale, duplicated) =
         converge(&zk.connect_string(), &path, &pods, end).await;
+    // A merge patch keeps what it does not mention: the error must be cleared explicitly.
+    wait_until(Duration::from_secs(60), "lastError cleared", || async {
+        last_error().is_empty()
+    })
+    .await;
     finish(Row {
         scenario: format!(
             "metrics API down during churn (declared weights after {:.0} s)",

@@ -30,6 +30,11 @@ struct Slot {
     pending: Option<Box<ServiceRegistrationStatus>>,
     /// A task is running; it takes `pending` before it ends.
     running: bool,
+    /// The status as the API server holds it, as far as this writer knows (the resource's
+    /// before the first patch, then the last one patched): what a patch must clear.
+    base: Option<Box<serde_json::Value>>,
+    /// `base` was set (from the resource, or by a patch).
+    based: bool,
 }
 
 impl StatusWriter {
@@ -54,8 +59,13 @@ impl StatusWriter {
         if previous.is_some_and(|p| super::status::same(p, &status)) {
             return false;
         }
-        self.last = Some(status.clone());
         let mut slot = self.slot.lock().expect("status slot lock");
+        if !slot.based {
+            slot.based = true;
+            let on_resource = self.last.is_none().then_some(previous).flatten();
+            slot.base = on_resource.and_then(|p| serde_json::to_value(p).ok().map(Box::new));
+        }
+        self.last = Some(status.clone());
         slot.pending = Some(Box::new(status));
         if !slot.running {
             slot.running = true;
@@ -89,12 +99,15 @@ async fn patch_pending(
             slot.lock().expect("status slot lock").running = false;
             return;
         };
-        let patch = serde_json::json!({ "status": status });
+        let value = serde_json::to_value(&status).expect("a status serializes");
+        let base = slot.lock().expect("status slot lock").base.clone();
+        let patch = serde_json::json!({ "status": clearing(base.as_deref(), &value) });
         let params = PatchParams::default();
         let patched = Box::pin(api.patch_status(&name, &params, &Patch::Merge(&patch))).await;
         drop(permit);
         match patched {
             Ok(_) => {
+                slot.lock().expect("status slot lock").base = Some(Box::new(value));
                 delay = Duration::from_millis(200);
                 tokio::time::sleep(MIN_INTERVAL).await;
             }
@@ -117,6 +130,34 @@ async fn patch_pending(
     }
 }
 
+/// Fields patched on their own, never by this writer (see `reconcile::place`).
+const NOT_OURS: &[&str] = &["placementIntents"];
+
+/// `new` as a merge patch over `base`: every field `base` has and `new` leaves out is sent as
+/// null, in nested objects too, for a merge patch keeps what it does not mention (a cleared
+/// `load.lastError` or `unresolvedAddresses` would otherwise stay on the resource).
+fn clearing(base: Option<&serde_json::Value>, new: &serde_json::Value) -> serde_json::Value {
+    fn walk(base: &serde_json::Value, new: &serde_json::Value, top: bool) -> serde_json::Value {
+        let (Some(b), Some(n)) = (base.as_object(), new.as_object()) else {
+            return new.clone();
+        };
+        let mut out = n.clone();
+        for (k, bv) in b {
+            match n.get(k) {
+                Some(nv) => {
+                    out.insert(k.clone(), walk(bv, nv, false));
+                }
+                None if top && NOT_OURS.contains(&k.as_str()) => {}
+                None => {
+                    out.insert(k.clone(), serde_json::Value::Null);
+                }
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+    base.map_or_else(|| new.clone(), |b| walk(b, new, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +169,20 @@ mod tests {
             ready,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_patch_clears_what_the_last_status_had_and_this_one_leaves_out() {
+        let base = serde_json::json!({"ready": 2, "unresolved": 1,
+            "load": {"weighed": 3, "lastError": "no answer"}, "groups": [1],
+            "placementIntents": [{"path": "/p"}]});
+        let new = serde_json::json!({"ready": 3, "load": {"weighed": 3}});
+        assert_eq!(
+            clearing(Some(&base), &new),
+            serde_json::json!({"ready": 3, "unresolved": null, "groups": null,
+                "load": {"weighed": 3, "lastError": null}})
+        );
+        assert_eq!(clearing(None, &new), new);
     }
 
     /// With the clock paused, tokio moves time on only when every task waits: a timeout that
