@@ -96,6 +96,7 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
             format!("{}-{}", host.trim(), std::process::id())
         })
     });
+    let mut lease = None;
     let leadership = if args.leader_elect {
         let ns = args
             .lease_namespace
@@ -109,11 +110,14 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
             duration: args.lease_duration,
         };
         tracing::info!(lease = %format!("{ns}/{}", cfg.name), %identity, "leader election on");
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(client.clone(), &ns);
         tokio::spawn(controller::leader::run(
-            Api::namespaced(client.clone(), &ns),
-            cfg,
+            api.clone(),
+            cfg.clone(),
             leadership.clone(),
         ));
+        lease = Some((api, cfg));
         leadership
     } else {
         Arc::new(controller::leader::Leadership::always())
@@ -147,11 +151,17 @@ pub async fn run(args: config::RunConfig) -> anyhow::Result<()> {
         import: args.import,
     };
     tracing::info!(zk = %args.zk_connect, prefixes = ?args.allowed_path_prefix, cluster = %args.cluster_id, "podkeeper starting");
+    let elected = wiring.leadership.clone();
     let controllers = controller::run(client, wiring, move |ctx| {
         let _ = slot.set(ctx);
     });
     tokio::select! {
-        r = controllers => r,
+        r = controllers => {
+            if let Some((api, cfg)) = &lease {
+                controller::leader::release(api, cfg, &elected).await;
+            }
+            r
+        }
         r = server => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("health server on {addr}"))),

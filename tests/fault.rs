@@ -618,6 +618,91 @@ async fn paused_leader_is_fenced_and_steps_down() {
     });
 }
 
+/// A leader stopped as Kubernetes stops a pod (SIGTERM: a rollout, a drain) hands the Lease
+/// back on its way out, so the standby leads at once, not after the lease (15 s here) runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_terminated_hands_over_the_lease_at_once() {
+    let _g = SERIAL.lock().await;
+    install_crd();
+    let zk = ZkServer::start();
+    let lease = [
+        ("PODKEEPER_LEADER_ELECT", "true"),
+        ("PODKEEPER_LEASE_DURATION", "15s"),
+        ("PODKEEPER_LEASE_NAMESPACE", "default"),
+        ("PODKEEPER_LEASE_NAME", "podkeeper-handover"),
+    ];
+    let name = ["-n", "default", "lease", "podkeeper-handover"];
+    let _ = kubectl(
+        &[&["delete"], &name[..], &["--ignore-not-found"]].concat(),
+        None,
+    );
+    let holder = || {
+        let get = [
+            &["get"],
+            &name[..],
+            &["-o", "jsonpath={.spec.holderIdentity}"],
+        ]
+        .concat();
+        kubectl(&get, None).1
+    };
+    let a = Operator::start("replica-a", &zk.connect_string(), &lease);
+    wait_until(Duration::from_secs(30), "replica-a leads", || async {
+        holder() == "replica-a"
+    })
+    .await;
+    let b = Operator::start("replica-b", &zk.connect_string(), &lease);
+    wait_ready(&b).await;
+    let ns = TestNs::new("handover").await;
+    let (pods, names) = setup(&ns).await;
+    let path = ns.path("web");
+    converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
+    let raw = cluster::connect_zk(&zk.connect_string()).await;
+    let epoch = "/podkeeper/.leader-epoch-fault";
+    let version = || async { raw.get_data(epoch).await.unwrap().1.version };
+    let before = version().await;
+    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+    churn
+        .wait_for(5, Instant::now(), "churn before the stop")
+        .await;
+    a.signal("TERM");
+    let stopped = Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "replica-b bumps the epoch",
+        || async { version().await > before },
+    )
+    .await;
+    let failover = stopped.elapsed();
+    assert!(
+        // The standby reads the Lease every quarter lease (3.75 s): within two reads.
+        failover < Duration::from_secs(8),
+        "took {failover:?}: the Lease ran out instead of being handed over; replica-a:\n{}",
+        a.log_tail()
+    );
+    assert!(
+        std::fs::read_to_string(&a.log)
+            .unwrap()
+            .contains("released the Lease")
+    );
+    churn
+        .wait_for(5, stopped, "changes after the handover")
+        .await;
+    let changes = churn
+        .finish("leader terminated", stopped, Instant::now())
+        .await;
+    let t = Instant::now();
+    let (converge, lost, stale, duplicated) = converge(&zk.connect_string(), &path, &pods, t).await;
+    finish(Row {
+        scenario: "leader terminated (SIGTERM, 15 s lease): it hands the Lease back, the standby leads at once".into(),
+        changes,
+        lost,
+        stale,
+        duplicated,
+        converge,
+        failover: Some(failover),
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_restarted_during_churn() {
     let _g = SERIAL.lock().await;

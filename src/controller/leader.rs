@@ -13,6 +13,8 @@ use tokio::sync::watch;
 pub struct Leadership {
     state: watch::Sender<Option<u64>>,
     elected: bool,
+    /// Shutting down: the elector stops, and takes the Lease no more.
+    resigned: std::sync::atomic::AtomicBool,
 }
 
 impl Leadership {
@@ -21,6 +23,7 @@ impl Leadership {
         Leadership {
             state: watch::channel(Some(1)).0,
             elected: false,
+            resigned: Default::default(),
         }
     }
 
@@ -29,6 +32,7 @@ impl Leadership {
         Leadership {
             state: watch::channel(None).0,
             elected: true,
+            resigned: Default::default(),
         }
     }
 
@@ -60,6 +64,19 @@ impl Leadership {
         });
     }
 
+    /// Leads no more, for good (shutdown): see [`release`].
+    pub fn resign(&self) {
+        self.resigned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.term() {
+            self.step_down(t);
+        }
+    }
+
+    fn resigned(&self) -> bool {
+        self.resigned.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn lead(&self, term: u64) {
         tracing::info!(term, "leading");
         self.state.send_replace(Some(term));
@@ -85,7 +102,7 @@ pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leadership: std::sync::Arc<L
     // it has not changed for `duration` by our own clock (no trust in others' clocks).
     let mut observed: Option<(String, String, Instant)> = None;
     let mut last_renew = Instant::now();
-    loop {
+    while !leadership.resigned() {
         let now = Instant::now();
         match api.get_opt(&cfg.name).await {
             Ok(None) => {
@@ -108,7 +125,7 @@ pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leadership: std::sync::Arc<L
                 let seen_at = observed.as_ref().map_or(now, |o| o.2);
                 let mine = holder == cfg.identity;
                 let expired = holder.is_empty() || now.duration_since(seen_at) >= cfg.duration;
-                if mine || expired {
+                if (mine || expired) && !leadership.resigned() {
                     if take(&api, lease, &cfg, !mine).await {
                         last_renew = now;
                         if leadership.term().is_none() {
@@ -130,6 +147,29 @@ pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leadership: std::sync::Arc<L
             leadership.step_down(t);
         }
         tokio::time::sleep(retry).await;
+    }
+}
+
+/// On shutdown: resigns, and hands the Lease back when this replica holds it (no holder, a
+/// 1 s duration, as client-go's `ReleaseOnCancel`), so a standby leads at once instead of
+/// after the lease runs out. Safe with writes still in flight: the next leader bumps the
+/// epoch first, which fences them.
+pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig, leadership: &Leadership) {
+    let led = leadership.term().is_some();
+    leadership.resign();
+    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else {
+        return;
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if !led || spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+    match api.replace(&cfg.name, &PostParams::default(), &lease).await {
+        Ok(_) => tracing::info!(lease = %cfg.name, "released the Lease"),
+        Err(err) => tracing::warn!(%err, "releasing the Lease failed; it runs out by itself"),
     }
 }
 
