@@ -2881,13 +2881,15 @@ async fn import_latency_from_zookeeper_to_endpointslices() {
         v.sort();
         v[((v.len() as f64 * p).ceil() as usize).saturating_sub(1)].as_secs_f64() * 1000.0
     };
-    eprintln!(
-        "RESULT import latency ZooKeeper -> EndpointSlice, {N} providers one at a time: join p50 {:.1} ms p99 {:.1} ms; leave p50 {:.1} ms p99 {:.1} ms",
-        pct(&mut joins, 0.5),
-        pct(&mut joins, 0.99),
-        pct(&mut leaves, 0.5),
-        pct(&mut leaves, 0.99)
-    );
+    // In scripts/bench's RESULT shape (name value unit (details)), which it collects.
+    for (what, v) in [("join", &mut joins), ("leave", &mut leaves)] {
+        for (q, p) in [("p50", 0.5), ("p99", 0.99)] {
+            eprintln!(
+                "RESULT import_{what}_{q} {:.1} ms (a provider's {what} in ZooKeeper -> its EndpointSlice, {N} providers one at a time)",
+                pct(v, p)
+            );
+        }
+    }
     // The operator's own share: ZooKeeper event received -> slice written.
     let (_, metrics) = harness::http_get(&op.health, "/metrics").unwrap();
     for l in metrics
