@@ -1,7 +1,6 @@
 //! The native ZooKeeper records: the service record at `<path>` and one endpoint record per pod
 //! at `<path>/endpoints/<pod>`. Plain data shared by the writer and the discovery client.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -162,8 +161,8 @@ pub struct LoadFigures {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_utilization: Option<Milli>,
     /// Per-pod custom metrics (custom.metrics.k8s.io) by name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub named_metrics: BTreeMap<String, Milli>,
+    #[serde(default, skip_serializing_if = "SmallMap::is_empty")]
+    pub named_metrics: SmallMap<SmolStr, Milli>,
 }
 
 impl LoadFigures {

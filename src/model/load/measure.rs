@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use smol_str::SmolStr;
+
 use crate::model::record::{LoadFigures, Milli};
 
 /// A resource a `Resource` metric names.
@@ -118,7 +120,7 @@ pub fn load_figures(pod: &PodFigures) -> Option<LoadFigures> {
         cpu_utilization: fraction(Resource::Cpu),
         mem_utilization: fraction(Resource::Memory),
         named_metrics: named
-            .map(|(n, v)| (n.clone(), Milli::from_f64(*v)))
+            .map(|(n, v)| (SmolStr::new(n), Milli::from_f64(*v)))
             .collect(),
     };
     (!figures.is_empty()).then_some(figures)
