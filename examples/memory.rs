@@ -83,8 +83,47 @@ fn main() {
         size_of::<podkeeper::controller::index::PodEntry>(),
         size_of::<podkeeper::model::record::PublishedRecord>(),
     );
+    weighed(&reg, &pods, &nodes);
     index(&reg);
     maps_vs_litemap();
+}
+
+/// What `spec.load` adds per pod: a factor and figures (CPU, memory, one custom metric) for
+/// every pod, the figures shared by the factor map and the records.
+fn weighed(
+    reg: &Registration,
+    pods: &[PodInfo],
+    nodes: &std::collections::HashMap<String, podkeeper::model::pod::NodeInfo>,
+) {
+    use podkeeper::model::load::{Factors, PodWeight};
+    use podkeeper::model::record::{LoadFigures, Milli};
+    let at = || BYTES.load(Ordering::Relaxed);
+    let a0 = at();
+    let plain = Tracker::build(reg, pods, nodes, 0);
+    let a1 = at();
+    drop(plain);
+    let a2 = at();
+    let factors: Factors = (pods.iter().enumerate())
+        .map(|(i, p)| {
+            let figures = LoadFigures {
+                cpu_utilization: Some(Milli(i as i64 % 1000)),
+                mem_utilization: Some(Milli(500)),
+                named_metrics: [("requests_in_flight".into(), Milli(50_000))].into(),
+            };
+            let factor = 0.5 + (i % 10) as f32 / 10.0;
+            let figures = Some(std::sync::Arc::new(figures));
+            (p.name.clone(), PodWeight { factor, figures })
+        })
+        .collect();
+    let t = Tracker::build_weighed(reg, pods, nodes, 0, std::sync::Arc::new(factors));
+    let a3 = at();
+    let n = pods.len();
+    println!(
+        "with spec.load (every pod weighed, with figures): tracker and factors {} B per pod, {} B more",
+        (a3 - a2) / n,
+        (a3 - a2 - (a1 - a0)) / n
+    );
+    drop(t);
 }
 
 /// The operator's index of pods as the pod watch fills it (one resource registered, so the

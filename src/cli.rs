@@ -694,6 +694,7 @@ mod tests {
             ports: Default::default(),
             weight,
             declared_weight: None,
+            load: None,
             group: "default".into(),
             zone: i.is_multiple_of(2).then(|| "z1".to_string()),
             node: None,

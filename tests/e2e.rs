@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::cluster::{self as harness, TestNs, env, kubectl, wait_until, zk_client};
 use common::registry::wait_for as wait_registry;
 use podkeeper::crd::ServiceRegistration;
-use podkeeper::model::record::EndpointStatus;
+use podkeeper::model::record::{EndpointRecord, EndpointStatus};
 
 fn deployment(name: &str, track: &str, replicas: u32, extra_pod_annotations: &str) -> String {
     format!(
@@ -2254,6 +2254,18 @@ async fn load_moves_weights_inside_groups_and_switches_the_policy() {
         Some(100),
         "the declared weight beside the effective"
     );
+    // The record carries the figures its weight came from: 450m of a 500m request (a figure
+    // taken while the new usage was still averaging in is replaced with the next weight).
+    let cpu = |e: &BTreeMap<String, EndpointRecord>| {
+        let load = e.get(hot)?.load.clone()?;
+        load.cpu_utilization.map(|m| m.get())
+    };
+    let near = Duration::from_secs(60);
+    let what = "the hot pod's load.cpuUtilization near 0.9";
+    common::registry::wait_for_within(&zk, &path, what, near, |_, e| {
+        cpu(e).is_some_and(|u| (u - 0.9).abs() <= 0.05)
+    })
+    .await;
     wait_until(
         Duration::from_secs(30),
         "a PolicySwitched event",
@@ -2453,6 +2465,15 @@ spec:
         })
         .await;
     assert_eq!(group_sum(&eps, "default"), total, "the total is kept");
+    let figures = eps[hot]
+        .load
+        .as_deref()
+        .expect("the hot pod's load figures");
+    assert_eq!(
+        figures.named_metrics["requests_in_flight"].get(),
+        90.0,
+        "the custom metric by its name"
+    );
     wait_until(
         Duration::from_secs(30),
         "status.load: 3 pods weighed",

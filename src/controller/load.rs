@@ -13,8 +13,12 @@ use smol_str::SmolStr;
 use super::Context;
 use super::index::Key;
 use crate::crd::{LoadStatus, Policy, ServiceRegistration, UnweighedPod};
-use crate::model::load::measure::{Amounts, Metric, PodFigures, Unmeasured, quantity, utilization};
-use crate::model::load::{self, AutoPolicy, AutoRule, Damping, LoadWeights, PodLoad, Sample};
+use crate::model::load::measure::{
+    Amounts, Metric, PodFigures, Unmeasured, load_figures, quantity, utilization,
+};
+use crate::model::load::{
+    self, AutoPolicy, AutoRule, Damping, Factors, LoadWeights, PodLoad, Sample,
+};
 use crate::model::record::LoadMark;
 use crate::model::registration::Registration;
 
@@ -47,7 +51,7 @@ struct Weighing {
     declared: Policy,
     weights: LoadWeights,
     auto: AutoPolicy,
-    factors: Arc<HashMap<SmolStr, f32>>,
+    factors: Arc<Factors>,
     status: LoadStatus,
     next_ms: i64,
     /// When the service record last vouched for the weights (0: not yet).
@@ -121,8 +125,9 @@ impl LoadBook {
         self.lock().remove(key);
     }
 
-    /// The load factors in force for a resource's pods (empty: all declared).
-    pub fn factors(&self, key: &Key) -> Arc<HashMap<SmolStr, f32>> {
+    /// The load factors in force for a resource's pods, with the figures their records carry
+    /// (empty: all declared).
+    pub fn factors(&self, key: &Key) -> Arc<Factors> {
         self.lock()
             .get(key)
             .map(|w| w.factors.clone())
@@ -252,6 +257,7 @@ fn apply(
         Some(rule) => w.auto.step(&rule, w.declared, &fig, now),
         None => false,
     };
+    carry(w, &loads, figures);
     record(w, &loads, &fig, unweighed, failed.is_none(), now);
     let m = crate::metrics::get();
     m.load_weight_updates.inc_by(step.changed.len() as u64);
@@ -311,7 +317,25 @@ fn sample_of(
     last
 }
 
-/// The factors published and the status, after a period.
+/// The factors published after a period, each with the figures its records carry: those
+/// measured when the factor was set (see [`load::carried`]).
+fn carry(w: &mut Weighing, loads: &[PodLoad<'_>], figures: &HashMap<String, (PodFigures, i64)>) {
+    let factors: Factors = loads
+        .iter()
+        .filter_map(|p| {
+            let fresh = figures.get(p.name).and_then(|(f, _)| load_figures(f));
+            let factor = w.weights.factor(p.name) as f32;
+            let weighed = w.weights.capacity(p.name).is_some();
+            let entry = load::carried(w.factors.get(p.name), factor, fresh, weighed)?;
+            Some((SmolStr::new(p.name), entry))
+        })
+        .collect();
+    if *w.factors != factors {
+        w.factors = Arc::new(factors);
+    }
+}
+
+/// The status after a period.
 fn record(
     w: &mut Weighing,
     loads: &[PodLoad<'_>],
@@ -320,14 +344,6 @@ fn record(
     read: bool,
     now: i64,
 ) {
-    let factors: HashMap<SmolStr, f32> = loads
-        .iter()
-        .map(|p| (SmolStr::new(p.name), w.weights.factor(p.name) as f32))
-        .filter(|(_, f)| *f != 1.0)
-        .collect();
-    if *w.factors != factors {
-        w.factors = Arc::new(factors);
-    }
     unweighed.extend(loads.iter().filter(|p| p.sample.is_some()).filter_map(|p| {
         LoadWeights::unweighed(&w.damping, p, now).map(|why| UnweighedPod {
             pod: p.name.to_string(),

@@ -169,6 +169,7 @@ fn record_of(d: Discovered) -> EndpointRecord {
         ports: Default::default(),
         weight: if d.draining { 0 } else { weight.max(1) },
         declared_weight: None,
+        load: None,
         group: String::new(),
         zone: d.zone,
         node: None,
@@ -368,5 +369,23 @@ mod tests {
         assert_eq!(layout.touched("/pk/web/endpointsx"), Touched::Other);
         assert_eq!(layout.touched("/pk/web/other"), Touched::Other);
         assert_eq!(layout.touched("/pk/webx"), Touched::Other);
+    }
+
+    #[test]
+    fn endpoints_are_read_with_and_without_load_figures() {
+        let layout = Layout::new("/pk/web").unwrap();
+        let old = r#"{"host":"10.0.0.1","port":8080,"weight":100,"group":"default","pod":"web-1","namespace":"shop","status":"UP"}"#;
+        let rec = decode_endpoint(&layout, "web-1", old.as_bytes()).expect("an old record");
+        assert_eq!(
+            (rec.weight, rec.declared_weight, rec.load),
+            (100, None, None)
+        );
+        let weighed = r#"{"host":"10.0.0.2","port":8080,"weight":70,"declaredWeight":100,"load":{"cpuUtilization":0.9,"memUtilization":0.215,"namedMetrics":{"requests_in_flight":90}},"group":"default","pod":"web-2","namespace":"shop","status":"UP","future":1}"#;
+        let rec = decode_endpoint(&layout, "web-2", weighed.as_bytes()).expect("a weighed record");
+        let load = rec.load.as_deref().expect("its figures");
+        assert_eq!(load.cpu_utilization.map(|m| m.get()), Some(0.9));
+        assert_eq!(load.mem_utilization.map(|m| m.get()), Some(0.215));
+        assert_eq!(load.named_metrics["requests_in_flight"].get(), 90.0);
+        assert_eq!((rec.weight, rec.declared_weight), (70, Some(100)));
     }
 }

@@ -319,6 +319,7 @@ pub(super) fn endpoint_record(
         ports: ports.into_iter().collect(),
         weight,
         declared_weight: None,
+        load: None,
         group,
         zone: pod
             .node

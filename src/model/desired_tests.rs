@@ -537,3 +537,78 @@ mod incremental {
         }
     }
 }
+
+#[test]
+fn load_figures_ride_along_with_factor_changes_only() {
+    use super::load::{Factors, PodWeight};
+    use super::record::{EndpointRecord, LoadFigures, Milli};
+    use super::tracker::Tracker;
+    use std::sync::Arc;
+    let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
+    let mut pods: Vec<PodInfo> = (0..4)
+        .map(|i| {
+            pod(
+                &format!("web-s{i}"),
+                &[("app", "web"), ("track", "stable")],
+                true,
+            )
+        })
+        .collect();
+    pods.push(pod("web-c0", &[("app", "web"), ("track", "canary")], true));
+    let nodes = nodes();
+    let weight = |factor: f32, cpu: i64| PodWeight {
+        factor,
+        figures: Some(Arc::new(LoadFigures {
+            cpu_utilization: Some(Milli(cpu)),
+            ..LoadFigures::default()
+        })),
+    };
+    let factors = |s1: PodWeight, s3: PodWeight| -> Arc<Factors> {
+        Arc::new([("web-s1".into(), s1), ("web-s3".into(), s3)].into())
+    };
+    let mut t = Tracker::build_weighed(&reg, &pods, &nodes, 0, Arc::default());
+    assert_eq!(
+        *t.desired(),
+        desired(&reg, &pods, &nodes, 0),
+        "no load: as before"
+    );
+    let json = serde_json::to_value(&*t.desired().endpoints["web-s1"]).unwrap();
+    assert!(json.get("load").is_none(), "no figures, no field: {json}");
+    // web-s1's factor moves; web-s3 is measured but stays at its declared weight.
+    let moved = t.set_factors(factors(weight(0.8, 900), weight(1.0, 300)));
+    assert_eq!(moved, ["web-s1"]);
+    t.update(
+        &reg,
+        moved
+            .iter()
+            .map(|n| (n.as_str(), pods.iter().find(|p| p.name == *n))),
+        &nodes,
+        0,
+    );
+    let s1 = t.desired().endpoints["web-s1"].clone();
+    assert_eq!(s1.load.as_ref().unwrap().cpu_utilization, Some(Milli(900)));
+    assert!(s1.declared_weight.is_some());
+    assert!(
+        t.desired().endpoints["web-c0"].load.is_none(),
+        "another group: untouched"
+    );
+    // New figures under the same factors: no pod changes, no record is rebuilt.
+    let before = t.desired().clone();
+    assert!(
+        t.set_factors(factors(weight(0.8, 950), weight(1.0, 400)))
+            .is_empty()
+    );
+    t.update(&reg, std::iter::empty(), &nodes, 0);
+    assert_eq!(*t.desired(), before);
+    // A record rebuilt for another reason takes the latest figures.
+    pods[1].ip = Some("10.9.9.9".into());
+    t.update(&reg, [("web-s1", Some(&pods[1]))], &nodes, 0);
+    let s1 = t.desired().endpoints["web-s1"].clone();
+    assert_eq!(s1.load.as_ref().unwrap().cpu_utilization, Some(Milli(950)));
+    // The field as a reader parses it, and back.
+    let json = serde_json::to_string(&*s1).unwrap();
+    assert!(json.contains(r#""load":{"cpuUtilization":0.95}"#), "{json}");
+    let read: EndpointRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(serde_json::to_string(&read).unwrap(), json);
+    assert_eq!(read.load, s1.load);
+}

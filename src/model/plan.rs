@@ -182,6 +182,7 @@ mod tests {
             ports: Default::default(),
             weight,
             declared_weight: None,
+            load: None,
             group: "default".into(),
             zone: None,
             node: None,

@@ -1,7 +1,9 @@
 //! The native ZooKeeper records: the service record at `<path>` and one endpoint record per pod
 //! at `<path>/endpoints/<pod>`. Plain data shared by the writer and the discovery client.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smol_str::SmolStr;
 
 use super::policy::Policy;
@@ -120,6 +122,9 @@ pub struct EndpointRecord<S = String> {
     /// clients fall back to it when the service record's load heartbeat is stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_weight: Option<u32>,
+    /// The load figures `weight` was computed from (`spec.load`), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<Arc<LoadFigures>>,
     /// Weight group.
     pub group: S,
     /// The node's `topology.kubernetes.io/zone`, when known.
@@ -141,6 +146,66 @@ pub struct EndpointRecord<S = String> {
     /// out when unknown. Stays the same through a drain and any weight change.
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub ready_since_ms: i64,
+}
+
+/// A pod's load figures as an endpoint record carries them, named as in ORCA's load report.
+/// Utilizations are fractions of the pod's request summed over its containers, as the
+/// HorizontalPodAutoscaler computes them (ORCA's `cpu_utilization` is a fraction of the CPU).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadFigures {
+    /// CPU usage ÷ CPU request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_utilization: Option<Milli>,
+    /// Memory usage ÷ memory request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_utilization: Option<Milli>,
+    /// Per-pod custom metrics (custom.metrics.k8s.io) by name.
+    #[serde(default, skip_serializing_if = "SmallMap::is_empty")]
+    pub named_metrics: SmallMap<SmolStr, Milli>,
+}
+
+impl LoadFigures {
+    /// Nothing was measured.
+    pub fn is_empty(&self) -> bool {
+        self.cpu_utilization.is_none()
+            && self.mem_utilization.is_none()
+            && self.named_metrics.is_empty()
+    }
+}
+
+/// A figure in thousandths, so records stay `Eq`: a JSON number with at most 3 decimals, read
+/// from any JSON number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Milli(pub i64);
+
+impl Milli {
+    /// The nearest thousandth of `v` (saturating; NaN: 0).
+    pub fn from_f64(v: f64) -> Milli {
+        Milli((v * 1000.0).round() as i64)
+    }
+
+    /// As a number.
+    pub fn get(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+}
+
+impl Serialize for Milli {
+    fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        if self.0 % 1000 == 0 {
+            s.serialize_i64(self.0 / 1000)
+        } else {
+            // Division rounds correctly: the shortest decimal that reads back is ≤ 3 places.
+            s.serialize_f64(self.get())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Milli {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Milli, D::Error> {
+        f64::deserialize(d).map(Milli::from_f64)
+    }
 }
 
 /// The record as the operator holds it, one per published pod. Its strings are mostly short
@@ -168,6 +233,7 @@ mod tests {
             ports: [("http".to_string(), 8080)].into(),
             weight: 100,
             declared_weight: None,
+            load: None,
             group: "default".into(),
             zone: Some("z1".into()),
             node: None,
@@ -195,5 +261,32 @@ mod tests {
         assert_eq!(serde_json::to_string(&read).unwrap(), json);
         assert_eq!(serde_json::to_string(&held).unwrap(), json);
         assert!(held.group.is_heap_allocated() && !held.pod.is_heap_allocated());
+    }
+
+    #[test]
+    fn load_figures_are_numbers_with_at_most_three_decimals() {
+        let json = r#"{"host":"10.0.0.1","port":8080,"ports":{},"weight":7000,"declaredWeight":10000,"load":{"cpuUtilization":0.43,"memUtilization":0.21,"namedMetrics":{"requests_in_flight":50}},"group":"default","pod":"web-1","namespace":"shop","metadata":{},"status":"UP"}"#;
+        let read: EndpointRecord = serde_json::from_str(json).unwrap();
+        let held: PublishedRecord = serde_json::from_str(json).unwrap();
+        let load = read.load.as_deref().unwrap();
+        assert_eq!(load.cpu_utilization, Some(Milli(430)));
+        assert_eq!(load.named_metrics["requests_in_flight"], Milli(50_000));
+        assert_eq!(serde_json::to_string(&read).unwrap(), json);
+        assert_eq!(serde_json::to_string(&held).unwrap(), json);
+        let cases = [
+            (1, "0.001"),
+            (-1500, "-1.5"),
+            (2_000, "2"),
+            (123_456, "123.456"),
+        ];
+        for (milli, text) in cases {
+            assert_eq!(serde_json::to_string(&Milli(milli)).unwrap(), text);
+            assert_eq!(serde_json::from_str::<Milli>(text).unwrap(), Milli(milli));
+        }
+        assert_eq!(serde_json::from_str::<Milli>("0.4306").unwrap(), Milli(431));
+        assert_eq!(
+            serde_json::from_str::<Milli>("7e2").unwrap(),
+            Milli(700_000)
+        );
     }
 }

@@ -11,9 +11,9 @@ use smol_str::SmolStr;
 use super::desired::{
     Cand, Desired, MAX_WARNINGS, Rebuild, Selection, Slot, endpoint_record, place, slot,
 };
-use super::load::effective;
+use super::load::{Factors, effective};
 use super::pod::{NodeInfo, PodInfo};
-use super::record::{EndpointStatus, PublishedRecord};
+use super::record::{EndpointStatus, LoadFigures, PublishedRecord};
 use super::registration::Registration;
 use super::weights::{self, Member};
 use crate::crd::GroupStatus;
@@ -41,8 +41,8 @@ pub struct Tracker {
     unpublished: Option<BTreeSet<SmolStr>>,
     /// The status counts over the slots, kept as they change.
     totals: Totals,
-    /// Load factors of the pods weighed by load (`spec.load`); absent: 1.
-    factors: Arc<HashMap<SmolStr, f32>>,
+    /// Load factors and figures of the pods weighed by load (`spec.load`); absent: 1, none.
+    factors: Arc<Factors>,
 }
 
 /// What the status counts over all slots, kept slot by slot so a change costs O(log n).
@@ -126,8 +126,13 @@ fn name_in(set: &mut BTreeSet<SmolStr>, name: &SmolStr, add: bool) {
 }
 
 /// A pod's load factor in `factors` (1 when it has none).
-fn factor(factors: &HashMap<SmolStr, f32>, pod: &str) -> f64 {
-    factors.get(pod).map_or(1.0, |&f| f64::from(f))
+fn factor(factors: &Factors, pod: &str) -> f64 {
+    factors.get(pod).map_or(1.0, |w| f64::from(w.factor))
+}
+
+/// The load figures a pod's record carries.
+fn figures(factors: &Factors, pod: &str) -> Option<Arc<LoadFigures>> {
+    factors.get(pod).and_then(|w| w.figures.clone())
 }
 
 impl Tracker {
@@ -137,18 +142,19 @@ impl Tracker {
     }
 
     /// Takes the load factors in force; returns the pods whose factor changed, whose records
-    /// the next [`Tracker::update`] must be given.
-    pub fn set_factors(&mut self, factors: Arc<HashMap<SmolStr, f32>>) -> Vec<SmolStr> {
+    /// the next [`Tracker::update`] must be given. Figures alone change no pod: a record takes
+    /// the latest when it is rebuilt anyway.
+    pub fn set_factors(&mut self, factors: Arc<Factors>) -> Vec<SmolStr> {
         if Arc::ptr_eq(&factors, &self.factors) {
             return Vec::new();
         }
         let old = std::mem::replace(&mut self.factors, factors);
         let new = &self.factors;
         let mut changed: Vec<SmolStr> = old
-            .iter()
-            .filter(|(n, f)| new.get(*n) != Some(f))
-            .map(|(n, _)| n.clone())
-            .chain(new.keys().filter(|n| !old.contains_key(*n)).cloned())
+            .keys()
+            .chain(new.keys().filter(|n| !old.contains_key(*n)))
+            .filter(|n| factor(&old, n) != factor(new, n))
+            .cloned()
             .collect();
         changed.sort_unstable();
         changed
@@ -170,7 +176,7 @@ impl Tracker {
         pods: impl IntoIterator<Item = &'a PodInfo>,
         nodes: &HashMap<String, NodeInfo>,
         now_ms: i64,
-        factors: Arc<HashMap<SmolStr, f32>>,
+        factors: Arc<Factors>,
     ) -> Tracker {
         let mut t = Tracker {
             factors,
@@ -277,6 +283,7 @@ impl Tracker {
             {
                 *rec = Arc::new(PublishedRecord {
                     weight,
+                    load: figures(&self.factors, &name),
                     ..(**rec).clone()
                 });
                 rebuilt += 1;
@@ -365,6 +372,7 @@ impl Tracker {
             if factor(&self.factors, name) != 1.0 {
                 record.declared_weight = Some(c.relative);
             }
+            record.load = figures(&self.factors, name);
             if let Some(record) = place(endpoints, name, record, last.as_ref()) {
                 last = Some(record);
                 rebuilt += 1;

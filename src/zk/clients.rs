@@ -225,6 +225,7 @@ mod tests {
             ports: Default::default(),
             weight: 7,
             declared_weight: None,
+            load: None,
             group: "default".into(),
             zone: None,
             node: None,

@@ -4,6 +4,10 @@
 
 use std::collections::HashMap;
 
+use smol_str::SmolStr;
+
+use crate::model::record::{LoadFigures, Milli};
+
 /// A resource a `Resource` metric names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Resource {
@@ -100,6 +104,26 @@ pub fn utilization(metrics: &[Metric], pod: &PodFigures) -> Result<f64, Unmeasur
         highest = Some(highest.map_or(u, |h: f64| h.max(u)));
     }
     highest.filter(|u| u.is_finite()).ok_or(Unmeasured::NoData)
+}
+
+/// The figures an endpoint record carries: each utilization as usage ÷ request summed over
+/// containers (not relative to a target), and the custom metrics as read; `None` when nothing
+/// was measured.
+pub fn load_figures(pod: &PodFigures) -> Option<LoadFigures> {
+    let fraction = |r: Resource| {
+        let request = pod.requests.get(r).filter(|r| *r > 0.0)?;
+        let used = pod.usage?.get(r)? / request;
+        used.is_finite().then(|| Milli::from_f64(used))
+    };
+    let named = pod.custom.iter().filter(|(_, v)| v.is_finite());
+    let figures = LoadFigures {
+        cpu_utilization: fraction(Resource::Cpu),
+        mem_utilization: fraction(Resource::Memory),
+        named_metrics: named
+            .map(|(n, v)| (SmolStr::new(n), Milli::from_f64(*v)))
+            .collect(),
+    };
+    (!figures.is_empty()).then_some(figures)
 }
 
 /// A Kubernetes quantity ("250m", "1500027410n", "128Mi", "1.5", "1e3") as a number; `None`
@@ -212,5 +236,23 @@ mod tests {
         };
         assert_eq!(utilization(&[other], &p), Err(Unmeasured::NoData));
         assert_eq!(utilization(&[], &p), Err(Unmeasured::NoData));
+    }
+
+    #[test]
+    fn record_figures_are_fractions_of_the_request_and_metrics_as_read() {
+        let f = load_figures(&pod(Some(0.5), Some(0.45))).unwrap();
+        assert_eq!(f.cpu_utilization, Some(Milli(900)));
+        assert_eq!(f.mem_utilization, Some(Milli(500)));
+        assert_eq!(f.named_metrics["rps"], Milli(30_000));
+        let no_request = load_figures(&pod(None, Some(0.45))).unwrap();
+        assert_eq!(no_request.cpu_utilization, None);
+        let unmeasured = PodFigures {
+            requests: Amounts {
+                cpu: Some(1.0),
+                memory: None,
+            },
+            ..PodFigures::default()
+        };
+        assert_eq!(load_figures(&unmeasured), None);
     }
 }

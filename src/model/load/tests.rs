@@ -1,6 +1,8 @@
 //! Tests of the load weighting and the policy switch, through the closed-loop model where the
 //! loop matters.
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 
 use super::policy::{AutoPolicy, AutoRule, Figures, Reason};
@@ -255,4 +257,35 @@ fn the_switch_goes_hot_then_uneven_then_back_with_hysteresis() {
         !p.step(&rule, Policy::RoundRobin, &few, 20 * dwell),
         "one pod's data is too little"
     );
+}
+
+fn figs(cpu: i64) -> Option<crate::model::record::LoadFigures> {
+    Some(crate::model::record::LoadFigures {
+        cpu_utilization: Some(crate::model::record::Milli(cpu)),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn figures_move_with_the_factor_only() {
+    use super::carried;
+    let first = carried(None, 1.0, figs(500), true).expect("measured: an entry");
+    assert_eq!(first.figures.as_deref(), figs(500).as_ref());
+    // Same factor, new figures: the record keeps the ones it was weighed with.
+    let same = carried(Some(&first), 1.0, figs(700), true).unwrap();
+    assert!(Arc::ptr_eq(
+        same.figures.as_ref().unwrap(),
+        first.figures.as_ref().unwrap()
+    ));
+    // The factor moves: the figures it was computed from ride along.
+    let moved = carried(Some(&same), 0.8, figs(900), true).unwrap();
+    assert_eq!(
+        (moved.factor, moved.figures.as_deref()),
+        (0.8, figs(900).as_ref())
+    );
+    // A scrape that missed the pod keeps its figures; a pod no longer weighed drops them.
+    let missed = carried(Some(&moved), 0.7, None, true).unwrap();
+    assert_eq!(missed.figures.as_deref(), figs(900).as_ref());
+    assert_eq!(carried(Some(&moved), 1.0, None, false), None);
+    assert_eq!(carried(None, 1.0, None, false), None, "nothing to carry");
 }

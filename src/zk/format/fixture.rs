@@ -30,6 +30,7 @@ pub fn endpoint(
         .into(),
         weight,
         declared_weight: None,
+        load: None,
         group: group.into(),
         zone: Some(zone.into()),
         node: Some(format!("node-{zone}").into()),

@@ -432,6 +432,7 @@ mod tests {
             ports: Default::default(),
             weight: 1,
             declared_weight: None,
+            load: None,
             group: "default".into(),
             zone: None,
             node: None,
