@@ -943,56 +943,97 @@ fn edit_registries(path: Option<&str>, dubbo: bool) -> String {
     out
 }
 
+/// The path-edit scenarios' start: an operator (with `env`), the `web` registration with the
+/// native and Curator registries converged, a persistent watch on the Curator folder (what
+/// consumers see), churn under way, and then `spec.path` edited to `<path>-moved`.
+struct PathEdit {
+    zk: ZkServer,
+    op: Operator,
+    ns: TestNs,
+    old: String,
+    new: String,
+    pods: Api<Pod>,
+    zkc: zookeeper_client::Client,
+    consumers: common::registry::FolderWatch,
+    churn: Churn,
+    /// When the edit was applied.
+    fault: Instant,
+}
+
+impl PathEdit {
+    async fn start(test: &str, env: &[(&str, &str)]) -> PathEdit {
+        install_crd();
+        let zk = ZkServer::start();
+        let op = Operator::start("op", &zk.connect_string(), env);
+        wait_ready(&op).await;
+        let ns = TestNs::new(test).await;
+        let (old, new) = (ns.path("web"), format!("{}-moved", ns.path("web")));
+        let (pods, names) = setup_with(&ns, &edit_registries(None, false)).await;
+        converged_before_the_fault(&zk.connect_string(), &old, &pods).await;
+        let zkc = cluster::connect_zk(&zk.connect_string()).await;
+        let consumers = common::registry::FolderWatch::start(&zkc, "/services/web").await;
+        let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
+        churn
+            .wait_for(10, Instant::now(), "churn under way before the edit")
+            .await;
+        ns.apply(&registration(&edit_registries(Some(&new), false)));
+        let fault = Instant::now();
+        #[rustfmt::skip]
+        return PathEdit { zk, op, ns, old, new, pods, zkc, consumers, churn, fault };
+    }
+
+    /// Ends the churn (`changes` in the fault window) and reports the row once `path` converged,
+    /// with the Curator folder's fewest children while ready pods existed (never 0).
+    async fn finish(self, scenario: &str, path: &str) {
+        let PathEdit {
+            zk,
+            pods,
+            consumers,
+            churn,
+            fault,
+            ..
+        } = self;
+        let end = Instant::now();
+        let changes = churn.finish(scenario, fault, end).await;
+        let (converge, lost, stale, duplicated) =
+            converge(&zk.connect_string(), path, &pods, end).await;
+        let fewest = consumers.min_after_reaching(1);
+        assert!(
+            fewest >= Some(1),
+            "the Curator folder was empty while ready pods existed: {:?}",
+            consumers.sizes()
+        );
+        finish(Row {
+            scenario: format!("{scenario} (Curator folder fewest {})", fewest.unwrap_or(0)),
+            changes,
+            lost,
+            stale,
+            duplicated,
+            converge,
+            failover: None,
+        });
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_path_edited_during_churn_moves_the_record_and_never_empties_a_client_folder() {
     let _g = SERIAL.lock().await;
-    install_crd();
-    let zk = ZkServer::start();
-    let op = Operator::start("op", &zk.connect_string(), &[]);
-    wait_ready(&op).await;
-    let ns = TestNs::new("path-edit").await;
-    let (old, new) = (ns.path("web"), format!("{}-moved", ns.path("web")));
-    let (pods, names) = setup_with(&ns, &edit_registries(None, false)).await;
-    converged_before_the_fault(&zk.connect_string(), &old, &pods).await;
-    let zkc = cluster::connect_zk(&zk.connect_string()).await;
-    let consumers = common::registry::FolderWatch::start(&zkc, "/services/web").await;
-    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
-    churn
-        .wait_for(10, Instant::now(), "churn under way before the edit")
-        .await;
-    ns.apply(&registration(&edit_registries(Some(&new), false)));
-    let fault = Instant::now();
+    let t = PathEdit::start("path-edit", &[]).await;
     wait_until(
         Duration::from_secs(60),
         "the old record removed",
-        || async { zkc.check_stat(&old).await.unwrap().is_none() },
+        || async { t.zkc.check_stat(&t.old).await.unwrap().is_none() },
     )
     .await;
-    churn
-        .wait_for(10, fault, "changes while the path moved")
+    t.churn
+        .wait_for(10, t.fault, "changes while the path moved")
         .await;
-    let end = Instant::now();
-    let changes = churn.finish("path edited", fault, end).await;
-    let (converge, lost, stale, duplicated) =
-        converge(&zk.connect_string(), &new, &pods, end).await;
-    let fewest = consumers.min_after_reaching(1);
-    assert!(
-        fewest >= Some(1),
-        "the Curator folder was empty while ready pods existed: {:?}",
-        consumers.sizes()
-    );
-    finish(Row {
-        scenario: format!(
-            "spec.path edited during churn (Curator folder never empty: fewest {})",
-            fewest.unwrap_or(0)
-        ),
-        changes,
-        lost,
-        stale,
-        duplicated,
-        converge,
-        failover: None,
-    });
+    let new = t.new.clone();
+    t.finish(
+        "spec.path edited during churn, Curator folder never empty",
+        &new,
+    )
+    .await;
 }
 
 /// The operator crashes right after writing a moved registration, before it retires the old
@@ -1002,78 +1043,41 @@ async fn the_path_edited_during_churn_moves_the_record_and_never_empties_a_clien
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_a_move_s_write_and_its_status_then_an_edit_back_leaves_nothing() {
     let _g = SERIAL.lock().await;
-    install_crd();
-    let zk = ZkServer::start();
     let crashing = [("PODKEEPER_FAILPOINT", "exit-after-move-write")];
-    let op = Operator::start("op", &zk.connect_string(), &crashing);
-    wait_ready(&op).await;
-    let ns = TestNs::new("crash-move").await;
-    let (old, new) = (ns.path("web"), format!("{}-moved", ns.path("web")));
-    let (pods, names) = setup_with(&ns, &edit_registries(None, false)).await;
-    converged_before_the_fault(&zk.connect_string(), &old, &pods).await;
-    let zkc = cluster::connect_zk(&zk.connect_string()).await;
-    let consumers = common::registry::FolderWatch::start(&zkc, "/services/web").await;
-    let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
-    churn
-        .wait_for(10, Instant::now(), "churn under way before the edit")
-        .await;
-    ns.apply(&registration(&edit_registries(Some(&new), false)));
-    let fault = Instant::now();
+    let mut t = PathEdit::start("crash-move", &crashing).await;
     wait_until(
         Duration::from_secs(60),
         "the operator exits at the failpoint",
-        || async { !op.running() },
+        || async { !t.op.running() },
     )
     .await;
-    assert!(
-        zkc.check_stat(&new).await.unwrap().is_some(),
-        "the move was written"
-    );
-    assert!(
-        zkc.check_stat(&old).await.unwrap().is_some(),
-        "the old place not retired"
-    );
-    let status = ns.kubectl(&["get", "svcreg", "web", "-o", "jsonpath={.status}"]);
+    let exists = |p: &str| {
+        let (zkc, p) = (&t.zkc, p.to_string());
+        async move { zkc.check_stat(&p).await.unwrap().is_some() }
+    };
+    assert!(exists(&t.new).await, "the move was written");
+    assert!(exists(&t.old).await, "the old place not retired");
+    let status =
+        t.ns.kubectl(&["get", "svcreg", "web", "-o", "jsonpath={.status}"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    assert_eq!(status["placement"]["path"], old.as_str(), "{status}");
-    assert_eq!(
-        status["placementIntents"][0]["path"],
-        new.as_str(),
-        "{status}"
-    );
-    drop(op);
-    ns.apply(&registration(&edit_registries(None, false)));
-    let op = Operator::start("op2", &zk.connect_string(), &[]);
+    assert_eq!(status["placement"]["path"], t.old.as_str(), "{status}");
+    let intent = &status["placementIntents"][0]["path"];
+    assert_eq!(intent, t.new.as_str(), "{status}");
+    t.ns.apply(&registration(&edit_registries(None, false)));
+    t.op = Operator::start("op2", &t.zk.connect_string(), &[]);
     wait_until(
         Duration::from_secs(60),
         "the place written during the crash removed",
-        || async { zkc.check_stat(&new).await.unwrap().is_none() },
+        || async { !exists(&t.new).await },
     )
     .await;
-    churn.wait_for(10, fault, "changes through the crash").await;
-    let end = Instant::now();
-    let changes = churn.finish("crash mid-move", fault, end).await;
-    wait_ready(&op).await;
-    let (converge, lost, stale, duplicated) =
-        converge(&zk.connect_string(), &old, &pods, end).await;
-    let fewest = consumers.min_after_reaching(1);
-    assert!(
-        fewest >= Some(1),
-        "the Curator folder was empty while ready pods existed: {:?}",
-        consumers.sizes()
-    );
-    finish(Row {
-        scenario: format!(
-            "operator crashed between a path move's write and its status, edit reverted: moved record removed (Curator folder fewest {})",
-            fewest.unwrap_or(0)
-        ),
-        changes,
-        lost,
-        stale,
-        duplicated,
-        converge,
-        failover: None,
-    });
+    t.churn
+        .wait_for(10, t.fault, "changes through the crash")
+        .await;
+    wait_ready(&t.op).await;
+    let old = t.old.clone();
+    let scenario = "operator crashed between a path move's write and its status, edit reverted: moved record removed";
+    t.finish(scenario, &old).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
