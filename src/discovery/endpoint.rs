@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::balance::shard::{self, SHARDS};
 use crate::model::record::EndpointRecord;
 
 /// One endpoint as the registry published it, with its live in-flight count.
@@ -25,11 +26,21 @@ struct Data {
 /// The requests in flight on one pod, shared by its `Endpoint` in every snapshot.
 #[derive(Debug, Default)]
 pub(crate) struct Load {
-    /// Referenced once from here and once by every live guard, so the reference count less
-    /// one is the number of requests in flight. Taking and dropping a guard is then one atomic
-    /// increment and one decrement, on any thread; a counter beside the reference that keeps
-    /// it alive made that two of each.
-    tokens: Arc<Token>,
+    /// One count per shard of picking threads ([`super::balance::shard`]), made when that
+    /// shard first counts here: a thread's picks read and write only its own shard's counts,
+    /// so threads picking at once share no count (each shard balances its own requests, as
+    /// each Envoy worker does). Each is referenced once from here and once by every live guard
+    /// taken in its shard, so its reference count less one is that shard's requests in flight;
+    /// a guard uncounts itself where it counted, on whichever thread it drops.
+    tokens: [std::sync::OnceLock<Arc<Token>>; SHARDS],
+}
+
+impl Load {
+    fn in_shard(&self, shard: usize) -> usize {
+        self.tokens[shard]
+            .get()
+            .map_or(0, |t| Arc::strong_count(t) - 1)
+    }
 }
 
 /// What a guard holds: only its place in the count. Aligned so that every pod's count sits on
@@ -86,21 +97,32 @@ impl Endpoint {
         self.data.record.pickable()
     }
 
-    /// Requests picked through LeastRequest whose guard is still alive.
-    #[inline]
+    /// Requests picked through LeastRequest whose guard is still alive, from every thread.
     pub fn in_flight(&self) -> usize {
-        Arc::strong_count(&self.data.load.tokens) - 1
+        (0..SHARDS).map(|s| self.data.load.in_shard(s)).sum()
+    }
+
+    /// Those of them picked by threads of `shard`: what LeastRequest compares.
+    #[inline]
+    pub(crate) fn in_flight_in(&self, shard: usize) -> usize {
+        self.data.load.in_shard(shard)
     }
 
     pub(crate) fn load(&self) -> &Arc<Load> {
         &self.data.load
     }
 
-    /// Counts one more request in flight until the returned guard drops.
+    /// Counts one more request in flight, in this thread's shard, until the guard drops.
     #[inline]
     pub fn start_request(&self) -> InFlightGuard {
+        self.start_request_in(shard::this_thread() % SHARDS)
+    }
+
+    #[inline]
+    pub(crate) fn start_request_in(&self, shard: usize) -> InFlightGuard {
+        let token = self.data.load.tokens[shard].get_or_init(Arc::default);
         InFlightGuard {
-            _token: Arc::clone(&self.data.load.tokens),
+            _token: Arc::clone(token),
         }
     }
 }

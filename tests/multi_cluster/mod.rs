@@ -116,6 +116,20 @@ impl Views {
                 c.wait_for(from, LIMIT, &what, |l| census(l).as_ref() == Some(&want))
             });
         }
+        // The folder watches may trail the Java clients: the phase ends once they hold as many
+        // nodes as the clients list, so its deletions are not counted in the next phase.
+        let total: usize = want.values().sum();
+        for (f, dir) in self.folders.iter().zip(["Dubbo", "Curator"]) {
+            let deadline = std::time::Instant::now() + LIMIT;
+            while f.sizes().last() != Some(&total) {
+                let sizes = f.sizes();
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the {dir} folder watch never held {total} nodes: {sizes:?}"
+                );
+                tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(10)));
+            }
+        }
         let next = self.mark();
         for (c, range) in self
             .consumers
