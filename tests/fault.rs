@@ -497,50 +497,62 @@ async fn operator_killed_during_heavy_churn_then_restarted() {
     });
 }
 
+/// The Lease of an election scenario, in namespace default: deleted first, so the scenario
+/// starts with no holder.
+struct TestLease {
+    name: &'static str,
+    duration: &'static str,
+}
+
+impl TestLease {
+    fn fresh(name: &'static str, duration: &'static str) -> TestLease {
+        let delete = [
+            "-n",
+            "default",
+            "delete",
+            "lease",
+            name,
+            "--ignore-not-found",
+        ];
+        let _ = kubectl(&delete, None);
+        TestLease { name, duration }
+    }
+
+    /// The operators' settings: leader election on this Lease.
+    fn env(&self) -> [(&'static str, &'static str); 4] {
+        [
+            ("PODKEEPER_LEADER_ELECT", "true"),
+            ("PODKEEPER_LEASE_DURATION", self.duration),
+            ("PODKEEPER_LEASE_NAMESPACE", "default"),
+            ("PODKEEPER_LEASE_NAME", self.name),
+        ]
+    }
+
+    /// Who holds it now (empty: nobody).
+    fn holder(&self) -> String {
+        let get = ["-n", "default", "get", "lease", self.name];
+        kubectl(
+            &[&get[..], &["-o", "jsonpath={.spec.holderIdentity}"]].concat(),
+            None,
+        )
+        .1
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_leader_is_fenced_and_steps_down() {
     let _g = SERIAL.lock().await;
     install_crd();
     let zk = ZkServer::start();
-    let lease = [
-        ("PODKEEPER_LEADER_ELECT", "true"),
-        ("PODKEEPER_LEASE_DURATION", "3s"),
-        ("PODKEEPER_LEASE_NAMESPACE", "default"),
-        ("PODKEEPER_LEASE_NAME", "podkeeper-fault"),
-    ];
-    let _ = kubectl(
-        &[
-            "delete",
-            "lease",
-            "-n",
-            "default",
-            "podkeeper-fault",
-            "--ignore-not-found",
-        ],
-        None,
-    );
-    let a = Operator::start("replica-a", &zk.connect_string(), &lease);
+    let lease = TestLease::fresh("podkeeper-fault", "3s");
+    let a = Operator::start("replica-a", &zk.connect_string(), &lease.env());
     wait_ready(&a).await;
-    let leader_of = || {
-        kubectl(
-            &[
-                "get",
-                "lease",
-                "-n",
-                "default",
-                "podkeeper-fault",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-            None,
-        )
-        .1
-    };
+    let leader_of = || lease.holder();
     wait_until(Duration::from_secs(20), "replica-a leads", || async {
         leader_of() == "replica-a"
     })
     .await;
-    let b = Operator::start("replica-b", &zk.connect_string(), &lease);
+    let b = Operator::start("replica-b", &zk.connect_string(), &lease.env());
     wait_ready(&b).await;
     let ns = TestNs::new("fence").await;
     let (pods, names) = setup(&ns).await;
@@ -625,32 +637,14 @@ async fn a_leader_terminated_hands_over_the_lease_at_once() {
     let _g = SERIAL.lock().await;
     install_crd();
     let zk = ZkServer::start();
-    let lease = [
-        ("PODKEEPER_LEADER_ELECT", "true"),
-        ("PODKEEPER_LEASE_DURATION", "15s"),
-        ("PODKEEPER_LEASE_NAMESPACE", "default"),
-        ("PODKEEPER_LEASE_NAME", "podkeeper-handover"),
-    ];
-    let name = ["-n", "default", "lease", "podkeeper-handover"];
-    let _ = kubectl(
-        &[&["delete"], &name[..], &["--ignore-not-found"]].concat(),
-        None,
-    );
-    let holder = || {
-        let get = [
-            &["get"],
-            &name[..],
-            &["-o", "jsonpath={.spec.holderIdentity}"],
-        ]
-        .concat();
-        kubectl(&get, None).1
-    };
-    let a = Operator::start("replica-a", &zk.connect_string(), &lease);
+    let lease = TestLease::fresh("podkeeper-handover", "15s");
+    let holder = || lease.holder();
+    let a = Operator::start("replica-a", &zk.connect_string(), &lease.env());
     wait_until(Duration::from_secs(30), "replica-a leads", || async {
         holder() == "replica-a"
     })
     .await;
-    let b = Operator::start("replica-b", &zk.connect_string(), &lease);
+    let b = Operator::start("replica-b", &zk.connect_string(), &lease.env());
     wait_ready(&b).await;
     let ns = TestNs::new("handover").await;
     let (pods, names) = setup(&ns).await;
