@@ -47,7 +47,7 @@ impl Load {
 /// cache lines of its own, and picks on one core do not evict another pod's count from another.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Token;
+pub(crate) struct Token;
 
 impl Endpoint {
     /// An endpoint with no requests in flight.
@@ -102,12 +102,6 @@ impl Endpoint {
         (0..SHARDS).map(|s| self.data.load.in_shard(s)).sum()
     }
 
-    /// Those of them picked by threads of `shard`: what LeastRequest compares.
-    #[inline]
-    pub(crate) fn in_flight_in(&self, shard: usize) -> usize {
-        self.data.load.in_shard(shard)
-    }
-
     pub(crate) fn load(&self) -> &Arc<Load> {
         &self.data.load
     }
@@ -120,10 +114,12 @@ impl Endpoint {
 
     #[inline]
     pub(crate) fn start_request_in(&self, shard: usize) -> InFlightGuard {
-        let token = self.data.load.tokens[shard].get_or_init(Arc::default);
-        InFlightGuard {
-            _token: Arc::clone(token),
-        }
+        InFlightGuard::holding(Arc::clone(self.token_in(shard)))
+    }
+
+    /// The count of `shard`'s requests in flight here: its strong references less one.
+    pub(crate) fn token_in(&self, shard: usize) -> &Arc<Token> {
+        self.data.load.tokens[shard].get_or_init(Arc::default)
     }
 }
 
@@ -152,6 +148,14 @@ pub fn host_port(host: &str, port: u16) -> String {
 pub struct InFlightGuard {
     // Dropping the reference is what uncounts the request.
     _token: Arc<Token>,
+}
+
+impl InFlightGuard {
+    /// Counts one more request on `token`'s count until dropped.
+    #[inline]
+    pub(crate) fn holding(token: Arc<Token>) -> InFlightGuard {
+        InFlightGuard { _token: token }
+    }
 }
 
 /// What a caller knows about the request being routed.

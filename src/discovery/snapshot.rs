@@ -433,6 +433,11 @@ mod tests {
             .unwrap();
         assert_eq!(same.in_flight(), 1);
         assert_eq!(second.revision(), first.revision() + 1);
+        // And the new balancer sees it: of two endpoints, the idle one wins every pick.
+        for _ in 0..20 {
+            let next = second.pick(&PickContext::default()).unwrap();
+            assert_ne!(next.name(), name);
+        }
         drop(running);
         assert_eq!(same.in_flight(), 0);
     }

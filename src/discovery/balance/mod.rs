@@ -2,6 +2,7 @@
 //! is O(1) and allocation-free. Pure: no ZooKeeper, no clocks, no tokio.
 
 pub mod alias;
+mod least;
 pub mod ring;
 pub mod rng;
 pub mod shape;
@@ -13,6 +14,7 @@ mod threads_tests;
 use std::sync::Arc;
 
 use self::alias::AliasTable;
+use self::least::Counts;
 use self::ring::HashRing;
 use self::rng::{Rng, below};
 use self::shape::{ZonePreference, next_step_ms, ramped_weight, zone_mask};
@@ -60,7 +62,7 @@ enum State {
     Random,
     WeightedRandom(AliasTable),
     WeightedRoundRobin(SmoothWrr),
-    LeastRequest,
+    LeastRequest(Counts),
     ConsistentHash(Arc<HashRing>),
 }
 
@@ -134,7 +136,7 @@ impl Balancer {
             // goes round on its own cursor, so threads do not fight over one counter.
             Policy::RoundRobin => State::RoundRobin(Cursors::new(random_start(), targets.len())),
             Policy::Random => State::Random,
-            Policy::LeastRequest => State::LeastRequest,
+            Policy::LeastRequest => State::LeastRequest(Counts::new()),
             // Targets all weigh at least 1, so these builders always return Some.
             Policy::WeightedRandom => {
                 AliasTable::new(weights).map_or(State::Empty, State::WeightedRandom)
@@ -190,62 +192,53 @@ impl Balancer {
     /// `None` only when no endpoint is pickable.
     #[inline]
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Picked> {
-        self.pick_index(ctx, rng::thread_u64)
-            .map(|i| self.picked(i))
+        let shard = shard::this_thread() % SHARDS;
+        self.pick_index(ctx, shard, rng::thread_u64)
+            .map(|i| self.picked(shard, i))
     }
 
     /// Picks one endpoint with randomness from `rng`, for reproducible tests.
     pub fn pick_with(&self, ctx: &PickContext<'_>, rng: &mut Rng) -> Option<Picked> {
-        self.pick_index(ctx, || rng.u64(..)).map(|i| self.picked(i))
+        let shard = shard::this_thread() % SHARDS;
+        self.pick_index(ctx, shard, || rng.u64(..))
+            .map(|i| self.picked(shard, i))
     }
 
+    /// Target `i` through `shard`'s own handles: another thread's set has its reference counts
+    /// written by every pick there, on the lines that also hold the pointers read here.
     #[inline]
-    fn picked(&self, i: usize) -> Picked {
-        let shard = shard::this_thread() % SHARDS;
-        let endpoint = Arc::clone(&self.targets[shard][i]);
-        let least = matches!(self.state, State::LeastRequest);
-        let guard = least.then(|| endpoint.start_request_in(shard));
+    fn picked(&self, shard: usize, i: usize) -> Picked {
+        let targets = &self.targets[shard];
+        let guard = match &self.state {
+            State::LeastRequest(counts) => Some(counts.start(targets, shard, i)),
+            _ => None,
+        };
+        let endpoint = Arc::clone(&targets[i]);
         Picked { endpoint, guard }
     }
 
     #[inline]
-    fn pick_index(&self, ctx: &PickContext<'_>, mut random: impl FnMut() -> u64) -> Option<usize> {
+    fn pick_index(
+        &self,
+        ctx: &PickContext<'_>,
+        shard: usize,
+        mut random: impl FnMut() -> u64,
+    ) -> Option<usize> {
         let n = self.targets().len();
         Some(match &self.state {
             State::Empty => return None,
-            State::RoundRobin(cursors) => cursors.next() % n,
+            State::RoundRobin(cursors) => cursors.next_in(shard) % n,
             State::Random => below(random() as u32, n),
             State::WeightedRandom(table) => table.pick(random()),
-            State::WeightedRoundRobin(wrr) => wrr.pick(),
-            State::LeastRequest => self.least_of_two(random()),
+            State::WeightedRoundRobin(wrr) => wrr.pick_in(shard),
+            State::LeastRequest(counts) => {
+                counts.least_of_two(&self.targets[shard], shard, random())
+            }
             State::ConsistentHash(ring) => match ctx.key {
                 Some(key) => ring.lookup(key),
                 None => below(random() as u32, n),
             },
         })
-    }
-
-    /// Power of two choices: two distinct endpoints at random, the one with fewer requests in
-    /// flight wins. Almost as good as scanning all of them, at O(1) and without herding onto
-    /// one "least loaded" endpoint.
-    #[inline]
-    fn least_of_two(&self, r: u64) -> usize {
-        let n = self.targets().len();
-        if n == 1 {
-            return 0;
-        }
-        let a = below((r >> 32) as u32, n);
-        let mut b = below(r as u32, n - 1);
-        if b >= a {
-            b += 1;
-        }
-        // This thread's own handles: another thread's set has its reference counts written by
-        // every pick there, on the lines that also hold the pointers read here (115 ns a pick
-        // with two threads when every thread read set 0).
-        let shard = shard::this_thread() % SHARDS;
-        let targets = &self.targets[shard];
-        let b_is_lighter = targets[b].in_flight_in(shard) < targets[a].in_flight_in(shard);
-        std::hint::select_unpredictable(b_is_lighter, b, a)
     }
 }
 

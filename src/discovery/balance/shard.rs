@@ -100,7 +100,15 @@ impl Cursors {
     /// This thread's next position, not yet reduced modulo the order's length.
     #[inline]
     pub fn next(&self) -> usize {
-        self.shards[this_thread()].0.fetch_add(1, Ordering::Relaxed)
+        self.next_in(this_thread())
+    }
+
+    /// The next position of `shard` (this thread's, from [`this_thread`]).
+    #[inline]
+    pub fn next_in(&self, shard: usize) -> usize {
+        self.shards[shard % SHARDS]
+            .0
+            .fetch_add(1, Ordering::Relaxed)
     }
 }
 

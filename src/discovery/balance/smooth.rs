@@ -66,9 +66,15 @@ impl SmoothWrr {
     /// The next index in the smooth order.
     #[inline]
     pub fn pick(&self) -> usize {
+        self.pick_in(super::shard::this_thread())
+    }
+
+    /// The next index in the smooth order for a thread of `shard`.
+    #[inline]
+    pub fn pick_in(&self, shard: usize) -> usize {
         match &self.order {
             Order::Table { sequence, cursors } => {
-                sequence[cursors.next() % sequence.len()] as usize
+                sequence[cursors.next_in(shard) % sequence.len()] as usize
             }
             Order::Live(stepper) => {
                 let mut stepper = stepper
