@@ -1,6 +1,8 @@
 //! The command line: `run` (the operator), `crd`, `resolve` and `tree`, with one set of
 //! ZooKeeper flags shared by all. Parsing, checking and printing only; the work is the library's.
 
+mod error;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -17,6 +19,8 @@ use podkeeper::model::policy::Policy;
 use podkeeper::model::record::EndpointStatus;
 use podkeeper::zk::acl::{AclPolicy, Identity};
 use podkeeper::zk::security::{Credentials, Mechanism, SecurityFiles};
+
+pub use error::one_line;
 
 /// `podkeeper` and its subcommands.
 #[derive(Parser, Debug)]
@@ -606,37 +610,10 @@ fn draw_children(node: &Node, prefix: &str, out: &mut String) {
     }
 }
 
-/// An error as one line for a person: each cause once. Some libraries' errors repeat their
-/// sources in their own message, so a cause already said by an earlier one is left out.
-pub fn one_line(err: &anyhow::Error) -> String {
-    let mut said: Vec<String> = Vec::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !said.iter().any(|s| s.contains(text.trim())) {
-            said.push(text);
-        }
-    }
-    said.join(": ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use podkeeper::discovery::Registry;
-
-    #[test]
-    fn an_error_chain_says_each_cause_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("no file")]
-        struct Inner;
-        #[derive(Debug, thiserror::Error)]
-        #[error("reading config: {0}")]
-        struct Repeats(#[source] Inner);
-        let err = anyhow::Error::new(Repeats(Inner)).context("starting");
-        assert_eq!(one_line(&err), "starting: reading config: no file");
-        let plain = anyhow::anyhow!("no file").context("reading config");
-        assert_eq!(one_line(&plain), "reading config: no file");
-    }
 
     #[test]
     fn acl_id_lists_split_at_schemes_so_x509_subjects_keep_their_commas() {
