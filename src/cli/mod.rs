@@ -2,24 +2,25 @@
 //! ZooKeeper flags shared by all. Parsing, checking and printing only; the work is the library's.
 
 mod error;
+#[cfg(test)]
+mod fixtures;
+mod resolve;
 mod run;
+mod table;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use podkeeper::discovery::{
-    ClientFormat, Discovery, Ensemble, Node, PickContext, Snapshot, Staleness, host_port,
-};
-use podkeeper::model::policy::Policy;
-use podkeeper::model::record::EndpointStatus;
+use podkeeper::discovery::{Ensemble, Node, host_port};
 use podkeeper::zk::security::{Credentials, Mechanism, SecurityFiles};
 
 pub use error::one_line;
+pub use resolve::{ResolveArgs, resolve};
 pub use run::RunArgs;
+use table::status;
 
 /// `podkeeper` and its subcommands.
 #[derive(Parser, Debug)]
@@ -112,42 +113,6 @@ impl ZkArgs {
     }
 }
 
-/// Arguments of `podkeeper resolve`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ResolveArgs {
-    #[command(flatten)]
-    pub zk: ZkArgs,
-    /// Service path, e.g. /podkeeper/shop/web.
-    pub path: String,
-    /// Pick with this policy instead of the service record's.
-    #[arg(long)]
-    pub policy: Option<Policy>,
-    /// How many sample picks to make and count.
-    #[arg(long, default_value_t = 1000)]
-    pub picks: usize,
-    /// Keep running and print the endpoints again at each change, until Ctrl-C.
-    #[arg(long)]
-    pub watch: bool,
-    /// Affinity key for the sample picks (ConsistentHash sends them all to one endpoint).
-    #[arg(long)]
-    pub key: Option<String>,
-    /// Read another client's folder instead of a podkeeper service path: dubbo
-    /// (/dubbo/<interface>/providers), curator (/services/<name>) or serverset.
-    #[arg(long, value_parser = parse_format)]
-    pub format: Option<ClientFormat>,
-}
-
-fn parse_format(s: &str) -> Result<ClientFormat, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "dubbo" => Ok(ClientFormat::Dubbo),
-        "curator" | "spring" => Ok(ClientFormat::Curator),
-        "serverset" => Ok(ClientFormat::ServerSet),
-        _ => Err(format!(
-            "unknown format {s:?}: use dubbo, curator or serverset"
-        )),
-    }
-}
-
 /// Arguments of `podkeeper tree`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TreeArgs {
@@ -181,35 +146,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Runs `podkeeper resolve`.
-pub async fn resolve(args: ResolveArgs) -> anyhow::Result<()> {
-    let ensemble = args.zk.ensemble()?;
-    let discovery = Discovery::builder(ensemble.connect.clone(), &args.path)
-        .ensemble(ensemble)
-        .pinned_policy(args.policy)
-        .format(args.format)
-        .start()
-        .await
-        .with_context(|| format!("resolving {}", args.path))?;
-    let mut updates = discovery.subscribe();
-    let snapshot = updates.borrow_and_update().clone();
-    print!("{}", render_resolve(&args, &snapshot));
-    if !args.watch {
-        return Ok(());
-    }
-    loop {
-        tokio::select! {
-            changed = updates.changed() => {
-                changed.context("the discovery task stopped")?;
-                let snapshot = updates.borrow_and_update().clone();
-                println!("--- revision {} ---", snapshot.revision());
-                print!("{}", render_resolve(&args, &snapshot));
-            },
-            signal = tokio::signal::ctrl_c() => return signal.context("waiting for Ctrl-C"),
-        }
-    }
-}
-
 /// Runs `podkeeper tree`.
 pub async fn tree(args: TreeArgs) -> anyhow::Result<()> {
     let root = podkeeper::discovery::browse(&args.zk.ensemble()?, &args.path)
@@ -219,136 +155,6 @@ pub async fn tree(args: TreeArgs) -> anyhow::Result<()> {
     render_tree(&root, &args.path, &mut out);
     print!("{out}");
     Ok(())
-}
-
-/// The service record, the endpoint table and a sample of picks.
-fn render_resolve(args: &ResolveArgs, snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    let source = if args.policy.is_some() {
-        "pinned by --policy"
-    } else {
-        "from the service record"
-    };
-    let _ = writeln!(out, "service  {}", args.path);
-    match snapshot.service() {
-        Some(service) => {
-            let owner = &service.owner;
-            let _ = writeln!(out, "name     {}", service.service_name);
-            let _ = writeln!(out, "policy   {} ({source})", snapshot.policy());
-            let _ = writeln!(
-                out,
-                "owner    {}/{}/{} (uid {}, generation {})",
-                owner.cluster_id, owner.namespace, owner.name, owner.uid, service.generation
-            );
-        }
-        None => {
-            let what = match args.format {
-                Some(f) => format!("a {f:?} folder: no service record there"),
-                None => "no service record at this path".into(),
-            };
-            let _ = writeln!(out, "name     - ({what})");
-            let _ = writeln!(out, "policy   {}", snapshot.policy());
-        }
-    }
-    let state = match snapshot.staleness() {
-        Staleness::Fresh => "fresh",
-        Staleness::Unreachable => "STALE: ZooKeeper unreachable, showing the last snapshot",
-        Staleness::KeptByOperator => {
-            "STALE: the operator kept the last known endpoints (keepLastEndpoints)"
-        }
-        Staleness::Emptied => {
-            "STALE: every endpoint vanished at once, showing the last snapshot (fail-static)"
-        }
-    };
-    let _ = writeln!(out, "state    {state}");
-    out.push('\n');
-
-    let rows: Vec<Vec<String>> = snapshot
-        .endpoints()
-        .iter()
-        .map(|e| {
-            let r = e.record();
-            vec![
-                e.name().to_string(),
-                e.address(),
-                r.weight.to_string(),
-                r.group.clone(),
-                r.zone.clone().unwrap_or_else(|| "-".into()),
-                status(r.status).to_string(),
-            ]
-        })
-        .collect();
-    if rows.is_empty() {
-        out.push_str("no endpoints\n");
-        return out;
-    }
-    out.push_str(&table(
-        &["POD", "ADDRESS", "WEIGHT", "GROUP", "ZONE", "STATUS"],
-        &rows,
-    ));
-
-    if args.picks == 0 {
-        return out;
-    }
-    let ctx = PickContext {
-        key: args.key.as_deref().map(str::as_bytes),
-    };
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..args.picks {
-        match snapshot.pick(&ctx) {
-            Some(picked) => *counts.entry(picked.name().to_string()).or_default() += 1,
-            None => break,
-        }
-    }
-    out.push('\n');
-    if counts.is_empty() {
-        out.push_str("no pickable endpoint (all DRAINING or weight 0)\n");
-        return out;
-    }
-    let _ = writeln!(out, "{} picks with {}:", args.picks, snapshot.policy());
-    let rows: Vec<Vec<String>> = counts
-        .iter()
-        .map(|(name, &n)| {
-            vec![
-                name.to_string(),
-                n.to_string(),
-                format!("{:.1}%", 100.0 * n as f64 / args.picks as f64),
-            ]
-        })
-        .collect();
-    out.push_str(&table(&["POD", "PICKS", "SHARE"], &rows));
-    out
-}
-
-fn status(status: EndpointStatus) -> &'static str {
-    match status {
-        EndpointStatus::Up => "UP",
-        EndpointStatus::Draining => "DRAINING",
-    }
-}
-
-/// Left-aligned columns, two spaces apart.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
-        for (cell, w) in cells.zip(&widths) {
-            let _ = write!(text, "{cell:<w$}  ");
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&mut headers.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-    out
 }
 
 /// Draws `node` and everything below it with box-drawing branches.
@@ -437,85 +243,9 @@ fn draw_children(node: &Node, prefix: &str, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::registry;
     use super::*;
     use podkeeper::discovery::Registry;
-
-    use podkeeper::model::record::EndpointRecord;
-
-    fn endpoint(i: u8, weight: u32, status: EndpointStatus) -> EndpointRecord {
-        EndpointRecord {
-            host: format!("10.0.0.{i}"),
-            port: 8080,
-            ports: Default::default(),
-            weight,
-            declared_weight: None,
-            load: None,
-            group: "default".into(),
-            zone: i.is_multiple_of(2).then(|| "z1".to_string()),
-            node: None,
-            pod: format!("web-{i}"),
-            namespace: "shop".into(),
-            metadata: Default::default(),
-            status,
-            ready_since_ms: 0,
-        }
-    }
-
-    fn registry() -> Registry {
-        Registry {
-            service: Some(
-                serde_json::from_value(serde_json::json!({
-                    "serviceName": "web",
-                    "policy": "WeightedRoundRobin",
-                    "owner": {"clusterId": "c1", "namespace": "shop", "name": "web", "uid": "u-1"},
-                    "generation": 4,
-                }))
-                .unwrap(),
-            ),
-            endpoints: [
-                ("web-1".to_string(), endpoint(1, 3, EndpointStatus::Up)),
-                ("web-2".to_string(), endpoint(2, 1, EndpointStatus::Up)),
-                (
-                    "web-3".to_string(),
-                    endpoint(3, 0, EndpointStatus::Draining),
-                ),
-            ]
-            .into(),
-        }
-    }
-
-    fn args(picks: usize) -> ResolveArgs {
-        let cli = Cli::parse_from(["podkeeper", "resolve", "/podkeeper/shop/web"]);
-        let Command::Resolve(args) = cli.command else {
-            unreachable!()
-        };
-        ResolveArgs { picks, ..args }
-    }
-
-    #[test]
-    fn resolve_prints_record_table_and_exact_wrr_counts() {
-        let snapshot = Snapshot::build(&registry(), None, None);
-        let text = render_resolve(&args(8), &snapshot);
-        assert!(
-            text.contains("policy   WeightedRoundRobin (from the service record)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("owner    c1/shop/web (uid u-1, generation 4)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("POD    ADDRESS        WEIGHT  GROUP    ZONE  STATUS\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("web-3  10.0.0.3:8080  0       default  -     DRAINING\n"),
-            "{text}"
-        );
-        // Smooth WRR over {3, 1}: 8 picks are two whole cycles.
-        assert!(text.contains("web-1  6      75.0%\n"), "{text}");
-        assert!(text.contains("web-2  2      25.0%\n"), "{text}");
-    }
 
     #[test]
     fn tree_draws_folders_services_and_endpoints() {
