@@ -1,5 +1,5 @@
-//! The command line: `run` (the operator), `crd`, `resolve` and `tree`, with one set of
-//! ZooKeeper flags shared by all. Parsing, checking and printing only; the work is the library's.
+//! The command line's shape: the subcommands and the ZooKeeper flags they all share.
+//! Parsing, checking and printing only; the work is the library's. Each subcommand has its file.
 
 mod error;
 #[cfg(test)]
@@ -7,20 +7,20 @@ mod fixtures;
 mod resolve;
 mod run;
 mod table;
+mod tree;
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use podkeeper::discovery::{Ensemble, Node, host_port};
+use podkeeper::discovery::Ensemble;
 use podkeeper::zk::security::{Credentials, Mechanism, SecurityFiles};
 
 pub use error::one_line;
 pub use resolve::{ResolveArgs, resolve};
 pub use run::RunArgs;
-use table::status;
+pub use tree::{TreeArgs, tree};
 
 /// `podkeeper` and its subcommands.
 #[derive(Parser, Debug)]
@@ -113,16 +113,6 @@ impl ZkArgs {
     }
 }
 
-/// Arguments of `podkeeper tree`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct TreeArgs {
-    #[command(flatten)]
-    pub zk: ZkArgs,
-    /// Where to start.
-    #[arg(default_value = "/podkeeper")]
-    pub path: String,
-}
-
 /// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -146,142 +136,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Runs `podkeeper tree`.
-pub async fn tree(args: TreeArgs) -> anyhow::Result<()> {
-    let root = podkeeper::discovery::browse(&args.zk.ensemble()?, &args.path)
-        .await
-        .with_context(|| format!("reading {}", args.path))?;
-    let mut out = String::new();
-    render_tree(&root, &args.path, &mut out);
-    print!("{out}");
-    Ok(())
-}
-
-/// Draws `node` and everything below it with box-drawing branches.
-fn render_tree(node: &Node, label: &str, out: &mut String) {
-    let _ = writeln!(out, "{}", describe(node, label));
-    draw_children(node, "", out);
-}
-
-fn describe(node: &Node, label: &str) -> String {
-    match node {
-        Node::Folder { .. } => format!("{label}/"),
-        Node::Service { registry, .. } => match &registry.service {
-            Some(s) => format!(
-                "{label}  [service {} · {} · owner {}/{}/{} · generation {}{}]",
-                s.service_name,
-                s.policy,
-                s.owner.cluster_id,
-                s.owner.namespace,
-                s.owner.name,
-                s.generation,
-                if s.stale {
-                    " · STALE: last endpoints kept"
-                } else {
-                    ""
-                }
-            ),
-            None => format!("{label}  [service record vanished while reading]"),
-        },
-    }
-}
-
-fn draw_children(node: &Node, prefix: &str, out: &mut String) {
-    match node {
-        Node::Folder { children, .. } => {
-            for (i, child) in children.iter().enumerate() {
-                let last = i + 1 == children.len();
-                let name = match child {
-                    Node::Folder { name, .. } | Node::Service { name, .. } => name,
-                };
-                let _ = writeln!(
-                    out,
-                    "{prefix}{}{}",
-                    if last { "└── " } else { "├── " },
-                    describe(child, name)
-                );
-                draw_children(
-                    child,
-                    &format!("{prefix}{}", if last { "    " } else { "│   " }),
-                    out,
-                );
-            }
-        }
-        Node::Service { registry, .. } => {
-            if registry.endpoints.is_empty() {
-                let _ = writeln!(out, "{prefix}└── (no endpoints)");
-                return;
-            }
-            let rows: Vec<[String; 4]> = registry
-                .endpoints
-                .iter()
-                .map(|(name, r)| {
-                    [
-                        name.clone(),
-                        host_port(&r.host, r.port),
-                        format!("weight {}", r.weight),
-                        status(r.status).to_string(),
-                    ]
-                })
-                .collect();
-            let width = |k: usize| rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0);
-            let (w0, w1, w2) = (width(0), width(1), width(2));
-            for (i, [name, address, weight, status]) in rows.iter().enumerate() {
-                let branch = if i + 1 == rows.len() {
-                    "└── "
-                } else {
-                    "├── "
-                };
-                let _ = writeln!(
-                    out,
-                    "{prefix}{branch}{name:<w0$}  {address:<w1$}  {weight:<w2$}  {status}"
-                );
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::fixtures::registry;
     use super::*;
-    use podkeeper::discovery::Registry;
-
-    #[test]
-    fn tree_draws_folders_services_and_endpoints() {
-        let root = Node::Folder {
-            name: "podkeeper".into(),
-            children: vec![Node::Folder {
-                name: "shop".into(),
-                children: vec![
-                    Node::Service {
-                        name: "web".into(),
-                        registry: registry(),
-                    },
-                    Node::Service {
-                        name: "api".into(),
-                        registry: Registry {
-                            endpoints: Default::default(),
-                            ..registry()
-                        },
-                    },
-                ],
-            }],
-        };
-        let mut out = String::new();
-        render_tree(&root, "/podkeeper", &mut out);
-        let want = "\
-/podkeeper/
-└── shop/
-    ├── web  [service web · WeightedRoundRobin · owner c1/shop/web · generation 4]
-    │   ├── web-1  10.0.0.1:8080  weight 3  UP
-    │   ├── web-2  10.0.0.2:8080  weight 1  UP
-    │   └── web-3  10.0.0.3:8080  weight 0  DRAINING
-    └── api  [service web · WeightedRoundRobin · owner c1/shop/web · generation 4]
-        └── (no endpoints)
-";
-        assert_eq!(out, want);
-    }
 
     #[test]
     fn durations_parse_with_units() {
