@@ -1,5 +1,5 @@
 //! The operator's settings, already parsed and checked: what `podkeeper run` hands the library.
-//! Flags and environment variables are the binary's business (src/cli.rs); nothing here connects.
+//! Flags and environment variables are the binary's business (src/cli/); nothing here connects.
 
 use std::net::SocketAddr;
 use std::time::Duration;
