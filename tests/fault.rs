@@ -539,33 +539,42 @@ impl TestLease {
     }
 }
 
+/// The epoch node the scenarios' operators fence their writes with (cluster id `fault`).
+const EPOCH: &str = "/podkeeper/.leader-epoch-fault";
+
+/// How many terms have begun: the epoch node's version.
+async fn epoch_version(zk: &zookeeper_client::Client) -> i32 {
+    zk.get_data(EPOCH).await.unwrap().1.version
+}
+
+/// Two replicas on `lease`: `replica-a` leading, then `replica-b` ready as its standby.
+async fn leader_and_standby(zk: &ZkServer, lease: &TestLease) -> (Operator, Operator) {
+    let a = Operator::start("replica-a", &zk.connect_string(), &lease.env());
+    wait_ready(&a).await;
+    wait_until(Duration::from_secs(30), "replica-a leads", || async {
+        lease.holder() == "replica-a"
+    })
+    .await;
+    let b = Operator::start("replica-b", &zk.connect_string(), &lease.env());
+    wait_ready(&b).await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_leader_is_fenced_and_steps_down() {
     let _g = SERIAL.lock().await;
     install_crd();
     let zk = ZkServer::start();
     let lease = TestLease::fresh("podkeeper-fault", "3s");
-    let a = Operator::start("replica-a", &zk.connect_string(), &lease.env());
-    wait_ready(&a).await;
     let leader_of = || lease.holder();
-    wait_until(Duration::from_secs(20), "replica-a leads", || async {
-        leader_of() == "replica-a"
-    })
-    .await;
-    let b = Operator::start("replica-b", &zk.connect_string(), &lease.env());
-    wait_ready(&b).await;
+    let (a, _b) = leader_and_standby(&zk, &lease).await;
     let ns = TestNs::new("fence").await;
     let (pods, names) = setup(&ns).await;
     let path = ns.path("web");
     converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
 
-    let raw = zookeeper_client::Client::connect(&zk.connect_string())
-        .await
-        .unwrap();
-    let (_, epoch_before) = raw
-        .get_data("/podkeeper/.leader-epoch-fault")
-        .await
-        .unwrap();
+    let raw = cluster::connect_zk(&zk.connect_string()).await;
+    let epoch_before = epoch_version(&raw).await;
     let written_by_a = metric(&metrics_of(&a), "podkeeper_znodes_written_total");
     a.signal("STOP");
     let paused = Instant::now();
@@ -577,14 +586,7 @@ async fn paused_leader_is_fenced_and_steps_down() {
     wait_until(
         Duration::from_secs(30),
         "replica-b bumps the epoch",
-        || async {
-            raw.get_data("/podkeeper/.leader-epoch-fault")
-                .await
-                .unwrap()
-                .1
-                .version
-                > epoch_before.version
-        },
+        || async { epoch_version(&raw).await > epoch_before },
     )
     .await;
     let failover = paused.elapsed();
@@ -638,22 +640,13 @@ async fn a_leader_terminated_hands_over_the_lease_at_once() {
     install_crd();
     let zk = ZkServer::start();
     let lease = TestLease::fresh("podkeeper-handover", "15s");
-    let holder = || lease.holder();
-    let a = Operator::start("replica-a", &zk.connect_string(), &lease.env());
-    wait_until(Duration::from_secs(30), "replica-a leads", || async {
-        holder() == "replica-a"
-    })
-    .await;
-    let b = Operator::start("replica-b", &zk.connect_string(), &lease.env());
-    wait_ready(&b).await;
+    let (a, _b) = leader_and_standby(&zk, &lease).await;
     let ns = TestNs::new("handover").await;
     let (pods, names) = setup(&ns).await;
     let path = ns.path("web");
     converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
     let raw = cluster::connect_zk(&zk.connect_string()).await;
-    let epoch = "/podkeeper/.leader-epoch-fault";
-    let version = || async { raw.get_data(epoch).await.unwrap().1.version };
-    let before = version().await;
+    let before = epoch_version(&raw).await;
     let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
     churn
         .wait_for(5, Instant::now(), "churn before the stop")
@@ -663,7 +656,7 @@ async fn a_leader_terminated_hands_over_the_lease_at_once() {
     wait_until(
         Duration::from_secs(30),
         "replica-b bumps the epoch",
-        || async { version().await > before },
+        || async { epoch_version(&raw).await > before },
     )
     .await;
     let failover = stopped.elapsed();
@@ -1522,23 +1515,7 @@ async fn scaling_from_one_replica_to_two_during_churn_never_runs_two_writers() {
     install_crd();
     let zk = ZkServer::start();
     // The chart's default: leader election on with one replica too.
-    let lease = [
-        ("PODKEEPER_LEADER_ELECT", "true"),
-        ("PODKEEPER_LEASE_DURATION", "3s"),
-        ("PODKEEPER_LEASE_NAMESPACE", "default"),
-        ("PODKEEPER_LEASE_NAME", "podkeeper-scale"),
-    ];
-    let _ = kubectl(
-        &[
-            "delete",
-            "lease",
-            "-n",
-            "default",
-            "podkeeper-scale",
-            "--ignore-not-found",
-        ],
-        None,
-    );
+    let lease = TestLease::fresh("podkeeper-scale", "3s").env();
     let first = Operator::start("replica-1", &zk.connect_string(), &lease);
     wait_ready(&first).await;
     let ns = TestNs::new("scale-up").await;
@@ -1546,8 +1523,7 @@ async fn scaling_from_one_replica_to_two_during_churn_never_runs_two_writers() {
     let (pods, names) = setup(&ns).await;
     converged_before_the_fault(&zk.connect_string(), &path, &pods).await;
     let zkc = cluster::connect_zk(&zk.connect_string()).await;
-    let epoch = "/podkeeper/.leader-epoch-fault";
-    let (_, before) = zkc.get_data(epoch).await.unwrap();
+    let before = epoch_version(&zkc).await;
     let churn = Churn::start(pods.clone(), names, Duration::from_millis(50));
     churn
         .wait_for(10, Instant::now(), "churn under way before the scale-up")
@@ -1571,8 +1547,7 @@ async fn scaling_from_one_replica_to_two_during_churn_never_runs_two_writers() {
     );
     let steps = metric(&metrics_of(&first), "podkeeper_leader_step_downs_total");
     assert_eq!(steps.unwrap_or(0.0), 0.0, "the leader was fenced");
-    let (_, after) = zkc.get_data(epoch).await.unwrap();
-    assert_eq!(after.version, before.version, "no new term began");
+    assert_eq!(epoch_version(&zkc).await, before, "no new term began");
     finish(Row {
         scenario: "scaled from one replica to two during churn (leader election on by default): the new replica wrote 0 znodes".into(),
         changes,

@@ -105,6 +105,24 @@ async fn connect(zk: &ZkServer) -> Client {
         .unwrap()
 }
 
+/// The write options of a leader that has just bumped `epoch` as `who`.
+async fn leader(c: &Client, epoch: &str, who: &str) -> WriteOptions {
+    let fence = podkeeper::zk::fence::bump_epoch(c, epoch, who, &Default::default())
+        .await
+        .unwrap();
+    WriteOptions {
+        fence: Some(fence),
+        ..Default::default()
+    }
+}
+
+fn assert_fenced(err: &podkeeper::zk::ZkError) {
+    assert!(
+        matches!(err, podkeeper::zk::ZkError::Fenced { .. }),
+        "{err:?}"
+    );
+}
+
 async fn read_endpoints(c: &Client, path: &str) -> BTreeMap<SmolStr, Arc<PublishedRecord>> {
     let mut out = BTreeMap::new();
     for child in c.list_children(&endpoints_path(path)).await.unwrap() {
@@ -625,14 +643,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     let c = connect(zk).await;
     let path = "/podkeeper/shop/fenced";
     let epoch = "/podkeeper/.leader-epoch-test";
-    let old_leader = WriteOptions {
-        fence: Some(
-            podkeeper::zk::fence::bump_epoch(&c, epoch, "replica-a", &Default::default())
-                .await
-                .unwrap(),
-        ),
-        ..Default::default()
-    };
+    let old_leader = leader(&c, epoch, "replica-a").await;
     let mut pods = fleet();
     let mut cache = None;
     sync_once(
@@ -648,14 +659,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     let before = read_endpoints(&c, path).await;
 
     // A new leader takes over and bumps the epoch; the old one wakes up and tries to write.
-    let new_leader = WriteOptions {
-        fence: Some(
-            podkeeper::zk::fence::bump_epoch(&c, epoch, "replica-b", &Default::default())
-                .await
-                .unwrap(),
-        ),
-        ..Default::default()
-    };
+    let new_leader = leader(&c, epoch, "replica-b").await;
     pods[0].ready = false;
     let err = sync_once(
         &c,
@@ -667,10 +671,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(err, podkeeper::zk::ZkError::Fenced { .. }),
-        "{err:?}"
-    );
+    assert_fenced(&err);
     assert_eq!(
         read_endpoints(&c, path).await,
         before,
@@ -690,10 +691,7 @@ async fn a_fenced_former_leader_cannot_write_and_nothing_it_held_back_lands() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(err, podkeeper::zk::ZkError::Fenced { .. }),
-        "{err:?}"
-    );
+    assert_fenced(&err);
 
     // The new leader writes.
     sync_once(
@@ -716,13 +714,8 @@ async fn a_fenced_former_leader_creates_no_folder() {
     let zk = ZkServer::shared();
     let c = connect(zk).await;
     let epoch = "/podkeeper/.leader-epoch-mkdir";
-    let acls = podkeeper::zk::acl::NodeAcls::default();
-    let bump = |who| podkeeper::zk::fence::bump_epoch(&c, epoch, who, &acls);
-    let old_leader = WriteOptions {
-        fence: Some(bump("replica-a").await.unwrap()),
-        ..Default::default()
-    };
-    bump("replica-b").await.unwrap();
+    let old_leader = leader(&c, epoch, "replica-a").await;
+    leader(&c, epoch, "replica-b").await;
     let top = "/podkeeper/fenced-mkdir";
     let path = format!("{top}/team/web");
     let err = sync_once(
@@ -735,10 +728,7 @@ async fn a_fenced_former_leader_creates_no_folder() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(err, podkeeper::zk::ZkError::Fenced { .. }),
-        "{err:?}"
-    );
+    assert_fenced(&err);
     assert_eq!(c.check_stat(top).await.unwrap(), None, "no folder created");
 }
 

@@ -52,6 +52,18 @@ metadata:
   static: {env: prod}
 "#;
 
+/// `stable` ready pods `web-s<i>` of track stable, then one ready canary `web-c0`.
+fn stable_and_canary(stable: usize) -> Vec<PodInfo> {
+    let mut pods: Vec<PodInfo> = (0..stable)
+        .map(|i| {
+            let labels = [("app", "web"), ("track", "stable")];
+            pod(&format!("web-s{i}"), &labels, true)
+        })
+        .collect();
+    pods.push(pod("web-c0", &[("app", "web"), ("track", "canary")], true));
+    pods
+}
+
 fn nodes() -> HashMap<String, NodeInfo> {
     [(
         "n1".to_string(),
@@ -260,16 +272,7 @@ fn an_update_gives_the_same_result_and_shares_unchanged_records() {
     use super::tracker::Tracker;
     use std::sync::Arc;
     let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
-    let mut pods: Vec<PodInfo> = (0..20)
-        .map(|i| {
-            pod(
-                &format!("web-s{i}"),
-                &[("app", "web"), ("track", "stable")],
-                true,
-            )
-        })
-        .collect();
-    pods.push(pod("web-c0", &[("app", "web"), ("track", "canary")], true));
+    let mut pods = stable_and_canary(20);
     let nodes = nodes();
     let mut t = Tracker::build(&reg, &pods, &nodes, 0);
     let before = t.desired().clone();
@@ -545,16 +548,7 @@ fn load_figures_ride_along_with_factor_changes_only() {
     use super::tracker::Tracker;
     use std::sync::Arc;
     let reg = Registration::compile("shop", &spec(CANARY)).unwrap();
-    let mut pods: Vec<PodInfo> = (0..4)
-        .map(|i| {
-            pod(
-                &format!("web-s{i}"),
-                &[("app", "web"), ("track", "stable")],
-                true,
-            )
-        })
-        .collect();
-    pods.push(pod("web-c0", &[("app", "web"), ("track", "canary")], true));
+    let mut pods = stable_and_canary(4);
     let nodes = nodes();
     let weight = |factor: f32, cpu: i64| PodWeight {
         factor,
